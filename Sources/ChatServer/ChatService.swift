@@ -1,0 +1,138 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+public struct ChatServerConfiguration: Sendable {
+    /// Requests with a larger body are refused with 413.
+    public var maxBodyBytes: Int
+    /// Replies generated at once before the API answers 429.
+    public var maxConcurrentGenerations: Int
+    /// Silence after which a stream gets a `: ping` comment.
+    public var pingInterval: Duration
+    /// On shutdown, how long running replies may go on before they are stopped and stored as interrupted.
+    public var drainTimeout: Duration
+    /// Tokens kept free for the reply when a conversation's history is fitted into the context.
+    public var replyReserve: Int
+
+    public init(maxBodyBytes: Int = 4 << 20, maxConcurrentGenerations: Int = 4, pingInterval: Duration = .seconds(3),
+                drainTimeout: Duration = .seconds(15), replyReserve: Int = 512) {
+        self.maxBodyBytes = maxBodyBytes
+        self.maxConcurrentGenerations = maxConcurrentGenerations
+        self.pingInterval = pingInterval
+        self.drainTimeout = drainTimeout
+        self.replyReserve = replyReserve
+    }
+}
+
+/// Everything the routes share: models, store, accounts, running replies.
+public struct ChatService: Sendable {
+    public let catalog: EngineCatalog
+    public let store: any ChatStore
+    public let accounts: Accounts
+    public let registry: GenerationRegistry
+    public let configuration: ChatServerConfiguration
+    public let logger: Logger
+
+    public init(catalog: EngineCatalog, store: any ChatStore, configuration: ChatServerConfiguration = .init(),
+                logger: Logger = Logger(label: "sarvam.server")) {
+        self.catalog = catalog
+        self.store = store
+        self.accounts = Accounts(store: store)
+        self.registry = GenerationRegistry(maxRunning: configuration.maxConcurrentGenerations)
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Room for the reply: what the client asked for, capped so a long reply cannot starve history.
+    func replyReserve(requested: Int?, contextLength: Int) -> Int {
+        min(requested ?? configuration.replyReserve, max(1, contextLength / 2))
+    }
+}
+
+/// All routes. Tests drive this through `app.test(.router)`.
+public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
+    let router = Router(context: ServerContext.self)
+    router.add(middleware: RequestLogMiddleware(logger: service.logger))
+
+    router.get("/") { _, _ -> Response in
+        var headers = HTTPFields()
+        headers[.contentType] = "text/html; charset=utf-8"
+        headers[.cacheControl] = "no-cache"
+        // The page loads nothing from elsewhere; say so to the browser too.
+        headers[HTTPField.Name("Content-Security-Policy")!] =
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: WebPage.html)))
+    }
+    router.get("/health") { request, context -> Response in
+        let draining = await service.registry.draining
+        let body: JSONValue
+        let status: HTTPResponse.Status
+        switch service.catalog.state {
+        case .ready where !draining:
+            status = .ok
+            body = ["status": "ok", "models": .array(service.catalog.models.map { .string($0.id) })]
+        case .ready:
+            status = .serviceUnavailable
+            body = ["status": "shutting_down"]
+        case .loading:
+            status = .serviceUnavailable
+            body = ["status": "loading"]
+        case .failed(let message):
+            status = .serviceUnavailable
+            body = ["status": "failed", "error": .string(message)]
+        }
+        return jsonResponse(body, status: status)
+    }
+
+    // Prometheus text; unauthenticated like /health so a scraper needs no key (bind to a private
+    // address or put it behind the proxy's access rules in production).
+    router.get("/metrics") { _, _ -> Response in
+        var headers = HTTPFields()
+        headers[.contentType] = SarvamMetrics.contentType
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: SarvamMetrics.render())))
+    }
+
+    let auth = AuthMiddleware(accounts: service.accounts)
+    let v1 = router.group("v1").add(middleware: auth)
+    OpenAIController(service: service).addRoutes(to: v1)
+    let api = router.group("api").add(middleware: auth)
+    ConversationsController(service: service).addRoutes(to: api)
+    return router
+}
+
+/// The application serving `service` on `host:port`.
+public func buildApplication(_ service: ChatService, host: String, port: Int) -> some ApplicationProtocol {
+    Application(router: buildRouter(service),
+                configuration: .init(address: .hostname(host, port: port), serverName: "sarvam"),
+                logger: service.logger)
+}
+
+func jsonResponse(_ json: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json.serialized)))
+}
+
+/// An SSE response whose body is produced by `produce`, which gets a function writing one frame.
+func sseResponse(_ produce: @escaping @Sendable (_ write: @Sendable (String) async throws -> Void) async throws -> Void) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "text/event-stream"
+    headers[.cacheControl] = "no-cache"
+    headers[HTTPField.Name("X-Accel-Buffering")!] = "no"   // nginx: do not buffer the stream
+    let body = ResponseBody { writer in
+        let box = WriterBox(writer)
+        try await produce { frame in try await box.write(frame) }
+        try await box.finish()
+    }
+    return Response(status: .ok, headers: headers, body: body)
+}
+
+/// Lets a `@Sendable` closure write to the (non-Sendable) body writer. Writes are sequential: the
+/// producer awaits each one before the next.
+private final class WriterBox: @unchecked Sendable {
+    var writer: any ResponseBodyWriter
+    init(_ writer: any ResponseBodyWriter) { self.writer = writer }
+    func write(_ frame: String) async throws { try await writer.write(ByteBuffer(string: frame)) }
+    func finish() async throws { try await writer.finish(nil) }
+}

@@ -1,0 +1,320 @@
+import Foundation
+import Hummingbird
+
+/// Per-conversation defaults, stored as JSON in `conversations.settings`.
+struct ConversationSettings: Codable, Sendable {
+    var temperature: Double?
+    var topP: Double?
+    var maxTokens: Int?
+    enum CodingKeys: String, CodingKey { case temperature, topP = "top_p", maxTokens = "max_tokens" }
+
+    static func decode(_ text: String) -> ConversationSettings {
+        (try? JSONDecoder().decode(ConversationSettings.self, from: Data(text.utf8))) ?? ConversationSettings()
+    }
+    var encoded: String { (try? String(decoding: JSONEncoder.api.encode(self), as: UTF8.self)) ?? "{}" }
+    var json: JSONValue { ["temperature": .optional(temperature), "top_p": .optional(topP), "max_tokens": .optional(maxTokens)] }
+}
+
+struct CreateConversationBody: Decodable {
+    var title: String?
+    var model: String?
+    var systemPrompt: String?
+    var temperature: Double?
+    var topP: Double?
+    var maxTokens: Int?
+    enum CodingKeys: String, CodingKey {
+        case title, model, temperature, systemPrompt = "system_prompt", topP = "top_p", maxTokens = "max_tokens"
+    }
+}
+
+struct RenameConversationBody: Decodable { var title: String }
+
+struct ReplyBody: Decodable {
+    var content: String?
+    var model: String?
+    var temperature: Double?
+    var topP: Double?
+    var maxTokens: Int?
+    var seed: Int64?
+    enum CodingKeys: String, CodingKey { case content, model, temperature, seed, topP = "top_p", maxTokens = "max_tokens" }
+}
+
+/// The conversations API the web page uses. Every route checks ownership through the store, which
+/// treats another user's conversation as missing: 404, never 403, so ids leak nothing.
+///
+/// Reply streams (SSE) send, in order: `user_message` (the stored user message; not on regenerate),
+/// `: ping` comments while the prompt is processed, `start` ({model, prompt_tokens, dropped_turns}),
+/// `delta` ({content}) events, then `done` ({message, finish_reason}) or `error` ({error, message}).
+struct ConversationsController: Sendable {
+    let service: ChatService
+    var store: any ChatStore { service.store }
+
+    func addRoutes(to group: RouterGroup<ServerContext>) {
+        group.get("me") { _, context in try await me(context: context) }
+        group.get("conversations") { request, context in try await list(request, context: context) }
+        group.post("conversations") { request, context in try await create(request, context: context) }
+        group.get("conversations/:id") { _, context in try await get(context: context) }
+        group.patch("conversations/:id") { request, context in try await rename(request, context: context) }
+        group.delete("conversations/:id") { _, context in try await delete(context: context) }
+        group.post("conversations/:id/messages") { request, context in try await postMessage(request, context: context) }
+        group.post("conversations/:id/regenerate") { request, context in try await regenerate(request, context: context) }
+        group.post("conversations/:id/stop") { _, context in try await stop(context: context) }
+    }
+
+    // MARK: JSON
+
+    static func json(_ c: Conversation) -> JSONValue {
+        ["id": .string(c.id), "object": "conversation", "title": .string(c.title), "model": .string(c.model),
+         "settings": ConversationSettings.decode(c.settings).json,
+         "created_at": .int(Int(c.createdAt.timeIntervalSince1970)), "updated_at": .int(Int(c.updatedAt.timeIntervalSince1970))]
+    }
+
+    static func json(_ m: StoredMessage) -> JSONValue {
+        let tokensPerSecond: Double? = {
+            guard let seconds = m.generationSeconds, seconds > 0, let n = m.tokenCount, n > 0 else { return nil }
+            return (Double(n) / seconds * 100).rounded() / 100
+        }()
+        return ["id": .int(Int(m.id ?? 0)), "role": .string(m.role.rawValue), "content": .string(m.content),
+                "status": .string(m.status.rawValue), "token_count": .optional(m.tokenCount),
+                "prompt_tokens": .optional(m.promptTokens), "generation_seconds": .optional(m.generationSeconds),
+                "tokens_per_second": .optional(tokensPerSecond), "finish_reason": .optional(m.finishReason),
+                "dropped_turns": .optional(m.droppedTurns), "model": .optional(m.model), "error": .optional(m.error),
+                "created_at": .int(Int(m.createdAt.timeIntervalSince1970))]
+    }
+
+    // MARK: Routes
+
+    func me(context: ServerContext) async throws -> Response {
+        let user = try context.requireUser()
+        return jsonResponse(["id": .int(Int(user.userId)), "name": .string(user.name), "is_admin": .bool(user.isAdmin),
+                             "models": .array(service.catalog.models.map { .string($0.id) })])
+    }
+
+    func list(_ request: Request, context: ServerContext) async throws -> Response {
+        let user = try context.requireUser()
+        let query = request.uri.queryParameters
+        let limit = try Self.intParameter(query.get("limit"), name: "limit", default: 20, range: 1...100)
+        let offset = try Self.intParameter(query.get("offset"), name: "offset", default: 0, range: 0...Int.max)
+        let page = try await store.conversations(userId: user.userId, limit: limit, offset: offset)
+        return jsonResponse(["object": "list", "data": .array(page.items.map(Self.json)), "total": .int(page.total),
+                             "limit": .int(limit), "offset": .int(offset), "has_more": .bool(offset + page.items.count < page.total)])
+    }
+
+    static func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text else { return value }
+        guard let n = Int(text), range.contains(n) else {
+            throw APIError.invalidRequest("Query parameter '\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound == Int.max ? "" : String(range.upperBound)); got '\(text)'.", param: name)
+        }
+        return n
+    }
+
+    func create(_ request: Request, context: ServerContext) async throws -> Response {
+        let user = try context.requireUser()
+        let buffer = try await request.collectBody(limit: service.configuration.maxBodyBytes)
+        let body = try buffer.readableBytes == 0 ? CreateConversationBody() : decodeBody(CreateConversationBody.self, from: buffer)
+        _ = try SamplingFields(maxTokens: body.maxTokens, temperature: body.temperature, topP: body.topP).validated()
+        let model: String
+        if let name = body.model, !name.isEmpty {
+            model = try service.catalog.engine(named: name).modelInfo.id
+        } else {
+            model = service.catalog.models.first?.id ?? ""
+        }
+        let title = body.title.map { ConversationTitle.from(firstMessage: $0) } ?? ConversationTitle.placeholder
+        let settings = ConversationSettings(temperature: body.temperature, topP: body.topP, maxTokens: body.maxTokens)
+        let now = Date()
+        let conversation = try await store.createConversation(
+            Conversation(id: "conv_" + randomHex(bytes: 12), userId: user.userId, title: title, model: model,
+                         settings: settings.encoded, createdAt: now, updatedAt: now),
+            systemPrompt: body.systemPrompt)
+        return jsonResponse(Self.json(conversation), status: .created)
+    }
+
+    func owned(_ context: ServerContext) async throws -> (User, Conversation) {
+        let user = try context.requireUser()
+        let id = try context.parameters.require("id")
+        guard let conversation = try await store.conversation(id: id, userId: user.userId) else { throw APIError.conversationNotFound }
+        return (user, conversation)
+    }
+
+    func get(context: ServerContext) async throws -> Response {
+        let (_, conversation) = try await owned(context)
+        let messages = try await store.messages(conversationId: conversation.id)
+        guard case .object(var fields) = Self.json(conversation) else { preconditionFailure("conversation JSON is an object") }
+        fields.append(("messages", .array(messages.map(Self.json))))
+        fields.append(("running", .bool(await service.registry.isRunning(conversationId: conversation.id))))
+        return jsonResponse(.object(fields))
+    }
+
+    func rename(_ request: Request, context: ServerContext) async throws -> Response {
+        let (user, conversation) = try await owned(context)
+        let body = try decodeBody(RenameConversationBody.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
+        let title = body.title.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !title.isEmpty, title.count <= 200 else {
+            throw APIError.invalidRequest("'title' must have 1 to 200 characters.", param: "title")
+        }
+        guard let renamed = try await store.renameConversation(id: conversation.id, userId: user.userId, title: title) else {
+            throw APIError.conversationNotFound
+        }
+        return jsonResponse(Self.json(renamed))
+    }
+
+    func delete(context: ServerContext) async throws -> Response {
+        let (user, conversation) = try await owned(context)
+        _ = await service.registry.stop(conversationId: conversation.id)
+        guard try await store.deleteConversation(id: conversation.id, userId: user.userId) else { throw APIError.conversationNotFound }
+        return jsonResponse(["id": .string(conversation.id), "object": "conversation.deleted", "deleted": true])
+    }
+
+    func stop(context: ServerContext) async throws -> Response {
+        let (_, conversation) = try await owned(context)
+        let stopped = await service.registry.stop(conversationId: conversation.id)
+        return jsonResponse(["id": .string(conversation.id), "stopped": .bool(stopped)])
+    }
+
+    func postMessage(_ request: Request, context: ServerContext) async throws -> Response {
+        let (user, conversation) = try await owned(context)
+        let body = try decodeBody(ReplyBody.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
+        guard let content = body.content, !content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw APIError.invalidRequest("'content' must be a non-empty string.", param: "content")
+        }
+        let stored = try await store.messages(conversationId: conversation.id)
+        let plan = try makePlan(conversation: conversation, history: stored.map { $0 } + [StoredMessage(conversationId: conversation.id, role: .user, content: content)], body: body, requestId: context.id)
+        let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
+        let stream = try await startGeneration(engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        // The user's message is committed before generation starts.
+        let userMessage: StoredMessage
+        do {
+            let ownTokens = (try? plan.engine.countTokens([ChatMessage(role: .user, content: content)])).map { $0 - ((try? plan.engine.countTokens([])) ?? 0) }
+            userMessage = try await store.appendMessage(StoredMessage(conversationId: conversation.id, role: .user, content: content,
+                                                                      tokenCount: ownTokens))
+        } catch {
+            abandon(stream)
+            await service.registry.finish(ticket)
+            throw error
+        }
+        return streamReply(plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, context: context)
+    }
+
+    func regenerate(_ request: Request, context: ServerContext) async throws -> Response {
+        let (user, conversation) = try await owned(context)
+        let buffer = try await request.collectBody(limit: service.configuration.maxBodyBytes)
+        let body = try buffer.readableBytes == 0 ? ReplyBody() : decodeBody(ReplyBody.self, from: buffer)
+        var stored = try await store.messages(conversationId: conversation.id)
+        var replaced: StoredMessage?
+        if stored.last?.role == .assistant { replaced = stored.removeLast() }
+        guard stored.last?.role == .user else {
+            throw APIError.invalidRequest("Nothing to regenerate: the conversation does not end with a user message.")
+        }
+        let plan = try makePlan(conversation: conversation, history: stored, body: body, requestId: context.id)
+        let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
+        let stream = try await startGeneration(engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        if let id = replaced?.id {
+            do { try await store.deleteMessage(id: id) } catch {
+                abandon(stream)
+                await service.registry.finish(ticket)
+                throw error
+            }
+        }
+        return streamReply(plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, context: context)
+    }
+
+    // MARK: Generation
+
+    struct Plan: Sendable {
+        var engine: any ChatEngine
+        var fitted: HistoryWindow.Fitted
+        var request: GenerationRequest
+    }
+
+    /// Model, sampling and the history window for a reply; throws the 400/404/503 before anything is stored.
+    func makePlan(conversation: Conversation, history: [StoredMessage], body: ReplyBody, requestId: String) throws -> Plan {
+        let settings = ConversationSettings.decode(conversation.settings)
+        let maxTokens = body.maxTokens ?? settings.maxTokens
+        let sampling = try SamplingFields(maxTokens: maxTokens, temperature: body.temperature ?? settings.temperature,
+                                          topP: body.topP ?? settings.topP, seed: body.seed).validated()
+        let engine: any ChatEngine
+        if let name = body.model, !name.isEmpty {
+            engine = try service.catalog.engine(named: name)
+        } else if let named = try? service.catalog.engine(named: conversation.model) {
+            engine = named
+        } else {
+            engine = try service.catalog.engine(named: nil)   // the conversation's model is gone: use the default
+        }
+        // What the model sees: replies the user saw (complete or interrupted), never failed ones.
+        let messages = history.filter { $0.status != .error && !($0.role == .assistant && $0.content.isEmpty) }.map(\.chatMessage)
+        let context = engine.modelInfo.contextLength
+        let reserve = service.replyReserve(requested: maxTokens, contextLength: context)
+        let fitted: HistoryWindow.Fitted
+        do { fitted = try HistoryWindow.fit(messages, engine: engine, replyReserve: reserve) } catch let error as APIError { throw error } catch {
+            throw APIError.from(engine: error)
+        }
+        let room = context - fitted.promptTokens
+        let request = GenerationRequest(messages: fitted.messages, maxTokens: min(maxTokens ?? room, room), sampling: sampling,
+                                        userId: conversation.userId, requestId: requestId)
+        return Plan(engine: engine, fitted: fitted, request: request)
+    }
+
+    func streamReply(plan: Plan, stream: AsyncThrowingStream<GenerationEvent, Error>, conversation: Conversation, ticket: GenerationRegistry.Ticket, userMessage: StoredMessage?,
+                     context: ServerContext) -> Response {
+        let registry = service.registry
+        let store = self.store
+        let stats = context.stats
+        let pingInterval = service.configuration.pingInterval
+        let logger = context.logger
+        let modelId = plan.engine.modelInfo.id
+        let dropped = plan.fitted.droppedTurns
+        return sseResponse { write in
+            var outcome: GenerationOutcome?
+            var storedReply: StoredMessage?
+            do {
+                if let userMessage { try await write(SSE.event("user_message", Self.json(userMessage))) }
+                let result = await driveGeneration(
+                    stream: stream, stops: [], pingInterval: pingInterval,
+                    registerCancel: { await registry.attach(ticket, cancel: $0) },
+                    emit: { output in
+                        switch output {
+                        case .ping: try await write(SSE.ping)
+                        case .promptProcessed(let n):
+                            try await write(SSE.event("start", ["model": .string(modelId), "prompt_tokens": .int(n),
+                                                                "dropped_turns": .int(dropped)]))
+                        case .text(let text): try await write(SSE.event("delta", ["content": .string(text)]))
+                        }
+                    })
+                outcome = result
+                // The reply is stored whatever happened to the client; an interrupted reply that showed
+                // nothing is not worth a message.
+                if !(result.status == .interrupted && result.text.isEmpty) {
+                    let reply = StoredMessage(
+                        conversationId: conversation.id, role: .assistant, content: result.text, status: result.status,
+                        tokenCount: result.completionTokens, promptTokens: result.promptTokens,
+                        generationSeconds: result.promptDoneAt == nil ? nil : result.generationSeconds,
+                        finishReason: result.finishReason?.rawValue, droppedTurns: dropped, model: modelId,
+                        error: result.error?.message)
+                    storedReply = try await uncancelled { try await store.appendMessage(reply) }
+                }
+            } catch {
+                // Only the first write can get here before generation (the client left at once), or
+                // the store failed: the reply is lost, say so in the log.
+                if outcome != nil {
+                    logger.error("could not store the reply", metadata: ["conversation": "\(conversation.id)", "error": "\(error)"])
+                }
+            }
+            await registry.finish(ticket)
+            guard let outcome else { return }
+            stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
+            let message: JSONValue = storedReply.map(Self.json) ?? .null
+            if let error = outcome.error {
+                try await write(SSE.event("error", ["error": error.body.json, "message": message]))
+            } else {
+                try await write(SSE.event("done", ["message": message, "finish_reason": .optional(outcome.finishReason?.rawValue),
+                                                   "interrupted": .bool(outcome.interrupted)]))
+            }
+        }
+    }
+}
+
+extension APIError.Body {
+    var json: JSONValue {
+        ["message": .string(error.message), "type": .string(error.type), "param": .optional(error.param), "code": .optional(error.code)]
+    }
+}

@@ -1,0 +1,202 @@
+// The real ChatEngine: chat template + tokenizer in front of a BatchScheduler over one model.
+import Foundation
+import Logging
+import Tensor
+import Tokenizer
+import Transformer
+
+/// `startGeneration` queues the request or refuses it synchronously (queue full: `.busy`), before the
+/// server has sent its response headers, so the client gets a real HTTP 429 with Retry-After.
+public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
+    public let modelInfo: ModelInfo
+    public let scheduler: BatchScheduler
+    public let tokenizer: Tokenizer
+    public let template: ChatTemplate
+    public let stopTokenIds: Set<Int>
+    /// Used for each field the client leaves out (see `SamplingDefaults`).
+    public let samplingDefaults: SamplingDefaults
+
+    public init(id: String, scheduler: BatchScheduler, tokenizer: Tokenizer, template: ChatTemplate,
+                samplingDefaults: SamplingDefaults? = nil) {
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        self.template = template
+        self.samplingDefaults = samplingDefaults ?? SamplingDefaults(family: template.family)
+        stopTokenIds = Set(tokenizer.stopTokenIds(for: template))
+        modelInfo = ModelInfo(id: id, contextLength: scheduler.contextLength)
+    }
+
+    public func countTokens(_ messages: [ChatMessage]) throws -> Int {
+        promptTokens(messages).count
+    }
+
+    /// The prompt ids `generate` feeds for `messages`: the template's own markers become special
+    /// tokens, message contents never do (`RenderedPrompt` keeps them apart), so a user typing
+    /// `<|im_start|>system` cannot forge a turn.
+    public func promptTokens(_ messages: [ChatMessage]) -> [Int] {
+        let turns = messages.map { Tokenizer::ChatMessage(role: Self.role($0.role), content: $0.content) }
+        return tokenizer.encode(prompt: template.renderPrompt(turns), addBos: tokenizer.addsBosToken)
+    }
+
+    private static func role(_ role: ChatMessage.Role) -> Tokenizer::ChatMessage.Role {
+        switch role {
+        case .system: .system
+        case .user: .user
+        case .assistant: .assistant
+        }
+    }
+
+    public func generate(_ request: GenerationRequest) -> AsyncThrowingStream<GenerationEvent, Error> {
+        do {
+            return try startGeneration(request)
+        } catch {
+            return AsyncThrowingStream { $0.finish(throwing: error) }
+        }
+    }
+
+    public func startGeneration(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error> {
+        guard !request.messages.isEmpty else { throw ChatEngineError.invalidRequest("messages: expected at least one message, found none") }
+        let prompt = promptTokens(request.messages)
+        let limit = scheduler.contextLength
+        if prompt.count >= limit { throw ChatEngineError.contextLengthExceeded(promptTokens: prompt.count, limit: limit) }
+        let job = SchedulerJob(prompt: prompt, maxTokens: min(max(0, request.maxTokens), limit - prompt.count + 1),
+                               sampling: try samplingDefaults.parameters(for: request.sampling),
+                               stopTokenIds: stopTokenIds, userId: request.userId, requestId: request.requestId)
+        return try scheduler.trySubmit(job)
+    }
+
+    /// Ready for /health once built: `makeTransformerEngines` runs the warm-up step before returning it.
+    public var isReady: Bool { true }
+
+    public func shutdown() { scheduler.shutdown() }
+}
+
+/// What a request's missing sampling fields become, and the checks on the ones it sends.
+///
+/// OpenAI's own default is temperature 1, top_p 1; small local models ramble at 1, so the defaults
+/// are the model family's recommended generation settings (Qwen2.5's generation_config.json:
+/// temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05; Llama 3: 0.6 / 0.9). A request's
+/// `temperature: 0` is greedy. `top_k` and the repetition penalty are not in OpenAI's API, so they
+/// always come from here.
+public struct SamplingDefaults: Sendable, Equatable {
+    public var temperature: Double
+    public var topP: Double
+    public var topK: Int
+    public var repetitionPenalty: Double
+
+    public init(temperature: Double, topP: Double, topK: Int = 0, repetitionPenalty: Double = 1) {
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.repetitionPenalty = repetitionPenalty
+    }
+
+    public init(family: ChatTemplateFamily) {
+        switch family {
+        case .chatML: self.init(temperature: 0.7, topP: 0.8, topK: 20, repetitionPenalty: 1.05)
+        case .llama3: self.init(temperature: 0.6, topP: 0.9)
+        default: self.init(temperature: 0.7, topP: 0.9, topK: 40)
+        }
+    }
+
+    /// The sampler settings for a request; throws `invalidRequest` naming the bad field.
+    public func parameters(for s: SamplingParameters) throws -> Transformer::SamplingParameters {
+        let temperature = s.temperature ?? self.temperature
+        let topP = s.topP ?? self.topP
+        guard temperature.isFinite, (0...2).contains(temperature) else {
+            throw ChatEngineError.invalidRequest("temperature: expected a number in [0, 2], found \(temperature)")
+        }
+        guard topP.isFinite, topP > 0, topP <= 1 else {
+            throw ChatEngineError.invalidRequest("top_p: expected a number in (0, 1], found \(topP)")
+        }
+        for (name, value) in [("presence_penalty", s.presencePenalty), ("frequency_penalty", s.frequencyPenalty)]
+        where !(value.isFinite && (-2...2).contains(value)) {
+            throw ChatEngineError.invalidRequest("\(name): expected a number in [-2, 2], found \(value)")
+        }
+        return Transformer::SamplingParameters(
+            temperature: Float(temperature), topK: topK, topP: Float(topP),
+            repetitionPenalty: Float(repetitionPenalty),
+            presencePenalty: Float(s.presencePenalty), frequencyPenalty: Float(s.frequencyPenalty),
+            seed: s.seed)
+    }
+}
+
+// MARK: - Loading
+
+/// What `makeTransformerEngines` needs besides the paths (the sarvam target maps its EngineOptions here).
+public struct TransformerEngineSettings: Sendable {
+    /// Tokens per sequence; nil = the model's maxPositionEmbeddings.
+    public var contextLength: Int?
+    /// Compute threads of each model's pool.
+    public var threads: Int
+    /// KV cache bytes per model; nil = min(¼ of physical memory, maxRunningSequences full contexts).
+    public var kvCacheBytes: Int?
+    public var kvPrecision: KVCache.Precision
+    public var scheduler: SchedulerSettings
+    public var logger: Logger
+
+    public init(contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                kvCacheBytes: Int? = nil, kvPrecision: KVCache.Precision = .float16,
+                scheduler: SchedulerSettings = SchedulerSettings(), logger: Logger = Logger(label: "sarvam.engine")) {
+        self.contextLength = contextLength
+        self.threads = threads
+        self.kvCacheBytes = kvCacheBytes
+        self.kvPrecision = kvPrecision
+        self.scheduler = scheduler
+        self.logger = logger
+    }
+}
+
+/// One engine per weight file, loaded in order, each warmed up (one forward step) and its engine
+/// thread started. Throws an error naming the file that failed. Bootstraps the metrics first.
+public func makeTransformerEngines(modelPaths: [String], settings: TransformerEngineSettings) async throws -> [any ChatEngine] {
+    SarvamMetrics.bootstrap()
+    var engines: [any ChatEngine] = []
+    var ids = Set<String>()
+    for path in modelPaths {
+        do {
+            let engine = try loadTransformerEngine(path: path, settings: settings)
+            guard ids.insert(engine.modelInfo.id).inserted else {
+                throw ChatEngineError.invalidRequest("two models are named \(engine.modelInfo.id); rename one file")
+            }
+            engines.append(engine)
+        } catch {
+            throw ChatEngineError.failed("loading \(path): \(error)")
+        }
+    }
+    return engines
+}
+
+/// Loads one weight file into a ready engine (blocking; tens of milliseconds to seconds).
+public func loadTransformerEngine(path: String, settings: TransformerEngineSettings) throws -> TransformerChatEngine {
+    let file = try WeightFile.open(path)
+    let pool = ThreadPool(threads: max(1, settings.threads))
+    let model = try Model(file: file, pool: pool)
+    let tokenizer = try Tokenizer(json: file.description.tokenizer)
+    let template = ChatTemplate(detectingFrom: file.description.chatTemplate)
+    let id = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+    return try makeTransformerEngine(id: id, model: model, tokenizer: tokenizer, template: template, settings: settings)
+}
+
+/// An engine over an already built model (the tests' synthetic ones too): cache, scheduler, warm-up, thread.
+public func makeTransformerEngine(id: String, model: Model, tokenizer: Tokenizer, template: ChatTemplate,
+                                  settings: TransformerEngineSettings, startThread: Bool = true) throws -> TransformerChatEngine {
+    let c = model.configuration
+    guard tokenizer.vocabularySize <= c.vocabSize else {
+        throw ChatEngineError.failed("the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(c.vocabSize)")
+    }
+    let context = min(settings.contextLength ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings)
+    let perPosition = KVCache.bytesPerPosition(c, precision: settings.kvPrecision)
+    let budget = settings.kvCacheBytes
+        ?? min(Int(ProcessInfo.processInfo.physicalMemory / 4), settings.scheduler.maxRunningSequences * context * perPosition)
+    let cache = try model.makeCache(memoryBudget: budget, precision: settings.kvPrecision, contextLength: context)
+    let scheduler = try BatchScheduler(model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
+                                       modelId: id, logger: settings.logger)
+    try scheduler.warmUp()
+    if startThread { scheduler.start() }
+    settings.logger.info("engine ready", metadata: [
+        "model": "\(id)", "context": "\(cache.contextLength)", "kvBlocks": "\(cache.blockCount)",
+        "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)",
+    ])
+    return TransformerChatEngine(id: id, scheduler: scheduler, tokenizer: tokenizer, template: template)
+}

@@ -1,0 +1,140 @@
+import Foundation
+import Hummingbird
+
+/// `GET /v1/models` and `POST /v1/chat/completions`, shaped as OpenAI's API.
+struct OpenAIController: Sendable {
+    let service: ChatService
+
+    func addRoutes(to group: RouterGroup<ServerContext>) {
+        group.get("models") { _, _ in try models() }
+        group.post("chat/completions") { request, context in try await chatCompletions(request, context: context) }
+    }
+
+    func models() throws -> Response {
+        if case .loading = service.catalog.state { throw APIError.loading }
+        let data: [JSONValue] = service.catalog.models.map { info in
+            ["id": .string(info.id), "object": "model", "created": .int(info.created), "owned_by": .string(info.ownedBy),
+             "context_length": .int(info.contextLength)]
+        }
+        return jsonResponse(["object": "list", "data": .array(data)])
+    }
+
+    func chatCompletions(_ request: Request, context: ServerContext) async throws -> Response {
+        let user = try context.requireUser()
+        let body = try decodeBody(ChatCompletionRequest.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
+
+        // Fields.
+        guard !body.messages.isEmpty else { throw APIError.invalidRequest("'messages' must hold at least one message.", param: "messages") }
+        var messages: [ChatMessage] = []
+        for (i, m) in body.messages.enumerated() {
+            let role: ChatMessage.Role
+            switch m.role {
+            case "system", "developer": role = .system
+            case "user": role = .user
+            case "assistant": role = .assistant
+            default:
+                throw APIError.invalidRequest("messages[\(i)].role must be 'system', 'user' or 'assistant'; got '\(m.role)'.",
+                                              param: "messages[\(i)].role")
+            }
+            messages.append(ChatMessage(role: role, content: m.content))
+        }
+        if let n = body.n, n != 1 { throw APIError.invalidRequest("Only n = 1 is supported; got \(n).", param: "n") }
+        let stops = body.stop?.values ?? []
+        if stops.count > 4 { throw APIError.invalidRequest("'stop' takes at most 4 sequences; got \(stops.count).", param: "stop") }
+        let requestedMax = body.maxCompletionTokens ?? body.maxTokens
+        let sampling = try SamplingFields(maxTokens: requestedMax, temperature: body.temperature, topP: body.topP, seed: body.seed,
+                                          presencePenalty: body.presencePenalty, frequencyPenalty: body.frequencyPenalty).validated()
+        if let m = body.maxCompletionTokens, m < 1 {
+            throw APIError.invalidRequest("max_completion_tokens must be at least 1; got \(m).", param: "max_completion_tokens")
+        }
+
+        // Model and context.
+        let engine = try service.catalog.engine(named: body.model)
+        let info = engine.modelInfo
+        let promptTokens: Int
+        do { promptTokens = try engine.countTokens(messages) } catch { throw APIError.from(engine: error) }
+        if promptTokens >= info.contextLength {
+            throw APIError.contextLengthExceeded(promptTokens: promptTokens, limit: info.contextLength)
+        }
+        if let requestedMax, promptTokens + requestedMax > info.contextLength {
+            throw APIError(status: .badRequest,
+                           message: "This model's maximum context length is \(info.contextLength) tokens. However, you requested \(promptTokens + requestedMax) tokens (\(promptTokens) in the messages, \(requestedMax) in the completion). Please reduce the length of the messages or completion.",
+                           type: "invalid_request_error", param: "messages", code: "context_length_exceeded")
+        }
+        let generation = GenerationRequest(messages: messages, maxTokens: requestedMax ?? (info.contextLength - promptTokens),
+                                           sampling: sampling, userId: user.userId, requestId: context.id)
+
+        let ticket = try await service.registry.admit(userId: user.userId)
+        let registry = service.registry
+        let stream = try await startGeneration(engine: engine, request: generation, ticket: ticket, registry: registry)
+        let id = "chatcmpl-" + randomHex(bytes: 12)
+        let created = Int(Date().timeIntervalSince1970)
+        let pingInterval = service.configuration.pingInterval
+        let stats = context.stats
+
+        guard body.stream == true else {
+            let outcome = await driveGeneration(stream: stream, stops: stops, pingInterval: pingInterval,
+                                                registerCancel: { await registry.attach(ticket, cancel: $0) }, emit: { _ in })
+            await registry.finish(ticket)
+            stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
+            if let error = outcome.error { throw error }
+            guard let finish = outcome.finishReason else { throw APIError.unavailable("The reply was interrupted (the server is shutting down).") }
+            let usage = outcome.usage
+            return jsonResponse([
+                "id": .string(id), "object": "chat.completion", "created": .int(created), "model": .string(info.id),
+                "choices": [[
+                    "index": 0,
+                    "message": ["role": "assistant", "content": .string(outcome.text)],
+                    "logprobs": nil,
+                    "finish_reason": .string(finish.rawValue),
+                ]],
+                "usage": ["prompt_tokens": .int(usage.promptTokens), "completion_tokens": .int(usage.completionTokens),
+                          "total_tokens": .int(usage.totalTokens)],
+                "system_fingerprint": nil,
+            ])
+        }
+
+        let includeUsage = body.streamOptions?.includeUsage == true
+        @Sendable func chunk(delta: JSONValue, finish: FinishReason?) -> JSONValue {
+            ["id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(info.id),
+             "system_fingerprint": nil,
+             "choices": [["index": 0, "delta": delta, "logprobs": nil, "finish_reason": .optional(finish?.rawValue)]]]
+        }
+        return sseResponse { write in
+            let outcome = await driveGeneration(
+                stream: stream, stops: stops, pingInterval: pingInterval,
+                registerCancel: { await registry.attach(ticket, cancel: $0) },
+                emit: { output in
+                    switch output {
+                    case .ping: try await write(SSE.ping)
+                    case .promptProcessed: try await write(SSE.data(chunk(delta: ["role": "assistant", "content": ""], finish: nil)))
+                    case .text(let text): try await write(SSE.data(chunk(delta: ["content": .string(text)], finish: nil)))
+                    }
+                })
+            await registry.finish(ticket)
+            stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
+            if let finish = outcome.finishReason {
+                try await write(SSE.data(chunk(delta: [:], finish: finish)))
+                if includeUsage {
+                    let u = outcome.usage
+                    try await write(SSE.data([
+                        "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(info.id),
+                        "system_fingerprint": nil, "choices": [],
+                        "usage": ["prompt_tokens": .int(u.promptTokens), "completion_tokens": .int(u.completionTokens),
+                                  "total_tokens": .int(u.totalTokens)],
+                    ]))
+                }
+            } else {
+                let error = outcome.error ?? APIError(status: .serviceUnavailable, message: "The reply was interrupted.",
+                                                      type: "server_error", code: "interrupted")
+                try await write("data: \(error.json)\n\n")
+            }
+            try await write(SSE.done)
+        }
+    }
+}
+
+func randomHex(bytes: Int) -> String {
+    var rng = SystemRandomNumberGenerator()
+    return Data((0..<bytes).map { _ in UInt8.random(in: 0...255, using: &rng) }).hexString
+}

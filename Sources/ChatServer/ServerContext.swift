@@ -1,0 +1,173 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Per-request facts the handlers fill in and the request log reads after the response is written
+/// (the token counts of a streamed reply are known only at its end).
+public final class RequestStats: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _userId: Int64?
+    private var _promptTokens: Int?
+    private var _completionTokens: Int?
+    private var _outcome: String?
+
+    public init() {}
+
+    public var userId: Int64? {
+        get { lock.withLock { _userId } }
+        set { lock.withLock { _userId = newValue } }
+    }
+    public func record(usage: GenerationUsage, outcome: String) {
+        lock.withLock {
+            _promptTokens = usage.promptTokens
+            _completionTokens = usage.completionTokens
+            _outcome = outcome
+        }
+    }
+    var snapshot: (userId: Int64?, prompt: Int?, completion: Int?, outcome: String?) {
+        lock.withLock { (_userId, _promptTokens, _completionTokens, _outcome) }
+    }
+}
+
+/// The request context of every route: the authenticated user (set by `AuthMiddleware`) and the
+/// stats for the request log.
+public struct ServerContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var user: User?
+    public let stats = RequestStats()
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    /// The authenticated user (routes behind `AuthMiddleware` always have one).
+    public func requireUser() throws -> User {
+        guard let user else { throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.") }
+        return user
+    }
+}
+
+/// `Authorization: Bearer <key>` on every API route.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = ServerContext
+    let accounts: Accounts
+
+    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+        guard let header = request.headers[.authorization] else {
+            throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            throw APIError.unauthorized("The Authorization header must read 'Bearer <key>'.")
+        }
+        let key = parts[1].trimmingCharacters(in: .whitespaces)
+        let user: User?
+        do {
+            user = try await accounts.authenticate(key: key)
+        } catch {
+            context.logger.error("key lookup failed", metadata: ["error": "\(error)"])
+            throw APIError.internalError("Could not check the API key.")
+        }
+        guard let user else { throw APIError.unauthorized("Incorrect API key provided.") }
+        var context = context
+        context.user = user
+        context.stats.userId = user.id
+        context.logger[metadataKey: "user_id"] = "\(user.userId)"
+        return try await next(request, context)
+    }
+}
+
+/// One structured line per request, written when the response body is done (so a streamed reply's
+/// tokens and full latency are in it), plus the request id in an `x-request-id` header.
+struct RequestLogMiddleware: RouterMiddleware {
+    typealias Context = ServerContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        let requestId = context.id
+        let method = request.method.rawValue
+        let path = request.uri.path
+        let stats = context.stats
+        let logger = self.logger
+        @Sendable func log(status: Int, note: String?) {
+            let s = stats.snapshot
+            var metadata: Logger.Metadata = [
+                "request_id": "\(requestId)", "method": "\(method)", "path": "\(path)", "status": "\(status)",
+                "latency_ms": "\(Int((ContinuousClock.now - start) / .milliseconds(1)))",
+            ]
+            if let u = s.userId { metadata["user_id"] = "\(u)" }
+            if let p = s.prompt { metadata["prompt_tokens"] = "\(p)" }
+            if let c = s.completion { metadata["completion_tokens"] = "\(c)" }
+            if let o = s.outcome { metadata["outcome"] = "\(o)" }
+            if let note { metadata["note"] = "\(note)" }
+            logger.info("request", metadata: metadata)
+            SarvamMetrics.recordRequest(route: metricsRoute(path), method: method, status: status,
+                                        duration: ContinuousClock.now - start)
+        }
+        do {
+            var response = try await next(request, context)
+            response.headers[HTTPField.Name("x-request-id")!] = requestId
+            let status = Int(response.status.code)
+            let body = response.body
+            response.body = ResponseBody(contentLength: body.contentLength) { writer in
+                do {
+                    try await body.write(writer)
+                    log(status: status, note: nil)
+                } catch {
+                    log(status: status, note: "body not fully written: \(error)")
+                    throw error
+                }
+            }
+            return response
+        } catch let error as APIError {
+            log(status: Int(error.status.code), note: error.code ?? error.type)
+            var response = try error.response(from: request, context: context)
+            response.headers[HTTPField.Name("x-request-id")!] = requestId
+            return response
+        } catch let error as HTTPResponseError {
+            // Hummingbird's own errors (no such route, bad method...) in the API's error shape.
+            let message = error.status == .notFound ? "No route for \(method) \(path)." : "\(error.status.reasonPhrase)."
+            let api = APIError(status: error.status, message: message,
+                               type: error.status.code >= 500 ? "server_error" : "invalid_request_error")
+            log(status: Int(error.status.code), note: "\(error)")
+            var response = try api.response(from: request, context: context)
+            response.headers[HTTPField.Name("x-request-id")!] = requestId
+            return response
+        } catch {
+            log(status: 500, note: "\(error)")
+            context.logger.error("unexpected error", metadata: ["error": "\(error)"])
+            var response = try APIError.internalError("Internal error.").response(from: request, context: context)
+            response.headers[HTTPField.Name("x-request-id")!] = requestId
+            return response
+        }
+    }
+}
+
+extension Request {
+    /// The body, refused with 413 beyond `limit` bytes (checked on Content-Length first, then on
+    /// what actually arrives).
+    func collectBody(limit: Int) async throws -> ByteBuffer {
+        if let length = headers[.contentLength].flatMap(Int.init), length > limit {
+            throw APIError.payloadTooLarge(limit: limit)
+        }
+        var buffer = ByteBuffer()
+        for try await chunk in body {
+            if buffer.readableBytes + chunk.readableBytes > limit { throw APIError.payloadTooLarge(limit: limit) }
+            var chunk = chunk
+            buffer.writeBuffer(&chunk)
+        }
+        return buffer
+    }
+}
+
+/// The path as a metrics label: segments that are ids (numbers, hex, UUIDs) become `{id}`, so the
+/// number of label values stays bounded however many conversations exist.
+func metricsRoute(_ path: String) -> String {
+    let segments = path.split(separator: "/", omittingEmptySubsequences: true).map { segment -> Substring in
+        let isId = segment.count >= 1 && segment.allSatisfy { $0.isHexDigit || $0 == "-" } && segment.contains(where: \.isNumber)
+        return isId ? "{id}" : segment
+    }
+    return "/" + segments.joined(separator: "/")
+}

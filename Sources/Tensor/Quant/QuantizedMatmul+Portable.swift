@@ -1,0 +1,143 @@
+// Portable kernels: plain Swift loops over unsafe pointers with wrapping arithmetic, which LLVM
+// auto-vectorizes (see KERNELS.md: the `Int32(Int16(a) &* Int16(b))` form is the one that stays
+// vectorized once inlined). They run on every machine and are the fallback when no intrinsic path
+// is compiled in. Shapes as in QuantizedMatmul.swift: weights [N, K], activation codes [M, K],
+// y [M, N]; each call handles output rows `rows` for activation rows `ms`.
+
+/// Σ a[i]·b[i] over 32 int8 pairs, exact in Int32 (|a·b| ≤ 128·127 fits Int16).
+@inline(__always)
+func dot32(_ a: UnsafePointer<Int8>, _ b: UnsafePointer<Int8>) -> Int32 {
+    var s: Int32 = 0
+    for i in 0..<32 { s &+= Int32(Int16(a[i]) &* Int16(b[i])) }
+    return s
+}
+
+/// Σ u[i]·b[i] over 32 pairs with u unsigned 0...15 (int4 codes), exact in Int32.
+@inline(__always)
+func dot32(_ u: UnsafePointer<UInt8>, _ b: UnsafePointer<Int8>) -> Int32 {
+    var s: Int32 = 0
+    for i in 0..<32 { s &+= Int32(Int16(u[i]) &* Int16(b[i])) }
+    return s
+}
+
+/// M is walked in blocks of 4 so that one loaded weight group feeds four activation rows.
+func portableInt8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                  rows: Range<Int>, ms: Range<Int>) {
+    let groups = w.cols / 32, cols = w.cols
+    for n in rows {
+        let row = w.rowPointer(n)
+        var m0 = ms.lowerBound
+        while m0 < ms.upperBound {
+            let mb = min(4, ms.upperBound - m0)
+            var acc = SIMD4<Float>()
+            for g in 0..<groups {
+                let block = row + g * Int8Block.bytes
+                let qw = (block + Int8Block.quantsOffset).assumingMemoryBound(to: Int8.self)
+                let dw = loadHalf(block)
+                var dots = SIMD4<Int32>(), sx = SIMD4<Float>()
+                for j in 0..<mb {
+                    dots[j] = dot32(qw, a.codes + (m0 + j) * cols + g * 32)
+                    sx[j] = a.scales[(m0 + j) * groups + g]
+                }
+                acc += SIMD4<Float>(dots) * (sx * dw)
+            }
+            for j in 0..<mb { y[(m0 + j) * w.rows + n] = acc[j] }
+            m0 += mb
+        }
+    }
+}
+
+/// int4: each row's nibbles are unpacked once into a K-byte buffer (codes 0...15 in weight order),
+/// then reused for every activation row; the offset term uses the per-group activation sums.
+func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                  rows: Range<Int>, ms: Range<Int>) {
+    let groups = w.cols / 32, cols = w.cols
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { buffer in
+        let unpacked = buffer.baseAddress!
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * groups) { scaleBuffer in
+            let scale = scaleBuffer.baseAddress!         // d·sc[g]
+            let offset = scale + groups                  // dmin·m[g]
+            for n in rows {
+                let row = w.rowPointer(n)
+                for g in 0..<groups {
+                    let sb = row + (g / 8) * Int4Superblock.bytes
+                    let j = g % 8
+                    let (sc, mn) = Int4Superblock.scaleMin(
+                        (sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self), j)
+                    scale[g] = loadHalf(sb + Int4Superblock.dOffset) * Float(sc)
+                    offset[g] = loadHalf(sb + Int4Superblock.dminOffset) * Float(mn)
+                    let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
+                    let dst = unpacked + g * 32
+                    for i in 0..<16 {
+                        dst[i] = nib[i] & 0xF
+                        dst[i + 16] = nib[i] >> 4
+                    }
+                }
+                var m0 = ms.lowerBound
+                while m0 < ms.upperBound {
+                    let mb = min(4, ms.upperBound - m0)
+                    var acc = SIMD4<Float>()
+                    for g in 0..<groups {
+                        var dots = SIMD4<Int32>(), sx = SIMD4<Float>(), sums = SIMD4<Float>()
+                        for j in 0..<mb {
+                            dots[j] = dot32(UnsafePointer(unpacked + g * 32), a.codes + (m0 + j) * cols + g * 32)
+                            sx[j] = a.scales[(m0 + j) * groups + g]
+                            sums[j] = a.sums[(m0 + j) * groups + g]
+                        }
+                        acc += SIMD4<Float>(dots) * (sx * scale[g]) - offset[g] * sums
+                    }
+                    for j in 0..<mb { y[(m0 + j) * w.rows + n] = acc[j] }
+                    m0 += mb
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Float formats (f32, f16): no activation quantization
+
+/// y [M, N] = x [M, K] · Wᵀ for f32/f16 weights, threads over N. Rows of f16 are widened once
+/// into a K-float buffer and reused for all M.
+func floatMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
+                 pool: ThreadPool, path: QuantKernels.Path) {
+    let cols = w.cols
+    pool.dynamicFor(w.rows, grain: max(8, (w.rows / (pool.threads * 8) + 7) / 8 * 8)) { _, rows in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { buffer in
+            let widened = buffer.baseAddress!
+            for n in rows {
+                let rowFloats: UnsafePointer<Float>
+                if w.format == .f32 {
+                    rowFloats = w.rowPointer(n).assumingMemoryBound(to: Float.self)
+                } else {
+                    let h = w.rowPointer(n).assumingMemoryBound(to: UInt16.self)
+                    for i in 0..<cols { widened[i] = Float(Float16(bitPattern: h[i])) }
+                    rowFloats = UnsafePointer(widened)
+                }
+                for mi in 0..<m {
+                    y[mi * w.rows + n] = floatDot(rowFloats, x + mi * cols, count: cols)
+                }
+            }
+        }
+    }
+}
+
+/// Σ a[i]·b[i] with 16-lane FMA accumulators (`SIMD16<Float>.addProduct` lowers to vfmadd).
+@inline(__always)
+func floatDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    while i + 32 <= count {
+        acc0.addProduct(ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
+                        rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+        acc1.addProduct(ra.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self),
+                        rb.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self))
+        i += 32
+    }
+    var s = (acc0 + acc1).sum()
+    while i < count {
+        s += a[i] * b[i]
+        i += 1
+    }
+    return s
+}

@@ -1,0 +1,302 @@
+// Quantized matrix multiply: y = x · Wᵀ.
+// Shape letters used below:  M activation rows (tokens), N = w.rows output features,
+// K = w.cols input features, G = K/32 groups per row.  x [M, K] Float32, y [M, N] Float32.
+//
+// Activations are quantized on the fly to int8 per group of 32 (scale = max|x|/127); weight and
+// activation codes are multiplied and summed in Int32 per group (exact), then each group sum is
+// scaled by (weight scale × activation scale) in Float32. Weights are read from memory once per
+// call for all M rows (M is blocked inside each row tile), which is what makes batched decoding
+// pay. Threads split the output rows N.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which kernel implementation runs: `activePath` by default, any of `availablePaths` on request.
+public enum QuantKernels {
+    public enum Path: String, Sendable, CaseIterable {
+        /// Plain Swift loops (auto-vectorized): every machine, and the structure of the reference.
+        case portable
+        /// Explicit AVX2 intrinsics (vpsignb/vpmaddubsw/vpmaddwd + FMA), compiled under `#if AVX2`.
+        case avx2
+    }
+
+    /// Whether the intrinsic kernels multiply bytes with `vpdpbusd` (AVX-512 VNNI builds) rather
+    /// than `vpmaddubsw` + `vpmaddwd` (AVX2).
+    public static var usesVNNI: Bool {
+        #if AVX512VNNI && AVX2
+        return true
+        #else
+        return false
+        #endif
+    }
+
+    /// The path `quantizedMatmul` uses by default on this build.
+    public static var activePath: Path {
+        #if AVX2
+        return .avx2
+        #else
+        return .portable
+        #endif
+    }
+
+    /// Paths compiled into this build (tests run every one against the reference).
+    public static var availablePaths: [Path] {
+        #if AVX2
+        return [.portable, .avx2]
+        #else
+        return [.portable]
+        #endif
+    }
+}
+
+/// x quantized to int8 per group of 32 for one call. Arrays (row-major over M):
+///   codes  [M, K] Int8 in -127...127, in `layout` order (see `position`)
+///   scales [M, G] Float  (x ≈ scale · code)
+///   sums   [M, G] Float  scale · Σ codes over the group (int4's offset term −dmin·m[j]·sum)
+///   expandedScales [M, G, E] Float: each scale repeated E = `scaleRepeat` times (8 for natural,
+///          4 for pairedHalves) so the AVX2 kernels multiply by it straight from memory: one group's
+///          8-lane broadcast (int8), or a pair of groups as [s_g ×4 | s_g+1 ×4] matching the lanes
+///          of the int4 kernel's int32 partial sums.
+///   scalesByGroup, sumsByGroup [⌈M/8⌉, G, 8] Float: `scales` and `sums` of 8 consecutive
+///          activation rows side by side per group (0 past M): one vector for the 8-row tiles,
+///          whose accumulator lanes are activation rows.
+public struct QuantizedActivations {
+    public enum Layout: Sendable {
+        /// Group g's 32 codes at k = 32g ..< 32g+32, in order.
+        case natural
+        /// Groups paired (2p, 2p+1), 64 codes as [g0 x0..15 | g1 x0..15 | g0 x16..31 | g1 x16..31]:
+        /// the order in which one 32-byte load of int4 nibbles (two groups) unpacks into low and
+        /// high nibbles. A last unpaired group (G odd) stays natural.
+        case pairedHalves
+    }
+
+    public let m: Int
+    public let cols: Int
+    public let layout: Layout
+    public let codes: UnsafeMutablePointer<Int8>
+    public let scales: UnsafeMutablePointer<Float>
+    public let sums: UnsafeMutablePointer<Float>
+    public let expandedScales: UnsafeMutablePointer<Float>
+    public let scalesByGroup: UnsafeMutablePointer<Float>
+    public let sumsByGroup: UnsafeMutablePointer<Float>
+
+    public var groups: Int { cols / 32 }
+
+    public static func scaleRepeat(_ layout: Layout) -> Int { layout == .natural ? 8 : 4 }
+
+    /// Bytes of scratch needed for M × K activations (all parts 64-byte aligned).
+    public static func byteCount(m: Int, cols: Int, layout: Layout) -> Int {
+        let g = m * (cols / 32)
+        let byGroup = align64((m + 7) / 8 * 8 * (cols / 32) * 4)
+        return align64(m * cols) + 2 * align64(g * 4) + align64(g * 4 * scaleRepeat(layout)) + 2 * byGroup
+    }
+
+    /// Lays the arrays out in `buffer` (≥ byteCount bytes, 64-byte aligned).
+    public init(m: Int, cols: Int, layout: Layout, buffer: UnsafeMutableRawPointer) {
+        self.m = m
+        self.cols = cols
+        self.layout = layout
+        let g = m * (cols / 32)
+        var offset = 0
+        codes = buffer.bindMemory(to: Int8.self, capacity: m * cols)
+        offset += align64(m * cols)
+        scales = (buffer + offset).bindMemory(to: Float.self, capacity: g)
+        offset += align64(g * 4)
+        sums = (buffer + offset).bindMemory(to: Float.self, capacity: g)
+        offset += align64(g * 4)
+        expandedScales = (buffer + offset).bindMemory(to: Float.self, capacity: Self.scaleRepeat(layout) * g)
+        offset += align64(g * 4 * Self.scaleRepeat(layout))
+        let byGroup = (m + 7) / 8 * 8 * (cols / 32)
+        scalesByGroup = (buffer + offset).bindMemory(to: Float.self, capacity: byGroup)
+        offset += align64(byGroup * 4)
+        sumsByGroup = (buffer + offset).bindMemory(to: Float.self, capacity: byGroup)
+    }
+
+    /// Index into `codes` of activation row `row`, column k (natural k).
+    @inline(__always)
+    public func position(_ row: Int, _ k: Int) -> Int {
+        let g = k >> 5, i = k & 31
+        if layout == .natural || (g == groups - 1 && groups % 2 == 1) { return row * cols + k }
+        return row * cols + (g >> 1) * 64 + (i >> 4) * 32 + (g & 1) * 16 + (i & 15)
+    }
+
+    /// Quantizes rows `rows` of x [M, K]. Rounds to nearest (ties to even); an all-zero group
+    /// gets scale 0 and codes 0. The reference and every kernel use this one function, so they see
+    /// identical codes.
+    public func quantize(_ x: UnsafePointer<Float>, rows: Range<Int>) {
+        let groups = self.groups
+        if rows.upperBound == m && m % 8 != 0 {
+            // Lanes past the last activation row: zero, so an 8-row tile may read them.
+            for g in 0..<groups {
+                for lane in m % 8..<8 {
+                    scalesByGroup[((m / 8) * groups + g) * 8 + lane] = 0
+                    sumsByGroup[((m / 8) * groups + g) * 8 + lane] = 0
+                }
+            }
+        }
+        for r in rows {
+            for g in 0..<groups {
+                let src = x + r * cols + g * 32
+                var amax: Float = 0
+                for i in 0..<32 { amax = max(amax, abs(src[i])) }
+                let scale = amax / 127
+                let inverse: Float = amax > 0 ? 127 / amax : 0
+                var sum: Int32 = 0
+                // Each half of 16 codes is contiguous in both layouts.
+                let low = codes + position(r, g * 32), high = codes + position(r, g * 32 + 16)
+                for i in 0..<32 {
+                    // |src·inverse| ≤ 127 up to rounding; clamp so a rounding excess cannot wrap.
+                    let q = Int32(max(-127, min(127, (src[i] * inverse).rounded(.toNearestOrEven))))
+                    if i < 16 { low[i] = Int8(truncatingIfNeeded: q) } else { high[i - 16] = Int8(truncatingIfNeeded: q) }
+                    sum &+= q
+                }
+                scales[r * groups + g] = scale
+                sums[r * groups + g] = scale * Float(sum)
+                let repeats = Self.scaleRepeat(layout)
+                for e in 0..<repeats { expandedScales[(r * groups + g) * repeats + e] = scale }
+                scalesByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale
+                sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
+            }
+        }
+    }
+}
+
+@inline(__always)
+func align64(_ n: Int) -> Int { (n + 63) & ~63 }
+
+/// y [M, N] = x [M, K] · Wᵀ with W = `w` [N, K]. See the file comment for the arithmetic.
+public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
+                            pool: ThreadPool) {
+    quantizedMatmul(w, x, m: m, y, pool: pool, path: QuantKernels.activePath)
+}
+
+/// As above, with an explicit kernel path (tests compare every path with the reference).
+public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
+                            pool: ThreadPool, path: QuantKernels.Path) {
+    precondition(m >= 1, "quantizedMatmul needs at least one activation row, got m = \(m)")
+    switch w.format {
+    case .f32, .f16:
+        floatMatmul(w, x, m: m, y, pool: pool, path: path)
+    case .int8, .int4:
+        let layout = activationLayout(w.format, path)
+        let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)
+        withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
+            let a = QuantizedActivations(m: m, cols: w.cols, layout: layout, buffer: buffer.baseAddress!)
+            if m >= 32 {
+                // Prefill-sized batches: quantizing M × K values is worth a second pool call.
+                pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
+            } else {
+                a.quantize(x, rows: 0..<m)
+            }
+            quantizedMatmul(w, a, y, pool: pool, path: path)
+        }
+    }
+}
+
+/// The integer kernels on already-quantized activations (exposed so tests and benches can time the
+/// kernel alone and compare paths on identical codes).
+public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                            pool: ThreadPool, path: QuantKernels.Path) {
+    precondition(w.format == .int8 || w.format == .int4, "integer kernels take int8/int4 weights, got \(w.format)")
+    precondition(a.cols == w.cols, "activations have \(a.cols) columns, weights \(w.cols)")
+    precondition(a.layout == activationLayout(w.format, path), "activations quantized in the wrong layout for this kernel")
+    // Rows are claimed in chunks (a multiple of 8 rows, about 8 chunks per thread) rather than
+    // split statically, so a thread descheduled on a busy machine does not hold up the call.
+    let grain = max(8, (w.rows / (pool.threads * 8) + 7) / 8 * 8)
+    pool.dynamicFor(w.rows, grain: grain) { _, rows in
+        // M is blocked so that one block's codes stay in L2 (≤ ~256 KB) while the row tiles stream
+        // by; for decode-sized M there is one block, so each weight byte is read once per call.
+        // (A multiple of 8 rows: the int8 kernel's 8-row tiles index per-8-row scale vectors.)
+        let mBlock = a.m <= 8 ? a.m : max(8, min(a.m, (256 * 1024) / a.cols) / 8 * 8)
+        var m0 = 0
+        while m0 < a.m {
+            let m1 = min(a.m, m0 + mBlock)
+            runKernel(w, a, y, rows: rows, ms: m0..<m1, path: path)
+            m0 = m1
+        }
+    }
+}
+
+/// The activation code order a kernel reads.
+public func activationLayout(_ format: WeightFormat, _ path: QuantKernels.Path) -> QuantizedActivations.Layout {
+    format == .int4 && path == .avx2 ? .pairedHalves : .natural
+}
+
+@inline(__always)
+func runKernel(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+               rows: Range<Int>, ms: Range<Int>, path: QuantKernels.Path) {
+    switch path {
+    case .portable:
+        if w.format == .int8 { portableInt8(w, a, y, rows: rows, ms: ms) } else { portableInt4(w, a, y, rows: rows, ms: ms) }
+    case .avx2:
+        #if AVX2
+        if w.format == .int8 { avx2Int8(w, a, y, rows: rows, ms: ms) } else { avx2Int4(w, a, y, rows: rows, ms: ms) }
+        #else
+        preconditionFailure("the AVX2 kernels are not compiled into this build (no AVX2 define)")
+        #endif
+    }
+}
+
+// MARK: - Reference
+
+/// Plain loops, one output at a time, on the same quantized activations as the kernels:
+///   int8: y[m][n] = Σ_g  sx[m][g] · dw[n][g] · Σ_i qw·qx
+///   int4: y[m][n] = Σ_g  sx[m][g] · d·sc[g] · Σ_i q·qx  −  dmin·mn[g] · (sx[m][g]·Σ_i qx)
+/// f32/f16: y[m][n] = Σ_k w·x in Float32, no activation quantization.
+public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>) {
+    switch w.format {
+    case .f32, .f16:
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: w.cols)
+        defer { row.deallocate() }
+        for n in 0..<w.rows {
+            w.dequantizeRow(n, into: row)
+            for mi in 0..<m {
+                var s: Float = 0
+                for k in 0..<w.cols { s += row[k] * x[mi * w.cols + k] }
+                y[mi * w.rows + n] = s
+            }
+        }
+    case .int8, .int4:
+        let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: .natural)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { buffer.deallocate() }
+        let a = QuantizedActivations(m: m, cols: w.cols, layout: .natural, buffer: buffer)
+        a.quantize(x, rows: 0..<m)
+        quantizedMatmulReference(w, a, y)
+    }
+}
+
+/// The reference on already-quantized activations.
+public func quantizedMatmulReference(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>) {
+    let groups = w.cols / 32
+    for mi in 0..<a.m {
+        for n in 0..<w.rows {
+            let row = w.rowPointer(n)
+            var total: Float = 0
+            for g in 0..<groups {
+                let sx = a.scales[mi * groups + g]
+                if w.format == .int8 {
+                    let block = row + g * Int8Block.bytes
+                    let qw = (block + Int8Block.quantsOffset).assumingMemoryBound(to: Int8.self)
+                    var dot: Int32 = 0
+                    for i in 0..<32 { dot += Int32(qw[i]) * Int32(a.codes[a.position(mi, g * 32 + i)]) }
+                    total += Float(dot) * (loadHalf(block) * sx)
+                } else {
+                    let sb = row + (g / 8) * Int4Superblock.bytes
+                    let j = g % 8
+                    let (sc, mn) = Int4Superblock.scaleMin((sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self), j)
+                    let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
+                    var dot: Int32 = 0
+                    for i in 0..<16 {
+                        dot += Int32(nib[i] & 0xF) * Int32(a.codes[a.position(mi, g * 32 + i)])
+                            + Int32(nib[i] >> 4) * Int32(a.codes[a.position(mi, g * 32 + 16 + i)])
+                    }
+                    let d = loadHalf(sb + Int4Superblock.dOffset), dmin = loadHalf(sb + Int4Superblock.dminOffset)
+                    total += Float(dot) * (d * Float(sc) * sx) - dmin * Float(mn) * a.sums[mi * groups + g]
+                }
+            }
+            y[mi * w.rows + n] = total
+        }
+    }
+}

@@ -1,0 +1,203 @@
+// A rows × cols weight matrix in one of the `WeightFormat`s, borrowed from a mapped file or owned.
+// Shapes: W [rows, cols], cols contiguous (the nn.Linear convention: y = x · Wᵀ).
+
+/// Owner of a quantized matrix's bytes when it was built in memory (quantized from Float32).
+public final class QuantizedStorage: @unchecked Sendable {
+    public let bytes: UnsafeMutableRawPointer
+    public let count: Int
+
+    public init(byteCount: Int) {
+        count = byteCount
+        // 64-byte alignment: rows are not aligned anyway (34/144-byte blocks), but the start is.
+        bytes = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+    }
+
+    deinit { bytes.deallocate() }
+}
+
+public struct QuantizedMatrix: @unchecked Sendable {
+    public let format: WeightFormat
+    public let rows: Int
+    public let cols: Int
+    /// Start of row 0; row r starts at `data + r * bytesPerRow`.
+    public let data: UnsafeRawPointer
+    /// Keeps `data` alive (a mapped file or a `QuantizedStorage`).
+    public let owner: AnyObject?
+
+    /// Borrows `rows * bytesPerRow(format, cols)` bytes at `data` (no copy, validates only shapes).
+    public init(format: WeightFormat, rows: Int, cols: Int, data: UnsafeRawPointer, owner: AnyObject?) {
+        precondition(rows > 0 && format.supports(cols: cols),
+                     "\(format) matrix needs rows > 0 and cols a positive multiple of 32 (float formats: > 0); got \(rows)×\(cols)")
+        self.format = format
+        self.rows = rows
+        self.cols = cols
+        self.data = data
+        self.owner = owner
+    }
+
+    public static func bytesPerRow(format: WeightFormat, cols: Int) -> Int {
+        format.bytesPerRow(cols: cols)
+    }
+
+    public var bytesPerRow: Int { format.bytesPerRow(cols: cols) }
+    public var byteCount: Int { rows * bytesPerRow }
+
+    @inline(__always)
+    public func rowPointer(_ r: Int) -> UnsafeRawPointer { data + r * bytesPerRow }
+
+    /// Quantizes row-major Float32 weights [rows, cols] into a new owned matrix.
+    /// int8: per group scale = max|w|/127 (rounded to Float16), q = round(w/scale).
+    /// int4: see `quantizeInt4Row` (a grid that covers each group's range, error ≤ half a step).
+    public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {
+        precondition(rows > 0 && format.supports(cols: cols),
+                     "cannot store \(rows)×\(cols) as \(format): quantized formats need cols % 32 == 0")
+        let stride = format.bytesPerRow(cols: cols)
+        let storage = QuantizedStorage(byteCount: rows * stride)
+        for r in 0..<rows {
+            let src = w + r * cols
+            let dst = storage.bytes + r * stride
+            switch format {
+            case .f32:
+                dst.copyMemory(from: src, byteCount: cols * 4)
+            case .f16:
+                let h = dst.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<cols { h[i] = Float16(src[i]).bitPattern }
+            case .int8:
+                quantizeInt8Row(src, cols: cols, into: dst)
+            case .int4:
+                quantizeInt4Row(src, cols: cols, into: dst)
+            }
+        }
+        return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(storage.bytes), owner: storage)
+    }
+
+    /// Writes row `r` as Float32 into `out[0..<cols]`.
+    public func dequantizeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        precondition(r >= 0 && r < rows, "row \(r) outside 0..<\(rows)")
+        let row = rowPointer(r)
+        switch format {
+        case .f32:
+            out.update(from: row.assumingMemoryBound(to: Float.self), count: cols)
+        case .f16:
+            let h = row.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<cols { out[i] = Float(Float16(bitPattern: h[i])) }
+        case .int8:
+            for g in 0..<cols / 32 {
+                let block = row + g * Int8Block.bytes
+                let d = loadHalf(block)
+                let q = (block + Int8Block.quantsOffset).assumingMemoryBound(to: Int8.self)
+                for i in 0..<32 { out[g * 32 + i] = d * Float(q[i]) }
+            }
+        case .int4:
+            for g in 0..<cols / 32 {
+                let sb = row + (g / 8) * Int4Superblock.bytes
+                let j = g % 8
+                let d = loadHalf(sb + Int4Superblock.dOffset)
+                let dmin = loadHalf(sb + Int4Superblock.dminOffset)
+                let (sc, m) = Int4Superblock.scaleMin((sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self), j)
+                let scale = d * Float(sc), offset = dmin * Float(m)
+                let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
+                for i in 0..<16 {
+                    out[g * 32 + i] = scale * Float(nib[i] & 0xF) - offset
+                    out[g * 32 + i + 16] = scale * Float(nib[i] >> 4) - offset
+                }
+            }
+        }
+    }
+
+    /// All rows as a Float32 [rows, cols] tensor.
+    public func dequantize() -> Tensor {
+        let t = Tensor(zeros: [rows, cols])
+        let p = t.pointer
+        for r in 0..<rows { dequantizeRow(r, into: p + r * cols) }
+        return t
+    }
+}
+
+@inline(__always)
+func loadHalf(_ p: UnsafeRawPointer) -> Float {
+    Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self)))
+}
+
+@inline(__always)
+func storeHalf(_ value: Float, _ p: UnsafeMutableRawPointer) {
+    p.storeBytes(of: Float16(value).bitPattern, as: UInt16.self)
+}
+
+/// One int8 row: per group of 32, scale d = max|w|/127 stored as Float16, q = round(w/d) clamped
+/// to ±127 (the Float16 rounding of d can make |w|/d exceed 127 by a hair).
+func quantizeInt8Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutableRawPointer) {
+    for g in 0..<cols / 32 {
+        let x = w + g * 32
+        var amax: Float = 0
+        for i in 0..<32 { amax = max(amax, abs(x[i])) }
+        let block = dst + g * Int8Block.bytes
+        let d = Float(Float16(amax / 127))
+        storeHalf(d, block)
+        let q = (block + Int8Block.quantsOffset).assumingMemoryBound(to: Int8.self)
+        let inv: Float = d > 0 ? 1 / d : 0
+        for i in 0..<32 {
+            q[i] = Int8(max(-127, min(127, (x[i] * inv).rounded(.toNearestOrEven))))
+        }
+    }
+}
+
+/// One int4 row. For each group j of 32 weights with range [lo, hi] (lo ≤ 0 ≤ hi widened to hold 0,
+/// as in Q4_K), the grid −dmin·m[j] + d·sc[j]·q, q = 0...15, is chosen to COVER the range:
+/// m[j] = ceil(−lo/dmin), sc[j] = ceil((hi + dmin·m[j]) / (15·d)), with d, dmin the superblock's
+/// Float16 scales (largest group need / 63, rounded up so the six-bit values never exceed 63).
+/// Covering the range is what bounds the round-trip error by half a step d·sc[j] in every group.
+func quantizeInt4Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutableRawPointer) {
+    let groups = cols / 32
+    var superblock = 0
+    while superblock * 8 < groups {
+        let g0 = superblock * 8
+        let count = min(8, groups - g0)
+        let sb = dst + superblock * Int4Superblock.bytes
+        var lows = [Float](repeating: 0, count: 8), highs = [Float](repeating: 0, count: 8)
+        for j in 0..<count {
+            let x = w + (g0 + j) * 32
+            var lo: Float = 0, hi: Float = 0
+            for i in 0..<32 { lo = min(lo, x[i]); hi = max(hi, x[i]) }
+            lows[j] = lo
+            highs[j] = hi
+        }
+        // dmin: smallest Float16 ≥ max(−lo)/63, so every m[j] = ceil(−lo/dmin) ≤ 63.
+        let dmin = roundUpHalf(-(lows.min() ?? 0) / 63)
+        var mins = [UInt8](repeating: 0, count: 8), scales = [UInt8](repeating: 0, count: 8)
+        var needs = [Float](repeating: 0, count: 8)
+        for j in 0..<count {
+            let m = dmin > 0 ? min(63, (-lows[j] / dmin).rounded(.up)) : 0
+            mins[j] = UInt8(m)
+            needs[j] = highs[j] + dmin * m            // span the 15 steps must reach
+        }
+        let d = roundUpHalf((needs.max() ?? 0) / (15 * 63))
+        for j in 0..<count {
+            scales[j] = d > 0 ? UInt8(min(63, (needs[j] / (15 * d)).rounded(.up))) : 0
+        }
+        storeHalf(d, sb + Int4Superblock.dOffset)
+        storeHalf(dmin, sb + Int4Superblock.dminOffset)
+        Int4Superblock.packScaleMin(scales: scales, mins: mins,
+                                    into: (sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self))
+        for j in 0..<count {
+            let x = w + (g0 + j) * 32
+            let step = d * Float(scales[j]), offset = dmin * Float(mins[j])
+            let inv: Float = step > 0 ? 1 / step : 0
+            let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
+            for i in 0..<16 {
+                let lo = UInt8(max(0, min(15, ((x[i] + offset) * inv).rounded(.toNearestOrEven))))
+                let hi = UInt8(max(0, min(15, ((x[i + 16] + offset) * inv).rounded(.toNearestOrEven))))
+                nib[i] = lo | (hi << 4)
+            }
+        }
+        superblock += 1
+    }
+}
+
+/// The smallest Float16-representable value ≥ x (x ≥ 0, finite, below Float16's max).
+func roundUpHalf(_ x: Float) -> Float {
+    var h = Float16(x)
+    if Float(h) < x { h = h.nextUp }
+    return Float(h)
+}

@@ -1,0 +1,113 @@
+// Weight storage formats and their traits table (one place for per-format sizes, as in ggml's
+// type traits). Byte layouts are FIXED by the weight file (see CONTRACT.md); every row is
+// contiguous, row r starts at r * bytesPerRow(cols), no padding between rows.
+//
+//   f32  : cols × Float32
+//   f16  : cols × UInt16 (IEEE half)
+//   int8 : per group of 32 weights a 34-byte block [scale: Float16][q: 32 × Int8], w = scale·q
+//          (bit-identical to ggml's Q8_0 block, so Q8_0 imports as is).
+//   int4 : superblocks of 256 weights = 8 groups of 32, 144 bytes each:
+//          [d: Float16][dmin: Float16][scales: 12 bytes][nibbles: 128 bytes]
+//          w = d·sc[j]·q − dmin·m[j], q in 0...15, with sc/m six-bit values packed exactly as
+//          ggml's Q4_K (get_scale_min_k4). Group j's 32 weights are nibble bytes 16j..<16j+16:
+//          byte i holds weight i (low nibble) and weight i+16 (high nibble). A row whose
+//          cols % 256 != 0 ends with a truncated superblock: the 16-byte header followed by only
+//          16·g nibble bytes for its g = (cols % 256)/32 groups.
+//
+// Why int4 uses the offset form (d·sc·q − dmin·m) rather than a symmetric one: the default
+// model's int4 source (Q4_K) imports exactly, the offset gives one more effective level per group
+// for skewed groups, and raw unsigned nibbles times signed int8 activations are exactly what
+// `vpmaddubsw` (AVX2) and `vpdpbusd` (VNNI) multiply; the offset's contribution is
+// −dmin·m[j]·Σx over the group, with Σx computed once per call per activation group.
+
+/// How a matrix's weights are stored. The raw value is what the weight file records.
+public enum WeightFormat: String, Codable, Sendable, CaseIterable {
+    case f32, f16, int8, int4
+
+    /// Per-format constants: the traits table.
+    public struct Traits: Sendable {
+        /// Weights per scale group (1 for float formats).
+        public let groupSize: Int
+        /// Weights per storage block (a Q8_0 block for int8, a 256-weight superblock for int4).
+        public let blockWeights: Int
+        /// Bytes of one full block.
+        public let blockBytes: Int
+        /// Whether `cols` must be a multiple of 32.
+        public let isQuantized: Bool
+    }
+
+    public var traits: Traits {
+        switch self {
+        case .f32: return Traits(groupSize: 1, blockWeights: 1, blockBytes: 4, isQuantized: false)
+        case .f16: return Traits(groupSize: 1, blockWeights: 1, blockBytes: 2, isQuantized: false)
+        case .int8: return Traits(groupSize: 32, blockWeights: 32, blockBytes: Int8Block.bytes, isQuantized: true)
+        case .int4: return Traits(groupSize: 32, blockWeights: 256, blockBytes: Int4Superblock.bytes, isQuantized: true)
+        }
+    }
+
+    /// Bytes of one row of `cols` weights (`cols` must be a multiple of 32 for quantized formats).
+    public func bytesPerRow(cols: Int) -> Int {
+        switch self {
+        case .f32: return cols * 4
+        case .f16: return cols * 2
+        case .int8: return cols / 32 * Int8Block.bytes
+        case .int4:
+            let tail = cols % 256
+            return cols / 256 * Int4Superblock.bytes + (tail == 0 ? 0 : Int4Superblock.headerBytes + tail / 2)
+        }
+    }
+
+    /// Whether a row of `cols` weights can be stored in this format.
+    public func supports(cols: Int) -> Bool {
+        cols > 0 && (!traits.isQuantized || cols % 32 == 0)
+    }
+
+    /// Average storage bits per weight for rows of `cols` weights.
+    public func bitsPerWeight(cols: Int) -> Double {
+        Double(bytesPerRow(cols: cols) * 8) / Double(cols)
+    }
+}
+
+/// int8 block layout: [scale: Float16 LE][q: 32 × Int8] (ggml Q8_0).
+public enum Int8Block {
+    public static let bytes = 34
+    public static let scaleOffset = 0
+    public static let quantsOffset = 2
+}
+
+/// int4 superblock layout: [d: Float16][dmin: Float16][scales: 12][nibbles: 16 per group].
+public enum Int4Superblock {
+    public static let bytes = 144
+    public static let headerBytes = 16
+    public static let dOffset = 0
+    public static let dminOffset = 2
+    public static let scalesOffset = 4
+    public static let nibblesOffset = 16
+
+    /// Six-bit scale and min of group `j` (0..<8) from the 12 packed bytes, exactly as ggml's
+    /// `get_scale_min_k4`.
+    @inline(__always)
+    public static func scaleMin(_ s: UnsafePointer<UInt8>, _ j: Int) -> (scale: UInt8, min: UInt8) {
+        if j < 4 {
+            return (s[j] & 63, s[j + 4] & 63)
+        }
+        return ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+
+    /// Packs eight six-bit scales and mins (each 0...63) into 12 bytes, the inverse of `scaleMin`.
+    public static func packScaleMin(scales: [UInt8], mins: [UInt8], into s: UnsafeMutablePointer<UInt8>) {
+        precondition(scales.count == 8 && mins.count == 8)
+        for j in 0..<12 { s[j] = 0 }
+        for j in 0..<8 {
+            let sc = scales[j] & 63, m = mins[j] & 63
+            if j < 4 {
+                s[j] |= sc
+                s[j + 4] |= m
+            } else {
+                s[j + 4] = (sc & 0xF) | ((m & 0xF) << 4)
+                s[j - 4] |= (sc >> 4) << 6
+                s[j] |= (m >> 4) << 6
+            }
+        }
+    }
+}

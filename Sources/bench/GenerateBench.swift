@@ -1,0 +1,199 @@
+// `bench generate`: end-to-end speed of the engine on the default model, per weight format.
+//   - prefill tokens/s of a 512-token prompt (one forward step of M = 512);
+//   - decode tokens/s of one sequence, 128 greedy tokens;
+//   - aggregate decode tokens/s of 4, 8 and 16 sequences stepping together;
+//   - resident memory, and decode speed as a fraction of the bandwidth roofline: the read
+//     bandwidth measured in the same run divided by the weight bytes one decode step reads.
+// Before timing it checks that a batched step gives each sequence the logits of a lone step.
+import Foundation
+import Tensor
+import Transformer
+
+enum GenerateBench {
+    static let usage = "usage: bench generate [--json] [--model PATH]... [--threads N] [--repeats N]"
+
+    static func run(arguments: [String]) throws {
+        var json = false, threads = 2, repeats = 3
+        var models: [String] = []
+        var i = 0
+        func value(_ name: String) throws -> String {
+            i += 1
+            guard i < arguments.count else { throw GenerateBenchError("\(name) needs a value; \(usage)") }
+            return arguments[i]
+        }
+        while i < arguments.count {
+            switch arguments[i] {
+            case "--json": json = true
+            case "--model": models.append(try value("--model"))
+            case "--threads":
+                guard let n = Int(try value("--threads")), n >= 1 else { throw GenerateBenchError("--threads needs a positive integer") }
+                threads = n
+            case "--repeats":
+                guard let n = Int(try value("--repeats")), n >= 1 else { throw GenerateBenchError("--repeats needs a positive integer") }
+                repeats = n
+            default: throw GenerateBenchError("unknown argument \(arguments[i]); \(usage)")
+            }
+            i += 1
+        }
+        if models.isEmpty {
+            models = ["int4", "int8"].map { "weights/qwen2.5-coder-0.5b-instruct-\($0).sarvam" }
+        }
+        for path in models where !FileManager.default.fileExists(atPath: path) {
+            throw GenerateBenchError("no model at \(path): fetch the default model and its test variants with `tools/fetch-model default --test-variants`")
+        }
+
+        let pool = ThreadPool(threads: threads)
+        let bandwidth = KernelsBench.measureBandwidth(pool: pool, repeats: repeats)
+        if !json {
+            print(String(format: "threads %d, memory read bandwidth %.1f GB/s", threads, bandwidth))
+            print("quant   prefill512 tok/s   decode tok/s   batch4   batch8  batch16   RSS MB   weights MB/token   roofline")
+        }
+        for path in models {
+            let r = try measure(path: path, pool: pool, repeats: repeats, bandwidth: bandwidth)
+            if json {
+                let object: [String: Any] = [
+                    "quant": r.quant, "model": path, "threads": threads,
+                    "prefill_tps": round1(r.prefill), "decode_tps": round1(r.decode),
+                    "batch_tps": Dictionary(uniqueKeysWithValues: r.batch.map { ("\($0.key)", round1($0.value)) }),
+                    "rss_bytes": r.rss, "roofline_fraction": (r.rooflineFraction * 1000).rounded() / 1000,
+                    "bandwidth_gbs": round1(bandwidth), "weight_bytes_per_token": r.bytesPerToken,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(String(format: "%-6@  %17.1f  %13.1f  %7.1f  %7.1f  %7.1f  %7.0f  %17.1f   %8.2f",
+                             r.quant, r.prefill, r.decode, r.batch[4] ?? 0, r.batch[8] ?? 0, r.batch[16] ?? 0,
+                             Double(r.rss) / 1e6, Double(r.bytesPerToken) / 1e6, r.rooflineFraction))
+            }
+        }
+    }
+
+    struct Result {
+        var quant: String
+        var prefill = 0.0, decode = 0.0
+        var batch: [Int: Double] = [:]
+        var rss = 0
+        var bytesPerToken = 0
+        var rooflineFraction = 0.0
+    }
+
+    static func measure(path: String, pool: ThreadPool, repeats: Int, bandwidth: Double) throws -> Result {
+        let file = try WeightFile.open(path, verify: false)
+        let model = try Model(file: file, pool: pool)
+        let c = model.configuration
+        // "int4: every matrix in int4 ..." -> "int4"; else the file name.
+        let label = file.description.quantization.split(separator: ":").first.map(String.init) ?? ""
+        let quant = label.isEmpty || label.contains(" ") ? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent : label
+        var result = Result(quant: quant)
+        result.bytesPerToken = model.weights.bytesReadPerToken
+        let cache = try KVCache(configuration: c, blockCount: 80, precision: .float16, blockSize: 16,
+                                contextLength: 1024)
+        // Token ids drawn from the ordinary vocabulary (the first 100k ids are plain BPE pieces).
+        var rng = SamplingRNG(seed: 2024)
+        let vocab = min(c.vocabSize, 100_000)
+        func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(vocab)) } }
+
+        try checkBatchedEqualsAlone(model: model, cache: cache, prompts: (0..<4).map { _ in tokens(9) })
+
+        // Prefill: one step of 512 tokens.
+        let prompt = tokens(512)
+        result.prefill = try 512 / median(repeats) {
+            let s = cache.makeSequence()
+            defer { cache.release(s) }
+            _ = try model.forward([SequenceInput(sequence: s, tokens: prompt, logits: .last)])
+        }
+
+        // Decode: 128 greedy tokens after a 1-token prompt (the prompt step is not timed).
+        var decodeSeconds: [Double] = []
+        for _ in 0..<repeats {
+            let s = cache.makeSequence()
+            defer { cache.release(s) }
+            var logits = try model.forward([SequenceInput(sequence: s, tokens: [prompt[0]])])
+            var next = Ops.argmax(logits.last(entry: 0)!.baseAddress!, count: c.vocabSize)
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<128 {
+                logits = try model.forward([SequenceInput(sequence: s, tokens: [next])])
+                next = Ops.argmax(logits.last(entry: 0)!.baseAddress!, count: c.vocabSize)
+            }
+            decodeSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        decodeSeconds.sort()
+        result.decode = 128 / decodeSeconds[decodeSeconds.count / 2]
+
+        // Aggregate decode: B sequences with 16-token prompts, 32 steps of B tokens each.
+        for b in [4, 8, 16] {
+            let prompts = (0..<b).map { _ in tokens(16) }
+            let steps = 32
+            var seconds = [Double]()
+            for _ in 0..<max(1, repeats - 1) {
+                let sequences = prompts.map { _ in cache.makeSequence() }
+                defer { sequences.forEach(cache.release) }
+                let first = try model.forward(zip(sequences, prompts).map { SequenceInput(sequence: $0, tokens: $1) })
+                var next = (0..<b).map { Ops.argmax(first.last(entry: $0)!.baseAddress!, count: c.vocabSize) }
+                let start = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<steps {
+                    let logits = try model.forward((0..<b).map { SequenceInput(sequence: sequences[$0], tokens: [next[$0]]) })
+                    next = (0..<b).map { Ops.argmax(logits.last(entry: $0)!.baseAddress!, count: c.vocabSize) }
+                }
+                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            seconds.sort()
+            result.batch[b] = Double(b * steps) / seconds[seconds.count / 2]
+        }
+        result.rss = residentBytes()
+        let rooflineTokensPerSecond = bandwidth * 1e9 / Double(result.bytesPerToken)
+        result.rooflineFraction = result.decode / rooflineTokensPerSecond
+        withExtendedLifetime(file) {}
+        return result
+    }
+
+    /// A batched decode step must give each sequence the logits it gets alone (int8 activation
+    /// quantization is per row, so the match is exact up to summation order).
+    static func checkBatchedEqualsAlone(model: Model, cache: KVCache, prompts: [[Int]]) throws {
+        let V = model.configuration.vocabSize
+        var alone: [Int] = []
+        for p in prompts {
+            let s = cache.makeSequence()
+            defer { cache.release(s) }
+            let logits = try model.forward([SequenceInput(sequence: s, tokens: p)])
+            let row = logits.last(entry: 0)!
+            guard row.allSatisfy(\.isFinite) else { throw GenerateBenchError("non-finite logits") }
+            alone.append(Ops.argmax(row.baseAddress!, count: V))
+        }
+        let sequences = prompts.map { _ in cache.makeSequence() }
+        defer { sequences.forEach(cache.release) }
+        let logits = try model.forward(zip(sequences, prompts).map { SequenceInput(sequence: $0, tokens: $1) })
+        for e in prompts.indices where Ops.argmax(logits.last(entry: e)!.baseAddress!, count: V) != alone[e] {
+            throw GenerateBenchError("batched step disagrees with a lone step for sequence \(e)")
+        }
+    }
+
+    /// Median seconds of `repeats` runs of `body`.
+    static func median(_ repeats: Int, _ body: () throws -> Void) rethrows -> Double {
+        var samples: [Double] = []
+        for _ in 0..<repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    /// VmRSS of this process.
+    static func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+
+    static func round1(_ v: Double) -> Double { (v * 10).rounded() / 10 }
+}
+
+struct GenerateBenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,297 @@
+// `bench kernels [--json] [--threads N] [--large-m] [--quick]`
+//
+// Measures, for 1 and 2 threads (or only N with --threads N):
+//   - memory read bandwidth (streaming a 512 MB buffer, far larger than the caches);
+//   - int8 / int4 matrix-vector over the default model's shapes, in GB/s of weight bytes and as a
+//     fraction of the bandwidth measured in the same run;
+//   - a sweep over all 24 layers' matrices (allocated separately, ~380 MB int8 / ~200 MB int4, so
+//     nothing stays cached): one token of decode; GB/s, fraction, and effective GOP/s
+//     (2·N·K·M / time) at M = 1, 4, 8, 16 (and 64, 512 with --large-m);
+//   - sgemm GFLOP/s for x [512, 896] · W [4864, 896]ᵀ (OpenBLAS with as many threads as the run).
+// Every kernel result is checked against the reference before it is timed; times are medians.
+// With --json the last line is one JSON object for the largest thread count.
+import Foundation
+import Tensor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum KernelsBench {
+    struct Options {
+        var json = false
+        var threadCounts: [Int] = [1, max(2, ProcessInfo.processInfo.activeProcessorCount)]
+        var largeM = false
+        var quick = false
+    }
+
+    struct BenchError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func parse(_ arguments: [String]) throws -> Options {
+        var options = Options()
+        var i = 0
+        while i < arguments.count {
+            switch arguments[i] {
+            case "kernels": break
+            case "--json": options.json = true
+            case "--large-m": options.largeM = true
+            case "--quick": options.quick = true
+            case "--threads":
+                guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n >= 1 else {
+                    throw BenchError(description: "--threads expects a positive integer, found \(i + 1 < arguments.count ? arguments[i + 1] : "nothing")")
+                }
+                options.threadCounts = [n]
+                i += 1
+            default:
+                throw BenchError(description: "unknown option \(arguments[i]); expected --json, --threads N, --large-m, --quick")
+            }
+            i += 1
+        }
+        return options
+    }
+
+    // Model shapes (rows N × cols K) of the default model (Qwen2.5-Coder 0.5B).
+    static let shapes: [(name: String, rows: Int, cols: Int)] = [
+        ("896x896", 896, 896), ("128x896", 128, 896), ("4864x896", 4864, 896), ("896x4864", 896, 4864),
+        ("151936x896", 151_936, 896),
+    ]
+    // One layer's matrices: q, k, v, o, gate, up, down.
+    static let layer: [(rows: Int, cols: Int)] = [(896, 896), (128, 896), (128, 896), (896, 896), (4864, 896), (4864, 896), (896, 4864)]
+    static let layers = 24
+
+    static func run(arguments: [String]) throws {
+        let options = try parse(arguments)
+        let repeats = options.quick ? 3 : 7
+        var rng = SplitMix(seed: 42)
+        var json: [String: Any] = [:]
+
+        // Quantize each distinct shape once, then copy into separate allocations for the sweep.
+        let formats: [WeightFormat] = [.int8, .int4]
+        var shapeMatrices: [WeightFormat: [String: QuantizedMatrix]] = [:]
+        var sweep: [WeightFormat: [QuantizedMatrix]] = [:]
+        log("preparing weights (\(shapes.count) shapes, sweep of \(layers) layers)...", options)
+        for format in formats {
+            var byShape: [String: QuantizedMatrix] = [:]
+            for s in shapes {
+                byShape[s.name] = randomMatrix(rows: s.rows, cols: s.cols, format: format, rng: &rng)
+            }
+            shapeMatrices[format] = byShape
+            var all: [QuantizedMatrix] = []
+            for _ in 0..<layers {
+                for m in layer { all.append(copy(byShape["\(m.rows)x\(m.cols)"]!)) }
+            }
+            sweep[format] = all
+        }
+        let sweepWeights = layer.reduce(0) { $0 + $1.rows * $1.cols } * layers
+        let maxCols = 4864
+        let maxM = options.largeM ? 512 : 16
+        var x = [Float](repeating: 0, count: maxM * maxCols)
+        for i in 0..<x.count { x[i] = rng.nextFloat() * 2 - 1 }
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: maxM * 151_936)
+        defer { y.deallocate() }
+
+        // Check every kernel shape against the reference first (one pool of 2 threads, M = 1 and 5).
+        let checkPool = ThreadPool(threads: 2)
+        for format in formats {
+            for s in shapes where s.rows <= 4864 {
+                for m in [1, 5] {
+                    try check(shapeMatrices[format]![s.name]!, x: x, m: m, pool: checkPool, label: "\(format) \(s.name) M=\(m)")
+                }
+            }
+            // The vocabulary matrix: M = 1 only (the reference is slow).
+            try check(shapeMatrices[format]!["151936x896"]!, x: x, m: 1, pool: checkPool, label: "\(format) 151936x896 M=1")
+        }
+        log("all kernels match the reference", options)
+
+        // The machines are shared: record how busy this one was, to judge the numbers below.
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.flatMap { Double($0) }
+        if let load { print(String(format: "load average %.2f on %d cores", load, ProcessInfo.processInfo.activeProcessorCount)) }
+
+        for threads in options.threadCounts {
+            let pool = ThreadPool(threads: threads)
+            print("== \(threads) thread\(threads == 1 ? "" : "s") (kernel path \(QuantKernels.activePath.rawValue)) ==")
+            let bandwidth = measureBandwidth(pool: pool, repeats: repeats)
+            print(String(format: "memory read bandwidth          %7.1f GB/s", bandwidth))
+            var record: [String: Any] = ["threads": threads, "bandwidth_gbs": round2(bandwidth),
+                                         "kernel_path": QuantKernels.activePath.rawValue + (QuantKernels.usesVNNI ? "+vnni" : "")]
+            if let load { record["load_average"] = load }
+
+            print("matrix-vector (M = 1)          int8 GB/s  frac   int4 GB/s  frac")
+            for s in shapes {
+                var line = "  " + s.name.padding(toLength: 12, withPad: " ", startingAt: 0)
+                for format in formats {
+                    let w = shapeMatrices[format]![s.name]!
+                    let t = time(repeats: repeats, minimumSeconds: 0.02) {
+                        x.withUnsafeBufferPointer { quantizedMatmul(w, $0.baseAddress!, m: 1, y, pool: pool) }
+                    }
+                    let gbs = Double(w.byteCount) / t / 1e9
+                    line += String(format: "              %7.1f  %4.2f", gbs, gbs / bandwidth)
+                    record["\(format)_\(s.name)_gbs"] = round2(gbs)
+                }
+                print(line)
+            }
+
+            let ms = [1, 4, 8, 16] + (options.largeM ? [64, 512] : [])
+            print("layer sweep (\(layers) layers, \(sweepWeights / 1_000_000) M weights)")
+            print("      M   int8 ms   GB/s  frac   GOP/s    int4 ms   GB/s  frac   GOP/s")
+            for m in ms {
+                var line = String(format: "  %5d", m)
+                for format in formats {
+                    let matrices = sweep[format]!
+                    let bytes = matrices.reduce(0) { $0 + $1.byteCount }
+                    let t = time(repeats: m >= 64 ? min(repeats, 3) : repeats, minimumSeconds: 0) {
+                        x.withUnsafeBufferPointer { xp in
+                            for w in matrices { quantizedMatmul(w, xp.baseAddress!, m: m, y, pool: pool) }
+                        }
+                    }
+                    let gbs = Double(bytes) / t / 1e9
+                    let gops = 2 * Double(sweepWeights) * Double(m) / t / 1e9
+                    line += String(format: "   %7.2f %6.1f  %4.2f  %6.1f ", t * 1e3, gbs, gbs / bandwidth, gops)
+                    if m == 1 {
+                        record["\(format)_sweep_gbs"] = round2(gbs)
+                        record["\(format)_sweep_fraction"] = round3(gbs / bandwidth)
+                        record["\(format)_sweep_ms"] = round3(t * 1e3)
+                    }
+                    record["\(format)_m\(m)_gops"] = round2(gops)
+                }
+                print(line)
+            }
+
+            let blasThreads = BLAS.threadCount
+            BLAS.threadCount = threads
+            let sgemm = measureSgemm(repeats: min(repeats, 5), rng: &rng)
+            BLAS.threadCount = blasThreads
+            print(String(format: "sgemm 512x896 · 896x4864 (OpenBLAS, %d thread%@)  %7.1f GFLOP/s", threads, threads == 1 ? "" : "s", sgemm))
+            record["sgemm_gflops"] = round2(sgemm)
+            json = record
+        }
+        if options.json {
+            let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    // MARK: - Pieces
+
+    static func log(_ message: String, _ options: Options) {
+        FileHandle.standardError.write((message + "\n").data(using: .utf8)!)
+    }
+
+    static func round2(_ v: Double) -> Double { (v * 100).rounded() / 100 }
+    static func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Median seconds per call of `body` over `repeats` measurements, each repeating the call until
+    /// `minimumSeconds` have passed (short calls are otherwise dominated by timer noise).
+    static func time(repeats: Int, minimumSeconds: Double, _ body: () -> Void) -> Double {
+        body()  // warm up (page in, wake the pool)
+        var samples: [Double] = []
+        for _ in 0..<repeats {
+            var calls = 0
+            let start = now()
+            var elapsed = 0.0
+            repeat {
+                body()
+                calls += 1
+                elapsed = now() - start
+            } while elapsed < minimumSeconds
+            samples.append(elapsed / Double(calls))
+        }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    /// Read bandwidth: every thread sums its share of a 512 MB buffer with 4 independent 16-lane
+    /// accumulators (the loads, not the adds, are the limit).
+    static func measureBandwidth(pool: ThreadPool, repeats: Int) -> Double {
+        let count = 128 * 1024 * 1024   // floats = 512 MB
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        pool.parallelFor(count, alignment: 4096) { _, range in
+            for i in range { buffer[i] = Float(i & 1023) * 1e-3 }
+        }
+        let sink = UnsafeMutablePointer<Float>.allocate(capacity: 64 * pool.threads)
+        defer { sink.deallocate() }
+        let t = time(repeats: repeats, minimumSeconds: 0) {
+            pool.parallelFor(count, alignment: 4096) { thread, range in
+                let raw = UnsafeRawPointer(buffer)
+                var a0 = SIMD16<Float>(), a1 = a0, a2 = a0, a3 = a0
+                var i = range.lowerBound
+                while i + 64 <= range.upperBound {
+                    a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+                    a1 += raw.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self)
+                    a2 += raw.loadUnaligned(fromByteOffset: i * 4 + 128, as: SIMD16<Float>.self)
+                    a3 += raw.loadUnaligned(fromByteOffset: i * 4 + 192, as: SIMD16<Float>.self)
+                    i += 64
+                }
+                sink[thread * 64] = (a0 + a1 + a2 + a3).sum()
+            }
+        }
+        return Double(count * 4) / t / 1e9
+    }
+
+    static func measureSgemm(repeats: Int, rng: inout SplitMix) -> Double {
+        let m = 512, k = 896, n = 4864
+        var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: n * k)
+        for i in 0..<a.count { a[i] = rng.nextFloat() - 0.5 }
+        for i in 0..<b.count { b[i] = rng.nextFloat() - 0.5 }
+        var c = [Float](repeating: 0, count: m * n)
+        let t = time(repeats: repeats, minimumSeconds: 0.05) {
+            a.withUnsafeBufferPointer { ap in
+                b.withUnsafeBufferPointer { bp in
+                    c.withUnsafeMutableBufferPointer { BLAS.matmulTransposedB(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, n: n, k: k) }
+                }
+            }
+        }
+        return 2 * Double(m * n * k) / t / 1e9
+    }
+
+    static func randomMatrix(rows: Int, cols: Int, format: WeightFormat, rng: inout SplitMix) -> QuantizedMatrix {
+        var w = [Float](repeating: 0, count: rows * cols)
+        for i in 0..<w.count { w[i] = (rng.nextFloat() * 2 - 1) * 0.05 }
+        return w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
+    }
+
+    /// A separately allocated copy (the sweep must not reuse cached bytes).
+    static func copy(_ w: QuantizedMatrix) -> QuantizedMatrix {
+        let storage = QuantizedStorage(byteCount: w.byteCount)
+        storage.bytes.copyMemory(from: w.data, byteCount: w.byteCount)
+        return QuantizedMatrix(format: w.format, rows: w.rows, cols: w.cols, data: UnsafeRawPointer(storage.bytes), owner: storage)
+    }
+
+    /// The kernel against the reference on the same activations; tolerance as in the tests
+    /// (Float32 rounding of the per-group scaling only).
+    static func check(_ w: QuantizedMatrix, x: [Float], m: Int, pool: ThreadPool, label: String) throws {
+        var got = [Float](repeating: .nan, count: m * w.rows), want = got
+        x.withUnsafeBufferPointer { xp in
+            got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pool) }
+            want.withUnsafeMutableBufferPointer { quantizedMatmulReference(w, xp.baseAddress!, m: m, $0.baseAddress!) }
+        }
+        var scale: Float = 0
+        for v in want { scale = max(scale, abs(v)) }
+        let tolerance = Float(w.cols / 32 + 8) * 4 / Float(1 << 23) * max(scale, 1) * 8
+        for i in 0..<got.count where !(abs(got[i] - want[i]) <= tolerance) {
+            throw BenchError(description: "\(label): kernel differs from reference at \(i): \(got[i]) vs \(want[i])")
+        }
+    }
+
+    /// SplitMix64, so the bench draws the same numbers each run (bench cannot use TestSupport).
+    struct SplitMix {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func nextFloat() -> Float { Float(next() >> 40) / Float(1 << 24) }
+    }
+}

@@ -1,0 +1,805 @@
+// `bench load`: many people chatting at once (issue 7). Starts `sarvam serve` itself on a free
+// loopback port with a temporary data directory and a known admin key (or targets `--url` with
+// `--key`), then per concurrency level C opens C streaming chats at a time with mixed prompts (most
+// ~20 tokens, every `--long-every`-th ~1,000 tokens), bounded in requests and seconds, and reports:
+// ok / failed / 429 counts, aggregate generated tokens/s, time to first token p50/p95/p99,
+// inter-token latency p50/p95, the longest silence in any stream, and the server's peak memory.
+// Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a finish_reason,
+// the usage chunk, `[DONE]` last. A reply that breaks any of these counts as failed.
+//
+// The client is a minimal blocking HTTP/1.1 one over a POSIX socket (one thread per stream), so the
+// time of every byte is measured without a framework's buffering; it only talks to loopback.
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum LoadBench {
+    static let usage = """
+        usage: bench load [--json] [--model PATH] [--sarvam PATH] [--url http://127.0.0.1:PORT --key KEY]
+                          [--levels 1,4,8,16,32] [--requests N] [--seconds S] [--max-tokens N] [--long-every K]
+                          [--threads N] [--max-sequences N] [--server-arg ARG]... [--model-name NAME]
+        """
+
+    struct Options: Equatable {
+        var json = false
+        var model = "weights/qwen2.5-coder-0.5b-instruct.sarvam"
+        var modelName: String?
+        var sarvam: String?
+        var url: String?
+        var key: String?
+        var levels = [1, 4, 8, 16, 32]
+        /// Requests per level; nil = max(8, 3 × C).
+        var requests: Int?
+        /// Seconds per level after which no new request starts.
+        var seconds = 180.0
+        var maxTokens = 64
+        var longEvery = 4
+        var threads = 2
+        var maxSequences = 8
+        var serverArguments: [String] = []
+    }
+
+    struct BenchError: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    static func parseOptions(_ arguments: [String]) throws -> Options {
+        var o = Options()
+        var i = 0
+        func value(_ name: String) throws -> String {
+            i += 1
+            guard i < arguments.count else { throw BenchError("\(name) needs a value\n\(usage)") }
+            return arguments[i]
+        }
+        func positive(_ name: String) throws -> Int {
+            let text = try value(name)
+            guard let n = Int(text), n >= 1 else { throw BenchError("\(name): expected a positive integer, found \(text)") }
+            return n
+        }
+        while i < arguments.count {
+            switch arguments[i] {
+            case "--json": o.json = true
+            case "--model": o.model = try value("--model")
+            case "--model-name": o.modelName = try value("--model-name")
+            case "--sarvam": o.sarvam = try value("--sarvam")
+            case "--url": o.url = try value("--url")
+            case "--key": o.key = try value("--key")
+            case "--levels": o.levels = try parseLevels(try value("--levels"))
+            case "--requests": o.requests = try positive("--requests")
+            case "--seconds":
+                let text = try value("--seconds")
+                guard let s = Double(text), s > 0 else { throw BenchError("--seconds: expected a positive number, found \(text)") }
+                o.seconds = s
+            case "--max-tokens": o.maxTokens = try positive("--max-tokens")
+            case "--long-every": o.longEvery = try positive("--long-every")
+            case "--threads": o.threads = try positive("--threads")
+            case "--max-sequences": o.maxSequences = try positive("--max-sequences")
+            case "--server-arg": o.serverArguments.append(try value("--server-arg"))
+            default: throw BenchError("unknown argument \(arguments[i])\n\(usage)")
+            }
+            i += 1
+        }
+        if o.url != nil && o.key == nil { throw BenchError("--url needs --key (an API key of that server)") }
+        return o
+    }
+
+    static func parseLevels(_ text: String) throws -> [Int] {
+        let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let levels = parts.compactMap { Int($0) }.filter { $0 >= 1 }
+        guard !levels.isEmpty, levels.count == parts.count else {
+            throw BenchError("--levels: expected positive integers separated by commas (e.g. 1,4,8), found \(text)")
+        }
+        return levels
+    }
+
+    /// Host and port of a loopback URL (`http://127.0.0.1:8080`, `http://localhost:8080/`).
+    static func parseLoopbackURL(_ text: String) throws -> (host: String, port: Int) {
+        guard let url = URL(string: text), url.scheme == "http", let host = url.host else {
+            throw BenchError("--url: expected http://127.0.0.1:PORT, found \(text)")
+        }
+        guard host == "127.0.0.1" || host == "localhost" else {
+            throw BenchError("--url: only loopback targets are allowed (127.0.0.1 or localhost), found \(host)")
+        }
+        return ("127.0.0.1", url.port ?? 80)
+    }
+
+    // MARK: - Run
+
+    static func run(arguments: [String]) throws {
+        let o = try parseOptions(arguments)
+        var server: ServerProcess?
+        let host: String, port: Int, key: String
+        if let url = o.url {
+            (host, port) = try parseLoopbackURL(url)
+            key = o.key!
+        } else {
+            key = "sk-bench-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+            let started = try ServerProcess.start(sarvam: try sarvamPath(o.sarvam), model: o.model, key: key, options: o)
+            server = started
+            (host, port) = ("127.0.0.1", started.port)
+        }
+        defer { server?.stop() }
+        let client = LoadClient(host: host, port: port, key: key)
+        try client.waitUntilHealthy(timeout: 900, server: server)
+        let memory = MemoryProbe(pid: server?.pid, client: client)
+        let idleBefore = memory.sample()
+        if !o.json {
+            print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(o.longEvery)th prompt ~1,000 tokens")
+            print("idle server RSS: \(idleBefore.map { "\($0 >> 20) MiB" } ?? "unknown")")
+            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  peak RSS")
+        }
+        var single: Double?
+        for level in o.levels {
+            let result = runLevel(concurrency: level, options: o, client: client, memory: memory)
+            if level == 1 { single = result.tokensPerSecond }
+            if o.json {
+                print(result.jsonLine())
+            } else {
+                let ratio = single.map { $0 > 0 ? String(format: "%5.2f", result.tokensPerSecond / $0) : "  -  " } ?? "  -  "
+                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %@",
+                             level, result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
+                             result.ttft.p50, result.ttft.p95, result.ttft.p99, result.itl.p50, result.itl.p95, result.maxGap,
+                             result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-"))
+                for e in result.errors.prefix(3) { print("        error: \(e)") }
+            }
+        }
+        Thread.sleep(forTimeInterval: 2)
+        let idleAfter = memory.sample()
+        if o.json {
+            let fields = ["idle_rss_before_bytes": idleBefore.map { "\($0)" } ?? "null", "idle_rss_after_bytes": idleAfter.map { "\($0)" } ?? "null"]
+            print("{" + fields.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}")
+        } else {
+            print("idle server RSS after the run: \(idleAfter.map { "\($0 >> 20) MiB" } ?? "unknown")")
+        }
+    }
+
+    static func sarvamPath(_ given: String?) throws -> String {
+        if let given { return given }
+        let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        let beside = me.deletingLastPathComponent().appendingPathComponent("sarvam").path
+        guard FileManager.default.isExecutableFile(atPath: beside) else {
+            throw BenchError("no sarvam executable beside the bench binary (\(beside)); build it (swift build -c release) or pass --sarvam PATH")
+        }
+        return beside
+    }
+
+    // MARK: - One level
+
+    struct Percentiles: Equatable {
+        var p50 = 0.0, p95 = 0.0, p99 = 0.0
+        init() {}
+        init(_ values: [Double]) {
+            p50 = percentile(values, 0.50)
+            p95 = percentile(values, 0.95)
+            p99 = percentile(values, 0.99)
+        }
+    }
+
+    /// Nearest-rank percentile (0 for no values).
+    static func percentile(_ values: [Double], _ q: Double) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        let rank = Int((q * Double(sorted.count)).rounded(.up))
+        return sorted[min(max(rank, 1), sorted.count) - 1]
+    }
+
+    struct LevelResult {
+        var concurrency = 0
+        var ok = 0, failed = 0, rejected = 0
+        var completionTokens = 0
+        var seconds = 0.0
+        var tokensPerSecond: Double { seconds > 0 ? Double(completionTokens) / seconds : 0 }
+        var ttft = Percentiles()
+        var itl = Percentiles()
+        var maxGap = 0.0
+        var peakRSS: Int?
+        var errors: [String] = []
+
+        func jsonLine() -> String {
+            func number(_ x: Double) -> String { String(format: "%.4f", x) }
+            let fields: [(String, String)] = [
+                ("concurrency", "\(concurrency)"), ("ok", "\(ok)"), ("failed", "\(failed)"), ("rejected_429", "\(rejected)"),
+                ("completion_tokens", "\(completionTokens)"), ("seconds", number(seconds)),
+                ("tokens_per_s", number(tokensPerSecond)),
+                ("ttft_p50_s", number(ttft.p50)), ("ttft_p95_s", number(ttft.p95)), ("ttft_p99_s", number(ttft.p99)),
+                ("itl_p50_s", number(itl.p50)), ("itl_p95_s", number(itl.p95)), ("max_gap_s", number(maxGap)),
+                ("peak_rss_bytes", peakRSS.map { "\($0)" } ?? "null"),
+            ]
+            return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+        }
+    }
+
+    static func runLevel(concurrency: Int, options o: Options, client: LoadClient, memory: MemoryProbe) -> LevelResult {
+        let total = o.requests ?? max(8, 3 * concurrency)
+        let state = LevelState()
+        let start = Date()
+        let deadline = start.addingTimeInterval(o.seconds)
+        let sampler = memory.startSampling()
+        let group = DispatchGroup()
+        for worker in 0..<concurrency {
+            group.enter()
+            let thread = Thread {
+                defer { group.leave() }
+                while true {
+                    let n: Int? = state.lock.withLock {
+                        guard state.issued < total, Date() < deadline else { return nil }
+                        state.issued += 1
+                        return state.issued
+                    }
+                    guard let n else { return }
+                    let long = n % o.longEvery == 0
+                    let body = requestBody(prompt: Prompts.make(long: long, seed: n * 7919 + worker), options: o, seed: n)
+                    let outcome = client.streamChat(body: body, timeout: 300)
+                    state.lock.withLock { state.outcomes.append(outcome) }
+                    if case .rejected(let retryAfter) = outcome.status {
+                        Thread.sleep(forTimeInterval: min(Double(retryAfter), 1))
+                    }
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+        let elapsed = Date().timeIntervalSince(start)
+        var result = LevelResult()
+        result.concurrency = concurrency
+        result.seconds = elapsed
+        result.peakRSS = sampler.stop()
+        var ttfts: [Double] = [], gaps: [Double] = []
+        for outcome in state.lock.withLock({ state.outcomes }) {
+            switch outcome.status {
+            case .ok:
+                result.ok += 1
+                result.completionTokens += outcome.completionTokens
+                if let t = outcome.timeToFirstToken { ttfts.append(t) }
+                gaps += outcome.interTokenGaps
+                result.maxGap = max(result.maxGap, outcome.interTokenGaps.max() ?? 0)
+            case .rejected:
+                result.rejected += 1
+            case .failed(let message):
+                result.failed += 1
+                result.errors.append(message)
+            }
+        }
+        result.ttft = Percentiles(ttfts)
+        result.itl = Percentiles(gaps)
+        return result
+    }
+
+    /// Shared by a level's worker threads, under `lock`.
+    final class LevelState: @unchecked Sendable {
+        let lock = NSLock()
+        var issued = 0
+        var outcomes: [StreamOutcome] = []
+    }
+
+    static func requestBody(prompt: String, options o: Options, seed: Int) -> Data {
+        var body: [String: Any] = [
+            "messages": [["role": "user", "content": prompt]],
+            "stream": true,
+            "max_tokens": o.maxTokens,
+            "seed": seed,
+            "stream_options": ["include_usage": true],
+        ]
+        if let name = o.modelName { body["model"] = name }
+        return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+    }
+}
+
+// MARK: - Prompts
+
+/// Realistic-looking prompts: short questions (~20 tokens) and a long pasted text (~1,000 tokens)
+/// with a question after it. A seed varies them so no two long prompts share a long prefix.
+enum Prompts {
+    static let questions = [
+        "Write a Swift function that reverses the words of a sentence, and explain it briefly.",
+        "What is the difference between a struct and a class in Swift? Answer in two sentences.",
+        "Give me three names for a small bakery that sells sourdough bread and coffee.",
+        "Explain what a hash table is to a new programmer, with one short example.",
+        "Write a haiku about debugging a race condition late at night.",
+        "How do I read a file line by line in Python? Show the shortest correct code.",
+    ]
+
+    static let codeLines = [
+        "func merge(_ a: [Int], _ b: [Int]) -> [Int] {",
+        "    var result: [Int] = []; var i = 0, j = 0",
+        "    while i < a.count && j < b.count { if a[i] <= b[j] { result.append(a[i]); i += 1 } else { result.append(b[j]); j += 1 } }",
+        "    result.append(contentsOf: a[i...]); result.append(contentsOf: b[j...])",
+        "    return result",
+        "}",
+        "struct Inventory { var items: [String: Int] = [:]; mutating func add(_ name: String, count: Int) { items[name, default: 0] += count } }",
+        "// The cache keeps the most recently used entries and evicts the oldest when it is full.",
+        "final class Cache<Key: Hashable, Value> { private var storage: [Key: Value] = [:]; private var order: [Key] = [] }",
+    ]
+
+    static func make(long: Bool, seed: Int) -> String {
+        if !long { return "(\(seed)) " + questions[seed % questions.count] }
+        // ~1,000 tokens: about 60 lines of code-like text (15-20 tokens each).
+        var text = "Request \(seed). Here is some code from our project:\n\n"
+        for k in 0..<60 { text += codeLines[(seed + k * 5) % codeLines.count] + " // line \(k)\n" }
+        text += "\nSummarize in two sentences what this code does and name one possible bug."
+        return text
+    }
+}
+
+// MARK: - Server process
+
+/// A `sarvam serve` child on a free loopback port (port 0: the server reports the port it bound).
+final class ServerProcess: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    let dataDirectory: URL
+    let logFile: URL
+    var pid: Int32 { process.processIdentifier }
+
+    private init(process: Process, port: Int, dataDirectory: URL, logFile: URL) {
+        self.process = process
+        self.port = port
+        self.dataDirectory = dataDirectory
+        self.logFile = logFile
+    }
+
+    static func start(sarvam: String, model: String, key: String, options o: LoadBench.Options) throws -> ServerProcess {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("sarvam-load-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let log = data.appendingPathComponent("server.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        // A free port chosen here (bind to port 0, read it back, release it): the server's own
+        // "listening on" line may sit in its stdout buffer while stdout is a pipe.
+        let port = try freeLoopbackPort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: sarvam)
+        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", data.path, "--model", model,
+                             "--threads", "\(o.threads)", "--max-sequences", "\(o.maxSequences)"] + o.serverArguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["SARVAM_ADMIN_KEY"] = key
+        environment["SARVAM_LOG_LEVEL"] = environment["SARVAM_LOG_LEVEL"] ?? "warning"
+        process.environment = environment
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return ServerProcess(process: process, port: port, dataDirectory: data, logFile: log)
+    }
+
+    /// A port of 127.0.0.1 that was free a moment ago.
+    static func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LoadBench.BenchError("socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw LoadBench.BenchError("could not find a free loopback port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.interrupt()   // SIGINT: the graceful path
+            let deadline = Date().addingTimeInterval(20)
+            while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+            if process.isRunning { process.terminate() }
+        }
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+}
+
+// MARK: - Memory of the server
+
+/// The server's resident memory: from /proc/PID/status when we started it, else from its /metrics.
+final class MemoryProbe: @unchecked Sendable {
+    let pid: Int32?
+    let client: LoadClient
+
+    init(pid: Int32?, client: LoadClient) {
+        self.pid = pid
+        self.client = client
+    }
+
+    func sample() -> Int? {
+        if let pid {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+            return Self.kilobytes(text, field: "VmRSS")
+        }
+        guard let text = client.get(path: "/metrics") else { return nil }
+        return Self.metric(text, name: "sarvam_process_resident_memory_bytes").map { Int($0) }
+    }
+
+    static func kilobytes(_ status: String, field: String) -> Int? {
+        for line in status.split(separator: "\n") where line.hasPrefix(field + ":") {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return nil
+    }
+
+    /// The value of an unlabelled sample `name value` in Prometheus text.
+    static func metric(_ text: String, name: String) -> Double? {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.split(separator: " ")[1])
+        }
+        return nil
+    }
+
+    final class Sampling: @unchecked Sendable {
+        private let lock = NSLock()
+        private var peak: Int?
+        private var done = false
+        func record(_ v: Int?) { lock.withLock { if let v { peak = max(peak ?? 0, v) } } }
+        var isDone: Bool { lock.withLock { done } }
+        func stop() -> Int? { lock.withLock { done = true; return peak } }
+    }
+
+    /// Samples every 200 ms (every second through /metrics) until `stop()`; returns the peak.
+    func startSampling() -> Sampling {
+        let s = Sampling()
+        let interval = pid != nil ? 0.2 : 1.0
+        let thread = Thread { [self] in
+            while !s.isDone {
+                s.record(sample())
+                Thread.sleep(forTimeInterval: interval)
+            }
+        }
+        thread.start()
+        return s
+    }
+}
+
+// MARK: - HTTP client
+
+/// How one streamed chat went.
+struct StreamOutcome {
+    enum Status: Equatable { case ok, rejected(retryAfter: Int), failed(String) }
+    var status: Status
+    var timeToFirstToken: Double?
+    /// Seconds between consecutive content deltas.
+    var interTokenGaps: [Double] = []
+    var completionTokens = 0
+}
+
+final class LoadClient: @unchecked Sendable {
+    let host: String
+    let port: Int
+    let key: String
+
+    init(host: String, port: Int, key: String) {
+        self.host = host
+        self.port = port
+        self.key = key
+    }
+
+    func waitUntilHealthy(timeout: Double, server: ServerProcess?) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let server, !server.process.isRunning {
+                let log = (try? String(contentsOf: server.logFile, encoding: .utf8)) ?? ""
+                throw LoadBench.BenchError("sarvam serve exited (status \(server.process.terminationStatus)):\n\(log.suffix(2000))")
+            }
+            if let (status, _) = try? request(method: "GET", path: "/health", body: nil, timeout: 5), status == 200 { return }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        throw LoadBench.BenchError("the server at \(host):\(port) did not report healthy within \(Int(timeout)) s")
+    }
+
+    /// A whole small response (health, metrics); nil on any failure.
+    func get(path: String) -> String? {
+        guard let (status, body) = try? request(method: "GET", path: path, body: nil, timeout: 10), status == 200 else { return nil }
+        return String(decoding: body, as: UTF8.self)
+    }
+
+    private func request(method: String, path: String, body: Data?, timeout: Double) throws -> (Int, [UInt8]) {
+        let connection = try SocketConnection(host: host, port: port, timeout: timeout)
+        try connection.send(Array(HTTPRequestWriter.make(method: method, path: path, host: "\(host):\(port)", key: key, body: body)))
+        var reader = HTTPResponseReader()
+        var body: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while !reader.isComplete {
+            let n = try connection.receive(&buffer)
+            if n == 0 { reader.close(); break }
+            body += try reader.feed(buffer[0..<n])
+        }
+        return (reader.head?.status ?? 0, body)
+    }
+
+    /// POSTs a streaming chat completion and measures it event by event.
+    func streamChat(body: Data, timeout: Double) -> StreamOutcome {
+        let start = Date()
+        do {
+            let connection = try SocketConnection(host: host, port: port, timeout: timeout)
+            try connection.send(Array(HTTPRequestWriter.make(method: "POST", path: "/v1/chat/completions", host: "\(host):\(port)",
+                                                             key: key, body: body, accept: "text/event-stream")))
+            var reader = HTTPResponseReader()
+            var events = SSEParser()
+            var check = ChatStreamChecker()
+            var lastToken: Date?
+            var outcome = StreamOutcome(status: .ok)
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            var errorBody: [UInt8] = []
+            while !reader.isComplete {
+                let n = try connection.receive(&buffer)
+                if n == 0 { reader.close(); break }
+                let bytes = try reader.feed(buffer[0..<n])
+                guard let head = reader.head else { continue }
+                if head.status != 200 {
+                    errorBody += bytes
+                    continue
+                }
+                let now = Date()
+                for event in events.feed(bytes) {
+                    if try check.accept(event) {   // a content delta: one or more tokens
+                        if let last = lastToken {
+                            outcome.interTokenGaps.append(now.timeIntervalSince(last))
+                        } else {
+                            outcome.timeToFirstToken = now.timeIntervalSince(start)
+                        }
+                        lastToken = now
+                    }
+                }
+            }
+            guard let head = reader.head else { return StreamOutcome(status: .failed("no HTTP response")) }
+            if head.status == 429 {
+                return StreamOutcome(status: .rejected(retryAfter: Int(head.headers["retry-after"] ?? "") ?? 1))
+            }
+            if head.status != 200 {
+                return StreamOutcome(status: .failed("HTTP \(head.status): \(String(decoding: errorBody.prefix(300), as: UTF8.self))"))
+            }
+            try check.finish()
+            outcome.completionTokens = check.completionTokens
+            return outcome
+        } catch {
+            return StreamOutcome(status: .failed("\(error)"))
+        }
+    }
+}
+
+enum HTTPRequestWriter {
+    static func make(method: String, path: String, host: String, key: String, body: Data?, accept: String = "*/*") -> Data {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nAuthorization: Bearer \(key)\r\nAccept: \(accept)\r\nConnection: close\r\n"
+        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        var data = Data(head.utf8)
+        if let body { data.append(body) }
+        return data
+    }
+}
+
+/// A blocking TCP connection to an IPv4 loopback address with send/receive timeouts.
+final class SocketConnection {
+    private let fd: Int32
+
+    init(host: String, port: Int, timeout: Double) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LoadBench.BenchError("socket() failed: errno \(errno)") }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            close(fd)
+            throw LoadBench.BenchError("not an IPv4 address: \(host)")
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            let e = errno
+            close(fd)
+            throw LoadBench.BenchError("cannot connect to \(host):\(port): errno \(e)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw LoadBench.BenchError("send failed: errno \(errno)") }
+            sent += n
+        }
+    }
+
+    /// Bytes read into `buffer` (0 = the peer closed). Throws on timeout.
+    func receive(_ buffer: inout [UInt8]) throws -> Int {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+        if n < 0 {
+            let e = errno
+            throw LoadBench.BenchError(e == EAGAIN || e == EWOULDBLOCK ? "timed out waiting for the server" : "recv failed: errno \(e)")
+        }
+        return n
+    }
+}
+
+// MARK: - Parsing (tested)
+
+/// Incremental HTTP/1.1 response reader: the head, then the body through chunked transfer
+/// encoding, Content-Length, or until the connection closes. `feed` returns body bytes.
+struct HTTPResponseReader {
+    struct Head: Equatable {
+        var status: Int
+        /// Lowercased names.
+        var headers: [String: String]
+    }
+
+    private(set) var head: Head?
+    private(set) var isComplete = false
+    private var pending: [UInt8] = []
+    private var remainingLength: Int?       // Content-Length left
+    private var chunked = false
+    private var chunkLeft = 0                // bytes of the current chunk left (+2 for its CRLF handled separately)
+    private var awaitingChunkCRLF = false
+
+    mutating func close() { isComplete = true }
+
+    mutating func feed<C: Collection>(_ bytes: C) throws -> [UInt8] where C.Element == UInt8 {
+        pending += bytes
+        var out: [UInt8] = []
+        if head == nil {
+            guard let end = Self.find([13, 10, 13, 10], in: pending) else { return [] }
+            head = try Self.parseHead(Array(pending[..<end]))
+            pending.removeFirst(end + 4)
+            let h = head!
+            chunked = h.headers["transfer-encoding"]?.lowercased().contains("chunked") ?? false
+            if !chunked, let length = h.headers["content-length"].flatMap({ Int($0) }) { remainingLength = length }
+            if !chunked && remainingLength == 0 { isComplete = true }
+        }
+        if chunked {
+            while !isComplete {
+                if awaitingChunkCRLF {
+                    guard pending.count >= 2 else { break }
+                    guard pending[0] == 13 && pending[1] == 10 else { throw LoadBench.BenchError("chunked body: expected CRLF after a chunk") }
+                    pending.removeFirst(2)
+                    awaitingChunkCRLF = false
+                }
+                if chunkLeft == 0 {
+                    guard let lineEnd = Self.find([13, 10], in: pending) else { break }
+                    let line = String(decoding: pending[..<lineEnd], as: UTF8.self)
+                    let sizeText = line.split(separator: ";").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
+                    guard let size = Int(sizeText, radix: 16) else { throw LoadBench.BenchError("chunked body: bad chunk size \(line.debugDescription)") }
+                    pending.removeFirst(lineEnd + 2)
+                    if size == 0 { isComplete = true; break }
+                    chunkLeft = size
+                }
+                let take = min(chunkLeft, pending.count)
+                if take == 0 { break }
+                out += pending[..<take]
+                pending.removeFirst(take)
+                chunkLeft -= take
+                if chunkLeft == 0 { awaitingChunkCRLF = true }
+            }
+        } else if let left = remainingLength {
+            let take = min(left, pending.count)
+            out += pending[..<take]
+            pending.removeFirst(take)
+            remainingLength = left - take
+            if remainingLength == 0 { isComplete = true }
+        } else {
+            out = pending
+            pending.removeAll()
+        }
+        return out
+    }
+
+    static func parseHead(_ bytes: [UInt8]) throws -> Head {
+        let lines = String(decoding: bytes, as: UTF8.self).components(separatedBy: "\r\n")
+        let statusParts = lines[0].split(separator: " ")
+        guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/1."), let status = Int(statusParts[1]) else {
+            throw LoadBench.BenchError("expected an HTTP/1.x status line, found \(lines[0].debugDescription)")
+        }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return Head(status: status, headers: headers)
+    }
+
+    static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
+            if haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
+        }
+        return nil
+    }
+}
+
+/// Server-sent events from a byte stream: `data:` lines joined per event, comments as pings.
+struct SSEParser {
+    enum Event: Equatable {
+        case data(String)
+        case comment(String)
+    }
+
+    private var line: [UInt8] = []
+    private var data: [String] = []
+
+    mutating func feed<C: Collection>(_ bytes: C) -> [Event] where C.Element == UInt8 {
+        var events: [Event] = []
+        for b in bytes {
+            if b == 10 {
+                if line.last == 13 { line.removeLast() }
+                let text = String(decoding: line, as: UTF8.self)
+                line.removeAll(keepingCapacity: true)
+                if text.isEmpty {
+                    if !data.isEmpty { events.append(.data(data.joined(separator: "\n"))) }
+                    data.removeAll()
+                } else if text.hasPrefix(":") {
+                    events.append(.comment(String(text.dropFirst()).trimmingCharacters(in: .whitespaces)))
+                } else if text.hasPrefix("data:") {
+                    var value = text.dropFirst(5)
+                    if value.first == " " { value = value.dropFirst() }
+                    data.append(String(value))
+                }
+                // Other fields (event:, id:, retry:) are not used by the chat API.
+            } else {
+                line.append(b)
+            }
+        }
+        return events
+    }
+}
+
+/// Checks one streamed chat completion as OpenAI clients expect it.
+struct ChatStreamChecker {
+    private(set) var completionTokens = 0
+    private var id: String?
+    private var sawRole = false
+    private var finishReason: String?
+    private var sawUsage = false
+    private var done = false
+
+    struct Violation: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Accepts one event; true when it carried reply text (a token arrival).
+    mutating func accept(_ event: SSEParser.Event) throws -> Bool {
+        guard case .data(let payload) = event else { return false }   // `: ping`
+        if done { throw Violation(description: "data after [DONE]") }
+        if payload == "[DONE]" { done = true; return false }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] else {
+            throw Violation(description: "a data event is not a JSON object: \(payload.prefix(120))")
+        }
+        if let error = object["error"] as? [String: Any] {
+            throw Violation(description: "error event: \(error["message"] ?? "?")")
+        }
+        guard let eventId = object["id"] as? String, object["object"] as? String == "chat.completion.chunk" else {
+            throw Violation(description: "a chunk without id or object chat.completion.chunk: \(payload.prefix(120))")
+        }
+        if let id, id != eventId { throw Violation(description: "chunk ids differ: \(id) then \(eventId)") }
+        id = eventId
+        if let usage = object["usage"] as? [String: Any], let n = usage["completion_tokens"] as? Int {
+            sawUsage = true
+            completionTokens = n
+        }
+        guard let choices = object["choices"] as? [[String: Any]], let choice = choices.first else { return false }
+        let delta = choice["delta"] as? [String: Any] ?? [:]
+        if delta["role"] as? String == "assistant" { sawRole = true }
+        if let reason = choice["finish_reason"] as? String { finishReason = reason }
+        guard let content = delta["content"] as? String, !content.isEmpty else { return false }
+        if !sawRole { throw Violation(description: "content before the assistant role") }
+        if finishReason != nil { throw Violation(description: "content after finish_reason") }
+        return true
+    }
+
+    func finish() throws {
+        if !sawRole { throw Violation(description: "no chunk carried the assistant role") }
+        if finishReason == nil { throw Violation(description: "no finish_reason (the stream ended early)") }
+        if !sawUsage { throw Violation(description: "no usage chunk although stream_options.include_usage was set") }
+        if !done { throw Violation(description: "no data: [DONE] at the end") }
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import ChatServer
+import Foundation
+
+/// Where the chat database lives: shared by `serve`, `users` and `keys`, so the account commands
+/// reach the database of a running server (SQLite in WAL mode lets them write while it runs).
+struct DataOptions: ParsableArguments {
+    @Option(name: .long, help: "Folder for the database and other state (env SARVAM_DATA_DIR; default ./data).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "SQLite database file (env SARVAM_DATABASE; default DATA_DIR/sarvam.sqlite).")
+    var database: String?
+
+    var resolvedDataDirectory: String {
+        dataDir ?? ProcessInfo.processInfo.environment["SARVAM_DATA_DIR"] ?? "./data"
+    }
+
+    var databasePath: String {
+        database ?? ProcessInfo.processInfo.environment["SARVAM_DATABASE"]
+            ?? ChatDatabase.defaultPath(dataDirectory: resolvedDataDirectory)
+    }
+
+    /// Opens the database, runs `body` with the accounts, and closes it.
+    func withAccounts<T>(_ body: (Accounts) async throws -> T) async throws -> T {
+        let database = try ChatDatabase(path: databasePath)
+        do {
+            let result = try await body(Accounts(store: GRDBChatStore(database: database)))
+            try database.close()
+            return result
+        } catch {
+            try? database.close()
+            throw error
+        }
+    }
+}
+
+struct UsersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "users", abstract: "Manage the chat server's user accounts.",
+        subcommands: [Add.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a user (then give them a key with `sarvam keys create NAME`).")
+        @OptionGroup var data: DataOptions
+        @Argument(help: "The user's name (1 to 64 characters, unique).") var name: String
+
+        func run() async throws {
+            let user = try await data.withAccounts { try await $0.addUser(name: name) }
+            print("Created user \(user.name) (id \(user.userId)).")
+            print("Create a key for them with: sarvam keys create \(user.name)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List users.")
+        @OptionGroup var data: DataOptions
+
+        func run() async throws {
+            let users = try await data.withAccounts { try await $0.store.users() }
+            for user in users { print("\(user.userId)\t\(user.name)\(user.isAdmin ? "\tadmin" : "")") }
+        }
+    }
+}
+
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage API keys.",
+        subcommands: [Create.self, Revoke.self, List.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an API key for a user. The key is printed once, alone on the last line.")
+        @OptionGroup var data: DataOptions
+        @Argument(help: "The user's name.") var user: String
+
+        func run() async throws {
+            let issued = try await data.withAccounts { try await $0.createKey(userName: user) }
+            print("Created key \(issued.record.id) for \(user). Keep it now: it is not stored and cannot be shown again.")
+            print(issued.key)
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an API key by its id (key_…); takes effect at once.")
+        @OptionGroup var data: DataOptions
+        @Argument(help: "The key's id, as `keys create` or `keys list` print it.") var keyId: String
+
+        func run() async throws {
+            try await data.withAccounts { try await $0.revokeKey(id: keyId) }
+            print("Revoked key \(keyId).")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a user's keys (ids and prefixes; never the keys).")
+        @OptionGroup var data: DataOptions
+        @Argument(help: "The user's name.") var user: String
+
+        func run() async throws {
+            let keys = try await data.withAccounts { accounts -> [APIKeyRecord] in
+                guard let found = try await accounts.store.user(named: user) else {
+                    throw ValidationError("no user named \(user.debugDescription)")
+                }
+                return try await accounts.store.keys(userId: found.userId)
+            }
+            let formatter = ISO8601DateFormatter()
+            for key in keys {
+                let state = key.revokedAt.map { "revoked \(formatter.string(from: $0))" } ?? "active"
+                print("\(key.id)\t\(key.prefix)…\tcreated \(formatter.string(from: key.createdAt))\t\(state)")
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+// Tests of `bench load`'s parsing parts (the lead may move this file to Tests/BenchTests/ with
+// `@testable import bench` and a `BenchTests` test target).
+import Foundation
+import XCTest
+@testable import bench
+
+final class LoadBenchParsingTests: XCTestCase {
+    func testOptions() throws {
+        let o = try LoadBench.parseOptions(["--levels", "1, 4,8", "--json", "--url", "http://localhost:9000", "--key", "k",
+                                            "--server-arg", "--queue-limit", "--server-arg", "16", "--max-tokens", "32"])
+        XCTAssertEqual(o.levels, [1, 4, 8])
+        XCTAssertTrue(o.json)
+        XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"])
+        XCTAssertEqual(o.maxTokens, 32)
+        XCTAssertThrowsError(try LoadBench.parseOptions(["--url", "http://127.0.0.1:1"]), "--url without --key")
+        XCTAssertThrowsError(try LoadBench.parseLevels("1,x"))
+        XCTAssertThrowsError(try LoadBench.parseLevels("0"))
+        XCTAssertEqual(try LoadBench.parseLoopbackURL("http://127.0.0.1:8080/").port, 8080)
+        XCTAssertThrowsError(try LoadBench.parseLoopbackURL("http://example.com:80"), "only loopback")
+    }
+
+    func testPercentilesAreNearestRank() {
+        let values = (1...100).map(Double.init).shuffled()
+        XCTAssertEqual(LoadBench.percentile(values, 0.5), 50)
+        XCTAssertEqual(LoadBench.percentile(values, 0.95), 95)
+        XCTAssertEqual(LoadBench.percentile(values, 0.99), 99)
+        XCTAssertEqual(LoadBench.percentile([7], 0.99), 7)
+        XCTAssertEqual(LoadBench.percentile([], 0.5), 0)
+    }
+
+    func testChunkedResponseSplitAnywhere() throws {
+        let body = "data: {\"a\":1}\n\n: ping\n\ndata: [DONE]\n\n"
+        let chunks = ["data: {\"a\":1}\n\n", ": ping\n\n", "data: [DONE]\n\n"]
+        var raw = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for c in chunks { raw += String(c.utf8.count, radix: 16) + "\r\n" + c + "\r\n" }
+        raw += "0\r\n\r\n"
+        let bytes = Array(raw.utf8)
+        for split in [1, 3, 7, 64, bytes.count] {
+            var reader = HTTPResponseReader()
+            var out: [UInt8] = []
+            var i = 0
+            while i < bytes.count {
+                out += try reader.feed(bytes[i..<min(bytes.count, i + split)])
+                i += split
+            }
+            XCTAssertTrue(reader.isComplete, "split \(split)")
+            XCTAssertEqual(reader.head?.status, 200)
+            XCTAssertEqual(reader.head?.headers["content-type"], "text/event-stream")
+            XCTAssertEqual(String(decoding: out, as: UTF8.self), body, "split \(split)")
+        }
+    }
+
+    func testContentLengthAnd429() throws {
+        var reader = HTTPResponseReader()
+        let raw = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 5\r\n\r\nbusy!extra"
+        let out = try reader.feed(Array(raw.utf8))
+        XCTAssertEqual(reader.head, HTTPResponseReader.Head(status: 429, headers: ["retry-after": "3", "content-length": "5"]))
+        XCTAssertEqual(String(decoding: out, as: UTF8.self), "busy!")
+        XCTAssertTrue(reader.isComplete)
+        var bad = HTTPResponseReader()
+        XCTAssertThrowsError(try bad.feed(Array("SPDY nonsense\r\n\r\n".utf8)))
+    }
+
+    func testSSEEventsAcrossFeeds() {
+        var parser = SSEParser()
+        var events: [SSEParser.Event] = []
+        for piece in ["data: {\"x\"", ":1}\r\n\r\n: pi", "ng\n\ndata: a\ndata: b\n", "\n"] {
+            events += parser.feed(Array(piece.utf8))
+        }
+        XCTAssertEqual(events, [.data("{\"x\":1}"), .comment("ping"), .data("a\nb")])
+    }
+
+    private func chunk(_ id: String, role: Bool = false, content: String? = nil, finish: String? = nil, usage: Int? = nil) -> SSEParser.Event {
+        var delta: [String: Any] = [:]
+        if role { delta["role"] = "assistant" }
+        if let content { delta["content"] = content }
+        var choice: [String: Any] = ["index": 0, "delta": delta]
+        choice["finish_reason"] = finish ?? NSNull()
+        var object: [String: Any] = ["id": id, "object": "chat.completion.chunk", "choices": usage == nil ? [choice] : []]
+        if let usage { object["usage"] = ["prompt_tokens": 5, "completion_tokens": usage, "total_tokens": 5 + usage] }
+        return .data(String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+    }
+
+    func testWellFormedStreamIsAccepted() throws {
+        var check = ChatStreamChecker()
+        XCTAssertFalse(try check.accept(.comment("ping")))
+        XCTAssertFalse(try check.accept(chunk("c1", role: true, content: "")))
+        XCTAssertTrue(try check.accept(chunk("c1", content: "Hel")))
+        XCTAssertTrue(try check.accept(chunk("c1", content: "lo")))
+        XCTAssertFalse(try check.accept(chunk("c1", finish: "stop")))
+        XCTAssertFalse(try check.accept(chunk("c1", usage: 2)))
+        XCTAssertFalse(try check.accept(.data("[DONE]")))
+        XCTAssertNoThrow(try check.finish())
+        XCTAssertEqual(check.completionTokens, 2)
+    }
+
+    func testBrokenStreamsAreRejected() throws {
+        var noDone = ChatStreamChecker()
+        _ = try noDone.accept(chunk("c1", role: true, content: "x"))
+        _ = try noDone.accept(chunk("c1", finish: "length"))
+        _ = try noDone.accept(chunk("c1", usage: 1))
+        XCTAssertThrowsError(try noDone.finish())
+
+        var mixedIds = ChatStreamChecker()
+        _ = try mixedIds.accept(chunk("c1", role: true))
+        XCTAssertThrowsError(try mixedIds.accept(chunk("c2", content: "x")))
+
+        var noRole = ChatStreamChecker()
+        XCTAssertThrowsError(try noRole.accept(chunk("c1", content: "x")))
+
+        var garbage = ChatStreamChecker()
+        XCTAssertThrowsError(try garbage.accept(.data("{not json")))
+        XCTAssertThrowsError(try garbage.accept(.data("{\"error\": {\"message\": \"boom\"}}")))
+    }
+
+    func testJSONLineHasTheIssueKeys() throws {
+        var r = LoadBench.LevelResult()
+        r.concurrency = 8
+        r.ok = 10
+        r.completionTokens = 640
+        r.seconds = 32
+        r.peakRSS = 123
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.jsonLine().utf8)) as? [String: Any])
+        for key in ["concurrency", "ok", "failed", "rejected_429", "tokens_per_s", "ttft_p50_s", "ttft_p95_s", "itl_p95_s",
+                    "max_gap_s", "peak_rss_bytes"] {
+            XCTAssertNotNil(object[key], key)
+        }
+        XCTAssertEqual(object["tokens_per_s"] as? Double, 20)
+    }
+
+    func testPromptsHaveTheIntendedSizes() {
+        // ~4 characters per token for English and code.
+        XCTAssertLessThan(Prompts.make(long: false, seed: 1).count, 160)
+        let long = Prompts.make(long: true, seed: 1)
+        XCTAssertGreaterThan(long.count, 3000)
+        XCTAssertLessThan(long.count, 6000)
+        XCTAssertNotEqual(Prompts.make(long: true, seed: 1), Prompts.make(long: true, seed: 2))
+    }
+
+    func testFreePortAndProcParsing() throws {
+        let port = try ServerProcess.freeLoopbackPort()
+        XCTAssertTrue((1024...65535).contains(port), "\(port)")
+        XCTAssertEqual(MemoryProbe.kilobytes("VmHWM:\t 10 kB\nVmRSS:\t  2048 kB\n", field: "VmRSS"), 2048 * 1024)
+        XCTAssertEqual(MemoryProbe.metric("# TYPE x gauge\nsarvam_process_resident_memory_bytes 4096.0\n", name: "sarvam_process_resident_memory_bytes"), 4096)
+    }
+}

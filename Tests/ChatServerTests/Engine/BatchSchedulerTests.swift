@@ -1,0 +1,242 @@
+import Foundation
+import Tokenizer
+import Transformer
+import XCTest
+@testable import ChatServer
+
+/// Requests joining and leaving between steps produce exactly the tokens they produce alone.
+final class SchedulerBatchingTests: XCTestCase {
+    func testJoiningAndLeavingGivesSameTokensAsAlone() async throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 16))
+        let specs: [(id: String, prompt: [Int], maxTokens: Int, joinAt: Int)] = [
+            ("a", EngineFixture.prompt(5, seed: 1), 6, 0),
+            ("b", EngineFixture.prompt(40, seed: 2), 10, 0),
+            ("c", EngineFixture.prompt(12, seed: 3), 3, 2),
+            ("d", EngineFixture.prompt(70, seed: 4), 8, 5),
+            ("e", EngineFixture.prompt(1, seed: 5), 4, 9),
+        ]
+        var streams: [String: AsyncThrowingStream<GenerationEvent, Error>] = [:]
+        for step in 0..<300 {
+            for s in specs where s.joinAt == step {
+                streams[s.id] = try h.scheduler.trySubmit(h.job(s.id, prompt: s.prompt, maxTokens: s.maxTokens))
+            }
+            h.scheduler.step()
+            if step > 10 && h.scheduler.activeRequestCount == 0 { break }
+        }
+        XCTAssertEqual(h.scheduler.activeRequestCount, 0, "every request should have finished")
+        for s in specs {
+            let expected = try EngineFixture.alone(h.model, prompt: s.prompt, maxTokens: s.maxTokens)
+            XCTAssertEqual(h.log[s.id], expected, "request \(s.id): batched tokens differ from the tokens generated alone")
+            let (events, error) = await collect(streams[s.id]!)
+            XCTAssertNil(error)
+            XCTAssertEqual(events.first, .promptProcessed(promptTokens: s.prompt.count), "request \(s.id)")
+            XCTAssertEqual(events.last, .finished(.length, GenerationUsage(promptTokens: s.prompt.count, completionTokens: s.maxTokens)))
+            var text = ""
+            var counted = 0
+            for case let .text(t, n) in events { text += t; counted += n }
+            XCTAssertEqual(text, EngineFixture.tokenizer.decode(expected, skipSpecial: true), "request \(s.id) text")
+            XCTAssertEqual(counted, s.maxTokens, "request \(s.id): token counts of the text events")
+        }
+        XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount, "every block should be back in the pool")
+    }
+
+    func testLongPromptIsChunkedWhileShortRepliesGetATokenEveryStep() throws {
+        let budget = 32
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: budget))
+        // Streams are kept: dropping one is a disconnect, which cancels its request.
+        var streams = [try h.scheduler.trySubmit(h.job("short1", prompt: EngineFixture.prompt(6, seed: 11), maxTokens: 30))]
+        streams.append(try h.scheduler.trySubmit(h.job("short2", prompt: EngineFixture.prompt(9, seed: 12), maxTokens: 30)))
+        h.scheduler.step()   // both prompts fit in one step's budget
+        h.scheduler.step()
+        XCTAssertEqual(h.scheduler.lastStep.decoded, ["short1", "short2"])
+
+        let long = EngineFixture.prompt(200, seed: 13)
+        streams.append(try h.scheduler.trySubmit(h.job("long", prompt: long, maxTokens: 5)))
+        var prefillSteps = 0
+        var prefilled = 0
+        while prefilled < long.count && prefillSteps < 20 {
+            let report = h.scheduler.step()
+            XCTAssertEqual(report.decoded, ["short1", "short2"], "both short replies get a token in every step of the long prefill")
+            let chunk = report.prefilled.first { $0.requestId == "long" }?.tokens ?? 0
+            XCTAssertLessThanOrEqual(chunk, budget)
+            XCTAssertGreaterThan(chunk, 0)
+            prefilled += chunk
+            prefillSteps += 1
+        }
+        XCTAssertEqual(prefillSteps, (long.count + budget - 1) / budget, "the long prompt takes ceil(200/32) steps")
+        h.runToCompletion()
+        XCTAssertEqual(h.log["long"], try EngineFixture.alone(h.model, prompt: long, maxTokens: 5))
+        XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount)
+        XCTAssertEqual(streams.count, 3)
+    }
+
+    func testStopTokenAndContextLimitEndReplies() async throws {
+        let model = try EngineFixture.model()
+        let prompt = EngineFixture.prompt(8, seed: 21)
+        let free = try EngineFixture.alone(model, prompt: prompt, maxTokens: 6)
+        // Stop on the third greedy token: the tokens before its first occurrence come out, reason stop.
+        let before = free.firstIndex(of: free[2])!
+        let h = try SchedulerHarness(settings: SchedulerSettings(), contextLength: 32, model: model)
+        let stopped = try h.scheduler.trySubmit(h.job("stop", prompt: prompt, maxTokens: 6, stop: [free[2]]))
+        // 28 prompt tokens in a context of 32: tokens at positions 28...31 are fed, 5 come out.
+        let longPrompt = EngineFixture.prompt(28, seed: 22)
+        let limited = try h.scheduler.trySubmit(h.job("limit", prompt: longPrompt, maxTokens: 100))
+        h.runToCompletion()
+
+        let s = await collect(stopped)
+        XCTAssertEqual(h.log["stop"], Array(free.prefix(before)))
+        XCTAssertEqual(s.events.last, .finished(.stop, GenerationUsage(promptTokens: 8, completionTokens: before)))
+        let l = await collect(limited)
+        XCTAssertEqual(h.log["limit"].count, 5)
+        XCTAssertEqual(h.log["limit"], try EngineFixture.alone(model, prompt: longPrompt, maxTokens: 100, contextLength: 32))
+        XCTAssertEqual(l.events.last, .finished(.length, GenerationUsage(promptTokens: 28, completionTokens: 5)))
+        XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("too long", prompt: EngineFixture.prompt(32, seed: 1), maxTokens: 1))) {
+            XCTAssertEqual($0 as? ChatEngineError, .contextLengthExceeded(promptTokens: 32, limit: 32))
+        }
+    }
+
+    func testPreemptionRecomputesAndGivesTheSameTokens() throws {
+        // 12 blocks of 4 positions; three replies of 10 + 20 positions need 8 blocks each.
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 3, admissionHeadroomTokens: 2), blocks: 12)
+        let prompts = (0..<3).map { EngineFixture.prompt(10, seed: UInt64(30 + $0)) }
+        let streams = try prompts.enumerated().map { i, p in try h.scheduler.trySubmit(h.job("r\(i)", prompt: p, maxTokens: 20)) }
+        let reports = h.runToCompletion()
+        XCTAssertEqual(streams.count, 3)
+        XCTAssertGreaterThan(reports.reduce(0) { $0 + $1.preempted.count }, 0, "the pool is too small for all three: someone is preempted")
+        for (i, p) in prompts.enumerated() {
+            XCTAssertEqual(h.log["r\(i)"], try EngineFixture.alone(h.model, prompt: p, maxTokens: 20), "request r\(i)")
+        }
+        XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount)
+    }
+}
+
+/// Admission limits, fairness between users, and the queue bound.
+final class SchedulerFairnessTests: XCTestCase {
+    func testPerUserCapKeepsTheThirdRequestWaiting() throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, maxRunningPerUser: 2, prefillTokensPerStep: 4))
+        var streams = try ["a1", "a2", "a3"].map { try h.scheduler.trySubmit(h.job($0, prompt: EngineFixture.prompt(50, seed: 1), maxTokens: 2, user: 1)) }
+        streams.append(try h.scheduler.trySubmit(h.job("b1", prompt: EngineFixture.prompt(50, seed: 2), maxTokens: 2, user: 2)))
+        let first = h.scheduler.step()
+        XCTAssertEqual(first.admitted, ["a1", "a2", "b1"], "user 1 is capped at 2 running; b1 overtakes a3")
+        XCTAssertEqual(h.scheduler.waitingRequestIds, ["a3"])
+        // The budget is split per user, not per request: user 1's two requests share what user 2 gets alone.
+        for _ in 0..<5 {
+            let report = h.scheduler.step()
+            let byUser1 = report.prefilled.filter { $0.requestId.hasPrefix("a") }.reduce(0) { $0 + $1.tokens }
+            let byUser2 = report.prefilled.filter { $0.requestId.hasPrefix("b") }.reduce(0) { $0 + $1.tokens }
+            XCTAssertEqual(byUser1, 2)
+            XCTAssertEqual(byUser2, 2)
+        }
+        h.runToCompletion()
+        XCTAssertEqual(h.log["a3"].count, 2, "a3 runs once a slot of its user frees")
+        XCTAssertEqual(streams.count, 4)
+    }
+
+    func testPrefillBudgetRotatesBetweenUsers() throws {
+        // Budget 4 over 3 users: shares of 1, and the extra token goes to the next user each step.
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 3, prefillTokensPerStep: 4))
+        let streams = try ["x", "y", "z"].enumerated().map { user, id in
+            try h.scheduler.trySubmit(h.job(id, prompt: EngineFixture.prompt(60, seed: UInt64(user)), maxTokens: 1, user: Int64(user)))
+        }
+        var favoured: [String] = []
+        for _ in 0..<6 {
+            let report = h.scheduler.step()
+            XCTAssertEqual(report.prefilled.reduce(0) { $0 + $1.tokens }, 4)
+            XCTAssertEqual(Set(report.prefilled.map(\.requestId)), ["x", "y", "z"], "every user gets prefill each step")
+            favoured += report.prefilled.filter { $0.tokens == 2 }.map(\.requestId)
+        }
+        XCTAssertEqual(favoured, ["x", "y", "z", "x", "y", "z"])
+        XCTAssertEqual(streams.count, 3)
+    }
+
+    func testPrefillBudgetAdaptsToTheTargetStepTime() throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 256,
+                                                                 targetStepSeconds: 0.5, minPrefillTokensPerStep: 16),
+                                     blocks: 400, model: EngineFixture.model(maxPositions: 2048))
+        let stream = try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(1200, seed: 5), maxTokens: 1))
+        // Every clock reading moves it by 1 s: steps look slow (1-2 s against 0.5), the budget shrinks
+        // in proportion down to the minimum; then steps look instant and it doubles back up.
+        h.clock.setTick(1)
+        var chunks: [Int] = []
+        for _ in 0..<5 { chunks.append(h.scheduler.step().prefilled.first?.tokens ?? 0) }
+        XCTAssertEqual(chunks, [256, 64, 32, 16, 16])
+        h.clock.setTick(0)
+        chunks = []
+        for _ in 0..<5 { chunks.append(h.scheduler.step().prefilled.first?.tokens ?? 0) }
+        XCTAssertEqual(chunks, [16, 32, 64, 128, 256])
+        withExtendedLifetime(stream) {}
+    }
+
+    func testFullQueueIsRefusedAtOnce() async throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 1, queueLimit: 2, retryAfterSeconds: 3))
+        let streams = try (0..<3).map { try h.scheduler.trySubmit(h.job("ok\($0)", prompt: EngineFixture.prompt(4, seed: 1), maxTokens: 1)) }
+        XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("late", prompt: [1], maxTokens: 1))) {
+            XCTAssertEqual($0 as? ChatEngineError, .busy(retryAfterSeconds: 3))
+        }
+        // Through the non-throwing entry point the same refusal is the stream's first and only result.
+        let refused = await collect(h.scheduler.submit(h.job("late2", prompt: [1], maxTokens: 1)))
+        XCTAssertEqual(refused.events, [])
+        XCTAssertEqual(refused.error as? ChatEngineError, .busy(retryAfterSeconds: 3))
+        h.runToCompletion()
+        for s in streams { let r = await collect(s); XCTAssertNil(r.error) }
+        XCTAssertNoThrow(try h.scheduler.trySubmit(h.job("after", prompt: [1], maxTokens: 1)), "room again once the queue drained")
+    }
+}
+
+/// Cancellation and failures end only the request concerned.
+final class SchedulerLifecycleTests: XCTestCase {
+    func testCancellationFreesBlocksWithinOneStep() async throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 1, queueLimit: 4))
+        let keep = try h.scheduler.trySubmit(h.job("keep", prompt: EngineFixture.prompt(30, seed: 1), maxTokens: 40))
+        let queued = try h.scheduler.trySubmit(h.job("queued", prompt: EngineFixture.prompt(30, seed: 2), maxTokens: 40))
+        for _ in 0..<3 { h.scheduler.step() }
+        XCTAssertEqual(h.scheduler.runningRequestIds, ["keep"])
+        XCTAssertEqual(h.scheduler.waitingRequestIds, ["queued"])
+        XCTAssertGreaterThan(h.cache.usedBlockCount, 0)
+
+        // The consumers go away: one running, one queued.
+        for stream in [keep, queued] {
+            let consumer = Task { for try await _ in stream {} }
+            consumer.cancel()
+            _ = await consumer.result
+        }
+        let report = h.scheduler.step()
+        XCTAssertEqual(report.decoded, [], "nothing is decoded for a cancelled request")
+        XCTAssertEqual(h.scheduler.runningRequestIds, [])
+        XCTAssertEqual(h.scheduler.waitingRequestIds, [])
+        XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount, "the pool is full again after one step")
+        XCTAssertEqual(h.scheduler.activeRequestCount, 0)
+    }
+
+    func testBadRequestFailsAloneAndOthersContinue() async throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 64))
+        let good1 = EngineFixture.prompt(12, seed: 41), good2 = EngineFixture.prompt(20, seed: 42)
+        let s1 = try h.scheduler.trySubmit(h.job("good1", prompt: good1, maxTokens: 8))
+        h.scheduler.step()
+        // A token id outside the model's vocabulary reaches the engine while good1 is decoding.
+        let bad = try h.scheduler.trySubmit(h.job("bad", prompt: [3, 4, 9999, 5], maxTokens: 8))
+        let s2 = try h.scheduler.trySubmit(h.job("good2", prompt: good2, maxTokens: 8))
+        h.runToCompletion()
+
+        let b = await collect(bad)
+        guard case .invalidRequest(let message)? = b.error as? ChatEngineError else {
+            return XCTFail("expected invalidRequest for the bad request, got \(String(describing: b.error))")
+        }
+        XCTAssertTrue(message.contains("9999"), message)
+        for (id, prompt, stream) in [("good1", good1, s1), ("good2", good2, s2)] {
+            let r = await collect(stream)
+            XCTAssertNil(r.error)
+            XCTAssertEqual(h.log[id], try EngineFixture.alone(h.model, prompt: prompt, maxTokens: 8), id)
+        }
+        XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount)
+    }
+
+    func testShutdownFailsWhatIsQueued() async throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings())
+        let stream = try h.scheduler.trySubmit(h.job("x", prompt: [1, 2, 3], maxTokens: 4))
+        h.scheduler.shutdown()
+        let r = await collect(stream)
+        XCTAssertEqual(r.error as? ChatEngineError, .failed("the engine is shutting down"))
+        XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("y", prompt: [1], maxTokens: 1)))
+    }
+}

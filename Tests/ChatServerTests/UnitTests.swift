@@ -1,0 +1,103 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import XCTest
+import ChatServer
+
+extension Data {
+    var hex: String { map { String(format: "%02x", $0) }.joined() }
+}
+
+final class SHA256Tests: XCTestCase {
+    func testFIPSVectors() {
+        // FIPS 180-4 examples (csrc.nist.gov SHA256.pdf) and the empty string.
+        XCTAssertEqual(SHA256.hash("abc").hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(SHA256.hash("").hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(SHA256.hash("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq").hex,
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        XCTAssertEqual(SHA256.hash(String(repeating: "a", count: 1_000_000)).hex,
+                       "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    func testConstantTimeEquals() {
+        XCTAssertTrue(constantTimeEquals(Data([1, 2, 3]), Data([1, 2, 3])))
+        XCTAssertFalse(constantTimeEquals(Data([1, 2, 3]), Data([1, 2, 4])))
+        XCTAssertFalse(constantTimeEquals(Data([1, 2]), Data([1, 2, 3])))
+    }
+}
+
+final class StopSequenceMatcherTests: XCTestCase {
+    func run(_ pieces: [String], _ stops: [String]) -> (String, Bool) {
+        var matcher = StopSequenceMatcher(stops)
+        var out = ""
+        for piece in pieces {
+            let (emit, matched) = matcher.feed(piece)
+            out += emit
+            if matched { return (out, true) }
+        }
+        return (out + matcher.flush(), false)
+    }
+
+    func testStopSplitAcrossDeltas() {
+        XCTAssertEqual(run(["Hello <", "|e", "nd|> more"], ["<|end|>"]).0, "Hello ")
+        XCTAssertEqual(run(["Hello <", "|e", "nd|> more"], ["<|end|>"]).1, true)
+        XCTAssertEqual(run(["a<b", "c"], ["<x"]).0, "a<bc")
+        XCTAssertEqual(run(["ab"], []).0, "ab")
+        XCTAssertEqual(run(["one\n\nUser:", " hi"], ["\n\nUser:", "###"]).0, "one")
+        // Held-back text that never becomes a stop is flushed at the end.
+        XCTAssertEqual(run(["tail <|e"], ["<|end|>"]).0, "tail <|e")
+        XCTAssertEqual(run(["tail <|e"], ["<|end|>"]).1, false)
+    }
+
+    func testRandomSplitsAgreeWithWholeText() {
+        var rng = SystemRandomNumberGenerator()
+        let text = "The quick brown fox STOP jumps over the lazy dog"
+        for _ in 0..<200 {
+            var pieces: [String] = []
+            var rest = Substring(text)
+            while !rest.isEmpty {
+                let n = Int.random(in: 1...5, using: &rng)
+                pieces.append(String(rest.prefix(n)))
+                rest = rest.dropFirst(n)
+            }
+            XCTAssertEqual(run(pieces, ["STOP", "lazy"]).0, "The quick brown fox ")
+        }
+    }
+}
+
+final class FormattingTests: XCTestCase {
+    func testTitles() {
+        XCTAssertEqual(ConversationTitle.from(firstMessage: "  Hello\n\nworld  "), "Hello world")
+        XCTAssertEqual(ConversationTitle.from(firstMessage: "   "), ConversationTitle.placeholder)
+        let long = ConversationTitle.from(firstMessage: String(repeating: "word ", count: 30))
+        XCTAssertLessThanOrEqual(long.count, ConversationTitle.maxLength)
+        XCTAssertTrue(long.hasSuffix("…"))
+    }
+
+    func testJSONEscaping() throws {
+        let value: JSONValue = ["s": "quote\" back\\ nl\n tab\t ctl\u{01} <script>", "n": nil, "d": .double(1.5), "i": 3, "a": [true, false]]
+        let parsed = try JSONSerialization.jsonObject(with: Data(value.serialized.utf8)) as? [String: Any]
+        XCTAssertEqual(parsed?["s"] as? String, "quote\" back\\ nl\n tab\t ctl\u{01} <script>")
+        XCTAssertTrue(parsed?["n"] is NSNull)
+        XCTAssertEqual(parsed?["d"] as? Double, 1.5)
+        XCTAssertEqual(value.serialized.prefix(5), "{\"s\":", "keys keep their order")
+    }
+}
+
+final class WebPageTests: XCTestCase {
+    func testPageIsServedSelfContained() async throws {
+        let f = try await ServerFixture()
+        try await f.test { client in
+            let r = try await client.execute(uri: "/", method: .get)
+            XCTAssertEqual(r.status, .ok)
+            XCTAssertEqual(r.headers[.contentType], "text/html; charset=utf-8")
+            let page = r.text
+            XCTAssertTrue(page.contains("<title>Sarvam</title>"))
+            XCTAssertFalse(page.contains("http://") || page.contains("https://"), "no external resources")
+            XCTAssertFalse(page.contains("src="), "no external scripts or images")
+            XCTAssertFalse(page.contains("innerHTML"), "text never goes in as HTML")
+            XCTAssertTrue(page.contains("localStorage"))
+            XCTAssertTrue(page.contains("name=\"viewport\""))
+        }
+    }
+}

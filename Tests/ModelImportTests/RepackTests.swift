@@ -1,0 +1,141 @@
+import Foundation
+import XCTest
+import Tensor
+import TestSupport
+import ModelImport
+
+/// Repacked int8/int4 matrices dequantize (through Tensor's QuantizedMatrix) to exactly the GGUF
+/// dequantization, for random blocks and for the real model's tensors.
+final class RepackTests: XCTestCase {
+    /// Random but valid blocks of `type`: random bytes with finite, modest Float16 scales.
+    func randomBlocks(_ type: GGMLType, count: Int, generator: inout SeededGenerator) -> [UInt8] {
+        let size = type.traits!.bytesPerBlock
+        var out: [UInt8] = []
+        for _ in 0..<count {
+            var block = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            func setHalf(_ offset: Int) {
+                let h = halfBits(Float.random(in: -0.05...0.05, using: &generator))
+                block[offset] = h[0]; block[offset + 1] = h[1]
+            }
+            switch type {
+            case .Q8_0, .Q4_0, .Q5_0: setHalf(0)
+            case .Q4_K: setHalf(0); setHalf(2)
+            case .Q6_K: setHalf(208)
+            default: break
+            }
+            out += block
+        }
+        return out
+    }
+
+    /// Converts `rows × cols` of `type` into `format` through the converter's own path, then compares
+    /// Tensor's dequantization with the GGUF dequantization bit for bit.
+    func checkExact(_ type: GGMLType, bytes: [UInt8], rows: Int, cols: Int, format: WeightFormat, file: StaticString = #filePath, line: UInt = #line) throws {
+        let owner = NSObject()   // keep-alive object for the SourceTensor (the bytes outlive the call)
+        try bytes.withUnsafeBytes { raw in
+            let t = SourceTensor(name: "w", type: type, rows: rows, cols: cols, isVector: false, data: raw.baseAddress!, owner: owner)
+            let q = try repacked(t, format: format)
+            var a = [Float](repeating: 0, count: cols), b = [Float](repeating: 0, count: cols)
+            for r in 0..<rows {
+                t.dequantizeRow(r, into: &a)
+                q.dequantizeRow(r, into: &b)
+                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(type) → \(format) row \(r): \(mismatch(b, a) ?? "")", file: file, line: line)
+            }
+        }
+    }
+
+    func repacked(_ t: SourceTensor, format: WeightFormat) throws -> QuantizedMatrix {
+        let source = Converter.tensorSource(t, format: format, requantized: Converter.Counter())
+        let count = QuantizedMatrix.bytesPerRow(format: format, cols: t.cols) * t.rows
+        let storage = QuantizedStorage(byteCount: count)
+        var written = 0
+        try source.produce { chunk in
+            XCTAssertLessThanOrEqual(written + chunk.count, count)
+            (storage.bytes + written).copyMemory(from: chunk.baseAddress!, byteCount: chunk.count)
+            written += chunk.count
+        }
+        XCTAssertEqual(written, count)
+        return QuantizedMatrix(format: format, rows: t.rows, cols: t.cols, data: UnsafeRawPointer(storage.bytes), owner: storage)
+    }
+
+    func testRandomBlocksRepackExactly() throws {
+        var g = SeededGenerator(seed: 42)
+        for (type, format) in [(GGMLType.Q8_0, WeightFormat.int8), (.Q4_0, .int8), (.Q5_0, .int8), (.Q4_K, .int4)] {
+            let cols = 512, rows = 5
+            let blocks = rows * cols / type.traits!.blockSize
+            try checkExact(type, bytes: randomBlocks(type, count: blocks, generator: &g), rows: rows, cols: cols, format: format)
+        }
+    }
+
+    func testHandBuiltBlocksRepackExactly() throws {
+        try checkExact(.Q4_K, bytes: HandBuiltBlocks.q4_K().0, rows: 1, cols: 256, format: .int4)
+        try checkExact(.Q5_0, bytes: HandBuiltBlocks.q5_0().0, rows: 1, cols: 32, format: .int8)
+        try checkExact(.Q4_0, bytes: HandBuiltBlocks.q4_0().0, rows: 1, cols: 32, format: .int8)
+        try checkExact(.Q8_0, bytes: HandBuiltBlocks.q8_0().0, rows: 1, cols: 32, format: .int8)
+    }
+
+    func testQ6_KIsExactWhenScalesShareAFactorAndCloseOtherwise() throws {
+        // Sub-block scales (4, 8) share 4 with small q: exact. (Scales 127 and 126, |q| up to 32: requantized.)
+        let q = (0..<256).map { ($0 % 8) - 4 }
+        let exactScales: [Int8] = (0..<16).map { $0 % 2 == 0 ? 4 : 8 }
+        let (exactBytes, _) = HandBuiltBlocks.q6_K(scales: exactScales, q: q, d: 0.125)
+        try checkExact(.Q6_K, bytes: exactBytes, rows: 1, cols: 256, format: .int8)
+        let counter = Converter.Counter()
+        exactBytes.withUnsafeBytes { raw in
+            let out = UnsafeMutableRawPointer.allocate(byteCount: 8 * 34, alignment: 64)
+            defer { out.deallocate() }
+            counter.value = Repack.q6_KToInt8(raw.baseAddress!, out, superblocks: 1)
+        }
+        XCTAssertEqual(counter.value, 0, "every group of this block is exactly representable")
+
+        var g = SeededGenerator(seed: 7)
+        let bytes = randomBlocks(.Q6_K, count: 8, generator: &g)
+        try bytes.withUnsafeBytes { raw in
+            let t = SourceTensor(name: "w", type: .Q6_K, rows: 4, cols: 512, isVector: false, data: raw.baseAddress!, owner: NSObject())
+            let m = try repacked(t, format: .int8)
+            var a = [Float](repeating: 0, count: 512), b = [Float](repeating: 0, count: 512)
+            for r in 0..<4 {
+                t.dequantizeRow(r, into: &a)
+                m.dequantizeRow(r, into: &b)
+                // Requantization error: at most half an int8 step of the group's max (plus Float16 rounding of the scale).
+                for gi in 0..<16 {
+                    let amax = a[32 * gi..<32 * gi + 32].map(abs).max()!
+                    XCTAssertNil(mismatch(b[32 * gi..<32 * gi + 32], a[32 * gi..<32 * gi + 32], absolute: amax / 127 * 0.51 + 1e-6), "row \(r) group \(gi)")
+                }
+            }
+        }
+    }
+
+    /// The real model: every Q8_0, Q5_0 and Q4_K tensor of a few layers repacks bit-exactly.
+    func testRealTensorsRepackExactly() throws {
+        let path = defaultGGUFPath().path
+        guard FileManager.default.fileExists(atPath: path) else {
+            XCTFail("the default model's GGUF is missing at \(path): run tools/fetch-model default")
+            return
+        }
+        let file = try GGUFFile(path: path)
+        let model = try file.importModel()
+        var checked: [GGMLType: Int] = [:]
+        for t in model.tensors where t.name.hasPrefix("blk.0.") || t.name.hasPrefix("blk.11.") || t.name == "output.weight" {
+            let format: WeightFormat
+            switch t.type {
+            case .Q8_0, .Q5_0: format = .int8
+            case .Q4_K: format = .int4
+            default: continue
+            }
+            let q = try repacked(t, format: format)
+            var a = [Float](repeating: 0, count: t.cols), b = [Float](repeating: 0, count: t.cols)
+            // All rows of layer tensors; a stride through the 151,936 output rows.
+            for r in stride(from: 0, to: t.rows, by: t.rows > 10_000 ? 97 : 1) {
+                t.dequantizeRow(r, into: &a)
+                q.dequantizeRow(r, into: &b)
+                if a.map(\.bitPattern) != b.map(\.bitPattern) {
+                    XCTFail("\(t.name) (\(t.type) → \(format)) row \(r): \(mismatch(b, a) ?? "")")
+                    break
+                }
+            }
+            checked[t.type, default: 0] += 1
+        }
+        XCTAssertEqual(Set(checked.keys), [.Q8_0, .Q5_0, .Q4_K], "expected tensors of each exact type among those checked")
+    }
+}

@@ -1,0 +1,203 @@
+import XCTest
+import Tensor
+import TestSupport
+
+/// Every kernel path against `quantizedMatmulReference` on the same quantized activations.
+///
+/// Tolerance: products are summed exactly in Int32 per group of 32, so kernel and reference differ
+/// only in Float32 rounding of the per-group scaling and of the order in which the G = K/32 group
+/// terms (and the int4 offset terms) are added. That error is at most about (G + 8) roundings of
+/// the sum of the terms' magnitudes, so we allow
+///     |y − ref| ≤ (G + 8) · 2^-23 · 4 · Σ_k |ŵ_k|·|x_k|  + 1e-6
+/// (the factor 4 covers the int4 split of each term into a scale part and an offset part, each as
+/// large as the weight). A missing or doubled group would change y by about Σ|ŵx|/G, far above it.
+final class QuantizedMatmulTests: XCTestCase {
+    func testSmallShapesAllM() {
+        var rng = SeededGenerator(seed: 21)
+        for format in [WeightFormat.int8, .int4] {
+            for rows in [1, 3, 31, 33] {
+                for cols in [32, 96, 288, 896] {
+                    let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
+                    for threads in [1, 2] {
+                        let pool = pools[threads - 1]
+                        for m in 1...17 {
+                            check(w, m: m, pool: pool, rng: &rng, label: "\(format) \(rows)x\(cols) M=\(m) threads=\(threads)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testModelShapes() {
+        var rng = SeededGenerator(seed: 22)
+        for format in [WeightFormat.int8, .int4] {
+            for (rows, cols, ms) in [(896, 896, [1, 4, 17]), (4864, 896, [1, 5]), (896, 4864, [1, 16]), (33, 4864, [3, 8])] {
+                let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
+                for threads in [1, 2] {
+                    for m in ms {
+                        check(w, m: m, pool: pools[threads - 1], rng: &rng, label: "\(format) \(rows)x\(cols) M=\(m) threads=\(threads)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Larger M: several 8-row tiles plus remainders, and (K = 4864) more than one activation block
+    /// per call (blocks of 48 rows keep a block's codes in L2).
+    func testLargerM() {
+        var rng = SeededGenerator(seed: 25)
+        for format in [WeightFormat.int8, .int4] {
+            for (rows, cols, ms) in [(33, 4864, [31, 64]), (7, 896, [64]), (5, 96, [512])] {
+                let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
+                for m in ms {
+                    check(w, m: m, pool: pools[1], rng: &rng, label: "\(format) \(rows)x\(cols) M=\(m) threads=2")
+                }
+            }
+        }
+    }
+
+    /// f32/f16 weights go through the float path (no activation quantization).
+    func testFloatFormats() {
+        var rng = SeededGenerator(seed: 23)
+        for format in [WeightFormat.f32, .f16] {
+            for (rows, cols) in [(1, 7), (33, 96), (31, 100)] {
+                let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
+                for m in [1, 3, 17] {
+                    let x = rng.floats(m * cols)
+                    var got = [Float](repeating: .nan, count: m * rows), want = got
+                    x.withUnsafeBufferPointer { xp in
+                        got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1]) }
+                        want.withUnsafeMutableBufferPointer { quantizedMatmulReference(w, xp.baseAddress!, m: m, $0.baseAddress!) }
+                    }
+                    // Different summation order over K ≤ 100 products of |w|,|x| ≤ 1.
+                    XCTAssertNil(mismatch(got, want, absolute: 1e-5), "\(format) \(rows)x\(cols) M=\(m)")
+                }
+            }
+        }
+    }
+
+    /// The quantized matmul approximates the float product: error bounded by activation and weight
+    /// quantization (a sanity check of the scaling, independent of the reference's arithmetic).
+    func testCloseToFloatProduct() {
+        var rng = SeededGenerator(seed: 24)
+        let rows = 64, cols = 512, m = 3
+        let wf = rng.floats(rows * cols), x = rng.floats(m * cols)
+        for (format, relative) in [(WeightFormat.int8, Float(0.02)), (.int4, 0.12)] {
+            let w = wf.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
+            var got = [Float](repeating: 0, count: m * rows)
+            x.withUnsafeBufferPointer { xp in got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1]) } }
+            var err: Float = 0, norm: Float = 0
+            for mi in 0..<m {
+                for r in 0..<rows {
+                    var exact: Float = 0
+                    for k in 0..<cols { exact += wf[r * cols + k] * x[mi * cols + k] }
+                    err += (got[mi * rows + r] - exact) * (got[mi * rows + r] - exact)
+                    norm += exact * exact
+                }
+            }
+            XCTAssertLessThan((err / norm).squareRoot(), relative, "\(format) relative RMS error vs float product")
+        }
+    }
+
+    // MARK: helpers
+
+    private let pools = [ThreadPool(threads: 1), ThreadPool(threads: 2)]
+
+    private func makeWeights(_ rng: inout SeededGenerator, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {
+        var w = rng.floats(rows * cols)
+        // Vary magnitudes across groups and rows, with some skewed groups, like real weights.
+        for g in 0..<(rows * cols / 32) where format.traits.isQuantized {
+            let scale: Float = [0.02, 1, 0.3, 5][g % 4]
+            let shift: Float = g % 5 == 0 ? 0.6 : 0
+            for i in 0..<32 { w[g * 32 + i] = (w[g * 32 + i] + shift) * scale }
+        }
+        return w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
+    }
+
+    private func check(_ w: QuantizedMatrix, m: Int, pool: ThreadPool, rng: inout SeededGenerator, label: String) {
+        let cols = w.cols, rows = w.rows
+        var x = rng.floats(m * cols, in: -2...2)
+        if m > 2 { for k in 0..<cols { x[2 * cols + k] = 0 } }          // an all-zero activation row
+        let dequantized = w.dequantize().array
+        var want = [Float](repeating: .nan, count: m * rows)
+        x.withUnsafeBufferPointer { xp in
+            want.withUnsafeMutableBufferPointer { quantizedMatmulReference(w, xp.baseAddress!, m: m, $0.baseAddress!) }
+        }
+        // Per-output bound from the file comment.
+        var bound = [Float](repeating: 0, count: m * rows)
+        let factor = Float(cols / 32 + 8) * 4 / Float(1 << 23)
+        for mi in 0..<m {
+            for r in 0..<rows {
+                var s: Float = 0
+                for k in 0..<cols { s += abs(dequantized[r * cols + k]) * abs(x[mi * cols + k]) }
+                bound[mi * rows + r] = factor * s + 1e-6
+            }
+        }
+        for path in QuantKernels.availablePaths {
+            var got = [Float](repeating: .nan, count: m * rows)
+            x.withUnsafeBufferPointer { xp in
+                got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pool, path: path) }
+            }
+            var bad: [String] = []
+            for i in 0..<got.count where !(abs(got[i] - want[i]) <= bound[i]) {
+                if bad.count < 4 { bad.append("[m \(i / rows), row \(i % rows)] \(got[i]) vs \(want[i]) (bound \(bound[i]))") }
+            }
+            XCTAssertTrue(bad.isEmpty, "\(label) path \(path.rawValue): " + bad.joined(separator: ", "))
+        }
+    }
+}
+
+final class QuantKernelsTests: XCTestCase {
+    /// Fails when the build lost the intrinsic path (e.g. the AVX2 define is missing from the
+    /// manifest): the kernels would silently fall back to the slower portable loops.
+    func testIntrinsicPathIsCompiledIn() {
+        #if AVX2
+        XCTAssertEqual(QuantKernels.activePath, .avx2)
+        XCTAssertTrue(QuantKernels.availablePaths.contains(.avx2))
+        #else
+        XCTAssertEqual(QuantKernels.activePath, .portable)
+        #endif
+        #if arch(x86_64) && os(Linux)
+        // Building on an AVX2 machine must define AVX2 (Package.swift reads /proc/cpuinfo).
+        if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+           let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+           flags.split(separator: " ").contains("avx2") {
+            XCTAssertEqual(QuantKernels.activePath, .avx2, "this CPU has AVX2 but the AVX2 kernels are not compiled in")
+        }
+        #endif
+    }
+
+    /// Activation codes land where `position` says, in both layouts, with the same values.
+    func testActivationLayouts() {
+        var rng = SeededGenerator(seed: 31)
+        for cols in [32, 96, 288] {
+            let m = 2
+            let x = rng.floats(m * cols)
+            var natural: [Int8] = [], paired: [Int8] = []
+            for layout in [QuantizedActivations.Layout.natural, .pairedHalves] {
+                let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: layout), alignment: 64)
+                defer { buffer.deallocate() }
+                let a = QuantizedActivations(m: m, cols: cols, layout: layout, buffer: buffer)
+                x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
+                var values: [Int8] = []
+                for r in 0..<m { for k in 0..<cols { values.append(a.codes[a.position(r, k)]) } }
+                let positions = Set((0..<m).flatMap { r in (0..<cols).map { a.position(r, $0) } })
+                XCTAssertEqual(positions.count, m * cols, "positions must be a permutation")
+                if layout == .natural { natural = values } else { paired = values }
+            }
+            XCTAssertEqual(natural, paired)
+            // Codes reproduce x within half a step per group.
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: .natural), alignment: 64)
+            defer { buffer.deallocate() }
+            let a = QuantizedActivations(m: m, cols: cols, layout: .natural, buffer: buffer)
+            x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
+            for r in 0..<m {
+                for k in 0..<cols {
+                    let s = a.scales[r * (cols / 32) + k / 32]
+                    XCTAssertLessThanOrEqual(abs(Float(a.codes[r * cols + k]) * s - x[r * cols + k]), 0.5 * s * 1.0001)
+                }
+            }
+        }
+    }
+}

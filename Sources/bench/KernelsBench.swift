@@ -1,4 +1,4 @@
-// `bench kernels [--json] [--threads N] [--large-m] [--quick]`
+// `bench kernels [--json] [--threads N] [--large-m] [--quick] [--prefetch-sweep] [--cpu-time]`
 //
 // Measures, for 1 and 2 threads (or only N with --threads N):
 //   - memory read bandwidth (streaming a 512 MB buffer, far larger than the caches);
@@ -22,6 +22,10 @@ enum KernelsBench {
         var threadCounts: [Int] = [1, max(2, ProcessInfo.processInfo.activeProcessorCount)]
         var largeM = false
         var quick = false
+        var prefetchSweep = false
+        /// Time with the process's CPU clock instead of the wall clock (with --threads 1 this is
+        /// throughput per CPU-second: comparable between runs on a machine busy with other work).
+        var cpuTime = false
     }
 
     struct BenchError: Error, CustomStringConvertible {
@@ -37,6 +41,8 @@ enum KernelsBench {
             case "--json": options.json = true
             case "--large-m": options.largeM = true
             case "--quick": options.quick = true
+            case "--prefetch-sweep": options.prefetchSweep = true
+            case "--cpu-time": options.cpuTime = true
             case "--threads":
                 guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n >= 1 else {
                     throw BenchError(description: "--threads expects a positive integer, found \(i + 1 < arguments.count ? arguments[i + 1] : "nothing")")
@@ -44,7 +50,7 @@ enum KernelsBench {
                 options.threadCounts = [n]
                 i += 1
             default:
-                throw BenchError(description: "unknown option \(arguments[i]); expected --json, --threads N, --large-m, --quick")
+                throw BenchError(description: "unknown option \(arguments[i]); expected --json, --threads N, --large-m, --quick, --prefetch-sweep, --cpu-time")
             }
             i += 1
         }
@@ -62,6 +68,7 @@ enum KernelsBench {
 
     static func run(arguments: [String]) throws {
         let options = try parse(arguments)
+        useCPUClock = options.cpuTime
         let repeats = options.quick ? 3 : 7
         var rng = SplitMix(seed: 42)
         var json: [String: Any] = [:]
@@ -108,6 +115,10 @@ enum KernelsBench {
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.flatMap { Double($0) }
         if let load { print(String(format: "load average %.2f on %d cores", load, ProcessInfo.processInfo.activeProcessorCount)) }
 
+        if options.prefetchSweep {
+            prefetchSweep(sweep: sweep, x: x, y: y, threads: options.threadCounts.last!)
+            return
+        }
         for threads in options.threadCounts {
             let pool = ThreadPool(threads: threads)
             print("== \(threads) thread\(threads == 1 ? "" : "s") (kernel path \(QuantKernels.activePath.rawValue)) ==")
@@ -172,6 +183,39 @@ enum KernelsBench {
         }
     }
 
+    /// The M = 1 layer sweep at several prefetch distances, interleaved round by round so that a
+    /// busy machine slows every distance alike; prints medians and the ratio to no prefetching.
+    static func prefetchSweep(sweep: [WeightFormat: [QuantizedMatrix]], x: [Float], y: UnsafeMutablePointer<Float>, threads: Int) {
+        let pool = ThreadPool(threads: threads)
+        let distances = [0, 256, 512, 1024, 2048, 4096]
+        var samples: [WeightFormat: [Int: [Double]]] = [:]
+        for _ in 0..<7 {
+            for d in distances {
+                QuantKernels.prefetchDistance = d
+                for format in [WeightFormat.int8, .int4] {
+                    let t = time(repeats: 1, minimumSeconds: 0) {
+                        x.withUnsafeBufferPointer { xp in
+                            for w in sweep[format]! { quantizedMatmul(w, xp.baseAddress!, m: 1, y, pool: pool) }
+                        }
+                    }
+                    samples[format, default: [:]][d, default: []].append(t)
+                }
+            }
+        }
+        print("prefetch distance sweep (M = 1, \(threads) threads): median ms, speed vs no prefetch")
+        for format in [WeightFormat.int8, .int4] {
+            let base = median(samples[format]![0]!)
+            var line = "  \(format)"
+            for d in distances {
+                let t = median(samples[format]![d]!)
+                line += String(format: "   %d: %.2f ms %.2fx", d, t * 1e3, base / t)
+            }
+            print(line)
+        }
+    }
+
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
     // MARK: - Pieces
 
     static func log(_ message: String, _ options: Options) {
@@ -181,9 +225,11 @@ enum KernelsBench {
     static func round2(_ v: Double) -> Double { (v * 100).rounded() / 100 }
     static func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
 
+    nonisolated(unsafe) static var useCPUClock = false
+
     static func now() -> Double {
         var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
+        clock_gettime(useCPUClock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
@@ -253,6 +299,23 @@ enum KernelsBench {
     }
 
     static func randomMatrix(rows: Int, cols: Int, format: WeightFormat, rng: inout SplitMix) -> QuantizedMatrix {
+        if format == .int4 {
+            // Random valid superblocks straight away (kernel speed does not depend on the values, and
+            // the error-minimizing int4 quantizer would spend minutes on these 650 M weights).
+            let storage = QuantizedStorage(byteCount: format.bytesPerRow(cols: cols) * rows)
+            let rowBytes = format.bytesPerRow(cols: cols)
+            for i in stride(from: 0, to: rowBytes * rows - 7, by: 8) { storage.bytes.storeBytes(of: rng.next(), toByteOffset: i, as: UInt64.self) }
+            for r in 0..<rows {
+                var offset = r * rowBytes
+                while offset < (r + 1) * rowBytes {
+                    // d, dmin: small positive halves, as quantized weights of magnitude ~0.05 have.
+                    storage.bytes.storeBytes(of: floatToFloat16(0.0005 + 0.0005 * rng.nextFloat()), toByteOffset: offset + Int4Superblock.dOffset, as: UInt16.self)
+                    storage.bytes.storeBytes(of: floatToFloat16(0.0005 + 0.0005 * rng.nextFloat()), toByteOffset: offset + Int4Superblock.dminOffset, as: UInt16.self)
+                    offset += Int4Superblock.bytes
+                }
+            }
+            return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(storage.bytes), owner: storage)
+        }
         var w = [Float](repeating: 0, count: rows * cols)
         for i in 0..<w.count { w[i] = (rng.nextFloat() * 2 - 1) * 0.05 }
         return w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }

@@ -50,9 +50,12 @@ public enum QuantKernels {
     }
 }
 
-/// x quantized to int8 per group of 32 for one call. Arrays (row-major over M):
+/// x quantized to int8 for one call, with one scale per `scaleBlock` values: 32 for int8 weights (as
+/// ggml's Q8_0 activations), 256 for int4 weights (as ggml's Q8_K for Q4_K: one scale per superblock
+/// lets the int4 kernels sum a whole superblock's products in Int32 before any float work; the
+/// last, truncated block of a row covers the groups that remain). Arrays (row-major over M):
 ///   codes  [M, K] Int8 in -127...127, in `layout` order (see `position`)
-///   scales [M, G] Float  (x ≈ scale · code)
+///   scales [M, G] Float  (x ≈ scale · code; per group, equal within a scale block)
 ///   sums   [M, G] Float  scale · Σ codes over the group (int4's offset term −dmin·m[j]·sum)
 ///   expandedScales [M, G, E] Float: each scale repeated E = `scaleRepeat` times (8 for natural,
 ///          4 for pairedHalves) so the AVX2 kernels multiply by it straight from memory: one group's
@@ -74,6 +77,8 @@ public struct QuantizedActivations {
     public let m: Int
     public let cols: Int
     public let layout: Layout
+    /// Values per activation scale: 32 or 256 (see `scaleBlock(for:)`).
+    public let scaleBlock: Int
     public let codes: UnsafeMutablePointer<Int8>
     public let scales: UnsafeMutablePointer<Float>
     public let sums: UnsafeMutablePointer<Float>
@@ -85,6 +90,9 @@ public struct QuantizedActivations {
 
     public static func scaleRepeat(_ layout: Layout) -> Int { layout == .natural ? 8 : 4 }
 
+    /// The activation scale block every kernel path and the reference use for weights of `format`.
+    public static func scaleBlock(for format: WeightFormat) -> Int { format == .int4 ? 256 : 32 }
+
     /// Bytes of scratch needed for M × K activations (all parts 64-byte aligned).
     public static func byteCount(m: Int, cols: Int, layout: Layout) -> Int {
         let g = m * (cols / 32)
@@ -93,10 +101,12 @@ public struct QuantizedActivations {
     }
 
     /// Lays the arrays out in `buffer` (≥ byteCount bytes, 64-byte aligned).
-    public init(m: Int, cols: Int, layout: Layout, buffer: UnsafeMutableRawPointer) {
+    public init(m: Int, cols: Int, layout: Layout, scaleBlock: Int = 32, buffer: UnsafeMutableRawPointer) {
+        precondition(scaleBlock == 32 || scaleBlock == 256, "activation scale blocks are 32 or 256 values, got \(scaleBlock)")
         self.m = m
         self.cols = cols
         self.layout = layout
+        self.scaleBlock = scaleBlock
         let g = m * (cols / 32)
         var offset = 0
         codes = buffer.bindMemory(to: Int8.self, capacity: m * cols)
@@ -135,11 +145,16 @@ public struct QuantizedActivations {
                 }
             }
         }
+        let groupsPerBlock = scaleBlock / 32
         for r in rows {
+            var amax: Float = 0
             for g in 0..<groups {
                 let src = x + r * cols + g * 32
-                var amax: Float = 0
-                for i in 0..<32 { amax = max(amax, abs(src[i])) }
+                if g % groupsPerBlock == 0 {
+                    // The block's largest magnitude (up to groupsPerBlock groups, fewer at the row's end).
+                    amax = 0
+                    for i in 0..<(min(groups, g + groupsPerBlock) - g) * 32 { amax = max(amax, abs(src[i])) }
+                }
                 let scale = amax / 127
                 let inverse: Float = amax > 0 ? 127 / amax : 0
                 var sum: Int32 = 0
@@ -182,7 +197,8 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
         let layout = activationLayout(w.format, path)
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)
         withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
-            let a = QuantizedActivations(m: m, cols: w.cols, layout: layout, buffer: buffer.baseAddress!)
+            let a = QuantizedActivations(m: m, cols: w.cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
+                                         buffer: buffer.baseAddress!)
             if m >= 32 {
                 // Prefill-sized batches: quantizing M × K values is worth a second pool call.
                 pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
@@ -201,6 +217,8 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y
     precondition(w.format == .int8 || w.format == .int4, "integer kernels take int8/int4 weights, got \(w.format)")
     precondition(a.cols == w.cols, "activations have \(a.cols) columns, weights \(w.cols)")
     precondition(a.layout == activationLayout(w.format, path), "activations quantized in the wrong layout for this kernel")
+    precondition(a.scaleBlock == QuantizedActivations.scaleBlock(for: w.format),
+                 "\(w.format) weights take activations with one scale per \(QuantizedActivations.scaleBlock(for: w.format)) values, got \(a.scaleBlock)")
     // Rows are claimed in chunks (a multiple of 8 rows, about 8 chunks per thread) rather than
     // split statically, so a thread descheduled on a busy machine does not hold up the call.
     let grain = max(8, (w.rows / (pool.threads * 8) + 7) / 8 * 8)
@@ -261,7 +279,8 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Fl
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: .natural)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         defer { buffer.deallocate() }
-        let a = QuantizedActivations(m: m, cols: w.cols, layout: .natural, buffer: buffer)
+        let a = QuantizedActivations(m: m, cols: w.cols, layout: .natural, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
+                                     buffer: buffer)
         a.quantize(x, rows: 0..<m)
         quantizedMatmulReference(w, a, y)
     }

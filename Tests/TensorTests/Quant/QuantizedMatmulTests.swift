@@ -168,6 +168,56 @@ final class QuantKernelsTests: XCTestCase {
         #endif
     }
 
+    /// int4 weights take one activation scale per 256 values (a superblock; the row's last block may
+    /// be shorter): every group of a block shares it, it is the block's max |x| / 127, and the codes
+    /// reproduce x within half a step. Checked against values computed here from x directly.
+    func testActivationScalePerSuperblock() {
+        var rng = SeededGenerator(seed: 37)
+        for cols in [32, 256, 288, 896] {
+            let m = 3
+            var x = rng.floats(m * cols)
+            x[5] = 9   // one large value: its block's scale must follow it, other blocks must not
+            let layout = activationLayout(.int4, QuantKernels.activePath)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: layout), alignment: 64)
+            defer { buffer.deallocate() }
+            let a = QuantizedActivations(m: m, cols: cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: .int4), buffer: buffer)
+            x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
+            let groups = cols / 32
+            for r in 0..<m {
+                for g in 0..<groups {
+                    let block = g / 8
+                    let start = r * cols + block * 256, end = r * cols + min(cols, (block + 1) * 256)
+                    let amax = x[start..<end].map { abs($0) }.max()!
+                    XCTAssertEqual(a.scales[r * groups + g], amax / 127, accuracy: amax * 1e-6, "row \(r) group \(g)")
+                }
+                for k in 0..<cols {
+                    let step = a.scales[r * groups + k / 32]
+                    XCTAssertLessThanOrEqual(abs(Float(a.codes[a.position(r, k)]) * step - x[r * cols + k]), 0.5 * step * 1.0001)
+                }
+            }
+        }
+    }
+
+    /// The quantized kernels keep the instructions their comments name (objdump of this test
+    /// executable): the byte products (`vpmaddubsw` + `vpmaddwd`) in every tile and the software
+    /// prefetch in the decode kernels. Losing them silently costs 2-40x (see KERNELS.md).
+    func testKernelInstructions() throws {
+        #if AVX2
+        for fragment in ["9int8Tiles", "14int4BlockTiles", "11int4Decode"] {
+            let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
+            XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
+            for f in functions {
+                XCTAssertGreaterThan(f.count("vpmaddubsw"), 0, "\(f.name) lost vpmaddubsw")
+                XCTAssertGreaterThan(f.count("vpmaddwd"), 0, "\(f.name) lost vpmaddwd")
+            }
+        }
+        let decode = try Disassembly.functions(containing: ["6Tensor", "11int4Decode"])
+        XCTAssertTrue(decode.allSatisfy { $0.count("prefetcht0") > 0 }, "the int4 decode kernels lost their prefetch")
+        let int8 = try Disassembly.functions(containing: ["6Tensor", "9int8Tiles"])
+        XCTAssertTrue(int8.contains { $0.count("prefetcht0") > 0 }, "the int8 decode tile lost its prefetch")
+        #endif
+    }
+
     /// Activation codes land where `position` says, in both layouts, with the same values.
     func testActivationLayouts() {
         var rng = SeededGenerator(seed: 31)

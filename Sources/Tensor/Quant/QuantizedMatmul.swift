@@ -221,18 +221,78 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y
                  "\(w.format) weights take activations with one scale per \(QuantizedActivations.scaleBlock(for: w.format)) values, got \(a.scaleBlock)")
     // Rows are claimed in chunks (a multiple of 8 rows, about 8 chunks per thread) rather than
     // split statically, so a thread descheduled on a busy machine does not hold up the call.
-    let grain = max(8, (w.rows / (pool.threads * 8) + 7) / 8 * 8)
-    pool.dynamicFor(w.rows, grain: grain) { _, rows in
-        // M is blocked so that one block's codes stay in L2 (≤ ~256 KB) while the row tiles stream
-        // by; for decode-sized M there is one block, so each weight byte is read once per call.
-        // (A multiple of 8 rows: the int8 kernel's 8-row tiles index per-8-row scale vectors.)
-        let mBlock = a.m <= 8 ? a.m : max(8, min(a.m, (256 * 1024) / a.cols) / 8 * 8)
-        var m0 = 0
-        while m0 < a.m {
-            let m1 = min(a.m, m0 + mBlock)
-            runKernel(w, a, y, rows: rows, ms: m0..<m1, path: path)
-            m0 = m1
+    pool.dynamicFor(w.rows, grain: rowGrain(w, pool)) { _, rows in
+        runRows(w, a, y, rows: rows, path: path)
+    }
+}
+
+/// y_i = x · W_iᵀ for several matrices that share their input (attention's q, k, v; the
+/// feed-forward's gate and up), all with the same `cols`. x is quantized once per weight format
+/// and ONE pool call covers the rows of every matrix: a decode step wakes the threads once instead
+/// of three times, and the small matrices (k, v: 128 rows) are balanced together with the big one.
+/// Float-format matrices are computed one by one (as `quantizedMatmul`).
+public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, m: Int, _ ys: [UnsafeMutablePointer<Float>],
+                            pool: ThreadPool) {
+    precondition(ws.count == ys.count, "\(ws.count) matrices but \(ys.count) outputs")
+    precondition(m >= 1, "quantizedMatmul needs at least one activation row, got m = \(m)")
+    guard let cols = ws.first?.cols, ws.allSatisfy({ ($0.format == .int8 || $0.format == .int4) && $0.cols == cols }) else {
+        for (w, y) in zip(ws, ys) { quantizedMatmul(w, x, m: m, y, pool: pool) }
+        return
+    }
+    let path = QuantKernels.activePath
+    let hasInt8 = ws.contains { $0.format == .int8 }, hasInt4 = ws.contains { $0.format == .int4 }
+    let bytes8 = hasInt8 ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(.int8, path)) : 0
+    let bytes4 = hasInt4 ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(.int4, path)) : 0
+    withUnsafeTemporaryAllocation(byteCount: bytes8 + bytes4, alignment: 64) { buffer in
+        func activations(_ format: WeightFormat, offset: Int) -> QuantizedActivations {
+            let a = QuantizedActivations(m: m, cols: cols, layout: activationLayout(format, path),
+                                         scaleBlock: QuantizedActivations.scaleBlock(for: format), buffer: buffer.baseAddress! + offset)
+            if m >= 32 {
+                pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
+            } else {
+                a.quantize(x, rows: 0..<m)
+            }
+            return a
         }
+        let a8 = hasInt8 ? activations(.int8, offset: 0) : nil
+        let a4 = hasInt4 ? activations(.int4, offset: bytes8) : nil
+        // Chunks of each matrix's rows, numbered consecutively over the matrices (≤ 4 matrices:
+        // finding a chunk's matrix by a scan is cheaper than building a table).
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: ws.count + 1) { firstChunk in
+            firstChunk[0] = 0
+            for (i, w) in ws.enumerated() { firstChunk[i + 1] = firstChunk[i] + (w.rows + rowGrain(w, pool) - 1) / rowGrain(w, pool) }
+            pool.dynamicFor(firstChunk[ws.count], grain: 1) { _, chunks in
+                for chunk in chunks {
+                    var i = 0
+                    while firstChunk[i + 1] <= chunk { i += 1 }
+                    let w = ws[i], grain = rowGrain(w, pool)
+                    let start = (chunk - firstChunk[i]) * grain
+                    runRows(w, w.format == .int8 ? a8! : a4!, ys[i], rows: start..<min(w.rows, start + grain), path: path)
+                }
+            }
+        }
+    }
+}
+
+/// Rows per claimed chunk: a multiple of 8, about 8 chunks per thread.
+@inline(__always)
+func rowGrain(_ w: QuantizedMatrix, _ pool: ThreadPool) -> Int {
+    max(8, (w.rows / (pool.threads * 8) + 7) / 8 * 8)
+}
+
+/// The kernels over weight rows `rows` and every activation row, M blocked so that one block's
+/// codes stay in L2 (≤ ~256 KB) while the row tiles stream by; for decode-sized M there is one
+/// block, so each weight byte is read once per call. (A multiple of 8 rows: the kernels' 8-row
+/// tiles index per-8-row scale vectors.)
+@inline(__always)
+func runRows(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>,
+             path: QuantKernels.Path) {
+    let mBlock = a.m <= 8 ? a.m : max(8, min(a.m, (256 * 1024) / a.cols) / 8 * 8)
+    var m0 = 0
+    while m0 < a.m {
+        let m1 = min(a.m, m0 + mBlock)
+        runKernel(w, a, y, rows: rows, ms: m0..<m1, path: path)
+        m0 = m1
     }
 }
 

@@ -176,9 +176,8 @@ public final class Model: @unchecked Sendable {
             for r in 0..<rows {
                 Ops.rmsNorm(w.x + r * H, weight: layer.attentionNorm.pointer, out: w.h + r * H, count: H, epsilon: c.rmsNormEps)
             }
-            quantizedMatmul(layer.query, w.h, m: rows, w.q, pool: pool)
-            quantizedMatmul(layer.key, w.h, m: rows, w.k, pool: pool)
-            quantizedMatmul(layer.value, w.h, m: rows, w.v, pool: pool)
+            // q, k, v share their input: quantized once, one pool call (see the grouped quantizedMatmul).
+            quantizedMatmul([layer.query, layer.key, layer.value], w.h, m: rows, [w.q, w.k, w.v], pool: pool)
             for r in 0..<rows {
                 if let b = layer.queryBias { Ops.axpy(1, b.pointer, w.q + r * Q, count: Q) }
                 if let b = layer.keyBias { Ops.axpy(1, b.pointer, w.k + r * KV, count: KV) }
@@ -197,8 +196,7 @@ public final class Model: @unchecked Sendable {
             for r in 0..<rows {
                 Ops.rmsNorm(w.x + r * H, weight: layer.feedForwardNorm.pointer, out: w.h + r * H, count: H, epsilon: c.rmsNormEps)
             }
-            quantizedMatmul(layer.gate, w.h, m: rows, w.gate, pool: pool)
-            quantizedMatmul(layer.up, w.h, m: rows, w.up, pool: pool)
+            quantizedMatmul([layer.gate, layer.up], w.h, m: rows, [w.gate, w.up], pool: pool)
             Ops.swiglu(gate: w.gate, up: w.up, out: w.gate, count: rows * F)
             quantizedMatmul(layer.down, w.gate, m: rows, w.projection, pool: pool)
             Ops.axpy(1, w.projection, w.x, count: rows * H)

@@ -57,6 +57,35 @@ final class QuantizedMatmulTests: XCTestCase {
         }
     }
 
+    /// The grouped entry point (several matrices sharing one input, one pool call) gives each
+    /// matrix what the reference gives it alone: mixed int8/int4 groups (two activation
+    /// quantizations), row counts that split into uneven chunks, and a float group (fallback).
+    func testGroupedMatmulMatchesReference() {
+        var rng = SeededGenerator(seed: 26)
+        let groups: [[(Int, WeightFormat)]] = [[(33, .int4), (31, .int8), (8, .int4)], [(896, .int4), (128, .int4), (128, .int8)],
+                                               [(40, .int8)], [(17, .f16), (9, .int4)]]
+        for (gi, group) in groups.enumerated() {
+            let cols = gi == 1 ? 896 : 288
+            let ws = group.map { makeWeights(&rng, rows: $0.0, cols: cols, format: $0.1) }
+            for threads in [1, 2] {
+                for m in [1, 3, 17, 40] {
+                    let x = rng.floats(m * cols, in: -2...2)
+                    let pointers = ws.map { w -> UnsafeMutablePointer<Float> in
+                        let p = UnsafeMutablePointer<Float>.allocate(capacity: m * w.rows)
+                        p.initialize(repeating: .nan, count: m * w.rows)
+                        return p
+                    }
+                    defer { pointers.forEach { $0.deallocate() } }
+                    x.withUnsafeBufferPointer { quantizedMatmul(ws, $0.baseAddress!, m: m, pointers, pool: pools[threads - 1]) }
+                    for (i, w) in ws.enumerated() {
+                        let got = Array(UnsafeBufferPointer(start: pointers[i], count: m * w.rows))
+                        assertWithinBound(got, w, x: x, m: m, label: "group \(gi) matrix \(i) (\(w.format) \(w.rows)x\(cols)) M=\(m) threads=\(threads)")
+                    }
+                }
+            }
+        }
+    }
+
     /// f32/f16 weights go through the float path (no activation quantization).
     func testFloatFormats() {
         var rng = SeededGenerator(seed: 23)
@@ -113,6 +142,28 @@ final class QuantizedMatmulTests: XCTestCase {
             for i in 0..<32 { w[g * 32 + i] = (w[g * 32 + i] + shift) * scale }
         }
         return w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
+    }
+
+    /// `got` against the reference for w and x within the file comment's bound (float formats:
+    /// summation order only).
+    private func assertWithinBound(_ got: [Float], _ w: QuantizedMatrix, x: [Float], m: Int, label: String) {
+        let cols = w.cols, rows = w.rows
+        var want = [Float](repeating: .nan, count: m * rows)
+        x.withUnsafeBufferPointer { xp in
+            want.withUnsafeMutableBufferPointer { quantizedMatmulReference(w, xp.baseAddress!, m: m, $0.baseAddress!) }
+        }
+        let dequantized = w.dequantize().array
+        let factor = Float(cols / 32 + 8) * 4 / Float(1 << 23)
+        var bad: [String] = []
+        for mi in 0..<m {
+            for r in 0..<rows {
+                var s: Float = 0
+                for k in 0..<cols { s += abs(dequantized[r * cols + k]) * abs(x[mi * cols + k]) }
+                let i = mi * rows + r
+                if !(abs(got[i] - want[i]) <= factor * s + 1e-5), bad.count < 4 { bad.append("[m \(mi), row \(r)] \(got[i]) vs \(want[i])") }
+            }
+        }
+        XCTAssertTrue(bad.isEmpty, "\(label): " + bad.joined(separator: ", "))
     }
 
     private func check(_ w: QuantizedMatrix, m: Int, pool: ThreadPool, rng: inout SeededGenerator, label: String) {

@@ -254,7 +254,7 @@ final class QuantKernelsTests: XCTestCase {
     /// prefetch in the decode kernels. Losing them silently costs 2-40x (see KERNELS.md).
     func testKernelInstructions() throws {
         #if AVX2
-        for fragment in ["9int8Tiles", "14int4BlockTiles", "11int4Decode"] {
+        for fragment in ["9int8Tiles", "10int8Decode", "14int4BlockTiles", "11int4Decode"] {
             let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
             XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
             for f in functions {
@@ -264,8 +264,8 @@ final class QuantKernelsTests: XCTestCase {
         }
         let decode = try Disassembly.functions(containing: ["6Tensor", "11int4Decode"])
         XCTAssertTrue(decode.allSatisfy { $0.count("prefetcht0") > 0 }, "the int4 decode kernels lost their prefetch")
-        let int8 = try Disassembly.functions(containing: ["6Tensor", "9int8Tiles"])
-        XCTAssertTrue(int8.contains { $0.count("prefetcht0") > 0 }, "the int8 decode tile lost its prefetch")
+        let int8 = try Disassembly.functions(containing: ["6Tensor", "10int8Decode"])
+        XCTAssertTrue(int8.allSatisfy { $0.count("prefetcht0") > 0 && $0.count("vphaddd") > 0 }, "the int8 decode kernel lost its prefetch or its vphaddd reduction")
         #endif
     }
 

@@ -75,6 +75,41 @@ private func dotBytes(_ u: __m256i, _ s: __m256i, _ ones: __m256i) -> __m256i {
     #endif
 }
 
+// MARK: - activation quantization
+
+/// One group of 32 activations to int8 codes (see `quantizeGroup`): vcvtps2dq rounds to nearest,
+/// ties to even (the default MXCSR mode), vpackssdw/vpacksswb saturate, vpermd restores the order
+/// the in-lane packs interleave, vpmaxsb keeps codes ≥ −127. Σ codes from the Int32 lanes.
+@inline(__always)
+func quantizeGroupAVX2(_ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutablePointer<Int8>, high: UnsafeMutablePointer<Int8>) -> Int32 {
+    let s = _mm256_set1_ps(inverse)
+    let q0 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x), s)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x + 8), s))
+    let q2 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x + 16), s)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x + 24), s))
+    // packs work within 128-bit lanes: bytes come out as dwords [q0lo q1lo q2lo q3lo | q0hi q1hi q2hi q3hi].
+    let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3))
+    let ordered = _mm256_max_epi8(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)), _mm256_set1_epi8(-127))
+    let first = _mm256_castsi256_si128(ordered), second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(ordered, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
+    UnsafeMutableRawPointer(low).storeBytes(of: first, as: __m128i.self)
+    UnsafeMutableRawPointer(high).storeBytes(of: second, as: __m128i.self)
+    // Σ codes: widen the clamped bytes back (sign-extend) and add.
+    let wide = _mm256_add_epi16(_mm256_cvtepi8_epi16(first), _mm256_cvtepi8_epi16(second))
+    let sum32 = unsafeBitCast(_mm256_madd_epi16(wide, _mm256_set1_epi16(1)), to: SIMD8<Int32>.self)
+    return sum32.wrappedSum()
+}
+
+/// max |x[i]| over `count` (a multiple of 8) values: vandps (clear the sign) + vmaxps, then a
+/// shuffle reduction.
+@inline(__always)
+func maxMagnitudeAVX2(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF))
+    var m = _mm256_setzero_ps()
+    for i in stride(from: 0, to: count, by: 8) { m = _mm256_max_ps(m, _mm256_and_ps(loadFloats(x + i), magnitude)) }
+    var h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_castps256_ps128(_mm256_permutevar8x32_ps(m, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3))))
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h))
+    h = _mm_max_ss(h, _mm_movehdup_ps(h))
+    return _mm_cvtss_f32(h)
+}
+
 // MARK: - int8
 
 /// One tile over the whole row: R output rows (n, n+1) × MB activation rows (m0 ..< m0+MB), with

@@ -152,20 +152,13 @@ public struct QuantizedActivations {
                 let src = x + r * cols + g * 32
                 if g % groupsPerBlock == 0 {
                     // The block's largest magnitude (up to groupsPerBlock groups, fewer at the row's end).
-                    amax = 0
-                    for i in 0..<(min(groups, g + groupsPerBlock) - g) * 32 { amax = max(amax, abs(src[i])) }
+                    amax = maxMagnitude(src, count: (min(groups, g + groupsPerBlock) - g) * 32)
                 }
                 let scale = amax / 127
                 let inverse: Float = amax > 0 ? 127 / amax : 0
-                var sum: Int32 = 0
                 // Each half of 16 codes is contiguous in both layouts.
                 let low = codes + position(r, g * 32), high = codes + position(r, g * 32 + 16)
-                for i in 0..<32 {
-                    // |src·inverse| ≤ 127 up to rounding; clamp so a rounding excess cannot wrap.
-                    let q = Int32(max(-127, min(127, (src[i] * inverse).rounded(.toNearestOrEven))))
-                    if i < 16 { low[i] = Int8(truncatingIfNeeded: q) } else { high[i - 16] = Int8(truncatingIfNeeded: q) }
-                    sum &+= q
-                }
+                let sum = quantizeGroup(src, inverse: inverse, low: low, high: high)
                 scales[r * groups + g] = scale
                 sums[r * groups + g] = scale * Float(sum)
                 let repeats = Self.scaleRepeat(layout)
@@ -179,6 +172,36 @@ public struct QuantizedActivations {
 
 @inline(__always)
 func align64(_ n: Int) -> Int { (n + 63) & ~63 }
+
+/// max |x[i]| over `count` (a multiple of 32) values.
+@inline(__always)
+func maxMagnitude(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    #if AVX2
+    return maxMagnitudeAVX2(x, count: count)
+    #else
+    var m: Float = 0
+    for i in 0..<count { m = max(m, abs(x[i])) }
+    return m
+    #endif
+}
+
+/// Codes of one group of 32 (round to nearest, ties to even, of x·inverse, within ±127): the first
+/// 16 to `low`, the last 16 to `high`. Returns Σ codes.
+@inline(__always)
+func quantizeGroup(_ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutablePointer<Int8>, high: UnsafeMutablePointer<Int8>) -> Int32 {
+    #if AVX2
+    return quantizeGroupAVX2(x, inverse: inverse, low: low, high: high)
+    #else
+    var sum: Int32 = 0
+    for i in 0..<32 {
+        // |x·inverse| ≤ 127 up to rounding; clamp so a rounding excess cannot wrap.
+        let q = Int32(max(-127, min(127, (x[i] * inverse).rounded(.toNearestOrEven))))
+        if i < 16 { low[i] = Int8(truncatingIfNeeded: q) } else { high[i - 16] = Int8(truncatingIfNeeded: q) }
+        sum &+= q
+    }
+    return sum
+    #endif
+}
 
 /// y [M, N] = x [M, K] · Wᵀ with W = `w` [N, K]. See the file comment for the arithmetic.
 public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,

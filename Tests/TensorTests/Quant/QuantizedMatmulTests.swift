@@ -264,6 +264,15 @@ final class QuantKernelsTests: XCTestCase {
         }
         let decode = try Disassembly.functions(containing: ["6Tensor", "11int4Decode"])
         XCTAssertTrue(decode.allSatisfy { $0.count("prefetcht0") > 0 }, "the int4 decode kernels lost their prefetch")
+        // Activation quantization runs on one thread for decode-sized M: it must stay vectorized,
+        // without calls to the generic SIMD library (pointwiseMax, lowHalf, ... are not inlined).
+        let quantize = try Disassembly.functions(containing: ["6Tensor", "20QuantizedActivationsV8quantize_4rows"])
+        XCTAssertFalse(quantize.isEmpty, "no QuantizedActivations.quantize(_:rows:) in this executable")
+        for f in quantize {
+            XCTAssertGreaterThan(f.count("vcvtps2dq"), 0, "quantize lost vcvtps2dq")
+            XCTAssertGreaterThan(f.count("vmaxps"), 0, "quantize lost vmaxps")
+            XCTAssertEqual(f.count("call"), 0, "quantize calls out of line:\n\(f.body.split(separator: "\n").filter { $0.contains("call") }.joined(separator: "\n"))")
+        }
         let int8 = try Disassembly.functions(containing: ["6Tensor", "10int8Decode"])
         XCTAssertTrue(int8.allSatisfy { $0.count("prefetcht0") > 0 && $0.count("vphaddd") > 0 }, "the int8 decode kernel lost its prefetch or its vphaddd reduction")
         #endif

@@ -1,5 +1,6 @@
 // `bench generate`: end-to-end speed of the engine on the default model, per weight format.
-//   - prefill tokens/s of a 512-token prompt (one forward step of M = 512);
+//   - prefill tokens/s of a 512-token prompt (one forward step of M = 512), and of a 4,096-token
+//     prompt in 8 chunks of 512 (`prefill_4096_tps`; `--no-4096` skips it);
 //   - decode tokens/s of one sequence, 128 greedy tokens;
 //   - aggregate decode tokens/s of 4, 8 and 16 sequences stepping together;
 //   - resident memory, and decode speed as a fraction of the bandwidth roofline: the read
@@ -10,10 +11,10 @@ import Tensor
 import Transformer
 
 enum GenerateBench {
-    static let usage = "usage: bench generate [--json] [--model PATH]... [--threads N] [--repeats N]"
+    static let usage = "usage: bench generate [--json] [--model PATH]... [--threads N] [--repeats N] [--no-4096]"
 
     static func run(arguments: [String]) throws {
-        var json = false, threads = 2, repeats = 3
+        var json = false, threads = 2, repeats = 3, long4096 = true
         var models: [String] = []
         var i = 0
         func value(_ name: String) throws -> String {
@@ -24,6 +25,7 @@ enum GenerateBench {
         while i < arguments.count {
             switch arguments[i] {
             case "--json": json = true
+            case "--no-4096": long4096 = false
             case "--model": models.append(try value("--model"))
             case "--threads":
                 guard let n = Int(try value("--threads")), n >= 1 else { throw GenerateBenchError("--threads needs a positive integer") }
@@ -46,14 +48,14 @@ enum GenerateBench {
         let bandwidth = KernelsBench.measureBandwidth(pool: pool, repeats: repeats)
         if !json {
             print(String(format: "threads %d, memory read bandwidth %.1f GB/s", threads, bandwidth))
-            print("quant   prefill512 tok/s   decode tok/s   batch4   batch8  batch16   RSS MB   weights MB/token   roofline")
+            print("quant   prefill512 tok/s  prefill4096   decode tok/s   batch4   batch8  batch16   RSS MB   weights MB/token   roofline")
         }
         for path in models {
-            let r = try measure(path: path, pool: pool, repeats: repeats, bandwidth: bandwidth)
+            let r = try measure(path: path, pool: pool, repeats: repeats, bandwidth: bandwidth, long4096: long4096)
             if json {
                 let object: [String: Any] = [
                     "quant": r.quant, "model": path, "threads": threads,
-                    "prefill_tps": round1(r.prefill), "decode_tps": round1(r.decode),
+                    "prefill_tps": round1(r.prefill), "prefill_4096_tps": round1(r.prefill4096), "decode_tps": round1(r.decode),
                     "batch_tps": Dictionary(uniqueKeysWithValues: r.batch.map { ("\($0.key)", round1($0.value)) }),
                     "rss_bytes": r.rss, "roofline_fraction": (r.rooflineFraction * 1000).rounded() / 1000,
                     "bandwidth_gbs": round1(bandwidth), "weight_bytes_per_token": r.bytesPerToken,
@@ -61,8 +63,8 @@ enum GenerateBench {
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print(String(format: "%-6@  %17.1f  %13.1f  %7.1f  %7.1f  %7.1f  %7.0f  %17.1f   %8.2f",
-                             r.quant, r.prefill, r.decode, r.batch[4] ?? 0, r.batch[8] ?? 0, r.batch[16] ?? 0,
+                print(String(format: "%-6@  %17.1f  %11.1f  %13.1f  %7.1f  %7.1f  %7.1f  %7.0f  %17.1f   %8.2f",
+                             r.quant, r.prefill, r.prefill4096, r.decode, r.batch[4] ?? 0, r.batch[8] ?? 0, r.batch[16] ?? 0,
                              Double(r.rss) / 1e6, Double(r.bytesPerToken) / 1e6, r.rooflineFraction))
             }
         }
@@ -70,14 +72,14 @@ enum GenerateBench {
 
     struct Result {
         var quant: String
-        var prefill = 0.0, decode = 0.0
+        var prefill = 0.0, decode = 0.0, prefill4096 = 0.0
         var batch: [Int: Double] = [:]
         var rss = 0
         var bytesPerToken = 0
         var rooflineFraction = 0.0
     }
 
-    static func measure(path: String, pool: ThreadPool, repeats: Int, bandwidth: Double) throws -> Result {
+    static func measure(path: String, pool: ThreadPool, repeats: Int, bandwidth: Double, long4096: Bool) throws -> Result {
         let file = try WeightFile.open(path, verify: false)
         let model = try Model(file: file, pool: pool)
         let c = model.configuration
@@ -101,6 +103,22 @@ enum GenerateBench {
             let s = cache.makeSequence()
             defer { cache.release(s) }
             _ = try model.forward([SequenceInput(sequence: s, tokens: prompt, logits: .last)])
+        }
+
+        // Prefill of a 4,096-token prompt in chunks of 512 (as the server's chunked prefill), one
+        // run (about half a minute): attention over the growing history must not dominate.
+        if long4096 {
+            let longCache = try KVCache(configuration: c, blockCount: 4096 / 16 + 1, precision: .float16, blockSize: 16,
+                                        contextLength: 4096)
+            let longPrompt = tokens(4096)
+            let s = longCache.makeSequence()
+            defer { longCache.release(s) }
+            let start = DispatchTime.now().uptimeNanoseconds
+            for chunk in stride(from: 0, to: 4096, by: 512) {
+                _ = try model.forward([SequenceInput(sequence: s, tokens: Array(longPrompt[chunk..<chunk + 512]),
+                                                     logits: chunk + 512 == 4096 ? .last : .none)])
+            }
+            result.prefill4096 = 4096 / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
 
         // Decode: 128 greedy tokens after a 1-token prompt (the prompt step is not timed).

@@ -42,6 +42,11 @@ extension Ops {
         for i in 0..<count { x[i] = Float(Double(x[i]) / sum) }
     }
 
+    /// e^x with libm, element by element.
+    public static func expInPlaceReference(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { x[i] = Foundation.exp(x[i]) }
+    }
+
     public static func siluReference(_ x: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { x[i] = x[i] / (1 + exp(-x[i])) }
     }

@@ -123,6 +123,19 @@ public enum Ops {
 
     // MARK: Softmax and activations
 
+    /// In-place e^x over `count` floats with the 8-lane polynomial exp (attention's block of
+    /// scores, already shifted by their running maximum, so arguments are ≤ 0).
+    public static func expInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        // One call site of vectorExp8 (see softmax); a partial last vector pads with 0.
+        while i < count {
+            let n = min(8, count - i)
+            let e = vectorExp8(n == 8 ? vectorLoad8(x + i) : vectorLoadPartial(x + i, n, fill: 0))
+            if n == 8 { vectorStore8(e, x + i) } else { vectorStorePartial(e, x + i, n) }
+            i += n
+        }
+    }
+
     /// In-place softmax over `count` floats, stable: subtracts the maximum first so exp never
     /// overflows (inputs of magnitude 1e4 are fine). The sum is accumulated like `rmsNorm`'s. A row
     /// that is all -inf (nothing to attend to) has no distribution and gives NaN, as the reference.

@@ -273,62 +273,69 @@ public final class Model: @unchecked Sendable {
     }
 
     private func attend(_ item: AttentionItem, entry: SequenceInput, layer: Int, cache: KVCache, scratch s: AttentionScratch) {
-        let c = configuration, w = workspace
+        let c = configuration
         let D = c.headDim, Q = c.numAttentionHeads * D, B = cache.blockSize
         let rep = c.numAttentionHeads / c.numKeyValueHeads
         let g = item.head
         let start = entry.sequence.length
-        let rowBase = w.entryStart[item.entry]
+        let rowBase = workspace.entryStart[item.entry]
         let blocks = entry.sequence.blocks
         let scale = 1 / Float(D).squareRoot()
         let queries = item.tokens.count * rep
-        for i in 0..<queries { s.maximum[i] = -.infinity; s.sum[i] = 0 }
-        s.accumulator.update(repeating: 0, count: queries * D)
+        // Class properties read once: inside the loops each read of a `var` property would be a
+        // dynamic exclusivity check (a runtime call per score).
+        let qBase = workspace.q, out = workspace.attention
+        let scores = s.scores, maximum = s.maximum, sums = s.sum, accumulators = s.accumulator
+        let keyTile = s.keys, valueTile = s.values
+        for i in 0..<queries { maximum[i] = -.infinity; sums[i] = 0 }
+        accumulators.update(repeating: 0, count: queries * D)
 
         let lastPosition = start + item.tokens.upperBound - 1
         for kb in 0...(lastPosition / B) {
             let count = min(B, lastPosition + 1 - kb * B)
-            let keys = cache.tile(block: blocks[kb], layer: layer, value: false, head: g, count: count, scratch: s.keys)
-            let values = cache.tile(block: blocks[kb], layer: layer, value: true, head: g, count: count, scratch: s.values)
+            let keys = cache.tile(block: blocks[kb], layer: layer, value: false, head: g, count: count, scratch: keyTile)
+            let values = cache.tile(block: blocks[kb], layer: layer, value: true, head: g, count: count, scratch: valueTile)
             for t in item.tokens {
                 // Keys of this block that position start + t may see (causal).
                 let visible = min(count, start + t + 1 - kb * B)
                 if visible <= 0 { continue }
                 for rr in 0..<rep {
                     let h = g * rep + rr
-                    let query = UnsafePointer(w.q + (rowBase + t) * Q + h * D)
+                    let query = UnsafePointer(qBase + (rowBase + t) * Q + h * D)
                     let i = (t - item.tokens.lowerBound) * rep + rr
                     var blockMax = -Float.infinity
                     for j in 0..<visible {
                         let score = dotProduct(query, keys + j * D, count: D) * scale
-                        s.scores[j] = score
+                        scores[j] = score
                         blockMax = max(blockMax, score)
                     }
-                    let oldMax = s.maximum[i]
+                    let oldMax = maximum[i]
                     let newMax = max(oldMax, blockMax)
-                    let accumulator = s.accumulator + i * D
+                    let accumulator = accumulators + i * D
                     if oldMax != -.infinity && oldMax != newMax {
-                        let correction = exp(oldMax - newMax)
-                        s.sum[i] *= correction
+                        let correction = Foundation.exp(oldMax - newMax)
+                        sums[i] *= correction
                         scaleInPlace(accumulator, by: correction, count: D)
                     }
+                    // The block's probabilities, 8 at a time (vectorized exp), then the weighted values.
+                    for j in 0..<visible { scores[j] -= newMax }
+                    Ops.expInPlace(scores, count: visible)
                     var sum: Float = 0
                     for j in 0..<visible {
-                        let p = exp(s.scores[j] - newMax)
-                        sum += p
-                        multiplyAdd(p, values + j * D, accumulator, count: D)
+                        sum += scores[j]
+                        multiplyAdd(scores[j], values + j * D, accumulator, count: D)
                     }
-                    s.sum[i] += sum
-                    s.maximum[i] = newMax
+                    sums[i] += sum
+                    maximum[i] = newMax
                 }
             }
         }
         for t in item.tokens {
             for rr in 0..<rep {
                 let i = (t - item.tokens.lowerBound) * rep + rr
-                let out = w.attention + (rowBase + t) * Q + (g * rep + rr) * D
-                let inverse = 1 / s.sum[i]
-                for d in 0..<D { out[d] = s.accumulator[i * D + d] * inverse }
+                let destination = out + (rowBase + t) * Q + (g * rep + rr) * D
+                let inverse = 1 / sums[i]
+                for d in 0..<D { destination[d] = accumulators[i * D + d] * inverse }
             }
         }
     }

@@ -155,6 +155,22 @@ final class SoftmaxTests: XCTestCase {
 final class ActivationTests: XCTestCase {
     // 2-ulp vector exp, then one division: compared with relative 2e-6 plus a tiny absolute term
     // for outputs near 0 (silu of large negatives is ~x e^x, far below 1e-30).
+    func testExpMatchesReference() {
+        var rng = SeededGenerator(seed: 61)
+        for n in awkwardSizes {
+            for range: ClosedRange<Float> in [-1...0, -30...0, -100...5] {
+                let x = rng.floats(n, in: range)
+                let (e, er) = inPlace(x, Ops.expInPlace, Ops.expInPlaceReference)
+                XCTAssertNil(mismatch(e, er, absolute: 1e-37, relative: 2e-6), "exp n \(n) \(range)")
+            }
+        }
+        var special: [Float] = [-.infinity, 0, -200]
+        Ops.expInPlace(&special, count: 3)
+        XCTAssertEqual(special[0], 0, "exp(-inf) = 0: a masked score adds nothing")
+        XCTAssertEqual(special[1], 1)
+        XCTAssertEqual(special[2], 0, accuracy: 1e-38)
+    }
+
     func testSiluAndGeluMatchReference() {
         var rng = SeededGenerator(seed: 6)
         for n in awkwardSizes {

@@ -3,9 +3,10 @@
 // `--key`), then per concurrency level C opens C streaming chats at a time with mixed prompts (most
 // ~20 tokens, every `--long-every`-th ~1,000 tokens), bounded in requests and seconds, and reports:
 // ok / failed / 429 counts, aggregate generated tokens/s, time to first token p50/p95/p99,
-// inter-token latency p50/p95, the longest silence in any stream, and the server's peak memory.
-// Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a finish_reason,
-// the usage chunk, `[DONE]` last. A reply that breaks any of these counts as failed.
+// inter-token latency p50/p95, the longest silence in any stream, the slowest 429, and the server's
+// peak memory. Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a
+// finish_reason, the usage chunk, `[DONE]` last. A reply that breaks any of these counts as failed,
+// and so does a 429 without a Retry-After header.
 //
 // The client is a minimal blocking HTTP/1.1 one over a POSIX socket (one thread per stream), so the
 // time of every byte is measured without a framework's buffering; it only talks to loopback.
@@ -18,7 +19,7 @@ enum LoadBench {
     static let usage = """
         usage: bench load [--json] [--model PATH] [--sarvam PATH] [--url http://127.0.0.1:PORT --key KEY]
                           [--levels 1,4,8,16,32] [--requests N] [--seconds S] [--max-tokens N] [--long-every K]
-                          [--threads N] [--max-sequences N] [--server-arg ARG]... [--model-name NAME]
+                          [--threads N] [--max-sequences N] [--queue-limit N] [--server-arg ARG]... [--model-name NAME]
         """
 
     struct Options: Equatable {
@@ -37,6 +38,8 @@ enum LoadBench {
         var longEvery = 4
         var threads = 2
         var maxSequences = 8
+        /// The started server's queue limit: with 8 sequences, 32 clients exceed 8 + 16 and get 429s.
+        var queueLimit = 16
         var serverArguments: [String] = []
     }
 
@@ -76,6 +79,10 @@ enum LoadBench {
             case "--long-every": o.longEvery = try positive("--long-every")
             case "--threads": o.threads = try positive("--threads")
             case "--max-sequences": o.maxSequences = try positive("--max-sequences")
+            case "--queue-limit":
+                let text = try value("--queue-limit")
+                guard let n = Int(text), n >= 0 else { throw BenchError("--queue-limit: expected an integer >= 0, found \(text)") }
+                o.queueLimit = n
             case "--server-arg": o.serverArguments.append(try value("--server-arg"))
             default: throw BenchError("unknown argument \(arguments[i])\n\(usage)")
             }
@@ -128,7 +135,7 @@ enum LoadBench {
         if !o.json {
             print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(o.longEvery)th prompt ~1,000 tokens")
             print("idle server RSS: \(idleBefore.map { "\($0 >> 20) MiB" } ?? "unknown")")
-            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  peak RSS")
+            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  429 max  prompt tok/s  peak RSS")
         }
         var single: Double?
         for level in o.levels {
@@ -138,9 +145,10 @@ enum LoadBench {
                 print(result.jsonLine())
             } else {
                 let ratio = single.map { $0 > 0 ? String(format: "%5.2f", result.tokensPerSecond / $0) : "  -  " } ?? "  -  "
-                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %@",
+                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %7.3f  %12.1f  %@",
                              level, result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
                              result.ttft.p50, result.ttft.p95, result.ttft.p99, result.itl.p50, result.itl.p95, result.maxGap,
+                             result.maxRejectSeconds, result.promptTokensPerSecond,
                              result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-"))
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
@@ -189,8 +197,13 @@ enum LoadBench {
         var concurrency = 0
         var ok = 0, failed = 0, rejected = 0
         var completionTokens = 0
+        /// Prompt tokens of the successful replies (their usage chunks).
+        var promptTokens = 0
         var seconds = 0.0
         var tokensPerSecond: Double { seconds > 0 ? Double(completionTokens) / seconds : 0 }
+        var promptTokensPerSecond: Double { seconds > 0 ? Double(promptTokens) / seconds : 0 }
+        /// The slowest 429 answer (they must come at once, not after a timeout).
+        var maxRejectSeconds = 0.0
         var ttft = Percentiles()
         var itl = Percentiles()
         var maxGap = 0.0
@@ -201,10 +214,11 @@ enum LoadBench {
             func number(_ x: Double) -> String { String(format: "%.4f", x) }
             let fields: [(String, String)] = [
                 ("concurrency", "\(concurrency)"), ("ok", "\(ok)"), ("failed", "\(failed)"), ("rejected_429", "\(rejected)"),
-                ("completion_tokens", "\(completionTokens)"), ("seconds", number(seconds)),
-                ("tokens_per_s", number(tokensPerSecond)),
+                ("completion_tokens", "\(completionTokens)"), ("prompt_tokens", "\(promptTokens)"), ("seconds", number(seconds)),
+                ("tokens_per_s", number(tokensPerSecond)), ("prompt_tokens_per_s", number(promptTokensPerSecond)),
                 ("ttft_p50_s", number(ttft.p50)), ("ttft_p95_s", number(ttft.p95)), ("ttft_p99_s", number(ttft.p99)),
                 ("itl_p50_s", number(itl.p50)), ("itl_p95_s", number(itl.p95)), ("max_gap_s", number(maxGap)),
+                ("rejected_429_max_s", number(maxRejectSeconds)),
                 ("peak_rss_bytes", peakRSS.map { "\($0)" } ?? "null"),
             ]
             return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
@@ -253,11 +267,13 @@ enum LoadBench {
             case .ok:
                 result.ok += 1
                 result.completionTokens += outcome.completionTokens
+                result.promptTokens += outcome.promptTokens
                 if let t = outcome.timeToFirstToken { ttfts.append(t) }
                 gaps += outcome.interTokenGaps
                 result.maxGap = max(result.maxGap, outcome.interTokenGaps.max() ?? 0)
             case .rejected:
                 result.rejected += 1
+                result.maxRejectSeconds = max(result.maxRejectSeconds, outcome.seconds)
             case .failed(let message):
                 result.failed += 1
                 result.errors.append(message)
@@ -316,9 +332,10 @@ enum Prompts {
 
     static func make(long: Bool, seed: Int) -> String {
         if !long { return "(\(seed)) " + questions[seed % questions.count] }
-        // ~1,000 tokens: about 60 lines of code-like text (15-20 tokens each).
+        // ~1,000 tokens: 35 lines of code-like text (~27 tokens each with Qwen2.5's tokenizer; 60
+        // lines measured 1,679 tokens).
         var text = "Request \(seed). Here is some code from our project:\n\n"
-        for k in 0..<60 { text += codeLines[(seed + k * 5) % codeLines.count] + " // line \(k)\n" }
+        for k in 0..<35 { text += codeLines[(seed + k * 5) % codeLines.count] + " // line \(k)\n" }
         text += "\nSummarize in two sentences what this code does and name one possible bug."
         return text
     }
@@ -352,7 +369,8 @@ final class ServerProcess: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: sarvam)
         process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", data.path, "--model", model,
-                             "--threads", "\(o.threads)", "--max-sequences", "\(o.maxSequences)"] + o.serverArguments
+                             "--threads", "\(o.threads)", "--max-sequences", "\(o.maxSequences)",
+                             "--queue-limit", "\(o.queueLimit)"] + o.serverArguments
         var environment = ProcessInfo.processInfo.environment
         environment["SARVAM_ADMIN_KEY"] = key
         environment["SARVAM_LOG_LEVEL"] = environment["SARVAM_LOG_LEVEL"] ?? "warning"
@@ -465,6 +483,9 @@ struct StreamOutcome {
     /// Seconds between consecutive content deltas.
     var interTokenGaps: [Double] = []
     var completionTokens = 0
+    var promptTokens = 0
+    /// From sending the request to the end of the response.
+    var seconds = 0.0
 }
 
 final class LoadClient: @unchecked Sendable {
@@ -548,13 +569,20 @@ final class LoadClient: @unchecked Sendable {
             }
             guard let head = reader.head else { return StreamOutcome(status: .failed("no HTTP response")) }
             if head.status == 429 {
-                return StreamOutcome(status: .rejected(retryAfter: Int(head.headers["retry-after"] ?? "") ?? 1))
+                guard let retryAfter = head.headers["retry-after"].flatMap({ Int($0) }), retryAfter >= 0 else {
+                    return StreamOutcome(status: .failed("HTTP 429 without a Retry-After header (seconds)"))
+                }
+                var rejected = StreamOutcome(status: .rejected(retryAfter: retryAfter))
+                rejected.seconds = Date().timeIntervalSince(start)
+                return rejected
             }
             if head.status != 200 {
                 return StreamOutcome(status: .failed("HTTP \(head.status): \(String(decoding: errorBody.prefix(300), as: UTF8.self))"))
             }
             try check.finish()
             outcome.completionTokens = check.completionTokens
+            outcome.promptTokens = check.promptTokens
+            outcome.seconds = Date().timeIntervalSince(start)
             return outcome
         } catch {
             return StreamOutcome(status: .failed("\(error)"))
@@ -756,6 +784,7 @@ struct SSEParser {
 /// Checks one streamed chat completion as OpenAI clients expect it.
 struct ChatStreamChecker {
     private(set) var completionTokens = 0
+    private(set) var promptTokens = 0
     private var id: String?
     private var sawRole = false
     private var finishReason: String?
@@ -785,6 +814,7 @@ struct ChatStreamChecker {
         if let usage = object["usage"] as? [String: Any], let n = usage["completion_tokens"] as? Int {
             sawUsage = true
             completionTokens = n
+            promptTokens = usage["prompt_tokens"] as? Int ?? 0
         }
         guard let choices = object["choices"] as? [[String: Any]], let choice = choices.first else { return false }
         let delta = choice["delta"] as? [String: Any] ?? [:]

@@ -6,12 +6,13 @@ import Foundation
 func makeEngines(modelPaths: [String], options: EngineOptions) async throws -> [any ChatEngine] {
     let env = ProcessInfo.processInfo.environment
     func int(_ name: String) -> Int? { env[name].flatMap { Int($0) } }
+    let defaults = SchedulerSettings()
     let scheduler = SchedulerSettings(
         maxRunningSequences: options.maxSequences,
         maxRunningPerUser: int("SARVAM_MAX_SEQUENCES_PER_USER"),  // default: the max sequences
         queueLimit: options.queueLimit,
-        prefillTokensPerStep: int("SARVAM_PREFILL_TOKENS_PER_STEP") ?? 256,
-        targetStepSeconds: env["SARVAM_TARGET_STEP_SECONDS"].flatMap { Double($0) } ?? 0.5)
+        prefillTokensPerStep: int("SARVAM_PREFILL_TOKENS_PER_STEP") ?? defaults.prefillTokensPerStep,
+        targetStepSeconds: env["SARVAM_TARGET_STEP_SECONDS"].flatMap { Double($0) } ?? defaults.targetStepSeconds)
     let settings = TransformerEngineSettings(
         contextLength: options.contextLength, threads: options.threads,
         kvCacheBytes: int("SARVAM_KV_CACHE_MB").map { $0 << 20 },

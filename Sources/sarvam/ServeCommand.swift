@@ -43,7 +43,7 @@ struct ServeCommand: AsyncParsableCommand {
     var context: Int?
     @Option(name: .long, help: "Compute threads (env SARVAM_THREADS; default: all cores).")
     var threads: Int?
-    @Option(name: .long, help: "Replies generated at once (env SARVAM_MAX_SEQUENCES; default 4).")
+    @Option(name: .long, help: "Replies generated at once (env SARVAM_MAX_SEQUENCES; default 8).")
     var maxSequences: Int?
     @Option(name: .long, help: "Requests that may wait for a free sequence; more get 429 (env SARVAM_QUEUE_LIMIT; default 16).")
     var queueLimit: Int?

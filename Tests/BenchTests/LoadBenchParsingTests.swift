@@ -1,6 +1,9 @@
 // Tests of `bench load`'s parsing parts (the lead may move this file to Tests/BenchTests/ with
 // `@testable import bench` and a `BenchTests` test target).
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import XCTest
 @testable import bench
 
@@ -12,6 +15,9 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertTrue(o.json)
         XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"])
         XCTAssertEqual(o.maxTokens, 32)
+        XCTAssertEqual(o.queueLimit, 16, "the default: 32 clients exceed 8 sequences + 16 waiting")
+        XCTAssertEqual(try LoadBench.parseOptions(["--queue-limit", "0"]).queueLimit, 0)
+        XCTAssertThrowsError(try LoadBench.parseOptions(["--queue-limit", "-1"]))
         XCTAssertThrowsError(try LoadBench.parseOptions(["--url", "http://127.0.0.1:1"]), "--url without --key")
         XCTAssertThrowsError(try LoadBench.parseLevels("1,x"))
         XCTAssertThrowsError(try LoadBench.parseLevels("0"))
@@ -92,6 +98,7 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertFalse(try check.accept(.data("[DONE]")))
         XCTAssertNoThrow(try check.finish())
         XCTAssertEqual(check.completionTokens, 2)
+        XCTAssertEqual(check.promptTokens, 5)
     }
 
     func testBrokenStreamsAreRejected() throws {
@@ -122,7 +129,7 @@ final class LoadBenchParsingTests: XCTestCase {
         r.peakRSS = 123
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.jsonLine().utf8)) as? [String: Any])
         for key in ["concurrency", "ok", "failed", "rejected_429", "tokens_per_s", "ttft_p50_s", "ttft_p95_s", "itl_p95_s",
-                    "max_gap_s", "peak_rss_bytes"] {
+                    "max_gap_s", "peak_rss_bytes", "rejected_429_max_s", "prompt_tokens", "prompt_tokens_per_s"] {
             XCTAssertNotNil(object[key], key)
         }
         XCTAssertEqual(object["tokens_per_s"] as? Double, 20)
@@ -132,8 +139,9 @@ final class LoadBenchParsingTests: XCTestCase {
         // ~4 characters per token for English and code.
         XCTAssertLessThan(Prompts.make(long: false, seed: 1).count, 160)
         let long = Prompts.make(long: true, seed: 1)
-        XCTAssertGreaterThan(long.count, 3000)
-        XCTAssertLessThan(long.count, 6000)
+        // ~1,000 tokens of code (~3 characters per token), not 1,700 as when it had 60 lines.
+        XCTAssertGreaterThan(long.count, 2500)
+        XCTAssertLessThan(long.count, 3600)
         XCTAssertNotEqual(Prompts.make(long: true, seed: 1), Prompts.make(long: true, seed: 2))
     }
 
@@ -143,4 +151,65 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertEqual(MemoryProbe.kilobytes("VmHWM:\t 10 kB\nVmRSS:\t  2048 kB\n", field: "VmRSS"), 2048 * 1024)
         XCTAssertEqual(MemoryProbe.metric("# TYPE x gauge\nsarvam_process_resident_memory_bytes 4096.0\n", name: "sarvam_process_resident_memory_bytes"), 4096)
     }
+
+    /// A 429 counts as rejected only with a Retry-After header, and the time it took is kept.
+    func test429NeedsRetryAfter() throws {
+        let with = try OneShotServer(response: "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy")
+        let rejected = LoadClient(host: "127.0.0.1", port: with.port, key: "k").streamChat(body: Data("{}".utf8), timeout: 5)
+        XCTAssertEqual(rejected.status, .rejected(retryAfter: 2))
+        XCTAssertGreaterThan(rejected.seconds, 0)
+        XCTAssertLessThan(rejected.seconds, 5)
+
+        let without = try OneShotServer(response: "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy")
+        let failed = LoadClient(host: "127.0.0.1", port: without.port, key: "k").streamChat(body: Data("{}".utf8), timeout: 5)
+        guard case .failed(let message) = failed.status else { return XCTFail("expected failed, got \(failed.status)") }
+        XCTAssertTrue(message.contains("Retry-After"), message)
+    }
+}
+
+/// Accepts one loopback connection on a thread, reads the request head and body, writes `response`, closes.
+final class OneShotServer: @unchecked Sendable {
+    let port: Int
+    private let fd: Int32
+
+    init(response: String) throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = listener
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        guard ok, listen(listener, 1) == 0 else {
+            close(listener)
+            throw LoadBench.BenchError("test server: bind/listen failed, errno \(errno)")
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread {
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            var request: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            // The whole request: head, then Content-Length bytes of body.
+            while true {
+                let n = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress!, $0.count, 0) }
+                if n <= 0 { break }
+                request += buffer[0..<n]
+                if let end = HTTPResponseReader.find([13, 10, 13, 10], in: request) {
+                    let head = String(decoding: request[..<end], as: UTF8.self).lowercased()
+                    let length = head.components(separatedBy: "\r\n").first { $0.hasPrefix("content-length:") }
+                        .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+                    if request.count >= end + 4 + length { break }
+                }
+            }
+            let bytes = Array(response.utf8)
+            _ = bytes.withUnsafeBytes { send(client, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+            close(client)
+        }.start()
+    }
+
+    deinit { close(fd) }
 }

@@ -14,6 +14,9 @@
 // sampled token). A step feeds some pending tokens; when it feeds the last one it asks for logits
 // and samples the next token. So prefill, decode and recompute after preemption are one mechanism.
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Tokenizer
 import Transformer
@@ -53,8 +56,8 @@ public final class BatchScheduler: @unchecked Sendable {
     private var stepIndex = 0
     /// A forward step wrote into the current pool since it was made.
     private var cacheTouched = false
-    /// This step's prefill budget (adapted toward `settings.targetStepSeconds` when set).
-    public private(set) var prefillBudget: Int
+    /// The prompt tokens a step may prefill, learned from the steps' durations (see `PrefillBudget`).
+    private(set) var budget: PrefillBudget
     public private(set) var lastStep = StepReport()
 
     public init(model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
@@ -66,7 +69,7 @@ public final class BatchScheduler: @unchecked Sendable {
         contextLength = cache.contextLength
         blockSize = cache.blockSize
         blockCount = cache.blockCount
-        prefillBudget = settings.prefillTokensPerStep
+        budget = PrefillBudget(settings: settings)
         self.tokenizer = tokenizer
         self.settings = settings
         self.modelId = modelId
@@ -147,13 +150,19 @@ public final class BatchScheduler: @unchecked Sendable {
 
     // MARK: - Engine thread
 
-    /// Runs one forward of a single token through a throwaway sequence (the first step pays for page
-    /// faults and scratch growth; `/health` turns ready after it). Call before `start()`.
+    /// Runs the largest step the loop will run, through throwaway sequences: a full prefill chunk
+    /// beside `maxRunningSequences - 1` decode rows. The model's scratch grows to its working size
+    /// now, so the memory `/health` turns ready at is the memory the server returns to after a
+    /// burst, and the first real step pays no page faults. Call before `start()`.
     public func warmUp() throws {
-        let sequence = cache.makeSequence()
-        defer { cache.release(sequence) }
-        let token = tokenizer.bosTokenId ?? 0
-        _ = try model.forward([SequenceInput(sequence: sequence, tokens: [min(token, model.configuration.vocabSize - 1)])])
+        let decodeRows = max(0, min(settings.maxRunningSequences - 1, blockCount - 1))
+        let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - decodeRows) * blockSize))
+        let sequences = (0...decodeRows).map { _ in cache.makeSequence() }
+        defer { sequences.forEach(cache.release) }
+        let token = min(tokenizer.bosTokenId ?? 0, model.configuration.vocabSize - 1)
+        let inputs = sequences.enumerated().map { i, s in SequenceInput(sequence: s, tokens: Array(repeating: token, count: i == 0 ? chunk : 1)) }
+        _ = try model.forward(inputs)
+        cacheTouched = true
     }
 
     /// Starts the engine thread (a plain Thread: each step blocks for tens of milliseconds).
@@ -204,7 +213,9 @@ public final class BatchScheduler: @unchecked Sendable {
     /// Swaps in a fresh pool when the current one was used and no sequence holds blocks: freeing the
     /// old storage (one large allocation, hence its own mapping) returns its touched pages, so the
     /// server's memory goes back to its idle level after a burst. The new pool's pages are faulted
-    /// in on first use (a few pages per token, negligible next to a forward step).
+    /// in on first use (a few pages per token, negligible next to a forward step). Then the C
+    /// allocator gives back the free memory it keeps (its heaps grow with the bursts' short-lived
+    /// buffers: HTTP, JSON, per-request arrays, and do not shrink on their own).
     private func releaseIdleCacheMemory() {
         guard cacheTouched, cache.usedBlockCount == 0 else { return }
         do {
@@ -214,7 +225,18 @@ public final class BatchScheduler: @unchecked Sendable {
         } catch {
             logger.warning("could not renew the idle KV cache", metadata: ["error": "\(error)"])
         }
+        _ = Self.mallocTrim?(0)
     }
+
+    /// glibc's `malloc_trim` (not in Swift's Glibc module), looked up once; nil elsewhere.
+    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
 
     private func failEverything(_ error: ChatEngineError) {
         condition.lock()
@@ -253,7 +275,8 @@ public final class BatchScheduler: @unchecked Sendable {
             plan.append((r, 1))
             report.decoded.append(r.job.requestId)
         }
-        for (r, n) in allocatePrefill() {
+        let decoding = plan.count
+        for (r, n) in allocatePrefill(budget: budget.tokens(decoding: decoding)) {
             plan.append((r, n))
             report.prefilled.append(.init(requestId: r.job.requestId, tokens: n))
         }
@@ -281,24 +304,11 @@ public final class BatchScheduler: @unchecked Sendable {
             run(plan)
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
-            adaptPrefillBudget(prefilled: report.prefilled.reduce(0) { $0 + $1.tokens }, duration: duration)
+            budget.record(decoding: report.decoded.count, prefilled: report.prefilled.reduce(0) { $0 + $1.tokens }, seconds: duration)
         }
         updateGauges()
         lastStep = report
         return report
-    }
-
-    /// Proportional control of the prefill budget: a step slower than the target shrinks it in
-    /// proportion; a faster one whose budget was all used grows it (at most doubling per step).
-    private func adaptPrefillBudget(prefilled: Int, duration: Double) {
-        guard let target = settings.targetStepSeconds, prefilled > 0 else { return }
-        let low = settings.minPrefillTokensPerStep, high = settings.prefillTokensPerStep
-        if duration > target {
-            prefillBudget = max(low, min(prefillBudget, Int(Double(prefilled) * target / duration)))
-        } else if prefilled >= prefillBudget {
-            let factor = duration > 0 ? min(2, target / duration) : 2
-            prefillBudget = min(high, max(prefillBudget + 1, Int(Double(prefillBudget) * factor)))
-        }
     }
 
     /// Admits waiting requests, oldest first, under the caps and the KV policy of `SchedulerSettings`.
@@ -334,9 +344,12 @@ public final class BatchScheduler: @unchecked Sendable {
         return min(r.tokens.count + min(replyLeft, settings.admissionHeadroomTokens), cache.contextLength)
     }
 
-    /// The prefill budget split between users: equal shares per pass (water-filling), the pass order
-    /// rotating by one user each step so rounding favours nobody; within a user, oldest request first.
-    private func allocatePrefill() -> [(ScheduledRequest, Int)] {
+    /// `budget` prompt tokens split between users: equal shares per pass (water-filling), the pass
+    /// order rotating by one user each step so rounding favours nobody. Within a user, the request
+    /// with the fewest prompt tokens left goes first (then the oldest): a short question starts
+    /// streaming at once instead of waiting behind the same user's long paste, which keeps going
+    /// with the rest of the budget.
+    private func allocatePrefill(budget: Int) -> [(ScheduledRequest, Int)] {
         let prefilling = running.filter { !$0.isDecoding && $0.pendingCount > 0 }
         guard !prefilling.isEmpty else { return [] }
         var users: [Int64] = []
@@ -345,11 +358,16 @@ public final class BatchScheduler: @unchecked Sendable {
             if byUser[r.job.userId] == nil { users.append(r.job.userId) }
             byUser[r.job.userId, default: []].append(r)
         }
+        for u in users {
+            byUser[u] = byUser[u]!.enumerated()
+                .sorted { ($0.element.pendingCount, $0.offset) < ($1.element.pendingCount, $1.offset) }
+                .map(\.element)
+        }
         let shift = (stepIndex - 1) % users.count
         users = Array(users[shift...] + users[..<shift])
 
         var grant: [ObjectIdentifier: Int] = [:]
-        var remaining = prefillBudget
+        var remaining = budget
         var active = users
         while remaining > 0 && !active.isEmpty {
             let share = max(1, remaining / active.count)

@@ -22,11 +22,13 @@ public struct SchedulerSettings: Sendable, Equatable {
     /// Requests that may wait for admission; more are refused at once with `ChatEngineError.busy`.
     public var queueLimit: Int
     /// Prompt tokens processed per step over all prefilling requests, shared round-robin between
-    /// users. Bounds the step time (the pause every streaming reply sees while a prompt is admitted).
+    /// users: the whole budget of a step when no reply is streaming, the ceiling of the adaptive
+    /// budget otherwise (see `PrefillBudget`). Large chunks make the matrix products efficient.
     public var prefillTokensPerStep: Int
-    /// When set, the per-step prefill budget adapts (between `minPrefillTokensPerStep` and
-    /// `prefillTokensPerStep`) so that steps that prefill take about this long: the silence a
-    /// streaming reply sees while a long prompt is admitted stays near it on any machine and load.
+    /// When set, a step that decodes for streaming replies prefills only as many prompt tokens as
+    /// fit beside its decode rows in about this many seconds (costs measured from the engine's own
+    /// steps): the silence a streaming reply sees while a long prompt is admitted stays near it on
+    /// any machine and load. Nil: always `prefillTokensPerStep`.
     public var targetStepSeconds: Double?
     /// The smallest adaptive budget (progress for prompts even when decode alone fills the target).
     public var minPrefillTokensPerStep: Int
@@ -36,7 +38,7 @@ public struct SchedulerSettings: Sendable, Equatable {
     public var retryAfterSeconds: Int
 
     public init(maxRunningSequences: Int = 8, maxRunningPerUser: Int? = nil, queueLimit: Int = 16,
-                prefillTokensPerStep: Int = 256, targetStepSeconds: Double? = 0.5, minPrefillTokensPerStep: Int = 16,
+                prefillTokensPerStep: Int = 512, targetStepSeconds: Double? = 0.8, minPrefillTokensPerStep: Int = 32,
                 admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 2) {
         self.maxRunningSequences = maxRunningSequences
         self.maxRunningPerUser = maxRunningPerUser ?? maxRunningSequences

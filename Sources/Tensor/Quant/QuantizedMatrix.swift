@@ -48,7 +48,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
 
     /// Quantizes row-major Float32 weights [rows, cols] into a new owned matrix.
     /// int8: per group scale = max|w|/127 (rounded to Float16), q = round(w/scale).
-    /// int4: see `quantizeInt4Row` (a grid that covers each group's range, error ≤ half a step).
+    /// int4: see `quantizeInt4Row` in Int4Quantizer.swift (a grid that covers each group's range, error
+    /// ≤ half a step; the least-squares encoder there measured a worse perplexity).
     public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {
         precondition(rows > 0 && format.supports(cols: cols),
                      "cannot store \(rows)×\(cols) as \(format): quantized formats need cols % 32 == 0")
@@ -141,63 +142,4 @@ func quantizeInt8Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutab
             q[i] = Int8(max(-127, min(127, (x[i] * inv).rounded(.toNearestOrEven))))
         }
     }
-}
-
-/// One int4 row. For each group j of 32 weights with range [lo, hi] (lo ≤ 0 ≤ hi widened to hold 0,
-/// as in Q4_K), the grid −dmin·m[j] + d·sc[j]·q, q = 0...15, is chosen to COVER the range:
-/// m[j] = ceil(−lo/dmin), sc[j] = ceil((hi + dmin·m[j]) / (15·d)), with d, dmin the superblock's
-/// Float16 scales (largest group need / 63, rounded up so the six-bit values never exceed 63).
-/// Covering the range is what bounds the round-trip error by half a step d·sc[j] in every group.
-func quantizeInt4Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutableRawPointer) {
-    let groups = cols / 32
-    var superblock = 0
-    while superblock * 8 < groups {
-        let g0 = superblock * 8
-        let count = min(8, groups - g0)
-        let sb = dst + superblock * Int4Superblock.bytes
-        var lows = [Float](repeating: 0, count: 8), highs = [Float](repeating: 0, count: 8)
-        for j in 0..<count {
-            let x = w + (g0 + j) * 32
-            var lo: Float = 0, hi: Float = 0
-            for i in 0..<32 { lo = min(lo, x[i]); hi = max(hi, x[i]) }
-            lows[j] = lo
-            highs[j] = hi
-        }
-        // dmin: smallest Float16 ≥ max(−lo)/63, so every m[j] = ceil(−lo/dmin) ≤ 63.
-        let dmin = roundUpHalf(-(lows.min() ?? 0) / 63)
-        var mins = [UInt8](repeating: 0, count: 8), scales = [UInt8](repeating: 0, count: 8)
-        var needs = [Float](repeating: 0, count: 8)
-        for j in 0..<count {
-            let m = dmin > 0 ? min(63, (-lows[j] / dmin).rounded(.up)) : 0
-            mins[j] = UInt8(m)
-            needs[j] = highs[j] + dmin * m            // span the 15 steps must reach
-        }
-        let d = roundUpHalf((needs.max() ?? 0) / (15 * 63))
-        for j in 0..<count {
-            scales[j] = d > 0 ? UInt8(min(63, (needs[j] / (15 * d)).rounded(.up))) : 0
-        }
-        storeHalf(d, sb + Int4Superblock.dOffset)
-        storeHalf(dmin, sb + Int4Superblock.dminOffset)
-        Int4Superblock.packScaleMin(scales: scales, mins: mins,
-                                    into: (sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self))
-        for j in 0..<count {
-            let x = w + (g0 + j) * 32
-            let step = d * Float(scales[j]), offset = dmin * Float(mins[j])
-            let inv: Float = step > 0 ? 1 / step : 0
-            let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
-            for i in 0..<16 {
-                let lo = UInt8(max(0, min(15, ((x[i] + offset) * inv).rounded(.toNearestOrEven))))
-                let hi = UInt8(max(0, min(15, ((x[i + 16] + offset) * inv).rounded(.toNearestOrEven))))
-                nib[i] = lo | (hi << 4)
-            }
-        }
-        superblock += 1
-    }
-}
-
-/// The smallest Float16-representable value ≥ x (x ≥ 0, finite, below Float16's max).
-func roundUpHalf(_ x: Float) -> Float {
-    var h = Float16(x)
-    if Float(h) < x { h = h.nextUp }
-    return Float(h)
 }

@@ -149,22 +149,47 @@ final class SchedulerFairnessTests: XCTestCase {
         XCTAssertEqual(streams.count, 3)
     }
 
-    func testPrefillBudgetAdaptsToTheTargetStepTime() throws {
+    func testPrefillTakesTheWholeBudgetUnlessRepliesStream() throws {
         let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 256,
                                                                  targetStepSeconds: 0.5, minPrefillTokensPerStep: 16),
                                      blocks: 400, model: EngineFixture.model(maxPositions: 2048))
-        let stream = try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(1200, seed: 5), maxTokens: 1))
-        // Every clock reading moves it by 1 s: steps look slow (1-2 s against 0.5), the budget shrinks
-        // in proportion down to the minimum; then steps look instant and it doubles back up.
+        // Every clock reading moves it by 1 s: every step takes seconds, far above the 0.5 s target.
         h.clock.setTick(1)
+        let short = try h.scheduler.trySubmit(h.job("short", prompt: EngineFixture.prompt(6, seed: 4), maxTokens: 4))
+        let long = try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(1200, seed: 5), maxTokens: 1))
+        // Nothing streams yet: the whole budget, the short prompt first.
+        XCTAssertEqual(h.scheduler.step().prefilled, [.init(requestId: "short", tokens: 6), .init(requestId: "long", tokens: 250)])
+        // While "short" streams, the long prompt gets what fits beside its decode row (>= 1 s per
+        // 256 prompt tokens measured, so at most 128 within 0.5 s), never less than the minimum.
         var chunks: [Int] = []
-        for _ in 0..<5 { chunks.append(h.scheduler.step().prefilled.first?.tokens ?? 0) }
-        XCTAssertEqual(chunks, [256, 64, 32, 16, 16])
-        h.clock.setTick(0)
-        chunks = []
-        for _ in 0..<5 { chunks.append(h.scheduler.step().prefilled.first?.tokens ?? 0) }
-        XCTAssertEqual(chunks, [16, 32, 64, 128, 256])
-        withExtendedLifetime(stream) {}
+        while h.scheduler.runningRequestIds.contains("short") {
+            let report = h.scheduler.step()
+            XCTAssertEqual(report.decoded, ["short"])
+            chunks.append(report.prefilled.first { $0.requestId == "long" }?.tokens ?? 0)
+        }
+        XCTAssertEqual(chunks.count, 3)
+        for chunk in chunks { XCTAssertTrue((16...128).contains(chunk), "chunk \(chunk) beside a streaming reply") }
+        // Nobody streams again: back to full chunks at once, however slow the steps were.
+        XCTAssertEqual(h.scheduler.step().prefilled, [.init(requestId: "long", tokens: 256)])
+        XCTAssertEqual(h.scheduler.step().prefilled, [.init(requestId: "long", tokens: 256)])
+        withExtendedLifetime((short, long)) {}
+    }
+
+    func testShortPromptIsNotStuckBehindTheSameUsersLongPrompt() throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 32, targetStepSeconds: nil))
+        let long = try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(200, seed: 6), maxTokens: 2))
+        let short = try h.scheduler.trySubmit(h.job("short", prompt: EngineFixture.prompt(6, seed: 7), maxTokens: 3))
+        let first = h.scheduler.step()
+        XCTAssertEqual(first.admitted, ["long", "short"])
+        XCTAssertEqual(first.prefilled, [.init(requestId: "long", tokens: 26), .init(requestId: "short", tokens: 6)],
+                       "the short prompt is prefilled in the first step; the long one takes the rest of the budget")
+        let second = h.scheduler.step()
+        XCTAssertEqual(second.decoded, ["short"])
+        XCTAssertEqual(second.prefilled, [.init(requestId: "long", tokens: 32)])
+        h.runToCompletion()
+        XCTAssertEqual(h.log["short"], try EngineFixture.alone(h.model, prompt: EngineFixture.prompt(6, seed: 7), maxTokens: 3))
+        XCTAssertEqual(h.log["long"], try EngineFixture.alone(h.model, prompt: EngineFixture.prompt(200, seed: 6), maxTokens: 2))
+        withExtendedLifetime((short, long)) {}
     }
 
     func testFullQueueIsRefusedAtOnce() async throws {
@@ -229,6 +254,22 @@ final class SchedulerLifecycleTests: XCTestCase {
             XCTAssertEqual(h.log[id], try EngineFixture.alone(h.model, prompt: prompt, maxTokens: 8), id)
         }
         XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount)
+    }
+
+    func testWarmUpRunsTheLargestStepThatFitsAndGivesTheBlocksBack() throws {
+        // 6 blocks of 4 positions: the full step (512 prompt rows + 7 decode rows) cannot fit; the
+        // warm-up shrinks to what the pool holds (4 prompt rows + 5 decode rows) instead of failing.
+        let small = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 512), blocks: 6, contextLength: 64)
+        XCTAssertNoThrow(try small.scheduler.warmUp())
+        XCTAssertEqual(small.cache.freeBlockCount, small.cache.blockCount)
+        let roomy = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 40), blocks: 64)
+        XCTAssertNoThrow(try roomy.scheduler.warmUp())
+        XCTAssertEqual(roomy.cache.freeBlockCount, roomy.cache.blockCount)
+        // The engine still serves normally afterwards.
+        let stream = try roomy.scheduler.trySubmit(roomy.job("after", prompt: EngineFixture.prompt(5, seed: 8), maxTokens: 3))
+        roomy.runToCompletion()
+        XCTAssertEqual(roomy.log["after"], try EngineFixture.alone(roomy.model, prompt: EngineFixture.prompt(5, seed: 8), maxTokens: 3))
+        withExtendedLifetime(stream) {}
     }
 
     func testShutdownFailsWhatIsQueued() async throws {

@@ -165,24 +165,37 @@ enum GenerateBench {
         return result
     }
 
-    /// A batched decode step must give each sequence the logits it gets alone (int8 activation
-    /// quantization is per row, so the match is exact up to summation order).
+    /// A batched step must give each sequence the logits it gets alone, up to summation order and
+    /// the activation-code flips it can cause (comparing argmaxes failed on near-ties).
     static func checkBatchedEqualsAlone(model: Model, cache: KVCache, prompts: [[Int]]) throws {
         let V = model.configuration.vocabSize
-        var alone: [Int] = []
+        var alone: [[Float]] = []
         for p in prompts {
             let s = cache.makeSequence()
             defer { cache.release(s) }
             let logits = try model.forward([SequenceInput(sequence: s, tokens: p)])
             let row = logits.last(entry: 0)!
             guard row.allSatisfy(\.isFinite) else { throw GenerateBenchError("non-finite logits") }
-            alone.append(Ops.argmax(row.baseAddress!, count: V))
+            alone.append(Array(row))
         }
         let sequences = prompts.map { _ in cache.makeSequence() }
         defer { sequences.forEach(cache.release) }
         let logits = try model.forward(zip(sequences, prompts).map { SequenceInput(sequence: $0, tokens: $1) })
-        for e in prompts.indices where Ops.argmax(logits.last(entry: e)!.baseAddress!, count: V) != alone[e] {
-            throw GenerateBenchError("batched step disagrees with a lone step for sequence \(e)")
+        for e in prompts.indices {
+            let batched = logits.last(entry: e)!
+            // Tiles of different shapes add the same terms in different orders (Float32 rounding),
+            // and a rounding difference can flip an int8 activation code at a .5 boundary, which
+            // moves that activation by a whole step; through 24 layers this reaches ~2% of the
+            // largest logit (measured on the int8 model, also with the session-1 kernels). A wrong
+            // row or sequence mapping changes logits by their whole scale: allow 5%.
+            var largest: Float = 0, difference: Float = 0
+            for v in 0..<V {
+                largest = max(largest, abs(alone[e][v]))
+                difference = max(difference, abs(batched[v] - alone[e][v]))
+            }
+            if difference > 0.05 * max(largest, 1) {
+                throw GenerateBenchError("batched step disagrees with a lone step for sequence \(e): logits differ by \(difference) (largest \(largest))")
+            }
         }
     }
 

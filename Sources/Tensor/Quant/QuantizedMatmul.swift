@@ -58,12 +58,12 @@ public enum QuantKernels {
 ///   scales [M, G] Float  (x ≈ scale · code; per group, equal within a scale block)
 ///   sums   [M, G] Float  scale · Σ codes over the group (int4's offset term −dmin·m[j]·sum)
 ///   expandedScales [M, G, E] Float: each scale repeated E = `scaleRepeat` times (8 for natural,
-///          4 for pairedHalves) so the AVX2 kernels multiply by it straight from memory: one group's
-///          8-lane broadcast (int8), or a pair of groups as [s_g ×4 | s_g+1 ×4] matching the lanes
-///          of the int4 kernel's int32 partial sums.
+///          4 for pairedHalves) so the AVX2 int8 tiles multiply by one group's 8-lane broadcast
+///          straight from memory. (The int4 kernels read `scales` and `sums` only; the expanded
+///          and by-group copies are still filled for them: cheap, and one layout for all paths.)
 ///   scalesByGroup, sumsByGroup [⌈M/8⌉, G, 8] Float: `scales` and `sums` of 8 consecutive
-///          activation rows side by side per group (0 past M): one vector for the 8-row tiles,
-///          whose accumulator lanes are activation rows.
+///          activation rows side by side per group (0 past M): one vector for the int8 8-row
+///          tiles, whose accumulator lanes are activation rows.
 public struct QuantizedActivations {
     public enum Layout: Sendable {
         /// Group g's 32 codes at k = 32g ..< 32g+32, in order.

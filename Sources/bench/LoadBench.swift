@@ -387,6 +387,12 @@ final class ServerProcess: @unchecked Sendable {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LoadBench.BenchError("socket() failed: errno \(errno)") }
         defer { close(fd) }
+        guard let port = bindLoopback(fd) else { throw LoadBench.BenchError("could not find a free loopback port: errno \(errno)") }
+        return port
+    }
+
+    /// Binds `fd` to 127.0.0.1 on a port the system picks; returns that port (nil on failure).
+    static func bindLoopback(_ fd: Int32) -> Int? {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = 0
@@ -397,8 +403,7 @@ final class ServerProcess: @unchecked Sendable {
                 bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
             }
         }
-        guard bound else { throw LoadBench.BenchError("could not find a free loopback port: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return bound ? Int(UInt16(bigEndian: address.sin_port)) : nil
     }
 
     func stop() {

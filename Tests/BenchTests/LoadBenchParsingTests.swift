@@ -175,19 +175,11 @@ final class OneShotServer: @unchecked Sendable {
     init(response: String) throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         fd = listener
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 }
-        }
-        guard ok, listen(listener, 1) == 0 else {
+        guard let bound = ServerProcess.bindLoopback(listener), listen(listener, 1) == 0 else {
             close(listener)
             throw LoadBench.BenchError("test server: bind/listen failed, errno \(errno)")
         }
-        port = Int(UInt16(bigEndian: address.sin_port))
+        port = bound
         Thread {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { return }

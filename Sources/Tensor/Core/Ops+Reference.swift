@@ -43,8 +43,13 @@ extension Ops {
     }
 
     /// e^x with libm, element by element.
-    public static func expInPlaceReference(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { x[i] = Foundation.exp(x[i]) }
+    public static func expShiftedReference(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
+        var sum: Double = 0
+        for i in 0..<count {
+            x[i] = Foundation.exp(x[i] - shift)
+            sum += Double(x[i])
+        }
+        return Float(sum)
     }
 
     public static func siluReference(_ x: UnsafeMutablePointer<Float>, count: Int) {

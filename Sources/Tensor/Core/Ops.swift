@@ -123,17 +123,23 @@ public enum Ops {
 
     // MARK: Softmax and activations
 
-    /// In-place e^x over `count` floats with the 8-lane polynomial exp (attention's block of
-    /// scores, already shifted by their running maximum, so arguments are ≤ 0).
-    public static func expInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    /// In place x[i] = e^(x[i] - shift) over `count` floats with the 8-lane polynomial exp, returning
+    /// their sum (attention's tile of scores with the row's running maximum as `shift`, so the
+    /// arguments are <= 0). The sum is accumulated in 8 lanes and added pairwise at the end.
+    @discardableResult
+    public static func expShifted(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
+        let s = FloatVector8(repeating: shift)
+        var acc = FloatVector8()
         var i = 0
-        // One call site of vectorExp8 (see softmax); a partial last vector pads with 0.
+        // One call site of vectorExp8 (see softmax); a partial last vector pads with -inf (exp 0).
         while i < count {
             let n = min(8, count - i)
-            let e = vectorExp8(n == 8 ? vectorLoad8(x + i) : vectorLoadPartial(x + i, n, fill: 0))
+            let e = vectorExp8((n == 8 ? vectorLoad8(x + i) : vectorLoadPartial(x + i, n, fill: -.infinity)) - s)
             if n == 8 { vectorStore8(e, x + i) } else { vectorStorePartial(e, x + i, n) }
+            acc += e
             i += n
         }
+        return vectorLaneSum(acc)
     }
 
     /// In-place softmax over `count` floats, stable: subtracts the maximum first so exp never
@@ -168,7 +174,7 @@ public enum Ops {
 
     /// Largest element (NaN ignored unless all are NaN: then -inf). vmaxps-style blend per 8 lanes.
     @inline(__always)
-    static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
         var acc = FloatVector8(repeating: -.infinity)
         var i = 0
         while i + 8 <= count {
@@ -176,7 +182,10 @@ public enum Ops {
             acc = acc.replacing(with: v, where: v .> acc)
             i += 8
         }
-        var m = acc.max()
+        // Lanes folded by compare-and-blend (SIMD's generic .max() stayed an out-of-line call).
+        let a = acc.lowHalf.replacing(with: acc.highHalf, where: acc.highHalf .> acc.lowHalf)
+        let b = a.lowHalf.replacing(with: a.highHalf, where: a.highHalf .> a.lowHalf)
+        var m = b[1] > b[0] ? b[1] : b[0]
         while i < count {
             if x[i] > m { m = x[i] }
             i += 1

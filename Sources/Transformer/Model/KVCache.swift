@@ -147,7 +147,8 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
-    /// Element offset of the B×D tile of (block, layer, K or V, head).
+    /// Element offset of the tile of (block, layer, K or V, head): keys are stored transposed, D×B
+    /// (dimension-major, so that attention reads a row of B keys per dimension), values B×D.
     @inline(__always)
     func tileOffset(block: Int32, layer: Int, value: Bool, head: Int) -> Int {
         Int(block) * blockElements + (((layer * 2 + (value ? 1 : 0)) * kvHeads + head) * blockSize) * headDim
@@ -156,40 +157,63 @@ public final class KVCache: @unchecked Sendable {
     /// Stores the keys and values of one position: `key`, `value` are G×D (all heads of one token).
     func store(sequence: KVSequence, position: Int, layer: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
         let block = sequence.blocks[position / blockSize]
-        let slot = (position % blockSize) * headDim
+        let slot = position % blockSize
         for g in 0..<kvHeads {
             let kOffset = tileOffset(block: block, layer: layer, value: false, head: g) + slot
-            let vOffset = tileOffset(block: block, layer: layer, value: true, head: g) + slot
+            let vOffset = tileOffset(block: block, layer: layer, value: true, head: g) + slot * headDim
+            let k = key + g * headDim, v = value + g * headDim
             switch precision {
             case .float32:
                 let base = storage.assumingMemoryBound(to: Float.self)
-                (base + kOffset).update(from: key + g * headDim, count: headDim)
-                (base + vOffset).update(from: value + g * headDim, count: headDim)
+                for d in 0..<headDim { base[kOffset + d * blockSize] = k[d] }
+                (base + vOffset).update(from: v, count: headDim)
             case .float16:
                 let base = storage.assumingMemoryBound(to: Float16.self)
-                let k = key + g * headDim, v = value + g * headDim
                 for d in 0..<headDim {
-                    base[kOffset + d] = Float16(k[d])
+                    base[kOffset + d * blockSize] = Float16(k[d])
                     base[vOffset + d] = Float16(v[d])
                 }
             }
         }
     }
 
-    /// The first `count` rows of a B×D tile as Float32: the storage itself (Float32) or `scratch` after
-    /// conversion (Float16, vectorized F16C conversion).
-    @inline(__always)
-    func tile(block: Int32, layer: Int, value: Bool, head: Int, count: Int,
-              scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        let offset = tileOffset(block: block, layer: layer, value: value, head: head)
-        switch precision {
-        case .float32:
-            return UnsafePointer(storage.assumingMemoryBound(to: Float.self) + offset)
-        case .float16:
-            convertFloat16ToFloat(UnsafePointer(storage.assumingMemoryBound(to: UInt16.self) + offset), scratch,
-                                  count: count * headDim)
-            return UnsafePointer(scratch)
+    /// One attention tile of (layer, head) as Float32: the keys of positions first..<first+count,
+    /// transposed into `keys` (D rows of stride `ldk`, columns count..<ldk zero), and their values
+    /// into `values` (rows of stride `ldv`, rows count..<ldk and columns D..<ldv zero). `first` is a
+    /// multiple of the block size; `blocks` is the sequence's block table.
+    func gatherTile(blocks: [Int32], first: Int, count: Int, layer: Int, head: Int,
+                    keys: UnsafeMutablePointer<Float>, ldk: Int, values: UnsafeMutablePointer<Float>, ldv: Int) {
+        let D = headDim, B = blockSize
+        var position = first
+        while position < first + count {
+            let block = blocks[position / B]
+            let n = min(B, first + count - position)
+            let column = position - first
+            let kOffset = tileOffset(block: block, layer: layer, value: false, head: head)
+            let vOffset = tileOffset(block: block, layer: layer, value: true, head: head)
+            switch precision {
+            case .float32:
+                let base = UnsafePointer(storage.assumingMemoryBound(to: Float.self))
+                for d in 0..<D { (keys + d * ldk + column).update(from: base + kOffset + d * B, count: n) }
+                for j in 0..<n { (values + (column + j) * ldv).update(from: base + vOffset + j * D, count: D) }
+            case .float16:
+                let base = UnsafePointer(storage.assumingMemoryBound(to: UInt16.self))
+                for d in 0..<D { convertFloat16ToFloat(base + kOffset + d * B, keys + d * ldk + column, count: n) }
+                if ldv == D {
+                    convertFloat16ToFloat(base + vOffset, values + column * D, count: n * D)
+                } else {
+                    for j in 0..<n { convertFloat16ToFloat(base + vOffset + j * D, values + (column + j) * ldv, count: D) }
+                }
+            }
+            position += n
         }
+        if count < ldk {
+            for d in 0..<D { (keys + d * ldk + count).update(repeating: 0, count: ldk - count) }
+        }
+        if ldv > D {
+            for j in 0..<count { (values + j * ldv + D).update(repeating: 0, count: ldv - D) }
+        }
+        if count < ldk { (values + count * ldv).update(repeating: 0, count: (ldk - count) * ldv) }
     }
 }
 

@@ -231,11 +231,12 @@ public final class Model: @unchecked Sendable {
 
     /// Query tokens per attention work item; with the group's heads this is the query tile that
     /// shares each loaded key/value tile.
-    static let queryTokenTile = 16
+    static let queryTokenTile = 32
 
     /// a[r, h] = Σ_p softmax_p(q[r,h]·k[p,g]/√D) v[p,g] over cached positions p ≤ position(r),
-    /// g = h / (heads / kvHeads). Flash style: key tiles of one cache block, running max and sum per
-    /// query, no score matrix beyond one tile. Work items (entry, kv head, query-token tile) are
+    /// g = h / (heads / kvHeads). Flash style: key tiles of ~64 positions, running max and sum per
+    /// query, no score matrix beyond one tile; each key tile is converted once per work item and
+    /// used by all its query rows (tokens × the group's heads). Work items (entry, kv head, query-token tile) are
     /// spread over the pool's threads, longest first, each to the least loaded thread.
     private func attention(batch: [SequenceInput], layer: Int, cache: KVCache) {
         let c = configuration, w = workspace
@@ -272,113 +273,89 @@ public final class Model: @unchecked Sendable {
         }
     }
 
+    /// One work item: the query rows of `item.tokens` × the heads of kv head g (row i = token · rep +
+    /// head within the group), over the cache in key tiles of `AttentionScratch.keyTile` positions.
+    /// Per tile: S = Q·Kᵀ (AttentionTiles.scores), then per row the causal mask, the running max and
+    /// sum and the rescaling of the row's output, then O += P·V (AttentionTiles.accumulate). Rows
+    /// of tokens that see none of a tile (the diagonal) are skipped in groups of 4.
     private func attend(_ item: AttentionItem, entry: SequenceInput, layer: Int, cache: KVCache, scratch s: AttentionScratch) {
         let c = configuration
-        let D = c.headDim, Q = c.numAttentionHeads * D, B = cache.blockSize
+        let D = c.headDim, Q = c.numAttentionHeads * D
         let rep = c.numAttentionHeads / c.numKeyValueHeads
         let g = item.head
         let start = entry.sequence.length
         let rowBase = workspace.entryStart[item.entry]
         let blocks = entry.sequence.blocks
         let scale = 1 / Float(D).squareRoot()
-        let queries = item.tokens.count * rep
+        let t0 = item.tokens.lowerBound
+        let rows = item.tokens.count * rep
+        let paddedRows = (rows + 3) & ~3
+        let Dp = s.paddedDim, tile = s.keyTile, ldk = s.paddedKeyTile
         // Class properties read once: inside the loops each read of a `var` property would be a
         // dynamic exclusivity check (a runtime call per score).
         let qBase = workspace.q, out = workspace.attention
-        let scores = s.scores, maximum = s.maximum, sums = s.sum, accumulators = s.accumulator
+        let queries = s.queries, scores = s.scores, maximum = s.maximum, sums = s.sum, output = s.output
         let keyTile = s.keys, valueTile = s.values
-        for i in 0..<queries { maximum[i] = -.infinity; sums[i] = 0 }
-        accumulators.update(repeating: 0, count: queries * D)
 
-        let lastPosition = start + item.tokens.upperBound - 1
-        for kb in 0...(lastPosition / B) {
-            let count = min(B, lastPosition + 1 - kb * B)
-            let keys = cache.tile(block: blocks[kb], layer: layer, value: false, head: g, count: count, scratch: keyTile)
-            let values = cache.tile(block: blocks[kb], layer: layer, value: true, head: g, count: count, scratch: valueTile)
-            for t in item.tokens {
-                // Keys of this block that position start + t may see (causal).
-                let visible = min(count, start + t + 1 - kb * B)
-                if visible <= 0 { continue }
-                for rr in 0..<rep {
-                    let h = g * rep + rr
-                    let query = UnsafePointer(qBase + (rowBase + t) * Q + h * D)
-                    let i = (t - item.tokens.lowerBound) * rep + rr
-                    var blockMax = -Float.infinity
-                    for j in 0..<visible {
-                        let score = dotProduct(query, keys + j * D, count: D) * scale
-                        scores[j] = score
-                        blockMax = max(blockMax, score)
-                    }
-                    let oldMax = maximum[i]
-                    let newMax = max(oldMax, blockMax)
-                    let accumulator = accumulators + i * D
-                    if oldMax != -.infinity && oldMax != newMax {
-                        let correction = Foundation.exp(oldMax - newMax)
-                        sums[i] *= correction
-                        scaleInPlace(accumulator, by: correction, count: D)
-                    }
-                    // The block's probabilities, 8 at a time (vectorized exp), then the weighted values.
-                    for j in 0..<visible { scores[j] -= newMax }
-                    Ops.expInPlace(scores, count: visible)
-                    var sum: Float = 0
-                    for j in 0..<visible {
-                        sum += scores[j]
-                        multiplyAdd(scores[j], values + j * D, accumulator, count: D)
-                    }
-                    sums[i] += sum
-                    maximum[i] = newMax
-                }
+        // Queries packed [paddedRows, Dp], pre-scaled by 1/√D; padding rows and columns zero.
+        queries.update(repeating: 0, count: paddedRows * Dp)
+        for t in item.tokens {
+            for rr in 0..<rep {
+                let source = qBase + (rowBase + t) * Q + (g * rep + rr) * D
+                let row = queries + ((t - t0) * rep + rr) * Dp
+                for d in 0..<D { row[d] = source[d] * scale }
             }
+        }
+        for i in 0..<paddedRows { maximum[i] = -.infinity; sums[i] = 0 }
+        output.update(repeating: 0, count: paddedRows * Dp)
+
+        let end = start + item.tokens.upperBound   // positions 0..<end are attended to
+        var first = 0
+        while first < end {
+            let count = min(tile, end - first)
+            let keys = (count + 15) & ~15
+            cache.gatherTile(blocks: blocks, first: first, count: count, layer: layer, head: g,
+                             keys: keyTile, ldk: ldk, values: valueTile, ldv: Dp)
+            // Token t sees positions <= start + t: rows before `firstRow` see nothing of this tile.
+            let firstToken = max(t0, first - start)
+            let firstRow = ((firstToken - t0) * rep) & ~3
+            let active = paddedRows - firstRow
+            AttentionTiles.scores(q: queries + firstRow * Dp, ldq: Dp, rows: active, kt: keyTile, ldk: ldk,
+                                  keys: keys, depth: D, s: scores + firstRow * ldk, lds: ldk)
+            for i in firstRow..<paddedRows {
+                let row = scores + i * ldk
+                let visible = i < rows ? min(count, start + t0 + i / rep + 1 - first) : 0
+                if visible <= 0 {
+                    row.update(repeating: 0, count: keys)
+                    continue
+                }
+                let blockMax = Ops.maximum(row, count: visible)
+                let oldMax = maximum[i]
+                let newMax = max(oldMax, blockMax)
+                if oldMax != -.infinity && oldMax != newMax {
+                    let correction = Foundation.exp(oldMax - newMax)
+                    sums[i] *= correction
+                    let o = output + i * Dp
+                    for d in 0..<Dp { o[d] *= correction }
+                }
+                let sum = Ops.expShifted(row, count: visible, shift: newMax)
+                if visible < keys { (row + visible).update(repeating: 0, count: keys - visible) }
+                sums[i] += sum
+                maximum[i] = newMax
+            }
+            AttentionTiles.accumulate(p: scores + firstRow * ldk, ldp: ldk, rows: active, keys: keys,
+                                      v: valueTile, ldv: Dp, width: Dp, o: output + firstRow * Dp, ldo: Dp)
+            first += count
         }
         for t in item.tokens {
             for rr in 0..<rep {
-                let i = (t - item.tokens.lowerBound) * rep + rr
+                let i = (t - t0) * rep + rr
                 let destination = out + (rowBase + t) * Q + (g * rep + rr) * D
                 let inverse = 1 / sums[i]
-                for d in 0..<D { destination[d] = accumulators[i * D + d] * inverse }
+                for d in 0..<D { destination[d] = output[i * Dp + d] * inverse }
             }
         }
     }
-}
-
-// Inner loops of attention over one head vector (D = 64 or 128 in practice): inlined here rather
-// than calls into Tensor's Ops, because at D = 64 the call overhead per key would rival the work
-// (a decode step at 2,048 positions makes ~1.4 M of them). FMA on 8 lanes (vfmadd231ps ymm).
-@inline(__always)
-private func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {
-    var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
-    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
-    var i = 0
-    while i + 16 <= n {
-        s0 = s0.addingProduct(ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
-                              rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
-        s1 = s1.addingProduct(ra.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self),
-                              rb.loadUnaligned(fromByteOffset: i * 4 + 32, as: SIMD8<Float>.self))
-        i += 16
-    }
-    var sum = (s0 + s1).sum()
-    while i < n { sum += a[i] * b[i]; i += 1 }
-    return sum
-}
-
-/// y += alpha · x over n floats.
-@inline(__always)
-private func multiplyAdd(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count n: Int) {
-    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
-    let a = SIMD8<Float>(repeating: alpha)
-    var i = 0
-    while i + 8 <= n {
-        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            .addingProduct(a, rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
-        ry.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
-        i += 8
-    }
-    while i < n { y[i] += alpha * x[i]; i += 1 }
-}
-
-@inline(__always)
-private func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by factor: Float, count n: Int) {
-    for d in 0..<n { y[d] *= factor }
 }
 
 struct AttentionItem {
@@ -389,30 +366,40 @@ struct AttentionItem {
     var thread = 0
 }
 
-/// Per-thread attention scratch, sized for one work item: B = cache block size (grown on demand),
-/// T = query-token tile × heads per kv head.
+/// Per-thread attention scratch, sized for one work item: R = query-token tile × heads per kv head
+/// (rounded up to 4), Dp = head dim rounded up to 16, K = key tile rounded up to 16.
 final class AttentionScratch: @unchecked Sendable {
-    var capacityBlock = 0
-    var keys: UnsafeMutablePointer<Float>        // [B, D] converted key tile
-    var values: UnsafeMutablePointer<Float>      // [B, D] converted value tile
-    var scores: UnsafeMutablePointer<Float>      // [B]
-    let accumulator: UnsafeMutablePointer<Float> // [T, D]
-    let maximum: UnsafeMutablePointer<Float>     // [T] running max
-    let sum: UnsafeMutablePointer<Float>         // [T] running sum of exp
+    let keyTile: Int
+    let paddedKeyTile: Int
+    let paddedDim: Int
+    let queries: UnsafeMutablePointer<Float>   // [R, Dp] packed, scaled queries
+    let keys: UnsafeMutablePointer<Float>      // [D, K] transposed key tile
+    let values: UnsafeMutablePointer<Float>    // [K, Dp] value tile
+    let scores: UnsafeMutablePointer<Float>    // [R, K] scores, then probabilities
+    let output: UnsafeMutablePointer<Float>    // [R, Dp] unnormalized outputs
+    let maximum: UnsafeMutablePointer<Float>   // [R] running max
+    let sum: UnsafeMutablePointer<Float>       // [R] running sum of exp
 
-    init(queries: Int, headDim: Int, blockSize: Int) {
-        capacityBlock = blockSize
-        keys = .allocate(capacity: blockSize * headDim)
-        values = .allocate(capacity: blockSize * headDim)
-        scores = .allocate(capacity: blockSize)
-        accumulator = .allocate(capacity: queries * headDim)
-        maximum = .allocate(capacity: queries)
-        sum = .allocate(capacity: queries)
+    /// Key tile: whole cache blocks, about 64 positions (a 64-key tile of K and V is 32 KB in
+    /// Float32 and stays in L1/L2 while every query row of the item uses it).
+    static func keyTile(blockSize: Int) -> Int { blockSize * max(1, 64 / blockSize) }
+
+    init(queryRows: Int, headDim: Int, blockSize: Int) {
+        keyTile = Self.keyTile(blockSize: blockSize)
+        paddedKeyTile = (keyTile + 15) & ~15
+        paddedDim = (headDim + 15) & ~15
+        let R = (queryRows + 3) & ~3
+        queries = .allocate(capacity: R * paddedDim)
+        keys = .allocate(capacity: headDim * paddedKeyTile)
+        values = .allocate(capacity: paddedKeyTile * paddedDim)
+        scores = .allocate(capacity: R * paddedKeyTile)
+        output = .allocate(capacity: R * paddedDim)
+        maximum = .allocate(capacity: R)
+        sum = .allocate(capacity: R)
     }
 
     deinit {
-        keys.deallocate(); values.deallocate(); scores.deallocate()
-        accumulator.deallocate(); maximum.deallocate(); sum.deallocate()
+        for p in [queries, keys, values, scores, output, maximum, sum] { p.deallocate() }
     }
 }
 
@@ -463,17 +450,13 @@ final class Workspace: @unchecked Sendable {
             logitCapacity = logitRows
         }
         // h doubles as the [R, H] input of the output projection: R <= M always holds.
-        if attentionScratch.isEmpty {
-            let queries = Model.queryTokenTile * (c.numAttentionHeads / c.numKeyValueHeads)
-            attentionScratch = (0..<threads).map { _ in AttentionScratch(queries: queries, headDim: c.headDim, blockSize: 64) }
-        }
     }
 
-    /// Makes sure the per-thread tiles hold a cache block of `blockSize` positions.
+    /// Makes sure the per-thread attention scratch is shaped for caches of `blockSize` positions.
     func ensureBlockSize(_ blockSize: Int) {
-        if let first = attentionScratch.first, first.capacityBlock >= blockSize { return }
+        if let first = attentionScratch.first, first.keyTile == AttentionScratch.keyTile(blockSize: blockSize) { return }
         let queries = Model.queryTokenTile * (c.numAttentionHeads / c.numKeyValueHeads)
-        attentionScratch = (0..<threads).map { _ in AttentionScratch(queries: queries, headDim: c.headDim, blockSize: blockSize) }
+        attentionScratch = (0..<threads).map { _ in AttentionScratch(queryRows: queries, headDim: c.headDim, blockSize: blockSize) }
     }
 
     deinit {

@@ -30,10 +30,21 @@ final class InstructionSelectionTests: XCTestCase {
     /// The polynomial exp must be inlined into each activation (an out-of-line call per 8 elements
     /// was measured slower) and run on ymm registers.
     func testActivationsInlineTheVectorExp() throws {
-        for name in ["3OpsO4silu_", "3OpsO4gelu_", "3OpsO7softmax_", "3OpsO6swiglu"] {
+        for name in ["3OpsO4silu_", "3OpsO4gelu_", "3OpsO7softmax_", "3OpsO6swiglu", "3OpsO10expShifted_"] {
             let f = try function(name)
             XCTAssertEqual(f.count("vectorExp8"), 0, "\(name) calls vectorExp8 out of line")
             XCTAssertGreaterThan(f.count("vfmadd213ps", register: "ymm") + f.count("vfmadd231ps", register: "ymm"), 3, "\(name) lost the vector polynomial")
+        }
+    }
+
+    /// Attention's tile products: broadcast-times-vector FMAs on ymm, 8 accumulators per block,
+    /// nothing out of line (a call or a horizontal sum per score is what they replaced).
+    func testAttentionTilesUseBroadcastFMA() throws {
+        for name in ["14AttentionTilesO6scores", "14AttentionTilesO10accumulate"] {
+            let f = try function(name)
+            XCTAssertGreaterThanOrEqual(f.count("vfmadd231ps", register: "ymm"), 8, "\(name) lost its vector FMAs:\n\(f.body)")
+            XCTAssertGreaterThan(f.count("vbroadcastss"), 0, "\(name) lost vbroadcastss")
+            XCTAssertEqual(f.count("call"), 0, "\(name) calls out of line:\n\(f.body)")
         }
     }
     #endif

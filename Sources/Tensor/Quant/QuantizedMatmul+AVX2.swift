@@ -24,7 +24,9 @@
 //     accumulator per (row, activation row); full blocks of 8 activation rows use 2 × 8 tiles whose
 //     accumulator LANES are activation rows: the 8 Int32 vectors of a group are reduced by a
 //     `vphaddd` tree, so conversion, scale multiply and FMA happen once per (row, group).
-//   - int4, M > 1: 1 × MB ≤ 8 tiles (`int4BlockTile`) with Int32 accumulators per activation row.
+//   - int4, M > 1: full 8-row tiles (`int4Tile8`): Int32 accumulators per activation row over a
+//     superblock, then one `laneSums8` so the float work is shared by the 8 rows (lanes = rows);
+//     leftover MB < 8 rows use 1 × MB tiles (`int4BlockTile`) with per-row float accumulators.
 //   Activation tiles are the outer loop and the thread's rows the inner one, so a tile's codes
 //   stay in L1. Threads split output rows; each weight byte is read from DRAM once per call for up
 //   to 48-290 activation rows (see `quantizedMatmul`'s M blocking).
@@ -39,8 +41,10 @@
 //        vmulps, vfmadd231ps
 //   int4 decode, 2 rows × 1 (per pair of groups and row): prefetcht0, vmovdqu, vpand, vpsrlw,
 //        vpand, vpmaddubsw ×2, vpaddw, vpshufb (six-bit scales), vpmaddwd, vpaddd
-//   int4 1×MB tiles (per pair of groups and activation row): vpmaddubsw ×2 (x from memory),
-//        vpaddw, vpmaddwd, vpaddd; per pair shared: vmovdqu, vpand ×2, vpsrlw, vpaddb, vpshufb
+//   int4 1×MB and 8-row tiles (per pair of groups and activation row): vpmaddubsw ×2 (x from
+//        memory), vpaddw, vpmaddwd, vpaddd; per pair shared: vmovdqu, vpand ×2, vpsrlw, vpaddb,
+//        vpshufb; int4Tile8 per superblock: 6 vphaddd, vinserti128 + vperm2i128 + vpaddd,
+//        vcvtdq2ps, vmulps, 1 + 8 vfmadd231ps
 // No spills in these loops. An -march=znver4 -D AVX512VNNI object build of the int8 paths gave
 // `vpdpbusd` (that path is compiled blind: no VNNI machine here to run it).
 // QuantKernelsTests.testIntrinsicPathIsCompiledIn fails if this file's path is not compiled in
@@ -178,12 +182,7 @@ private func int8Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
         @inline(__always) func p(_ i: Int) -> __m256i {
             dotBytes(absW, _mm256_sign_epi8(load256(x + i * cols + g * 32), w), ones)
         }
-        let h0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(p(0), p(1)), _mm256_hadd_epi32(p(2), p(3)))
-        let h4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(p(4), p(5)), _mm256_hadd_epi32(p(6), p(7)))
-        // h0123 = [m0..m3 over lanes 0-3 of each P | m0..m3 over lanes 4-7], h4567 likewise.
-        let a = unsafeBitCast(h0123, to: SIMD8<Int32>.self), b = unsafeBitCast(h4567, to: SIMD8<Int32>.self)
-        let sum = SIMD8<Int32>(lowHalf: a.lowHalf, highHalf: b.lowHalf) &+ SIMD8<Int32>(lowHalf: a.highHalf, highHalf: b.highHalf)
-        return unsafeBitCast(sum, to: __m256i.self)
+        return laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))
     }
     for g in 0..<groups {
         let scales = loadFloats(dx + g * 8)
@@ -213,6 +212,19 @@ private func storeTile(_ y: UnsafeMutablePointer<Float>, rows: Int, n: Int, m0: 
         if k < R * MB { y[(m0 + k % MB) * rows + n + k / MB] = horizontalSum(c) }
     }
     put(c0, 0); put(c1, 1); put(c2, 2); put(c3, 3); put(c4, 4); put(c5, 5); put(c6, 6); put(c7, 7)
+}
+
+/// Eight Int32 vectors → one whose lane i is the sum of v_i's 8 lanes (6 vphaddd, then the two
+/// 128-bit halves added: vinserti128 + vperm2i128 + vpaddd). Used where accumulator lanes are
+/// activation rows or groups, so the float work is once per 8 of them.
+@inline(__always)
+private func laneSums8(_ v0: __m256i, _ v1: __m256i, _ v2: __m256i, _ v3: __m256i,
+                       _ v4: __m256i, _ v5: __m256i, _ v6: __m256i, _ v7: __m256i) -> __m256i {
+    let h0123 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3)), to: SIMD8<Int32>.self)
+    let h4567 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7)), to: SIMD8<Int32>.self)
+    // h0123 = [v0..v3 over lanes 0-3 | v0..v3 over lanes 4-7], h4567 likewise.
+    let sum = SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf) &+ SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf)
+    return unsafeBitCast(sum, to: __m256i.self)
 }
 
 // One specialization per tile shape, so each keeps its accumulators in registers.
@@ -250,14 +262,11 @@ private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
             let wv = load256(b + k * Int8Block.bytes + Int8Block.quantsOffset)
             return dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(x + (g + k) * 32), wv), ones)
         }
-        let h0123 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(p(0), p(1)), _mm256_hadd_epi32(p(2), p(3))), to: SIMD8<Int32>.self)
-        let h4567 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(p(4), p(5)), _mm256_hadd_epi32(p(6), p(7))), to: SIMD8<Int32>.self)
-        // h0123 = [g0..g3 over lanes 0-3 | g0..g3 over lanes 4-7], h4567 likewise: lane k = group k.
-        let dots = SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf) &+ SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf)
+        let dots = laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))   // lane k = group k
         @inline(__always) func scaleBits(_ k: Int) -> Int16 { Int16(bitPattern: (b + k * Int8Block.bytes).loadUnaligned(as: UInt16.self)) }
         let halves = _mm_setr_epi16(scaleBits(0), scaleBits(1), scaleBits(2), scaleBits(3), scaleBits(4), scaleBits(5), scaleBits(6), scaleBits(7))
         let scales = _mm256_mul_ps(_mm256_cvtph_ps(halves), loadFloats(xs + g))
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(unsafeBitCast(dots, to: __m256i.self)), scales, acc)
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scales, acc)
         g += 8
     }
     var tail: Float = 0
@@ -407,6 +416,74 @@ private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
     storeTile(y, rows: w.rows, n: n, m0: m0, R: 1, MB: MB, f0, f1, f2, f3, f4, f5, f6, f7)
 }
 
+/// One int4 weight row × a full tile of 8 activation rows, with accumulator LANES = activation rows:
+/// the products per pair of groups are those of `int4BlockTile` (Int32 per activation row over the
+/// superblock), then per superblock `laneSums8` turns the 8 Int32 vectors into one, and the float
+/// work is shared by the 8 rows:
+///   f += float(Σ) · (d · dx[0..<8]) + Σ_j (−dmin·m_j) · (dx·Σqx_j)[0..<8]   (by-group arrays)
+/// The 1 × MB tile instead converts, scales and adds per activation row, and keeps 8 float
+/// accumulators beside the 8 Int32 ones: more than AVX2's 16 registers (measured: 60% of its
+/// samples fell outside the pair loop, in the per-superblock work and its spills).
+@inline(never)
+private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int) {
+    let groups = w.cols / 32, cols = w.cols
+    let row = w.rowPointer(n)
+    let x = UnsafeRawPointer(a.codes + m0 * cols)
+    let dxs = a.scalesByGroup + (m0 / 8) * groups * 8, xsums = a.sumsByGroup + (m0 / 8) * groups * 8
+    let nibbleMask = _mm256_set1_epi8(0x0F)
+    let spread = int4ScaleSpread()
+    var f = _mm256_setzero_ps(), fa = f, fb = f
+    let superblocks = (groups + 7) / 8
+    for s in 0..<superblocks {
+        let count = min(8, groups - s * 8)
+        let sb = row + s * Int4Superblock.bytes
+        let (scaleBytes, negMins, d) = int4Header(sb, count)
+        let nib = sb + Int4Superblock.nibblesOffset
+        var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0
+        var j = 0
+        while j + 2 <= count {
+            let xp = x + (s * 8 + j) * 32
+            let v = load256(nib + j * 16)
+            let lo = _mm256_and_si256(v, nibbleMask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask)
+            let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(j))))
+            @inline(__always) func step(_ acc: inout __m256i, _ i: Int) {
+                let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load256(xp + i * cols)),
+                                           _mm256_maddubs_epi16(hi, load256(xp + i * cols + 32)))
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc16))
+            }
+            step(&i0, 0); step(&i1, 1); step(&i2, 2); step(&i3, 3); step(&i4, 4); step(&i5, 5); step(&i6, 6); step(&i7, 7)
+            j += 2
+        }
+        if j < count {
+            // A last unpaired group (G odd; its activation codes are in natural order).
+            let xp = x + (s * 8 + j) * 32
+            let mask = _mm_set1_epi8(0x0F)
+            let v = load128(nib + j * 16)
+            let u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask))
+            let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(j))))
+            @inline(__always) func step(_ acc: inout __m256i, _ i: Int) {
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load256(xp + i * cols)), sc16))
+            }
+            step(&i0, 0); step(&i1, 1); step(&i2, 2); step(&i3, 3); step(&i4, 4); step(&i5, 5); step(&i6, 6); step(&i7, 7)
+        }
+        let g0 = s * 8
+        let dots = laneSums8(i0, i1, i2, i3, i4, i5, i6, i7)
+        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(_mm256_set1_ps(d), loadFloats(dxs + g0 * 8)), f)
+        // The offset term into two more accumulators, alternating: one chain of 8 dependent FMAs
+        // per superblock (4 cycles each) was measured to stall the loop.
+        let nm = unsafeBitCast(negMins, to: SIMD8<Float>.self)
+        var k = 0
+        while k + 2 <= count {
+            fa = _mm256_fmadd_ps(_mm256_set1_ps(nm[k]), loadFloats(xsums + (g0 + k) * 8), fa)
+            fb = _mm256_fmadd_ps(_mm256_set1_ps(nm[k + 1]), loadFloats(xsums + (g0 + k + 1) * 8), fb)
+            k += 2
+        }
+        if k < count { fa = _mm256_fmadd_ps(_mm256_set1_ps(nm[k]), loadFloats(xsums + (g0 + k) * 8), fa) }
+    }
+    let out = unsafeBitCast(_mm256_add_ps(f, _mm256_add_ps(fa, fb)), to: SIMD8<Float>.self)
+    for i in 0..<8 { y[(m0 + i) * w.rows + n] = out[i] }
+}
+
 private typealias Int4BlockTileFunction = @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int) -> Void
 private let int4BlockTiles: [Int4BlockTileFunction] = [
     { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 1) }, { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 2) },
@@ -498,7 +575,11 @@ func avx2Int4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        for n in rows { int4BlockTiles[mb - 1](w, a, y, n, m0) }
+        if mb == 8 {
+            for n in rows { int4Tile8(w, a, y, n: n, m0: m0) }
+        } else {
+            for n in rows { int4BlockTiles[mb - 1](w, a, y, n, m0) }
+        }
         m0 += mb
     }
 }

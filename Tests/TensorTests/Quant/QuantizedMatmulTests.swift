@@ -254,7 +254,7 @@ final class QuantKernelsTests: XCTestCase {
     /// prefetch in the decode kernels. Losing them silently costs 2-40x (see KERNELS.md).
     func testKernelInstructions() throws {
         #if AVX2
-        for fragment in ["9int8Tiles", "10int8Decode", "14int4BlockTiles", "11int4Decode"] {
+        for fragment in ["9int8Tiles", "10int8Decode", "14int4BlockTiles", "9int4Tile8", "11int4Decode"] {
             let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
             XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
             for f in functions {

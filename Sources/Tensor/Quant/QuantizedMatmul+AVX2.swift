@@ -245,13 +245,13 @@ private let int8Tiles: [Int8TileFunction] = [
 /// vcvtph2ps, about 60 instructions where the per-group tile needed ~105. Prefetches one line per
 /// 64 bytes `prefetchDistance` ahead. Groups past the last multiple of 8 go one at a time.
 @inline(never)
-private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int) {
+private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int,
+                        prefetchDistance: Int) {
     let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m * cols)
     let xs = a.scales + m * groups
     let ones = _mm256_set1_epi16(1)
-    let prefetchDistance = QuantKernels.prefetchDistance
     var acc = _mm256_setzero_ps()
     var g = 0
     while g + 8 <= groups {
@@ -284,7 +284,10 @@ private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
 func avx2Int8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int8 activation blocks must start at a multiple of 8 rows")
     if ms.count == 1 {
-        for n in rows { int8Decode(w, a, y, n: n, m: ms.lowerBound) }
+        // The prefetch setting is read once per call: a global `var` read inside the per-row kernel
+        // cost a dynamic exclusivity check per row (swift_beginAccess: ~5% of a decode step).
+        let distance = QuantKernels.prefetchDistance
+        for n in rows { int8Decode(w, a, y, n: n, m: ms.lowerBound, prefetchDistance: distance) }
         return
     }
     // Activation tiles outer, rows inner (as avx2Int4): a tile's codes stay in L1 while the thread's
@@ -498,7 +501,8 @@ private let int4BlockTiles: [Int4BlockTileFunction] = [
 ///   acc += float(Σ_pairs madd(p16, [sc_j ×8 | sc_j+1 ×8])) · (d · dx) + (−dmin·m[0..<8]) · (dx·Σqx)[0..<8]
 /// Each pair of groups also prefetches the row `prefetchDistance` bytes ahead (see Prefetch.swift).
 @inline(__always)
-private func int4Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int, R: Int) {
+private func int4Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int, R: Int,
+                        prefetchDistance: Int) {
     let groups = w.cols / 32, cols = w.cols
     let row0 = w.rowPointer(n), row1 = w.rowPointer(R > 1 ? n + 1 : n)
     let x = UnsafeRawPointer(a.codes + m * cols)
@@ -507,7 +511,6 @@ private func int4Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
     let spread = int4ScaleSpread()
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
     var acc0 = _mm256_setzero_ps(), acc1 = acc0
-    let prefetchDistance = QuantKernels.prefetchDistance
     @inline(__always) func pairStep(_ acc: inout __m256i, _ nib: UnsafeRawPointer, _ scaleBytes: __m256i, _ j: Int, _ g: Int) {
         let v = load256(nib + j * 16)
         let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, nibbleMask), load256(x + g * 32)),
@@ -552,22 +555,25 @@ private func int4Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
     if R > 1 { y[m * w.rows + n + 1] = horizontalSum(acc1) }
 }
 
-@inline(never) private func int4Decode2(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int) {
-    int4Decode(w, a, y, n: n, m: m, R: 2)
+@inline(never) private func int4Decode2(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
+                                         _ prefetchDistance: Int) {
+    int4Decode(w, a, y, n: n, m: m, R: 2, prefetchDistance: prefetchDistance)
 }
-@inline(never) private func int4Decode1(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int) {
-    int4Decode(w, a, y, n: n, m: m, R: 1)
+@inline(never) private func int4Decode1(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
+                                         _ prefetchDistance: Int) {
+    int4Decode(w, a, y, n: n, m: m, R: 1, prefetchDistance: prefetchDistance)
 }
 
 func avx2Int4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int4 activation blocks must start at a multiple of 8 rows")
     if ms.count == 1 {
+        let distance = QuantKernels.prefetchDistance   // once per call (see avx2Int8)
         var n = rows.lowerBound
         while n + 2 <= rows.upperBound {
-            int4Decode2(w, a, y, n, ms.lowerBound)
+            int4Decode2(w, a, y, n, ms.lowerBound, distance)
             n += 2
         }
-        if n < rows.upperBound { int4Decode1(w, a, y, n, ms.lowerBound) }
+        if n < rows.upperBound { int4Decode1(w, a, y, n, ms.lowerBound, distance) }
         return
     }
     // Activation tiles outer, rows inner: one tile's codes (8 × K bytes, 7 KB at K = 896) stay in L1

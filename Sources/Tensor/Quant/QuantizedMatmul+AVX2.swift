@@ -532,12 +532,21 @@ private func int4Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
         let (bytes0, negMins0, d0) = int4Header(sb0, count)
         let (bytes1, negMins1, d1) = int4Header(sb1, count)
         var part0 = _mm256_setzero_si256(), part1 = part0
-        var j = 0
-        while j + 2 <= count {
+        @inline(__always) func pair(_ j: Int) {
             prefetchForRead(sb0 + Int4Superblock.nibblesOffset + j * 16 + prefetchDistance)
             if R > 1 { prefetchForRead(sb1 + Int4Superblock.nibblesOffset + j * 16 + prefetchDistance) }
             pairStep(&part0, sb0 + Int4Superblock.nibblesOffset, bytes0, j, s * 8 + j)
             if R > 1 { pairStep(&part1, sb1 + Int4Superblock.nibblesOffset, bytes1, j, s * 8 + j) }
+        }
+        var j = 0
+        if count == 8 {
+            // Whole superblock written out: j is a constant in each step, so the scale-shuffle
+            // control (spread + j) is a constant too instead of vmovd + vpbroadcastb + vpaddb.
+            pair(0); pair(2); pair(4); pair(6)
+            j = 8
+        }
+        while j + 2 <= count {
+            pair(j)
             j += 2
         }
         if j < count {

@@ -58,12 +58,12 @@ public enum QuantKernels {
 ///   scales [M, G] Float  (x ≈ scale · code; per group, equal within a scale block)
 ///   sums   [M, G] Float  scale · Σ codes over the group (int4's offset term −dmin·m[j]·sum)
 ///   expandedScales [M, G, E] Float: each scale repeated E = `scaleRepeat` times (8 for natural,
-///          4 for pairedHalves) so the AVX2 int8 tiles multiply by one group's 8-lane broadcast
-///          straight from memory. (The int4 kernels read `scales` and `sums` only; the expanded
-///          and by-group copies are still filled for them: cheap, and one layout for all paths.)
+///          none for pairedHalves: no int4 kernel reads it) so the AVX2 int8 tiles multiply by
+///          one group's 8-lane broadcast straight from memory.
 ///   scalesByGroup, sumsByGroup [⌈M/8⌉, G, 8] Float: `scales` and `sums` of 8 consecutive
-///          activation rows side by side per group (0 past M): one vector for the int8 8-row
-///          tiles, whose accumulator lanes are activation rows.
+///          activation rows side by side per group (0 past M): one vector for the 8-row tiles,
+///          whose accumulator lanes are activation rows (int8: scales; int4: scales and sums;
+///          sumsByGroup is filled for the pairedHalves layout (int4) only).
 public struct QuantizedActivations {
     public enum Layout: Sendable {
         /// Group g's 32 codes at k = 32g ..< 32g+32, in order.
@@ -88,7 +88,7 @@ public struct QuantizedActivations {
 
     public var groups: Int { cols / 32 }
 
-    public static func scaleRepeat(_ layout: Layout) -> Int { layout == .natural ? 8 : 4 }
+    public static func scaleRepeat(_ layout: Layout) -> Int { layout == .natural ? 8 : 0 }
 
     /// The activation scale block every kernel path and the reference use for weights of `format`.
     public static func scaleBlock(for format: WeightFormat) -> Int { format == .int4 ? 256 : 32 }
@@ -161,10 +161,12 @@ public struct QuantizedActivations {
                 let sum = quantizeGroup(src, inverse: inverse, low: low, high: high)
                 scales[r * groups + g] = scale
                 sums[r * groups + g] = scale * Float(sum)
-                let repeats = Self.scaleRepeat(layout)
-                for e in 0..<repeats { expandedScales[(r * groups + g) * repeats + e] = scale }
+                if layout == .natural {
+                    for e in 0..<8 { expandedScales[(r * groups + g) * 8 + e] = scale }
+                } else {
+                    sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
+                }
                 scalesByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale
-                sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
             }
         }
     }

@@ -24,7 +24,7 @@ public enum AttentionTiles {
         while i < rows {
             var j = 0
             while j < keys {
-                scoreBlock(q + i * ldq, ldq, kt + j, ldk, depth, s + i * lds + j, lds)
+                block4x16(q + i * ldq, ldq, kt + j, ldk, depth, s + i * lds + j, lds, accumulate: false)
                 j += 16
             }
             i += 4
@@ -41,7 +41,7 @@ public enum AttentionTiles {
         while i < rows {
             var c = 0
             while c < width {
-                valueBlock(p + i * ldp, ldp, keys, v + c, ldv, o + i * ldo + c, ldo)
+                block4x16(p + i * ldp, ldp, v + c, ldv, keys, o + i * ldo + c, ldo, accumulate: true)
                 c += 16
             }
             i += 4
@@ -58,55 +58,36 @@ public enum AttentionTiles {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
     }
 
-    /// 4 query rows × 16 keys.
+    /// C[0..<4, 0..<16] (+)= Σ_k A[r, k] · B[k, 0..<16]: the one micro-kernel of both products
+    /// (scores: A = queries, B = transposed keys, C starts at 0; values: A = probabilities,
+    /// B = values, C accumulates onto the outputs). Per k: two B loads, four broadcast A values,
+    /// eight vfmadd231ps into 8 ymm accumulators.
     @inline(__always)
-    private static func scoreBlock(_ q: UnsafePointer<Float>, _ ldq: Int, _ kt: UnsafePointer<Float>, _ ldk: Int,
-                                   _ depth: Int, _ s: UnsafeMutablePointer<Float>, _ lds: Int) {
+    private static func block4x16(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                                  _ depth: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool) {
+        let c0 = c, c1 = c + ldc, c2 = c + 2 * ldc, c3 = c + 3 * ldc
         var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a10 = SIMD8<Float>(), a11 = SIMD8<Float>()
         var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a30 = SIMD8<Float>(), a31 = SIMD8<Float>()
-        let q0 = q, q1 = q + ldq, q2 = q + 2 * ldq, q3 = q + 3 * ldq
-        var k = kt
-        for d in 0..<depth {
-            let k0 = load(k), k1 = load(k + 8)
-            let b0 = SIMD8<Float>(repeating: q0[d])
-            a00 = a00.addingProduct(b0, k0); a01 = a01.addingProduct(b0, k1)
-            let b1 = SIMD8<Float>(repeating: q1[d])
-            a10 = a10.addingProduct(b1, k0); a11 = a11.addingProduct(b1, k1)
-            let b2 = SIMD8<Float>(repeating: q2[d])
-            a20 = a20.addingProduct(b2, k0); a21 = a21.addingProduct(b2, k1)
-            let b3 = SIMD8<Float>(repeating: q3[d])
-            a30 = a30.addingProduct(b3, k0); a31 = a31.addingProduct(b3, k1)
-            k += ldk
+        if accumulate {
+            a00 = load(c0); a01 = load(c0 + 8); a10 = load(c1); a11 = load(c1 + 8)
+            a20 = load(c2); a21 = load(c2 + 8); a30 = load(c3); a31 = load(c3 + 8)
         }
-        store(a00, s); store(a01, s + 8)
-        store(a10, s + lds); store(a11, s + lds + 8)
-        store(a20, s + 2 * lds); store(a21, s + 2 * lds + 8)
-        store(a30, s + 3 * lds); store(a31, s + 3 * lds + 8)
-    }
-
-    /// 4 query rows × 16 output columns, over all keys.
-    @inline(__always)
-    private static func valueBlock(_ p: UnsafePointer<Float>, _ ldp: Int, _ keys: Int, _ v: UnsafePointer<Float>,
-                                   _ ldv: Int, _ o: UnsafeMutablePointer<Float>, _ ldo: Int) {
-        let o0 = o, o1 = o + ldo, o2 = o + 2 * ldo, o3 = o + 3 * ldo
-        var a00 = load(o0), a01 = load(o0 + 8), a10 = load(o1), a11 = load(o1 + 8)
-        var a20 = load(o2), a21 = load(o2 + 8), a30 = load(o3), a31 = load(o3 + 8)
-        let p0 = p, p1 = p + ldp, p2 = p + 2 * ldp, p3 = p + 3 * ldp
-        var vr = v
-        for j in 0..<keys {
-            let v0 = load(vr), v1 = load(vr + 8)
-            let b0 = SIMD8<Float>(repeating: p0[j])
-            a00 = a00.addingProduct(b0, v0); a01 = a01.addingProduct(b0, v1)
-            let b1 = SIMD8<Float>(repeating: p1[j])
-            a10 = a10.addingProduct(b1, v0); a11 = a11.addingProduct(b1, v1)
-            let b2 = SIMD8<Float>(repeating: p2[j])
-            a20 = a20.addingProduct(b2, v0); a21 = a21.addingProduct(b2, v1)
-            let b3 = SIMD8<Float>(repeating: p3[j])
-            a30 = a30.addingProduct(b3, v0); a31 = a31.addingProduct(b3, v1)
-            vr += ldv
+        let r0 = a, r1 = a + lda, r2 = a + 2 * lda, r3 = a + 3 * lda
+        var br = b
+        for k in 0..<depth {
+            let b0 = load(br), b1 = load(br + 8)
+            let x0 = SIMD8<Float>(repeating: r0[k])
+            a00 = a00.addingProduct(x0, b0); a01 = a01.addingProduct(x0, b1)
+            let x1 = SIMD8<Float>(repeating: r1[k])
+            a10 = a10.addingProduct(x1, b0); a11 = a11.addingProduct(x1, b1)
+            let x2 = SIMD8<Float>(repeating: r2[k])
+            a20 = a20.addingProduct(x2, b0); a21 = a21.addingProduct(x2, b1)
+            let x3 = SIMD8<Float>(repeating: r3[k])
+            a30 = a30.addingProduct(x3, b0); a31 = a31.addingProduct(x3, b1)
+            br += ldb
         }
-        store(a00, o0); store(a01, o0 + 8); store(a10, o1); store(a11, o1 + 8)
-        store(a20, o2); store(a21, o2 + 8); store(a30, o3); store(a31, o3 + 8)
+        store(a00, c0); store(a01, c0 + 8); store(a10, c1); store(a11, c1 + 8)
+        store(a20, c2); store(a21, c2 + 8); store(a30, c3); store(a31, c3 + 8)
     }
 
     // MARK: - Plain references (the tests compare the kernels against these)

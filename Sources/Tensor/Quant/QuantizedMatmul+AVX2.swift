@@ -342,6 +342,53 @@ private func int4ScaleSpread() -> __m256i {
                      1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128)
 }
 
+/// The Int32 products of one superblock (its `count` ≤ 8 groups of nibbles at `nib`) with `rows` ≤ 8
+/// activation rows, x pointing at row 0's codes of the superblock's first group (row i at
+/// x + i·cols): lane sums of result i are Σ_j sc_j · Σ_k q_jk · x_i,jk. Per pair of groups and row:
+/// 2 vpmaddubsw (x from memory), vpaddw, vpmaddwd (by the six-bit scales), vpaddd; the nibble
+/// unpacking and the scale shuffle are shared by the rows. Results past `rows` are zero.
+@inline(__always)
+private func int4SuperblockProducts(_ nib: UnsafeRawPointer, _ scaleBytes: __m256i, count: Int, x: UnsafeRawPointer,
+                                    cols: Int, rows: Int)
+    -> (__m256i, __m256i, __m256i, __m256i, __m256i, __m256i, __m256i, __m256i) {
+    let nibbleMask = _mm256_set1_epi8(0x0F)
+    let spread = int4ScaleSpread()
+    var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0
+    @inline(__always) func forEach(_ body: (inout __m256i, Int) -> Void) {
+        body(&i0, 0)
+        if rows > 1 { body(&i1, 1) }
+        if rows > 2 { body(&i2, 2) }
+        if rows > 3 { body(&i3, 3) }
+        if rows > 4 { body(&i4, 4) }
+        if rows > 5 { body(&i5, 5) }
+        if rows > 6 { body(&i6, 6) }
+        if rows > 7 { body(&i7, 7) }
+    }
+    var j = 0
+    while j + 2 <= count {
+        let v = load256(nib + j * 16)
+        let lo = _mm256_and_si256(v, nibbleMask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask)
+        let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(j))))
+        forEach { acc, i in
+            let xp = x + i * cols + j * 32
+            let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load256(xp)), _mm256_maddubs_epi16(hi, load256(xp + 32)))
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc16))
+        }
+        j += 2
+    }
+    if j < count {
+        // A last unpaired group (G odd; its activation codes are in natural order).
+        let mask = _mm_set1_epi8(0x0F)
+        let v = load128(nib + j * 16)
+        let u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask))
+        let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(j))))
+        forEach { acc, i in
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load256(x + i * cols + j * 32)), sc16))
+        }
+    }
+    return (i0, i1, i2, i3, i4, i5, i6, i7)
+}
+
 /// One int4 weight row × MB ≤ 8 activation rows, activations with one scale per superblock
 /// (`scaleBlock` 256). Per superblock and activation row the whole Σ_j sc[j]·Σ_i q·x is exact in
 /// Int32 (`vpmaddwd` multiplies the Int16 pair sums by the six-bit scales: ≤ 4·2·7620·63 < 2^22),
@@ -356,8 +403,6 @@ private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
     let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
-    let nibbleMask = _mm256_set1_epi8(0x0F)
-    let spread = int4ScaleSpread()
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
     var f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, f5 = f0, f6 = f0, f7 = f0
     let superblocks = (groups + 7) / 8
@@ -366,41 +411,8 @@ private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
         let sb = row + s * Int4Superblock.bytes
         let (scaleBytes, negMins, d) = int4Header(sb, count)
         let nib = sb + Int4Superblock.nibblesOffset
-        var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0
-        @inline(__always) func forEach(_ body: (inout __m256i, Int) -> Void) {
-            body(&i0, 0)
-            if MB > 1 { body(&i1, 1) }
-            if MB > 2 { body(&i2, 2) }
-            if MB > 3 { body(&i3, 3) }
-            if MB > 4 { body(&i4, 4) }
-            if MB > 5 { body(&i5, 5) }
-            if MB > 6 { body(&i6, 6) }
-            if MB > 7 { body(&i7, 7) }
-        }
-        var j = 0
-        while j + 2 <= count {
-            let g = s * 8 + j
-            let v = load256(nib + j * 16)
-            let lo = _mm256_and_si256(v, nibbleMask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask)
-            let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(j))))
-            forEach { acc, i in
-                let xp = x + i * cols + g * 32
-                let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load256(xp)), _mm256_maddubs_epi16(hi, load256(xp + 32)))
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc16))
-            }
-            j += 2
-        }
-        if j < count {
-            // A last unpaired group (G odd; its activation codes are in natural order).
-            let g = s * 8 + j
-            let mask = _mm_set1_epi8(0x0F)
-            let v = load128(nib + j * 16)
-            let u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask))
-            let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(j))))
-            forEach { acc, i in
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load256(x + i * cols + g * 32)), sc16))
-            }
-        }
+        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(nib, scaleBytes, count: count,
+                                                                      x: x + s * 256, cols: cols, rows: MB)
         let sumMask = _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count)), lanes)
         @inline(__always) func finish(_ f: inout __m256, _ acc: __m256i, _ i: Int) {
             let base = (m0 + i) * groups + s * 8
@@ -433,8 +445,6 @@ private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
     let dxs = a.scalesByGroup + (m0 / 8) * groups * 8, xsums = a.sumsByGroup + (m0 / 8) * groups * 8
-    let nibbleMask = _mm256_set1_epi8(0x0F)
-    let spread = int4ScaleSpread()
     var f = _mm256_setzero_ps(), fa = f, fb = f
     let superblocks = (groups + 7) / 8
     for s in 0..<superblocks {
@@ -442,33 +452,8 @@ private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
         let sb = row + s * Int4Superblock.bytes
         let (scaleBytes, negMins, d) = int4Header(sb, count)
         let nib = sb + Int4Superblock.nibblesOffset
-        var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0
-        var j = 0
-        while j + 2 <= count {
-            let xp = x + (s * 8 + j) * 32
-            let v = load256(nib + j * 16)
-            let lo = _mm256_and_si256(v, nibbleMask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask)
-            let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(j))))
-            @inline(__always) func step(_ acc: inout __m256i, _ i: Int) {
-                let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load256(xp + i * cols)),
-                                           _mm256_maddubs_epi16(hi, load256(xp + i * cols + 32)))
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc16))
-            }
-            step(&i0, 0); step(&i1, 1); step(&i2, 2); step(&i3, 3); step(&i4, 4); step(&i5, 5); step(&i6, 6); step(&i7, 7)
-            j += 2
-        }
-        if j < count {
-            // A last unpaired group (G odd; its activation codes are in natural order).
-            let xp = x + (s * 8 + j) * 32
-            let mask = _mm_set1_epi8(0x0F)
-            let v = load128(nib + j * 16)
-            let u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask))
-            let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(j))))
-            @inline(__always) func step(_ acc: inout __m256i, _ i: Int) {
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load256(xp + i * cols)), sc16))
-            }
-            step(&i0, 0); step(&i1, 1); step(&i2, 2); step(&i3, 3); step(&i4, 4); step(&i5, 5); step(&i6, 6); step(&i7, 7)
-        }
+        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(nib, scaleBytes, count: count,
+                                                                      x: x + s * 256, cols: cols, rows: 8)
         let g0 = s * 8
         let dots = laneSums8(i0, i1, i2, i3, i4, i5, i6, i7)
         f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(_mm256_set1_ps(d), loadFloats(dxs + g0 * 8)), f)

@@ -1,14 +1,15 @@
 // Perplexity of ../shared/reference/gpl-3.txt at ctx 512, computed as llama.cpp's perplexity tool
-// does, against what that tool reports for the default GGUF (5.310): int8 within 2%; int4 within 7%.
-// Issue 5 asks 6% for int4: measured 5.630-5.650 (6.0-6.4%, the spread from kernel summation order
-// and a 3e-4 rescaling of the weights) with the Q4_K_M-style mix and the range-covering int4
-// quantizer (the 4-bit matrices are requantized from the GGUF's Q5_0). The error-minimizing encoder
-// of Int4Quantizer.swift (llama.cpp-style weighted least squares, 27% less weighted squared error
-// on those matrices) measured WORSE, 5.95-6.16 depending on its importance weights, so it is not
-// the default and the bound stays just above the covering measurement so any regression still fails.
-// Perplexity of this text is not fidelity here: mean KL divergence from the int8 model's next-token
-// distributions (first 3-4 chunks) is 0.086-0.094 for covering but 0.055-0.059 for the minimizing
-// encoder, and only attn_q/attn_k in covering int4 (all else int8) measures 5.197, below llama.cpp.
+// does, against what that tool reports for the default GGUF (5.310): int8 within 2%; int4 within 6%
+// (issue 5). int4 measured 5.503 (+3.6%) with the Q4_K_M-style mix plus the whole first layer in
+// int8 (QuantizationPolicy.swift has the table of mixes tried); without the first layer 5.630-5.650,
+// the spread from kernel summation order and a 3e-4 rescaling of the weights. Most 4-bit matrices
+// are requantized from the GGUF's Q5_0. The error-minimizing encoder of Int4Quantizer.swift
+// (llama.cpp-style weighted least squares, 27% less weighted squared error on those matrices)
+// measured WORSE with the old mix, 5.95-6.16 depending on its importance weights, so it is not the
+// default. Perplexity of this text is not fidelity here: mean KL divergence from the int8 model's
+// next-token distributions (first 3-4 chunks) is 0.086-0.094 for covering but 0.055-0.059 for the
+// minimizing encoder, and only attn_q/attn_k in covering int4 (all else int8) measures 5.197,
+// below llama.cpp.
 import Foundation
 import Tensor
 import TestSupport
@@ -39,5 +40,5 @@ final class RealModelPerplexityTests: XCTestCase {
     }
 
     func testInt8PerplexityMatchesLlamaCpp() throws { try check(variant: "int8", tolerance: 0.02) }
-    func testInt4PerplexityMatchesLlamaCpp() throws { try check(variant: "int4", tolerance: 0.07) }
+    func testInt4PerplexityMatchesLlamaCpp() throws { try check(variant: "int4", tolerance: 0.06) }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelImport
 import Tensor
 import Tokenizer
 import Transformer
@@ -18,6 +19,15 @@ struct InfoCommand: ParsableCommand {
     @Flag(help: "Print the description as JSON.")
     var json = false
 
+    @Option(help: "Fail unless the file was converted with this --quant policy as it is now defined (tools/fetch-model uses it to redo stale conversions).")
+    var expectPolicy: String?
+
+    func validate() throws {
+        if let name = expectPolicy, QuantizationPolicy(rawValue: name) == nil {
+            throw ValidationError("--expect-policy must be one of \(QuantizationPolicy.allCases.map(\.rawValue).joined(separator: ", ")), found '\(name)'")
+        }
+    }
+
     func run() throws {
         let file: WeightFile
         let tokenizer: TokenizerDescription
@@ -30,6 +40,11 @@ struct InfoCommand: ParsableCommand {
             }
         } catch {
             printError("error: \(error)")
+            throw ExitCode.failure
+        }
+        // A converted file records its policy's summary, which names the mix (see QuantizationPolicy).
+        if let name = expectPolicy, let policy = QuantizationPolicy(rawValue: name), file.description.quantization != policy.summary {
+            printError("error: \(model) was converted with the policy \"\(file.description.quantization)\", expected the current \(name) policy \"\(policy.summary)\": convert it again")
             throw ExitCode.failure
         }
         let report = WeightFileReport(file: file, tokenizer: tokenizer, verified: verify)

@@ -48,9 +48,11 @@ final class RealModelTests: XCTestCase {
     /// First token and top-5 set for every prompt; with `checkGreedy`, the greedy continuation
     /// (teacher-forced on the reference ids) up to the first step whose reference margin is < 0.5.
     /// `top5Slack`: reference top-5 ids whose logit is within this of the reference's 5th may fall
-    /// out of our top 5 (0: the sets must be equal). The all-int4 conversion requantizes every
-    /// Q5_0/Q8_0 matrix of the GGUF to 4 bits and moves logits by up to ~0.8, more than the 0.13
-    /// between the reference's 4th and 5th candidates of `reverse_string`.
+    /// out of our top 5 (0: the sets must be equal). The int4 conversion requantizes most Q5_0
+    /// matrices of the GGUF to 4 bits and moves the best logit by up to 0.72; with slack 0 it fails on
+    /// `reverse_string`, whose reference 5th candidate (6713, 0.13 below the 4th) we score 16.855,
+    /// 0.024 below a token outside the reference's five (73594, 16.879). Slack 0.1 still requires
+    /// the reference's first four.
     private func check(variant: String?, checkGreedy: Bool, top5Slack: Float = 0) throws {
         let reference = try loadGenerationReference()
         let (model, weights) = try loadDefaultModel(variant: variant)
@@ -68,7 +70,7 @@ final class RealModelTests: XCTestCase {
             let required = zip(prompt.first_token_top5_ids, prompt.first_token_top5_logits)
                 .filter { $0.1 - fifth >= top5Slack }.map(\.0)
             XCTAssertTrue(Set(required).isSubset(of: Set(top5.map(\.index))),
-                          "\(variant) \(prompt.name): top-5 \(top5) vs reference \(prompt.first_token_top5_ids) \(prompt.first_token_top5_logits)")
+                          "\(variant) \(prompt.name): top-5 \(top5) vs reference \(prompt.first_token_top5_ids) \(prompt.first_token_top5_logits); our logits of the reference's: \(prompt.first_token_top5_ids.map { first[$0] })")
             print("\(variant) \(prompt.name): best logit \(top5[0].value), reference \(prompt.first_token_top5_logits[0])")
             guard checkGreedy else { continue }
             let decided = prompt.step_margin.firstIndex { $0 < 0.5 } ?? prompt.greedy_ids.count
@@ -85,7 +87,7 @@ final class RealModelTests: XCTestCase {
     }
 
     func testInt8MatchesReferenceGeneration() throws { try check(variant: "int8", checkGreedy: true) }
-    func testInt4MatchesReferenceFirstTokens() throws { try check(variant: "int4", checkGreedy: false, top5Slack: 0.5) }
+    func testInt4MatchesReferenceFirstTokens() throws { try check(variant: "int4", checkGreedy: false, top5Slack: 0.1) }
     func testDefaultConversionMatchesReferenceFirstTokens() throws { try check(variant: nil, checkGreedy: false) }
 }
 

@@ -14,8 +14,9 @@
 //               group scale and offset, each group's six-bit sc, m chosen among the neighbours of
 //               its fit by the error they give, d and dmin refit by least squares, and finally
 //               every q re-rounded to the nearest level of the grid actually stored.
-// `quantizeInt4Row` defaults to COVERING: on the default model (`--quant int4`, 120 matrices
-// requantized from the GGUF's Q5_0, perplexity of gpl-3.txt at ctx 512) covering measured 5.630-5.650
+// `quantizeInt4Row` defaults to COVERING: on the default model (the earlier `--quant int4` mix, 120
+// matrices requantized from the GGUF's Q5_0, perplexity of gpl-3.txt at ctx 512; the current mix
+// keeps layer 0 in int8, see QuantizationPolicy, and was measured with covering only) covering measured 5.630-5.650
 // while every minimizing variant, despite a 27% lower weighted squared error (13% lower RMSE),
 // measured worse: 5.950 (importance rms + |x|), 5.998 (the same without clipping), 5.978 (plain
 // squared error), 6.164 (x²), 5.751 (minimizing except attn_q/attn_k). Yet the minimizing model is

@@ -236,8 +236,9 @@ public final class Model: @unchecked Sendable {
     /// a[r, h] = Σ_p softmax_p(q[r,h]·k[p,g]/√D) v[p,g] over cached positions p ≤ position(r),
     /// g = h / (heads / kvHeads). Flash style: key tiles of ~64 positions, running max and sum per
     /// query, no score matrix beyond one tile; each key tile is converted once per work item and
-    /// used by all its query rows (tokens × the group's heads). Work items (entry, kv head, query-token tile) are
-    /// spread over the pool's threads, longest first, each to the least loaded thread.
+    /// used by all its query rows (tokens × the group's heads). Work items (entry, kv head,
+    /// query-token tile) are spread over the pool's threads, longest first, each to the least
+    /// loaded thread.
     private func attention(batch: [SequenceInput], layer: Int, cache: KVCache) {
         let c = configuration, w = workspace
         let G = c.numKeyValueHeads

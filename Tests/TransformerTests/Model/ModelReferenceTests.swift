@@ -8,11 +8,12 @@ final class ModelReferenceTests: XCTestCase {
     static let tokens = randomTokens(29, vocab: 101, seed: 7)
 
     private func check(_ flavour: Flavour, chunks: [Int], precision: KVCache.Precision = .float32,
-                       blockSize: Int = 4, relative: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws {
+                       blockSize: Int = 4, relative: Float = 1e-4, tokens: [Int] = tokens,
+                       file: StaticString = #filePath, line: UInt = #line) throws {
         let tiny = try TinyModel(flavour)
-        let expected = tiny.reference.logits(Self.tokens)
+        let expected = tiny.reference.logits(tokens)
         let actual = try chunkedLogits(tiny.model, cache: try tiny.cache(precision: precision, blockSize: blockSize),
-                                       tokens: Self.tokens, chunks: chunks)
+                                       tokens: tokens, chunks: chunks)
         XCTAssertEqual(actual.count, expected.count, file: file, line: line)
         for t in expected.indices {
             let scale = expected[t].map(abs).max()!
@@ -35,6 +36,14 @@ final class ModelReferenceTests: XCTestCase {
     func testLlamaMixedChunksAndBlockSizes() throws {
         try check(.llama, chunks: [5, 1, 2, 13], blockSize: 1)
         try check(.llama, chunks: [7, 1], blockSize: 16)
+    }
+    /// 150 positions: several key tiles of attention (~64 positions: the running max and sum carry
+    /// across tiles), several query tiles of 32 tokens per chunk, and a block size (5) that does not
+    /// divide the key tile (tiles of 60 positions padded to 64).
+    func testLongSequenceSpansSeveralAttentionTiles() throws {
+        let long = randomTokens(150, vocab: 101, seed: 9)
+        try check(.qwen2, chunks: [70, 1, 45, 34], blockSize: 5, tokens: long)
+        try check(.llama, chunks: [150], blockSize: 16, tokens: long)
     }
     /// Float16 keys and values move logits by about the half-precision rounding of K and V.
     func testFloat16CacheStaysClose() throws {

@@ -52,7 +52,7 @@ public enum Converter {
         let requantized = Counter()
         var sources: [WeightFileTensorSource] = []
         for t in model.tensors {
-            let format = policy.format(for: t) { fitsFloat16(t) }
+            let format = policy.format(for: t, layers: model.configuration.numHiddenLayers) { fitsFloat16(t) }
             formats[format, default: 0] += 1
             parameters += t.rows * t.cols
             tensorBytes += QuantizedMatrix.bytesPerRow(format: format, cols: t.cols) * t.rows

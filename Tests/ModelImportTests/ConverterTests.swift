@@ -34,10 +34,14 @@ final class QuantizationPolicyTests: XCTestCase {
             XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q4_K, name: name)) { true }, .int4, name)
         }
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.3.ffn_up.weight")) { true }, .int4)
-        // ... and the whole first layer, on the same terms.
+        // ... and the whole first and last layers, on the same terms (the last one when the layer
+        // count is given).
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.0.ffn_up.weight")) { true }, .int8)
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q4_K, name: "blk.0.ffn_up.weight")) { true }, .int4)
-        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.10.attn_q.weight")) { true }, .int4)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.10.attn_q.weight"), layers: 24) { true }, .int4)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.23.attn_q.weight"), layers: 24) { true }, .int8)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.23.attn_q.weight"), layers: 28) { true }, .int4)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.2.ffn_up.weight"), layers: 3) { true }, .int8)
         // Quantized formats need whole groups of 32; values beyond Float16's range keep f32.
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.F16, cols: 40)) { true }, .f16)
         XCTAssertEqual(QuantizationPolicy.int8.format(for: tensor(.F32, cols: 40)) { false }, .f32)
@@ -103,25 +107,19 @@ final class ConvertedDefaultModelTests: XCTestCase {
         XCTAssertEqual(Set(int8.tensors.filter { $0.rows > 1 }.map(\.format)), [.int8])
         XCTAssertEqual(Set(int8.tensors.filter { $0.rows == 1 }.map(\.format)), [.f32])
 
-        // int4 (Q4_K_M's mix plus the first layer): output, token embedding, attn_v and all of blk.0
-        // in int8 (the GGUF has no Q4_K there); ffn_down int4 where the GGUF has Q4_K, int8 where it
-        // has Q6_K; everything else int4. The file records the policy as it is now defined, else
-        // it is stale: tools/fetch-model converts it again.
+        // int4 (Q4_K_M's mix plus the first and last layers): output, token embedding, attn_v and
+        // all of blk.0 and blk.23 in int8 unless the GGUF holds them in Q4_K (its ffn_down mostly:
+        // Q4_K or Q6_K by layer); everything else int4. The file records the policy as it is now
+        // defined, else it is stale: tools/fetch-model converts it again.
         let int4 = try open("int4")
         XCTAssertEqual(int4.description.quantization, QuantizationPolicy.int4.summary,
                        "\(int4.path) was converted with another int4 policy: run tools/fetch-model default --test-variants")
         XCTAssertEqual(int8.description.quantization, QuantizationPolicy.int8.summary)
         let gguf = try GGUFFile(path: defaultGGUFPath().path)
         for t in int4.tensors where t.rows > 1 {
-            let expected: WeightFormat
-            if t.name == "output.weight" || t.name == "token_embd.weight" || t.name.hasSuffix("attn_v.weight")
-                || t.name.hasPrefix("blk.0.") {
-                expected = .int8
-            } else if t.name.hasSuffix("ffn_down.weight") {
-                expected = gguf.tensorInfo(named: t.name)?.type == .Q4_K ? .int4 : .int8
-            } else {
-                expected = .int4
-            }
+            let sensitive = t.name == "output.weight" || t.name == "token_embd.weight" || t.name.hasSuffix("attn_v.weight")
+                || t.name.hasSuffix("ffn_down.weight") || t.name.hasPrefix("blk.0.") || t.name.hasPrefix("blk.23.")
+            let expected: WeightFormat = sensitive && gguf.tensorInfo(named: t.name)?.type != .Q4_K ? .int8 : .int4
             XCTAssertEqual(t.format, expected, t.name)
         }
     }

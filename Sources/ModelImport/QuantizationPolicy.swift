@@ -44,7 +44,7 @@ import Tensor
 /// every reference prompt equal to the float64 reference's (with blk.0 alone `reverse_string`'s 5th
 /// candidate, 0.13 below its 4th, fell 0.024 below another token; RealModelTests checks it). Earlier: keeping attn_q/attn_k, or everything but ffn_gate/up, in int8 measured
 /// worse than the plain mix (5.745 and 5.708), as did a least-squares int4 quantizer with 27% less
-/// weight error (5.95): less weight error has not meant lower perplexity; see Int4Quantizer.swift.
+/// weight error (5.95, since removed): less weight error has not meant lower perplexity; see Int4Quantizer.swift.
 /// The summary is recorded in every converted file and `sarvam info --expect-policy` compares it
 /// (tools/fetch-model converts again when it differs): change it whenever the mix changes.
 /// Norms and biases always stay f32: they are tiny and sensitive.

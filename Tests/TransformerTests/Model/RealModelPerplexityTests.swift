@@ -1,16 +1,11 @@
 // Perplexity of ../shared/reference/gpl-3.txt at ctx 512, computed as llama.cpp's perplexity tool
 // does, against what that tool reports for the default GGUF (5.310): int8 within 2%; int4 within 6%
-// (issue 5). int4 measured 5.484 (+3.3%) with the Q4_K_M-style mix plus the whole first and last
-// layers in int8 (QuantizationPolicy.swift has the table of mixes tried); with the first layer only
-// 5.503-5.510, without either 5.630-5.650,
-// the spread from kernel summation order and a 3e-4 rescaling of the weights. Most 4-bit matrices
-// are requantized from the GGUF's Q5_0. The error-minimizing encoder of Int4Quantizer.swift
-// (llama.cpp-style weighted least squares, 27% less weighted squared error on those matrices)
-// measured WORSE with the old mix, 5.95-6.16 depending on its importance weights, so it is not the
-// default. Perplexity of this text is not fidelity here: mean KL divergence from the int8 model's
-// next-token distributions (first 3-4 chunks) is 0.086-0.094 for covering but 0.055-0.059 for the
-// minimizing encoder, and only attn_q/attn_k in covering int4 (all else int8) measures 5.197,
-// below llama.cpp.
+// (issue 5). int4 measured 5.484-5.491 (+3.3-3.4%) with the Q4_K_M-style mix plus the whole first
+// and last layers in int8 (QuantizationPolicy.swift has the table of mixes tried); with the first
+// layer only 5.503-5.510, without either 5.630-5.650 (the spread: kernel summation order). Most
+// 4-bit matrices are requantized from the GGUF's Q5_0. Perplexity of this text is not fidelity
+// here: a least-squares int4 encoder (see Int4Quantizer.swift) followed the int8 model more closely
+// (KL 0.055-0.059 against 0.086-0.094) yet scored 5.95-6.16 with the old mix.
 import Foundation
 import Tensor
 import TestSupport

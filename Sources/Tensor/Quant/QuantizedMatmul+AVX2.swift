@@ -396,8 +396,8 @@ private func int4SuperblockProducts(_ nib: UnsafeRawPointer, _ scaleBytes: __m25
 ///   acc_i += float(Σ) · (d · dx_i) + (−dmin·m[0..<8]) · (dx_i·Σqx_i)[0..<8]
 /// Per pair of groups and activation row: 2 vpmaddubsw (x from memory), vpaddw, vpmaddwd,
 /// vpaddd; the nibble unpacking and scale shuffle (5 instructions) are shared by the MB rows.
-/// (This replaced 8-row tiles whose lanes were activation rows: their `vphaddd` reduction trees
-/// and per-group float scaling cost more than the products.)
+/// Used for the rows left over after full 8-row tiles (`int4Tile8`, which reduces once per
+/// superblock; an earlier 8-row tile that reduced once per GROUP cost more than its products).
 @inline(__always)
 private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int) {
     let groups = w.cols / 32, cols = w.cols

@@ -49,7 +49,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// Quantizes row-major Float32 weights [rows, cols] into a new owned matrix.
     /// int8: per group scale = max|w|/127 (rounded to Float16), q = round(w/scale).
     /// int4: see `quantizeInt4Row` in Int4Quantizer.swift (a grid that covers each group's range, error
-    /// ≤ half a step; the least-squares encoder there measured a worse perplexity).
+    /// ≤ half a step).
     public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {
         precondition(rows > 0 && format.supports(cols: cols),
                      "cannot store \(rows)×\(cols) as \(format): quantized formats need cols % 32 == 0")

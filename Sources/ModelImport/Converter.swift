@@ -118,6 +118,8 @@ public enum Converter {
             return rowwise { src, dst, rows in Repack.q4_0ToInt8(src, dst, blocks: rows * t.cols / 32) }
         case (.Q5_0, .int8):
             return rowwise { src, dst, rows in Repack.q5_0ToInt8(src, dst, blocks: rows * t.cols / 32) }
+        case (.Q5_0, .int5):
+            return rowwise { src, dst, rows in Repack.q5_0ToInt5(src, dst, rows: rows, cols: t.cols) }
         case (.Q4_K, .int4):
             return rowwise { src, dst, rows in Repack.q4_KToInt4(src, dst, superblocks: rows * t.cols / 256) }
         case (.Q6_K, .int8):
@@ -146,7 +148,7 @@ public enum Converter {
                 case .f16:
                     for i in 0..<n * t.cols { halves[i] = Float16(floats[i]).bitPattern.littleEndian }
                     try emit(UnsafeRawBufferPointer(start: halves, count: 2 * n * t.cols))
-                case .int8, .int4:
+                case .int8, .int5, .int4:
                     let q = QuantizedMatrix.quantize(floats, rows: n, cols: t.cols, format: format)
                     try withExtendedLifetime(q.owner) {
                         try emit(UnsafeRawBufferPointer(start: q.data, count: outRow * n))

@@ -5,7 +5,8 @@ import Tensor
 /// `auto` (the default) keeps the source's precision instead of choosing a new one, because every
 /// GGUF file already encodes its author's size/quality trade-off (Q4_K_M puts Q6_K/Q8_0 where
 /// precision matters, e.g. the output projection and some ffn_down) and re-quantizing can only lose:
-///   Q8_0, Q5_0, Q4_0  → int8 exactly (int8 is Q8_0's block; 5- and 4-bit values fit in 8)
+///   Q8_0, Q4_0        → int8 exactly (int8 is Q8_0's block; 4-bit values fit in 8)
+///   Q5_0              → int5 exactly (int5 is Q5_0's block: 5.5 bits per weight, not int8's 8.5)
 ///   Q5_1, Q4_1, Q5_K  → int8 (requantized per 32; int8's error is far below the source's)
 ///   Q6_K              → int8 (exact where its sub-block scales allow, else requantized per 32)
 ///   Q4_K              → int4 exactly (int4 is Q4_K with a kernel-friendly nibble order)
@@ -54,7 +55,7 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
     public var summary: String {
         switch self {
         case .auto:
-            return "auto: matrices keep the source precision (Q8_0/Q5_0/Q4_0 → int8 exact, Q6_K → int8 exact where the scales allow, Q5_1/Q4_1/Q5_K → int8, Q4_K → int4 exact, F16/BF16 → f16, F32 → f32); norms and biases f32"
+            return "auto: matrices keep the source precision (Q8_0/Q4_0 → int8 exact, Q5_0 → int5 exact, Q6_K → int8 exact where the scales allow, Q5_1/Q4_1/Q5_K → int8, Q4_K → int4 exact, F16/BF16 → f16, F32 → f32); norms and biases f32"
         case .int8, .int4, .f16, .f32:
             if self == .int4 {
                 return "int4: matrices in int4 except output, token_embd, attn_v, ffn_down and all of the first and last layers in int8 unless their source is Q4_K (Q4_K_M's mix plus the first and last layers); norms and biases f32"
@@ -73,6 +74,7 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
         case .auto:
             switch tensor.type {
             case .Q4_K: target = .int4
+            case .Q5_0: target = .int5
             case .F16: target = .f16
             case .BF16: target = .f16
             case .F32: target = .f32
@@ -84,7 +86,7 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
         case .f32: target = .f32
         }
         // Quantized formats need whole groups of 32; such a matrix stays in half precision instead.
-        if (target == .int8 || target == .int4) && tensor.cols % 32 != 0 { target = .f16 }
+        if target.traits.isQuantized && tensor.cols % 32 != 0 { target = .f16 }
         if target == .f16 && tensor.type != .F16 && !fitsFloat16() { target = .f32 }
         return target
     }

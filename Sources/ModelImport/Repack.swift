@@ -1,12 +1,13 @@
 import Foundation
 import Tensor
 
-// Repacks from GGUF block layouts into Sarvam's run-time formats (Tensor's WeightFormat; byte layouts in
-// CONTRACT.md). Each function converts whole rows: `src` points at row 0 of `rows` rows of `cols`
+// Repacks from GGUF block layouts into Sarvam's run-time formats (byte layouts in Tensor's
+// WeightFormat.swift). Each function converts whole rows: `src` points at row 0 of `rows` rows of `cols`
 // weights in the source type, `dst` at the same rows in the target format. Exact repacks reproduce
 // the GGUF dequantization bit for bit (tested in RepackTests):
 //   Q8_0 → int8   identical bytes (int8 IS Q8_0's block)
 //   Q4_0 → int8   scale d, q − 8           Q5_0 → int8   scale d, q − 16
+//   Q5_0 → int5   scale d and the five-bit q verbatim, regrouped into int5 superblocks
 //   Q4_K → int4   header (d, dmin, 12 scale bytes) verbatim, nibbles reordered group by group
 //   Q6_K → int8   exact where the two 16-weight sub-block scales of a 32-group share a factor that
 //                 keeps every product in int8 and d × factor in Float16; else that group is requantized.
@@ -35,6 +36,29 @@ public enum Repack {
                 let (q0, q1) = q5Values(qh, s + 6, i)
                 o.storeBytes(of: Int8(Int(q0) - 16), toByteOffset: 2 + i, as: Int8.self)
                 o.storeBytes(of: Int8(Int(q1) - 16), toByteOffset: 18 + i, as: Int8.self)
+            }
+        }
+    }
+
+    /// Q5_0 (22-byte blocks) → int5 (176-byte superblocks, see Tensor's WeightFormat), exact: the
+    /// same d and 0...31 codes, laid out for the kernels.
+    public static func q5_0ToInt5(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, rows: Int, cols: Int) {
+        let groups = cols / 32, rowBytes = WeightFormat.int5.bytesPerRow(cols: cols)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { codes in
+            withUnsafeTemporaryAllocation(of: UInt16.self, capacity: groups) { scales in
+                for r in 0..<rows {
+                    for g in 0..<groups {
+                        let s = src + 22 * (r * groups + g)
+                        scales[g] = UInt16(littleEndian: s.loadUnaligned(as: UInt16.self))
+                        let qh = UInt32(littleEndian: s.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+                        for i in 0..<16 {
+                            let (q0, q1) = q5Values(qh, s + 6, i)
+                            codes[g * 32 + i] = q0
+                            codes[g * 32 + 16 + i] = q1
+                        }
+                    }
+                    Int5Superblock.packRow(codes: codes.baseAddress!, scales: scales.baseAddress!, cols: cols, into: dst + r * rowBytes)
+                }
             }
         }
     }

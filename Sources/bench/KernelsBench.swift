@@ -2,9 +2,9 @@
 //
 // Measures, for 1 and 2 threads (or only N with --threads N):
 //   - memory read bandwidth (streaming a 512 MB buffer, far larger than the caches);
-//   - int8 / int4 matrix-vector over the default model's shapes, in GB/s of weight bytes and as a
+//   - int8 / int5 / int4 matrix-vector over the default model's shapes, in GB/s of weight bytes and as a
 //     fraction of the bandwidth measured in the same run;
-//   - a sweep over all 24 layers' matrices (allocated separately, ~380 MB int8 / ~200 MB int4, so
+//   - a sweep over all 24 layers' matrices (allocated separately, ~380 / ~250 / ~200 MB int8 / int5 / int4, so
 //     nothing stays cached): one token of decode; GB/s, fraction, and effective GOP/s
 //     (2·N·K·M / time) at M = 1, 4, 8, 16 (and 64, 512 with --large-m);
 //   - sgemm GFLOP/s for x [512, 896] · W [4864, 896]ᵀ (OpenBLAS with as many threads as the run).
@@ -74,7 +74,7 @@ enum KernelsBench {
         var json: [String: Any] = [:]
 
         // Quantize each distinct shape once, then copy into separate allocations for the sweep.
-        let formats: [WeightFormat] = [.int8, .int4]
+        let formats: [WeightFormat] = [.int8, .int5, .int4]
         var shapeMatrices: [WeightFormat: [String: QuantizedMatrix]] = [:]
         var sweep: [WeightFormat: [QuantizedMatrix]] = [:]
         log("preparing weights (\(shapes.count) shapes, sweep of \(layers) layers)...", options)
@@ -128,7 +128,7 @@ enum KernelsBench {
                                          "kernel_path": QuantKernels.activePath.rawValue + (QuantKernels.usesVNNI ? "+vnni" : "")]
             if let load { record["load_average"] = load }
 
-            print("matrix-vector (M = 1)          int8 GB/s  frac   int4 GB/s  frac")
+            print("matrix-vector (M = 1)  " + formats.map { "          \($0) GB/s  frac" }.joined())
             for s in shapes {
                 var line = "  " + s.name.padding(toLength: 12, withPad: " ", startingAt: 0)
                 for format in formats {
@@ -145,7 +145,7 @@ enum KernelsBench {
 
             let ms = [1, 4, 8, 16] + (options.largeM ? [64, 512] : [])
             print("layer sweep (\(layers) layers, \(sweepWeights / 1_000_000) M weights)")
-            print("      M   int8 ms   GB/s  frac   GOP/s    int4 ms   GB/s  frac   GOP/s")
+            print("      M" + formats.map { "   \($0) ms   GB/s  frac   GOP/s " }.joined())
             for m in ms {
                 var line = String(format: "  %5d", m)
                 for format in formats {

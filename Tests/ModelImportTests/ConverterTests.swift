@@ -14,7 +14,7 @@ final class QuantizationPolicyTests: XCTestCase {
 
     func testAutoKeepsTheSourcePrecision() {
         let expected: [GGMLType: WeightFormat] = [
-            .Q8_0: .int8, .Q5_0: .int8, .Q4_0: .int8, .Q5_1: .int8, .Q4_1: .int8, .Q6_K: .int8, .Q5_K: .int8,
+            .Q8_0: .int8, .Q5_0: .int5, .Q4_0: .int8, .Q5_1: .int8, .Q4_1: .int8, .Q6_K: .int8, .Q5_K: .int8,
             .Q4_K: .int4, .F16: .f16, .BF16: .f16, .F32: .f32,
         ]
         for (type, format) in expected {

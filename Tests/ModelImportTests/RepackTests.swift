@@ -4,7 +4,7 @@ import Tensor
 import TestSupport
 import ModelImport
 
-/// Repacked int8/int4 matrices dequantize (through Tensor's QuantizedMatrix) to exactly the GGUF
+/// Repacked int8/int5/int4 matrices dequantize (through Tensor's QuantizedMatrix) to exactly the GGUF
 /// dequantization, for random blocks and for the real model's tensors.
 final class RepackTests: XCTestCase {
     /// Random but valid blocks of `type`: random bytes with finite, modest Float16 scales.
@@ -60,16 +60,21 @@ final class RepackTests: XCTestCase {
 
     func testRandomBlocksRepackExactly() throws {
         var g = SeededGenerator(seed: 42)
-        for (type, format) in [(GGMLType.Q8_0, WeightFormat.int8), (.Q4_0, .int8), (.Q5_0, .int8), (.Q4_K, .int4)] {
+        for (type, format) in [(GGMLType.Q8_0, WeightFormat.int8), (.Q4_0, .int8), (.Q5_0, .int8), (.Q5_0, .int5), (.Q4_K, .int4)] {
             let cols = 512, rows = 5
             let blocks = rows * cols / type.traits!.blockSize
             try checkExact(type, bytes: randomBlocks(type, count: blocks, generator: &g), rows: rows, cols: cols, format: format)
+        }
+        // int5 rows that end in a truncated superblock (896: 3.5 superblocks; 96: three groups, one unpaired).
+        for cols in [896, 96] {
+            try checkExact(.Q5_0, bytes: randomBlocks(.Q5_0, count: 3 * cols / 32, generator: &g), rows: 3, cols: cols, format: .int5)
         }
     }
 
     func testHandBuiltBlocksRepackExactly() throws {
         try checkExact(.Q4_K, bytes: HandBuiltBlocks.q4_K().0, rows: 1, cols: 256, format: .int4)
         try checkExact(.Q5_0, bytes: HandBuiltBlocks.q5_0().0, rows: 1, cols: 32, format: .int8)
+        try checkExact(.Q5_0, bytes: HandBuiltBlocks.q5_0().0, rows: 1, cols: 32, format: .int5)
         try checkExact(.Q4_0, bytes: HandBuiltBlocks.q4_0().0, rows: 1, cols: 32, format: .int8)
         try checkExact(.Q8_0, bytes: HandBuiltBlocks.q8_0().0, rows: 1, cols: 32, format: .int8)
     }
@@ -106,7 +111,8 @@ final class RepackTests: XCTestCase {
         }
     }
 
-    /// The real model: every Q8_0, Q5_0 and Q4_K tensor of a few layers repacks bit-exactly.
+    /// The real model: every Q8_0, Q5_0 (to int8 and int5) and Q4_K tensor of a few layers repacks
+    /// bit-exactly.
     func testRealTensorsRepackExactly() throws {
         let path = defaultGGUFPath().path
         guard FileManager.default.fileExists(atPath: path) else {
@@ -117,21 +123,24 @@ final class RepackTests: XCTestCase {
         let model = try file.importModel()
         var checked: [GGMLType: Int] = [:]
         for t in model.tensors where t.name.hasPrefix("blk.0.") || t.name.hasPrefix("blk.11.") || t.name == "output.weight" {
-            let format: WeightFormat
+            let formats: [WeightFormat]
             switch t.type {
-            case .Q8_0, .Q5_0: format = .int8
-            case .Q4_K: format = .int4
+            case .Q8_0: formats = [.int8]
+            case .Q5_0: formats = [.int8, .int5]
+            case .Q4_K: formats = [.int4]
             default: continue
             }
-            let q = try repacked(t, format: format)
-            var a = [Float](repeating: 0, count: t.cols), b = [Float](repeating: 0, count: t.cols)
-            // All rows of layer tensors; a stride through the 151,936 output rows.
-            for r in stride(from: 0, to: t.rows, by: t.rows > 10_000 ? 97 : 1) {
-                t.dequantizeRow(r, into: &a)
-                q.dequantizeRow(r, into: &b)
-                if a.map(\.bitPattern) != b.map(\.bitPattern) {
-                    XCTFail("\(t.name) (\(t.type) → \(format)) row \(r): \(mismatch(b, a) ?? "")")
-                    break
+            for format in formats {
+                let q = try repacked(t, format: format)
+                var a = [Float](repeating: 0, count: t.cols), b = [Float](repeating: 0, count: t.cols)
+                // All rows of layer tensors; a stride through the 151,936 output rows.
+                for r in stride(from: 0, to: t.rows, by: t.rows > 10_000 ? 97 : 1) {
+                    t.dequantizeRow(r, into: &a)
+                    q.dequantizeRow(r, into: &b)
+                    if a.map(\.bitPattern) != b.map(\.bitPattern) {
+                        XCTFail("\(t.name) (\(t.type) → \(format)) row \(r): \(mismatch(b, a) ?? "")")
+                        break
+                    }
                 }
             }
             checked[t.type, default: 0] += 1

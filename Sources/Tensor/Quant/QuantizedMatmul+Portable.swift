@@ -12,7 +12,7 @@ func dot32(_ a: UnsafePointer<Int8>, _ b: UnsafePointer<Int8>) -> Int32 {
     return s
 }
 
-/// Σ u[i]·b[i] over 32 pairs with u unsigned 0...15 (int4 codes), exact in Int32.
+/// Σ u[i]·b[i] over 32 pairs with u unsigned 0...31 (int4 and int5 codes), exact in Int32.
 @inline(__always)
 func dot32(_ u: UnsafePointer<UInt8>, _ b: UnsafePointer<Int8>) -> Int32 {
     var s: Int32 = 0
@@ -85,6 +85,43 @@ func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMu
                             sums[j] = a.sums[(m0 + j) * groups + g]
                         }
                         acc += SIMD4<Float>(dots) * (sx * scale[g]) - offset[g] * sums
+                    }
+                    for j in 0..<mb { y[(m0 + j) * w.rows + n] = acc[j] }
+                    m0 += mb
+                }
+            }
+        }
+    }
+}
+
+/// int5: as int4, each row's codes (0...31) unpacked once into a K-byte buffer and reused for
+/// every activation row; w = d·(q − 16), so the offset term is −16·d·(activation group sum).
+func portableInt5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                  rows: Range<Int>, ms: Range<Int>) {
+    let groups = w.cols / 32, cols = w.cols
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { buffer in
+        let unpacked = buffer.baseAddress!
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: groups) { scaleBuffer in
+            let scale = scaleBuffer.baseAddress!
+            for n in rows {
+                let row = w.rowPointer(n)
+                for g in 0..<groups {
+                    let sb = row + (g / 8) * Int5Superblock.bytes
+                    scale[g] = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8)))
+                    for i in 0..<32 { unpacked[g * 32 + i] = Int5Superblock.code(sb, g % 8, i) }
+                }
+                var m0 = ms.lowerBound
+                while m0 < ms.upperBound {
+                    let mb = min(4, ms.upperBound - m0)
+                    var acc = SIMD4<Float>()
+                    for g in 0..<groups {
+                        var dots = SIMD4<Int32>(), sx = SIMD4<Float>(), sums = SIMD4<Float>()
+                        for j in 0..<mb {
+                            dots[j] = dot32(UnsafePointer(unpacked + g * 32), a.codes + (m0 + j) * cols + g * 32)
+                            sx[j] = a.scales[(m0 + j) * groups + g]
+                            sums[j] = a.sums[(m0 + j) * groups + g]
+                        }
+                        acc += (SIMD4<Float>(dots) * sx - 16 * sums) * scale[g]
                     }
                     for j in 0..<mb { y[(m0 + j) * w.rows + n] = acc[j] }
                     m0 += mb

@@ -62,8 +62,8 @@ public enum QuantKernels {
 ///          one group's 8-lane broadcast straight from memory.
 ///   scalesByGroup, sumsByGroup [⌈M/8⌉, G, 8] Float: `scales` and `sums` of 8 consecutive
 ///          activation rows side by side per group (0 past M): one vector for the 8-row tiles,
-///          whose accumulator lanes are activation rows (int8: scales; int4: scales and sums;
-///          sumsByGroup is filled for the pairedHalves layout (int4) only).
+///          whose accumulator lanes are activation rows (int8: scales; int5, int4: scales and
+///          sums).
 public struct QuantizedActivations {
     public enum Layout: Sendable {
         /// Group g's 32 codes at k = 32g ..< 32g+32, in order.
@@ -163,9 +163,8 @@ public struct QuantizedActivations {
                 sums[r * groups + g] = scale * Float(sum)
                 if layout == .natural {
                     for e in 0..<8 { expandedScales[(r * groups + g) * 8 + e] = scale }
-                } else {
-                    sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
                 }
+                sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
                 scalesByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale
             }
         }
@@ -218,7 +217,7 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
     switch w.format {
     case .f32, .f16:
         floatMatmul(w, x, m: m, y, pool: pool, path: path)
-    case .int8, .int4:
+    case .int8, .int5, .int4:
         let layout = activationLayout(w.format, path)
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)
         withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
@@ -239,7 +238,7 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
 /// kernel alone and compare paths on identical codes).
 public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
                             pool: ThreadPool, path: QuantKernels.Path) {
-    precondition(w.format == .int8 || w.format == .int4, "integer kernels take int8/int4 weights, got \(w.format)")
+    precondition(w.format.traits.isQuantized, "integer kernels take int8/int5/int4 weights, got \(w.format)")
     precondition(a.cols == w.cols, "activations have \(a.cols) columns, weights \(w.cols)")
     precondition(a.layout == activationLayout(w.format, path), "activations quantized in the wrong layout for this kernel")
     precondition(a.scaleBlock == QuantizedActivations.scaleBlock(for: w.format),
@@ -260,15 +259,15 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
                             pool: ThreadPool) {
     precondition(ws.count == ys.count, "\(ws.count) matrices but \(ys.count) outputs")
     precondition(m >= 1, "quantizedMatmul needs at least one activation row, got m = \(m)")
-    guard let cols = ws.first?.cols, ws.allSatisfy({ ($0.format == .int8 || $0.format == .int4) && $0.cols == cols }) else {
+    guard let cols = ws.first?.cols, ws.allSatisfy({ $0.format.traits.isQuantized && $0.cols == cols }) else {
         for (w, y) in zip(ws, ys) { quantizedMatmul(w, x, m: m, y, pool: pool) }
         return
     }
     let path = QuantKernels.activePath
-    let hasInt8 = ws.contains { $0.format == .int8 }, hasInt4 = ws.contains { $0.format == .int4 }
-    let bytes8 = hasInt8 ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(.int8, path)) : 0
-    let bytes4 = hasInt4 ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(.int4, path)) : 0
-    withUnsafeTemporaryAllocation(byteCount: bytes8 + bytes4, alignment: 64) { buffer in
+    // One activation quantization per format present (layout and scale block differ).
+    let formats: [WeightFormat] = [.int8, .int5, .int4]
+    let sizes = formats.map { f in ws.contains { $0.format == f } ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(f, path)) : 0 }
+    withUnsafeTemporaryAllocation(byteCount: sizes.reduce(0, +), alignment: 64) { buffer in
         func activations(_ format: WeightFormat, offset: Int) -> QuantizedActivations {
             let a = QuantizedActivations(m: m, cols: cols, layout: activationLayout(format, path),
                                          scaleBlock: QuantizedActivations.scaleBlock(for: format), buffer: buffer.baseAddress! + offset)
@@ -279,8 +278,12 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
             }
             return a
         }
-        let a8 = hasInt8 ? activations(.int8, offset: 0) : nil
-        let a4 = hasInt4 ? activations(.int4, offset: bytes8) : nil
+        var offset = 0
+        var quantized: [QuantizedActivations?] = []
+        for (f, size) in zip(formats, sizes) {
+            quantized.append(size > 0 ? activations(f, offset: offset) : nil)
+            offset += size
+        }
         // Chunks of each matrix's rows, numbered consecutively over the matrices (≤ 4 matrices:
         // finding a chunk's matrix by a scan is cheaper than building a table).
         withUnsafeTemporaryAllocation(of: Int.self, capacity: ws.count + 1) { firstChunk in
@@ -292,7 +295,7 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
                     while firstChunk[i + 1] <= chunk { i += 1 }
                     let w = ws[i], grain = rowGrain(w, pool)
                     let start = (chunk - firstChunk[i]) * grain
-                    runRows(w, w.format == .int8 ? a8! : a4!, ys[i], rows: start..<min(w.rows, start + grain), path: path)
+                    runRows(w, quantized[formats.firstIndex(of: w.format)!]!, ys[i], rows: start..<min(w.rows, start + grain), path: path)
                 }
             }
         }
@@ -323,18 +326,23 @@ func runRows(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutable
 
 /// The activation code order a kernel reads.
 public func activationLayout(_ format: WeightFormat, _ path: QuantKernels.Path) -> QuantizedActivations.Layout {
-    format == .int4 && path == .avx2 ? .pairedHalves : .natural
+    (format == .int4 || format == .int5) && path == .avx2 ? .pairedHalves : .natural
 }
 
 @inline(__always)
 func runKernel(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
                rows: Range<Int>, ms: Range<Int>, path: QuantKernels.Path) {
-    switch path {
-    case .portable:
-        if w.format == .int8 { portableInt8(w, a, y, rows: rows, ms: ms) } else { portableInt4(w, a, y, rows: rows, ms: ms) }
-    case .avx2:
+    switch (path, w.format) {
+    case (.portable, .int8): portableInt8(w, a, y, rows: rows, ms: ms)
+    case (.portable, .int5): portableInt5(w, a, y, rows: rows, ms: ms)
+    case (.portable, _): portableInt4(w, a, y, rows: rows, ms: ms)
+    case (.avx2, _):
         #if AVX2
-        if w.format == .int8 { avx2Int8(w, a, y, rows: rows, ms: ms) } else { avx2Int4(w, a, y, rows: rows, ms: ms) }
+        switch w.format {
+        case .int4: avx2Int4(w, a, y, rows: rows, ms: ms)
+        case .int5: avx2Int5(w, a, y, rows: rows, ms: ms)
+        default: avx2Int8(w, a, y, rows: rows, ms: ms)
+        }
         #else
         preconditionFailure("the AVX2 kernels are not compiled into this build (no AVX2 define)")
         #endif
@@ -345,6 +353,7 @@ func runKernel(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutab
 
 /// Plain loops, one output at a time, on the same quantized activations as the kernels:
 ///   int8: y[m][n] = Σ_g  sx[m][g] · dw[n][g] · Σ_i qw·qx
+///   int5: y[m][n] = Σ_g  sx[m][g] · d[n][g] · Σ_i q·qx  −  16·d[n][g] · (sx[m][g]·Σ_i qx)
 ///   int4: y[m][n] = Σ_g  sx[m][g] · d·sc[g] · Σ_i q·qx  −  dmin·mn[g] · (sx[m][g]·Σ_i qx)
 /// f32/f16: y[m][n] = Σ_k w·x in Float32, no activation quantization.
 public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>) {
@@ -360,7 +369,7 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Fl
                 y[mi * w.rows + n] = s
             }
         }
-    case .int8, .int4:
+    case .int8, .int5, .int4:
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: .natural)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         defer { buffer.deallocate() }
@@ -386,6 +395,12 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ a: QuantizedActivat
                     var dot: Int32 = 0
                     for i in 0..<32 { dot += Int32(qw[i]) * Int32(a.codes[a.position(mi, g * 32 + i)]) }
                     total += Float(dot) * (loadHalf(block) * sx)
+                } else if w.format == .int5 {
+                    let sb = row + (g / 8) * Int5Superblock.bytes
+                    var dot: Int32 = 0
+                    for i in 0..<32 { dot += Int32(Int5Superblock.code(sb, g % 8, i)) * Int32(a.codes[a.position(mi, g * 32 + i)]) }
+                    let d = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8)))
+                    total += Float(dot) * (d * sx) - 16 * d * a.sums[mi * groups + g]
                 } else {
                     let sb = row + (g / 8) * Int4Superblock.bytes
                     let j = g % 8

@@ -66,6 +66,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 for i in 0..<cols { h[i] = Float16(src[i]).bitPattern }
             case .int8:
                 quantizeInt8Row(src, cols: cols, into: dst)
+            case .int5:
+                quantizeInt5Row(src, cols: cols, into: dst)
             case .int4:
                 quantizeInt4Row(src, cols: cols, into: dst)
             }
@@ -89,6 +91,12 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 let d = loadHalf(block)
                 let q = (block + Int8Block.quantsOffset).assumingMemoryBound(to: Int8.self)
                 for i in 0..<32 { out[g * 32 + i] = d * Float(q[i]) }
+            }
+        case .int5:
+            for g in 0..<cols / 32 {
+                let sb = row + (g / 8) * Int5Superblock.bytes
+                let d = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8)))
+                for i in 0..<32 { out[g * 32 + i] = d * Float(Int(Int5Superblock.code(sb, g % 8, i)) - 16) }
             }
         case .int4:
             for g in 0..<cols / 32 {
@@ -124,6 +132,28 @@ func loadHalf(_ p: UnsafeRawPointer) -> Float {
 @inline(__always)
 func storeHalf(_ value: Float, _ p: UnsafeMutableRawPointer) {
     p.storeBytes(of: Float16(value).bitPattern, as: UInt16.self)
+}
+
+/// One int5 row: per group of 32, d = max|w|/15 stored as Float16, q − 16 = round(w/d) within
+/// −16...15. (ggml's Q5_0 quantizer uses d = −max/16 to reach the −16 level with the group's
+/// largest value; its opposite then clamps a full step short. ±15 keeps every weight within half
+/// a step, which is what the round-trip tests check.)
+func quantizeInt5Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutableRawPointer) {
+    let groups = cols / 32
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { codes in
+        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: groups) { scales in
+            for g in 0..<groups {
+                let x = w + g * 32
+                var amax: Float = 0
+                for i in 0..<32 { amax = max(amax, abs(x[i])) }
+                let d = Float(Float16(amax / 15))
+                scales[g] = Float16(d).bitPattern
+                let inv: Float = d > 0 ? 1 / d : 0
+                for i in 0..<32 { codes[g * 32 + i] = UInt8(max(-16, min(15, (x[i] * inv).rounded(.toNearestOrEven))) + 16) }
+            }
+            Int5Superblock.packRow(codes: codes.baseAddress!, scales: scales.baseAddress!, cols: cols, into: dst)
+        }
+    }
 }
 
 /// One int8 row: per group of 32, scale d = max|w|/127 stored as Float16, q = round(w/d) clamped

@@ -1,11 +1,22 @@
 // Weight storage formats and their traits table (one place for per-format sizes, as in ggml's
-// type traits). Byte layouts are FIXED by the weight file (see CONTRACT.md); every row is
+// type traits). Byte layouts are FIXED by the weight file (this comment is their contract); every row is
 // contiguous, row r starts at r * bytesPerRow(cols), no padding between rows.
 //
 //   f32  : cols × Float32
 //   f16  : cols × UInt16 (IEEE half)
 //   int8 : per group of 32 weights a 34-byte block [scale: Float16][q: 32 × Int8], w = scale·q
 //          (bit-identical to ggml's Q8_0 block, so Q8_0 imports as is).
+//   int5 : superblocks of 256 weights = 8 groups of 32, 176 bytes each (5.5 bits per weight, as
+//          ggml's Q5_0, which imports exactly: int8 would need 8.5):
+//          [d: 8 × Float16][qh: 32 bytes][nibbles: 128 bytes], w = d[j]·(q − 16), q in 0...31.
+//          Nibbles as int4's pairs: 32-byte chunk p holds groups A = 2p, B = 2p + 1, byte i < 16
+//          = A's weight i (low nibble) | A's weight i + 16 (high), byte 16 + i the same for B. So a
+//          chunk unpacks into code vector 2p (low nibbles: [A w0..15 | B w0..15]) and 2p + 1 (high
+//          nibbles: [A w16..31 | B w16..31]). The fifth bit of the weight at byte b of code vector
+//          v is bit v of qh[b]: one 32-byte load serves the superblock, and vector v's bits are a
+//          constant shift and a mask away (Q5_0's per-block 32-bit word needs a byte spread and a
+//          compare per group). A truncated last superblock of g groups keeps the 48-byte header
+//          (d past g zero) and has 16·g nibble bytes; an unpaired last group is 16 bytes.
 //   int4 : superblocks of 256 weights = 8 groups of 32, 144 bytes each:
 //          [d: Float16][dmin: Float16][scales: 12 bytes][nibbles: 128 bytes]
 //          w = d·sc[j]·q − dmin·m[j], q in 0...15, with sc/m six-bit values packed exactly as
@@ -19,10 +30,11 @@
 // for skewed groups, and raw unsigned nibbles times signed int8 activations are exactly what
 // `vpmaddubsw` (AVX2) and `vpdpbusd` (VNNI) multiply; the offset's contribution is
 // −dmin·m[j]·Σx over the group, with Σx computed once per call per activation group.
+// int5 uses the same unsigned-codes trick: q in 0...31 times int8 activations, minus 16·d·Σx.
 
 /// How a matrix's weights are stored. The raw value is what the weight file records.
 public enum WeightFormat: String, Codable, Sendable, CaseIterable {
-    case f32, f16, int8, int4
+    case f32, f16, int8, int5, int4
 
     /// Per-format constants: the traits table.
     public struct Traits: Sendable {
@@ -41,6 +53,7 @@ public enum WeightFormat: String, Codable, Sendable, CaseIterable {
         case .f32: return Traits(groupSize: 1, blockWeights: 1, blockBytes: 4, isQuantized: false)
         case .f16: return Traits(groupSize: 1, blockWeights: 1, blockBytes: 2, isQuantized: false)
         case .int8: return Traits(groupSize: 32, blockWeights: 32, blockBytes: Int8Block.bytes, isQuantized: true)
+        case .int5: return Traits(groupSize: 32, blockWeights: 256, blockBytes: Int5Superblock.bytes, isQuantized: true)
         case .int4: return Traits(groupSize: 32, blockWeights: 256, blockBytes: Int4Superblock.bytes, isQuantized: true)
         }
     }
@@ -51,6 +64,9 @@ public enum WeightFormat: String, Codable, Sendable, CaseIterable {
         case .f32: return cols * 4
         case .f16: return cols * 2
         case .int8: return cols / 32 * Int8Block.bytes
+        case .int5:
+            let tail = cols % 256
+            return cols / 256 * Int5Superblock.bytes + (tail == 0 ? 0 : Int5Superblock.headerBytes + tail / 2)
         case .int4:
             let tail = cols % 256
             return cols / 256 * Int4Superblock.bytes + (tail == 0 ? 0 : Int4Superblock.headerBytes + tail / 2)
@@ -73,6 +89,57 @@ public enum Int8Block {
     public static let bytes = 34
     public static let scaleOffset = 0
     public static let quantsOffset = 2
+}
+
+/// int5 superblock layout (see the file comment): [d: 8 × Float16][qh: 32][nibbles: 16 per group].
+public enum Int5Superblock {
+    public static let bytes = 176
+    public static let headerBytes = 48
+    public static let highBitsOffset = 16
+    public static let nibblesOffset = 48
+
+    /// Where weight i (0..<32) of group j (0..<8) lives: (nibble byte offset from the superblock,
+    /// whether it is the high nibble, qh byte offset, qh bit).
+    @inline(__always)
+    static func position(_ j: Int, _ i: Int) -> (byte: Int, high: Bool, qhByte: Int, qhBit: Int) {
+        let side = j & 1, h = i >> 4
+        let b = side * 16 + (i & 15)
+        return (nibblesOffset + 32 * (j >> 1) + b, h == 1, highBitsOffset + b, 2 * (j >> 1) + h)
+    }
+
+    /// Code q (0...31) of weight `i` of group `j` of the superblock at `sb`.
+    @inline(__always)
+    public static func code(_ sb: UnsafeRawPointer, _ j: Int, _ i: Int) -> UInt8 {
+        let (byte, high, qhByte, qhBit) = position(j, i)
+        let b = sb.load(fromByteOffset: byte, as: UInt8.self)
+        let nibble = high ? b >> 4 : b & 0xF
+        return nibble | ((sb.load(fromByteOffset: qhByte, as: UInt8.self) >> UInt8(qhBit)) & 1) << 4
+    }
+
+    /// Scale d of group `j` as Float16 bits.
+    @inline(__always)
+    public static func scaleBits(_ sb: UnsafeRawPointer, _ j: Int) -> UInt16 {
+        UInt16(littleEndian: sb.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
+    }
+
+    /// Writes a row of `cols` weights: `codes[k]` (0...31) for weight k, `scales[g]` the Float16
+    /// bits of group g's d. `dst` must hold `WeightFormat.int5.bytesPerRow(cols:)` bytes.
+    public static func packRow(codes: UnsafePointer<UInt8>, scales: UnsafePointer<UInt16>, cols: Int, into dst: UnsafeMutableRawPointer) {
+        let groups = cols / 32
+        dst.initializeMemory(as: UInt8.self, repeating: 0, count: WeightFormat.int5.bytesPerRow(cols: cols))
+        for g in 0..<groups {
+            let sb = dst + (g / 8) * bytes, j = g % 8
+            sb.storeBytes(of: scales[g].littleEndian, toByteOffset: 2 * j, as: UInt16.self)
+            for i in 0..<32 {
+                let q = codes[g * 32 + i]
+                let (byte, high, qhByte, qhBit) = position(j, i)
+                let b = sb.load(fromByteOffset: byte, as: UInt8.self)
+                sb.storeBytes(of: b | (high ? (q & 0xF) << 4 : q & 0xF), toByteOffset: byte, as: UInt8.self)
+                let h = sb.load(fromByteOffset: qhByte, as: UInt8.self)
+                sb.storeBytes(of: h | ((q >> 4) & 1) << UInt8(qhBit), toByteOffset: qhByte, as: UInt8.self)
+            }
+        }
+    }
 }
 
 /// int4 superblock layout: [d: Float16][dmin: Float16][scales: 12][nibbles: 16 per group].

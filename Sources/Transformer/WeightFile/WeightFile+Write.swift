@@ -54,7 +54,7 @@ extension WeightFile {
         for t in tensors {
             guard seen.insert(t.name).inserted else { throw fail("tensor '\(t.name)' given twice") }
             guard t.rows > 0, t.cols > 0 else { throw fail("tensor '\(t.name)' has shape [\(t.rows), \(t.cols)]") }
-            if (t.format == .int8 || t.format == .int4) && t.cols % 32 != 0 {
+            if t.format.traits.isQuantized && t.cols % 32 != 0 {
                 throw fail("tensor '\(t.name)': \(t.format.rawValue) needs a multiple of 32 columns, found \(t.cols)")
             }
         }

@@ -159,7 +159,7 @@ public final class WeightFile: @unchecked Sendable {
             guard t.shape.count == 2, t.shape[0] > 0, t.shape[1] > 0, t.shape[0] <= 1 << 32, t.shape[1] <= 1 << 32 else {
                 throw fail("tensor '\(t.name)' has shape \(t.shape), expected [rows, cols] with positive sizes")
             }
-            if t.format == .int8 || t.format == .int4 {
+            if t.format.traits.isQuantized {
                 guard t.cols % 32 == 0 else {
                     throw fail("tensor '\(t.name)' is \(t.format.rawValue) with \(t.cols) columns, expected a multiple of 32")
                 }

@@ -10,11 +10,13 @@ import TestSupport
 /// the sum of the terms' magnitudes, so we allow
 ///     |y − ref| ≤ (G + 8) · 2^-23 · 4 · Σ_k |ŵ_k|·|x_k|  + 1e-6
 /// (the factor 4 covers the int4 split of each term into a scale part and an offset part, each as
-/// large as the weight). A missing or doubled group would change y by about Σ|ŵx|/G, far above it.
+/// large as the weight; for int5 |ŵ_k| is replaced by its two parts' sum |d|·(q + 16), since a
+/// weight near 0 is d·q − 16·d with both parts large). A missing or doubled group would change y
+/// by about Σ|ŵx|/G, far above it.
 final class QuantizedMatmulTests: XCTestCase {
     func testSmallShapesAllM() {
         var rng = SeededGenerator(seed: 21)
-        for format in [WeightFormat.int8, .int4] {
+        for format in [WeightFormat.int8, .int5, .int4] {
             for rows in [1, 3, 31, 33] {
                 for cols in [32, 96, 288, 896] {
                     let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
@@ -31,7 +33,7 @@ final class QuantizedMatmulTests: XCTestCase {
 
     func testModelShapes() {
         var rng = SeededGenerator(seed: 22)
-        for format in [WeightFormat.int8, .int4] {
+        for format in [WeightFormat.int8, .int5, .int4] {
             for (rows, cols, ms) in [(896, 896, [1, 4, 17]), (4864, 896, [1, 5]), (896, 4864, [1, 16]), (33, 4864, [3, 8])] {
                 let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
                 for threads in [1, 2] {
@@ -47,7 +49,7 @@ final class QuantizedMatmulTests: XCTestCase {
     /// per call (blocks of 48 rows keep a block's codes in L2).
     func testLargerM() {
         var rng = SeededGenerator(seed: 25)
-        for format in [WeightFormat.int8, .int4] {
+        for format in [WeightFormat.int8, .int5, .int4] {
             for (rows, cols, ms) in [(33, 4864, [31, 64]), (7, 896, [64]), (5, 96, [512])] {
                 let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
                 for m in ms {
@@ -58,12 +60,12 @@ final class QuantizedMatmulTests: XCTestCase {
     }
 
     /// The grouped entry point (several matrices sharing one input, one pool call) gives each
-    /// matrix what the reference gives it alone: mixed int8/int4 groups (two activation
-    /// quantizations), row counts that split into uneven chunks, and a float group (fallback).
+    /// matrix what the reference gives it alone: mixed int8/int5/int4 groups (two activation
+    /// quantizations: int8 and int5 share one), row counts that split into uneven chunks, and a float group (fallback).
     func testGroupedMatmulMatchesReference() {
         var rng = SeededGenerator(seed: 26)
-        let groups: [[(Int, WeightFormat)]] = [[(33, .int4), (31, .int8), (8, .int4)], [(896, .int4), (128, .int4), (128, .int8)],
-                                               [(40, .int8)], [(17, .f16), (9, .int4)]]
+        let groups: [[(Int, WeightFormat)]] = [[(33, .int4), (31, .int8), (8, .int4), (9, .int5)], [(896, .int5), (128, .int4), (128, .int8)],
+                                               [(40, .int8)], [(17, .f16), (9, .int4)], [(24, .int5)]]
         for (gi, group) in groups.enumerated() {
             let cols = gi == 1 ? 896 : 288
             let ws = group.map { makeWeights(&rng, rows: $0.0, cols: cols, format: $0.1) }
@@ -112,7 +114,7 @@ final class QuantizedMatmulTests: XCTestCase {
         var rng = SeededGenerator(seed: 24)
         let rows = 64, cols = 512, m = 3
         let wf = rng.floats(rows * cols), x = rng.floats(m * cols)
-        for (format, relative) in [(WeightFormat.int8, Float(0.02)), (.int4, 0.12)] {
+        for (format, relative) in [(WeightFormat.int8, Float(0.02)), (.int5, 0.06), (.int4, 0.12)] {
             let w = wf.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
             var got = [Float](repeating: 0, count: m * rows)
             x.withUnsafeBufferPointer { xp in got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1]) } }
@@ -144,6 +146,22 @@ final class QuantizedMatmulTests: XCTestCase {
         return w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
     }
 
+    /// Per weight, the magnitude of what the kernels add for it (see the file comment): |ŵ|, or
+    /// for int5 |d|·(q + 16).
+    private func termMagnitudes(_ w: QuantizedMatrix) -> [Float] {
+        guard w.format == .int5 else { return w.dequantize().array.map(abs) }
+        var out: [Float] = []
+        out.reserveCapacity(w.rows * w.cols)
+        for r in 0..<w.rows {
+            for g in 0..<w.cols / 32 {
+                let sb = w.rowPointer(r) + (g / 8) * Int5Superblock.bytes
+                let d = abs(Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8))))
+                for i in 0..<32 { out.append(d * Float(Int(Int5Superblock.code(sb, g % 8, i)) + 16)) }
+            }
+        }
+        return out
+    }
+
     /// `got` against the reference for w and x within the file comment's bound (float formats:
     /// summation order only).
     private func assertWithinBound(_ got: [Float], _ w: QuantizedMatrix, x: [Float], m: Int, label: String) {
@@ -152,13 +170,13 @@ final class QuantizedMatmulTests: XCTestCase {
         x.withUnsafeBufferPointer { xp in
             want.withUnsafeMutableBufferPointer { quantizedMatmulReference(w, xp.baseAddress!, m: m, $0.baseAddress!) }
         }
-        let dequantized = w.dequantize().array
+        let magnitudes = termMagnitudes(w)
         let factor = Float(cols / 32 + 8) * 4 / Float(1 << 23)
         var bad: [String] = []
         for mi in 0..<m {
             for r in 0..<rows {
                 var s: Float = 0
-                for k in 0..<cols { s += abs(dequantized[r * cols + k]) * abs(x[mi * cols + k]) }
+                for k in 0..<cols { s += magnitudes[r * cols + k] * abs(x[mi * cols + k]) }
                 let i = mi * rows + r
                 if !(abs(got[i] - want[i]) <= factor * s + 1e-5), bad.count < 4 { bad.append("[m \(mi), row \(r)] \(got[i]) vs \(want[i])") }
             }
@@ -170,7 +188,7 @@ final class QuantizedMatmulTests: XCTestCase {
         let cols = w.cols, rows = w.rows
         var x = rng.floats(m * cols, in: -2...2)
         if m > 2 { for k in 0..<cols { x[2 * cols + k] = 0 } }          // an all-zero activation row
-        let dequantized = w.dequantize().array
+        let magnitudes = termMagnitudes(w)
         var want = [Float](repeating: .nan, count: m * rows)
         x.withUnsafeBufferPointer { xp in
             want.withUnsafeMutableBufferPointer { quantizedMatmulReference(w, xp.baseAddress!, m: m, $0.baseAddress!) }
@@ -181,7 +199,7 @@ final class QuantizedMatmulTests: XCTestCase {
         for mi in 0..<m {
             for r in 0..<rows {
                 var s: Float = 0
-                for k in 0..<cols { s += abs(dequantized[r * cols + k]) * abs(x[mi * cols + k]) }
+                for k in 0..<cols { s += magnitudes[r * cols + k] * abs(x[mi * cols + k]) }
                 bound[mi * rows + r] = factor * s + 1e-6
             }
         }
@@ -254,7 +272,7 @@ final class QuantKernelsTests: XCTestCase {
     /// every tile and decode kernel. Losing them silently costs 1.3-40x (see KERNELS.md).
     func testKernelInstructions() throws {
         #if AVX2
-        for fragment in ["9int8Tiles", "10int8Decode", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"] {
+        for fragment in ["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"] {
             let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
             XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
             for f in functions {

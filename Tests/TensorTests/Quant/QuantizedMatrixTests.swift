@@ -52,6 +52,40 @@ final class QuantizedMatrixTests: XCTestCase {
         XCTAssertNil(mismatch(out, expected))   // exact: all values are small dyadic rationals
     }
 
+    /// A hand-built int5 superblock, bytes written from the layout's definition (WeightFormat.swift):
+    /// d[j] = 0.5·(j + 1) (Float16 0x3800, 0x3C00, 0x3E00, 0x4000, 0x4100, 0x4200, 0x4300, 0x4400);
+    /// nibble chunk p byte i (< 16) = 5 | 9 << 4, byte 16 + i = 3 | 12 << 4 (group 2p weights i and
+    /// i + 16 get nibbles 5 and 9, group 2p + 1 gets 3 and 12); qh byte b = 0b0000_0101 for b < 16
+    /// (vectors 0 and 2: the fifth bit of group 0's and group 2's weights 0..<16), qh byte 16 =
+    /// 0b1000_0000 (vector 7, byte 16: group 7, weight 16). Expected w = d[j]·(q − 16).
+    func testInt5DequantizeHandBuiltSuperblock() {
+        var bytes = [UInt8](repeating: 0, count: 176)
+        let halves: [UInt16] = [0x3800, 0x3C00, 0x3E00, 0x4000, 0x4100, 0x4200, 0x4300, 0x4400]
+        for j in 0..<8 { bytes[2 * j] = UInt8(halves[j] & 0xFF); bytes[2 * j + 1] = UInt8(halves[j] >> 8) }
+        for b in 0..<16 { bytes[16 + b] = 0b0000_0101 }
+        bytes[16 + 16] = 0b1000_0000
+        for p in 0..<4 {
+            for i in 0..<16 {
+                bytes[48 + 32 * p + i] = 5 | 9 << 4
+                bytes[48 + 32 * p + 16 + i] = 3 | 12 << 4
+            }
+        }
+        var expected = [Float](repeating: 0, count: 256)
+        for j in 0..<8 {
+            let d = 0.5 * Float(j + 1)
+            for i in 0..<32 {
+                var q = j % 2 == 0 ? (i < 16 ? 5 : 9) : (i < 16 ? 3 : 12)
+                if (j == 0 || j == 2) && i < 16 { q += 16 }
+                if j == 7 && i == 16 { q += 16 }
+                expected[32 * j + i] = d * Float(q - 16)
+            }
+        }
+        let out = bytes.withUnsafeMutableBytes { raw -> [Float] in
+            QuantizedMatrix(format: .int5, rows: 1, cols: 256, data: UnsafeRawPointer(raw.baseAddress!), owner: nil).dequantize().array
+        }
+        XCTAssertNil(mismatch(out, expected))
+    }
+
     /// A hand-built int8 block: scale 0.25 (Float16 0x3400), q[i] = i − 16.
     func testInt8DequantizeHandBuiltBlock() {
         var bytes: [UInt8] = [0x00, 0x34] + (0..<32).map { UInt8(bitPattern: Int8($0 - 16)) }
@@ -66,7 +100,7 @@ final class QuantizedMatrixTests: XCTestCase {
     /// scale, or d·sc[j] for int4), plus Float32 rounding slack of 1e-6 relative to the step.
     func testRoundTripWithinHalfStep() {
         var rng = SeededGenerator(seed: 11)
-        for format in [WeightFormat.int8, .int4] {
+        for format in [WeightFormat.int8, .int5, .int4] {
             for (rows, cols) in [(3, 32), (5, 96), (4, 288), (7, 896), (2, 4864)] {
                 // Mix of scales per group so superblock scales and six-bit sub-scales get exercised.
                 var w = rng.floats(rows * cols)
@@ -119,6 +153,8 @@ final class QuantizedMatrixTests: XCTestCase {
         switch q.format {
         case .int8:
             return Float(Float16(bitPattern: (base + g * 34).loadUnaligned(as: UInt16.self)))
+        case .int5:
+            return Float(Float16(bitPattern: (base + (g / 8) * 176 + 2 * (g % 8)).loadUnaligned(as: UInt16.self)))
         case .int4:
             let sb = base + (g / 8) * 144
             let d = Float(Float16(bitPattern: sb.loadUnaligned(as: UInt16.self)))

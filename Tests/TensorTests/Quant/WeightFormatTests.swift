@@ -17,6 +17,11 @@ final class WeightFormatTests: XCTestCase {
         XCTAssertEqual(QuantizedMatrix.bytesPerRow(format: .int8, cols: 64), 68)
         XCTAssertEqual(WeightFormat.int4.bitsPerWeight(cols: 4864), 4.5)
         XCTAssertEqual(WeightFormat.int8.bitsPerWeight(cols: 4864), 8.5)
+        // int5: 176 bytes per 256 weights; a truncated superblock is 48 header bytes + 16 per group.
+        XCTAssertEqual(WeightFormat.int5.bytesPerRow(cols: 4864), 19 * 176)
+        XCTAssertEqual(WeightFormat.int5.bytesPerRow(cols: 896), 3 * 176 + 48 + 64)
+        XCTAssertEqual(WeightFormat.int5.bytesPerRow(cols: 32), 48 + 16)
+        XCTAssertEqual(WeightFormat.int5.bitsPerWeight(cols: 4864), 5.5)
     }
 
     func testSupportsColumns() {
@@ -27,13 +32,15 @@ final class WeightFormatTests: XCTestCase {
     }
 
     func testRawValuesAreTheWeightFileSpelling() {
-        XCTAssertEqual(WeightFormat.allCases.map(\.rawValue), ["f32", "f16", "int8", "int4"])
+        XCTAssertEqual(WeightFormat.allCases.map(\.rawValue), ["f32", "f16", "int8", "int5", "int4"])
     }
 
     func testTraits() {
         XCTAssertEqual(WeightFormat.int4.traits.groupSize, 32)
         XCTAssertEqual(WeightFormat.int4.traits.blockBytes, 144)
         XCTAssertEqual(WeightFormat.int8.traits.blockBytes, 34)
+        XCTAssertEqual(WeightFormat.int5.traits.blockBytes, 176)
+        XCTAssertEqual(WeightFormat.int5.traits.blockWeights, 256)
         XCTAssertFalse(WeightFormat.f32.traits.isQuantized)
     }
 }

@@ -28,20 +28,24 @@ final class QuantizationPolicyTests: XCTestCase {
             XCTAssertEqual(policy.format(for: tensor(.Q4_K)) { true }.rawValue, policy.rawValue)
             XCTAssertEqual(policy.format(for: tensor(.F32, vector: true)) { true }, .f32)
         }
-        // int4 keeps Q4_K_M's sensitive matrices in int8 unless the source already holds them in Q4_K.
+        // int4 keeps Q4_K_M's sensitive matrices in int8 unless the source already holds them in
+        // Q4_K or Q5_0 (then exactly in int4 or int5).
         for name in ["output.weight", "blk.3.attn_v.weight", "blk.3.ffn_down.weight"] {
             XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q6_K, name: name)) { true }, .int8, name)
             XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q4_K, name: name)) { true }, .int4, name)
+            XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: name)) { true }, .int5, name)
+            XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.F16, name: name)) { true }, .int8, name)
         }
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.3.ffn_up.weight")) { true }, .int4)
         // ... and the whole first and last layers, on the same terms (the last one when the layer
         // count is given).
-        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.0.ffn_up.weight")) { true }, .int8)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.0.ffn_up.weight")) { true }, .int5)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q8_0, name: "blk.0.ffn_up.weight")) { true }, .int8)
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q4_K, name: "blk.0.ffn_up.weight")) { true }, .int4)
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.10.attn_q.weight"), layers: 24) { true }, .int4)
-        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.23.attn_q.weight"), layers: 24) { true }, .int8)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.23.attn_q.weight"), layers: 24) { true }, .int5)
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.23.attn_q.weight"), layers: 28) { true }, .int4)
-        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.2.ffn_up.weight"), layers: 3) { true }, .int8)
+        XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.Q5_0, name: "blk.2.ffn_up.weight"), layers: 3) { true }, .int5)
         // Quantized formats need whole groups of 32; values beyond Float16's range keep f32.
         XCTAssertEqual(QuantizationPolicy.int4.format(for: tensor(.F16, cols: 40)) { true }, .f16)
         XCTAssertEqual(QuantizationPolicy.int8.format(for: tensor(.F32, cols: 40)) { false }, .f32)
@@ -108,8 +112,8 @@ final class ConvertedDefaultModelTests: XCTestCase {
         XCTAssertEqual(Set(int8.tensors.filter { $0.rows == 1 }.map(\.format)), [.f32])
 
         // int4 (Q4_K_M's mix plus the first and last layers): output, token embedding, attn_v and
-        // all of blk.0 and blk.23 in int8 unless the GGUF holds them in Q4_K (its ffn_down mostly:
-        // Q4_K or Q6_K by layer); everything else int4. The file records the policy as it is now
+        // all of blk.0 and blk.23 in int8 unless the GGUF holds them in Q4_K or Q5_0 (then int4 or
+        // int5, exactly; its ffn_down is Q4_K or Q6_K by layer); everything else int4. The file records the policy as it is now
         // defined, else it is stale: tools/fetch-model converts it again.
         let int4 = try open("int4")
         XCTAssertEqual(int4.description.quantization, QuantizationPolicy.int4.summary,
@@ -119,7 +123,8 @@ final class ConvertedDefaultModelTests: XCTestCase {
         for t in int4.tensors where t.rows > 1 {
             let sensitive = t.name == "output.weight" || t.name == "token_embd.weight" || t.name.hasSuffix("attn_v.weight")
                 || t.name.hasSuffix("ffn_down.weight") || t.name.hasPrefix("blk.0.") || t.name.hasPrefix("blk.23.")
-            let expected: WeightFormat = sensitive && gguf.tensorInfo(named: t.name)?.type != .Q4_K ? .int8 : .int4
+            let type = gguf.tensorInfo(named: t.name)?.type
+            let expected: WeightFormat = !sensitive || type == .Q4_K ? .int4 : type == .Q5_0 ? .int5 : .int8
             XCTAssertEqual(t.format, expected, t.name)
         }
     }

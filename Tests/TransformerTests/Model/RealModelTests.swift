@@ -47,11 +47,17 @@ func loadGenerationReference(file: StaticString = #filePath, line: UInt = #line)
 final class RealModelTests: XCTestCase {
     /// First token and top-5 set for every prompt; with `checkGreedy`, the greedy continuation
     /// (teacher-forced on the reference ids) up to the first step whose reference margin is < 0.5.
-    /// The top-5 sets must be equal. The int4 conversion requantizes most Q5_0 matrices of the GGUF
-    /// to 4 bits and moves the best logit by up to 0.72: with only the first layer kept in int8,
-    /// `reverse_string`'s reference 5th candidate (6713, 0.13 below the 4th) scored 0.024 below a
-    /// token outside the reference's five; keeping the last layer in int8 too (QuantizationPolicy)
-    /// makes the sets equal.
+    /// The top-5 sets must be equal, except that a reference candidate may trade places with ours
+    /// at the 5th rank when our logits of the two differ by less than `tieMargin`: that is below
+    /// the noise of summation order. Measured: two files holding the same weight values (the
+    /// GGUF's Q5_0 matrices as int8 and as int5, whose kernels add in different orders) gave logits
+    /// up to 0.14-0.30 apart, because int8 activation codes round differently, and perplexities
+    /// 5.3200 and 5.3275. With the int4 conversion (most Q5_0 matrices requantized to 4 bits, the
+    /// best logit moved by up to 0.72) `reverse_string`'s reference 5th candidate (6713, 0.13 below
+    /// the 4th) sits 0.024-0.027 from a token outside the reference's five, on either side of it
+    /// depending on such orders; with only the first layer kept in int8 it fell below (5.503 ppl).
+    static let tieMargin: Float = 0.1
+
     private func check(variant: String?, checkGreedy: Bool) throws {
         let reference = try loadGenerationReference()
         let (model, weights) = try loadDefaultModel(variant: variant)
@@ -65,8 +71,11 @@ final class RealModelTests: XCTestCase {
             let first = logits.last(entry: 0)!
             let top5 = Ops.topK(first.baseAddress!, count: V, k: 5)
             XCTAssertEqual(top5[0].index, prompt.greedy_ids[0], "\(variant) \(prompt.name): first token")
-            XCTAssertEqual(Set(prompt.first_token_top5_ids), Set(top5.map(\.index)),
-                          "\(variant) \(prompt.name): top-5 \(top5) vs reference \(prompt.first_token_top5_ids) \(prompt.first_token_top5_logits); our logits of the reference's: \(prompt.first_token_top5_ids.map { first[$0] })")
+            let missing = Set(prompt.first_token_top5_ids).subtracting(top5.map(\.index))
+            for token in missing {
+                XCTAssertLessThan(top5[4].value - first[token], Self.tieMargin,
+                                  "\(variant) \(prompt.name): top-5 \(top5) vs reference \(prompt.first_token_top5_ids) \(prompt.first_token_top5_logits); our logits of the reference's: \(prompt.first_token_top5_ids.map { first[$0] })")
+            }
             print("\(variant) \(prompt.name): best logit \(top5[0].value), reference \(prompt.first_token_top5_logits[0])")
             guard checkGreedy else { continue }
             let decided = prompt.step_margin.firstIndex { $0 < 0.5 } ?? prompt.greedy_ids.count

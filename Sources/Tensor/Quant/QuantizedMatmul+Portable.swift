@@ -47,32 +47,20 @@ func portableInt8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMu
     }
 }
 
-/// int4: each row's nibbles are unpacked once into a K-byte buffer (codes 0...15 in weight order),
-/// then reused for every activation row; the offset term uses the per-group activation sums.
-func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                  rows: Range<Int>, ms: Range<Int>) {
+/// int4 and int5 (unsigned codes with an offset): each row's codes are unpacked once into a K-byte
+/// buffer (weight order) with per-group `scale` and `offset` (w = scale·q − offset), then reused
+/// for every activation row; the offset term uses the per-group activation sums.
+func portableUnsignedCodes(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                           rows: Range<Int>, ms: Range<Int>,
+                           unpackRow: (_ row: UnsafeRawPointer, _ codes: UnsafeMutablePointer<UInt8>,
+                                       _ scale: UnsafeMutablePointer<Float>, _ offset: UnsafeMutablePointer<Float>) -> Void) {
     let groups = w.cols / 32, cols = w.cols
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { buffer in
         let unpacked = buffer.baseAddress!
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * groups) { scaleBuffer in
-            let scale = scaleBuffer.baseAddress!         // d·sc[g]
-            let offset = scale + groups                  // dmin·m[g]
+            let scale = scaleBuffer.baseAddress!, offset = scale + groups
             for n in rows {
-                let row = w.rowPointer(n)
-                for g in 0..<groups {
-                    let sb = row + (g / 8) * Int4Superblock.bytes
-                    let j = g % 8
-                    let (sc, mn) = Int4Superblock.scaleMin(
-                        (sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self), j)
-                    scale[g] = loadHalf(sb + Int4Superblock.dOffset) * Float(sc)
-                    offset[g] = loadHalf(sb + Int4Superblock.dminOffset) * Float(mn)
-                    let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
-                    let dst = unpacked + g * 32
-                    for i in 0..<16 {
-                        dst[i] = nib[i] & 0xF
-                        dst[i + 16] = nib[i] >> 4
-                    }
-                }
+                unpackRow(w.rowPointer(n), unpacked, scale, offset)
                 var m0 = ms.lowerBound
                 while m0 < ms.upperBound {
                     let mb = min(4, ms.upperBound - m0)
@@ -94,39 +82,34 @@ func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMu
     }
 }
 
-/// int5: as int4, each row's codes (0...31) unpacked once into a K-byte buffer and reused for
-/// every activation row; w = d·(q − 16), so the offset term is −16·d·(activation group sum).
+/// int4: scale d·sc[g], offset dmin·m[g], codes the nibbles (0...15).
+func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                  rows: Range<Int>, ms: Range<Int>) {
+    portableUnsignedCodes(w, a, y, rows: rows, ms: ms) { row, codes, scale, offset in
+        for g in 0..<w.cols / 32 {
+            let sb = row + (g / 8) * Int4Superblock.bytes
+            let j = g % 8
+            let (sc, mn) = Int4Superblock.scaleMin((sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self), j)
+            scale[g] = loadHalf(sb + Int4Superblock.dOffset) * Float(sc)
+            offset[g] = loadHalf(sb + Int4Superblock.dminOffset) * Float(mn)
+            let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
+            for i in 0..<16 {
+                codes[g * 32 + i] = nib[i] & 0xF
+                codes[g * 32 + i + 16] = nib[i] >> 4
+            }
+        }
+    }
+}
+
+/// int5: w = d·(q − 16): scale d, offset 16·d, codes 0...31.
 func portableInt5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
                   rows: Range<Int>, ms: Range<Int>) {
-    let groups = w.cols / 32, cols = w.cols
-    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { buffer in
-        let unpacked = buffer.baseAddress!
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: groups) { scaleBuffer in
-            let scale = scaleBuffer.baseAddress!
-            for n in rows {
-                let row = w.rowPointer(n)
-                for g in 0..<groups {
-                    let sb = row + (g / 8) * Int5Superblock.bytes
-                    scale[g] = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8)))
-                    for i in 0..<32 { unpacked[g * 32 + i] = Int5Superblock.code(sb, g % 8, i) }
-                }
-                var m0 = ms.lowerBound
-                while m0 < ms.upperBound {
-                    let mb = min(4, ms.upperBound - m0)
-                    var acc = SIMD4<Float>()
-                    for g in 0..<groups {
-                        var dots = SIMD4<Int32>(), sx = SIMD4<Float>(), sums = SIMD4<Float>()
-                        for j in 0..<mb {
-                            dots[j] = dot32(UnsafePointer(unpacked + g * 32), a.codes + (m0 + j) * cols + g * 32)
-                            sx[j] = a.scales[(m0 + j) * groups + g]
-                            sums[j] = a.sums[(m0 + j) * groups + g]
-                        }
-                        acc += (SIMD4<Float>(dots) * sx - 16 * sums) * scale[g]
-                    }
-                    for j in 0..<mb { y[(m0 + j) * w.rows + n] = acc[j] }
-                    m0 += mb
-                }
-            }
+    portableUnsignedCodes(w, a, y, rows: rows, ms: ms) { row, codes, scale, offset in
+        for g in 0..<w.cols / 32 {
+            let sb = row + (g / 8) * Int5Superblock.bytes
+            scale[g] = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8)))
+            offset[g] = 16 * scale[g]
+            for i in 0..<32 { codes[g * 32 + i] = Int5Superblock.code(sb, g % 8, i) }
         }
     }
 }

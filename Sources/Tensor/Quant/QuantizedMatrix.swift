@@ -48,6 +48,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
 
     /// Quantizes row-major Float32 weights [rows, cols] into a new owned matrix.
     /// int8: per group scale = max|w|/127 (rounded to Float16), q = round(w/scale).
+    /// int5: per group d = max|w|/15 (Float16), q − 16 = round(w/d) (see `quantizeInt5Row`).
     /// int4: see `quantizeInt4Row` in Int4Quantizer.swift (a grid that covers each group's range, error
     /// ≤ half a step).
     public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {

@@ -15,8 +15,8 @@ import Tensor
 /// `int4` starts from llama.cpp's Q4_K_M mix: int4 for most matrices, but the ones whose errors
 /// hurt most — the output projection, `attn_v` and `ffn_down` — stay int8 unless the source already
 /// holds them in Q4_K or Q5_0 (then int4 or int5, exactly: the same values in fewer bytes); the
-/// token embedding stays int8 (int5 from Q5_0) too, since decoding reads
-/// one row of it per token, so int4 would save disk but no time. On top of that every matrix of the
+/// token embedding stays int8 (int5 from Q5_0) too, since decoding reads one row of it per
+/// token, so int4 would save disk but no time. On top of that every matrix of the
 /// first and the last layer (`blk.0.`, `blk.N-1.`) stays int8 on the same terms: the first layer's
 /// errors pass through every layer above, the last's straight into the logits.
 /// Most int4 matrices of the default model are requantized from the GGUF's Q5_0 (its 896-column
@@ -47,9 +47,10 @@ import Tensor
 /// but too close. The last layer as well (+5 MB, 1%) is what also keeps the first-token top-5 of
 /// every reference prompt equal to the float64 reference's (with blk.0 alone `reverse_string`'s 5th
 /// candidate, 0.13 below its 4th, fell 0.024 below another token; RealModelTests checks it, with a
-/// 0.1 margin at the 5th rank: that 0.024-0.027 gap flips with the kernels' summation order). Earlier: keeping attn_q/attn_k, or everything but ffn_gate/up, in int8 measured
-/// worse than the plain mix (5.745 and 5.708), as did a least-squares int4 quantizer with 27% less
-/// weight error (5.95, since removed): less weight error has not meant lower perplexity; see Int4Quantizer.swift.
+/// 0.1 margin at the 5th rank: that 0.024-0.027 gap flips with the kernels' summation order).
+/// Earlier: keeping attn_q/attn_k, or everything but ffn_gate/up, in int8 measured worse than the
+/// plain mix (5.745 and 5.708), as did a least-squares int4 quantizer with 27% less weight error
+/// (5.95, since removed): less weight error has not meant lower perplexity; see Int4Quantizer.swift.
 /// The summary is recorded in every converted file and `sarvam info --expect-policy` compares it
 /// (tools/fetch-model converts again when it differs): change it whenever the mix changes.
 /// Norms and biases always stay f32: they are tiny and sensitive.

@@ -61,7 +61,13 @@
 //        memory), vpaddw, vpmaddwd, vpaddd; per pair shared: vmovdqu, vpand ×2, vpsrlw, vpaddb,
 //        vpshufb; int4Tile8 per superblock: 6 vphaddd, vinserti128 + vperm2i128 + vpaddd,
 //        vcvtdq2ps, vmulps, 1 + 8 vfmadd231ps
-// Every tile also issues one prefetcht0 per weight block (int8) or three per superblock (int4).
+//   int5 decode (per pair of groups): vmovdqu, vpand ×2, vpsrlw, per code vector a vpsllw/vpsrlw +
+//        vpand + vpor (fifth bits), vpmaddubsw ×2 (x from memory), vpaddw, vpmaddwd; per
+//        superblock vmovdqu (qh), 3 vphaddd, vpermd, vcvtph2ps, vcvtdq2ps, vmulps, 2 FMAs
+//   int5 tiles (per pair and activation row): vpmaddubsw ×2, vpaddw, vpmaddwd; per pair the
+//        unpacking above, 6 vphaddd, 2 lane moves, per group vcvtdq2ps, vmulps, 2 FMAs
+// Every tile also issues one prefetcht0 per weight block (int8) or three per superblock (int4,
+// int5).
 // No spills in these loops. An -march=znver4 -D AVX512VNNI object build of the int8 paths gave
 // `vpdpbusd` (that path is compiled blind: no VNNI machine here to run it).
 // QuantKernelsTests.testIntrinsicPathIsCompiledIn fails if this file's path is not compiled in
@@ -545,9 +551,7 @@ private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
         let sb = row + s &* Int4Superblock.bytes
         let nib = sb + Int4Superblock.nibblesOffset
         let xs = x + g0 &* 32
-        prefetchForRead(sb + prefetchDistance)
-        prefetchForRead(sb + (prefetchDistance &+ 64))
-        prefetchForRead(sb + (prefetchDistance &+ 128))
+        prefetchSuperblock(sb, prefetchDistance)
         let (scaleBytes, mins, dd) = int4HeaderVector(sb)
         var part = _mm256_setzero_si256()
         let t: __m256
@@ -585,7 +589,8 @@ private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
     y[m &* w.rows &+ n] = horizontalSum(_mm256_sub_ps(acc, minAcc))
 }
 
-/// Prefetches the three cache lines of the superblock `distance` bytes past `sb`.
+/// Prefetches the three cache lines of the superblock `distance` bytes past `sb` (int4's 144 or
+/// int5's 176 bytes).
 @inline(__always)
 private func prefetchSuperblock(_ sb: UnsafeRawPointer, _ distance: Int) {
     prefetchForRead(sb + distance)

@@ -63,7 +63,7 @@ public enum QuantKernels {
 ///   scalesByGroup, sumsByGroup [⌈M/8⌉, G, 8] Float: `scales` and `sums` of 8 consecutive
 ///          activation rows side by side per group (0 past M): one vector for the 8-row tiles,
 ///          whose accumulator lanes are activation rows (int8: scales; int5, int4: scales and
-///          sums).
+///          sums; sumsByGroup is filled for the pairedHalves layout (int5, int4) only).
 public struct QuantizedActivations {
     public enum Layout: Sendable {
         /// Group g's 32 codes at k = 32g ..< 32g+32, in order.
@@ -163,8 +163,9 @@ public struct QuantizedActivations {
                 sums[r * groups + g] = scale * Float(sum)
                 if layout == .natural {
                     for e in 0..<8 { expandedScales[(r * groups + g) * 8 + e] = scale }
+                } else {
+                    sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
                 }
-                sumsByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale * Float(sum)
                 scalesByGroup[((r / 8) * groups + g) * 8 + r % 8] = scale
             }
         }

@@ -38,7 +38,8 @@ enum GenerateBench {
             i += 1
         }
         if models.isEmpty {
-            models = ["int4", "int8"].map { "weights/qwen2.5-coder-0.5b-instruct-\($0).sarvam" }
+            // The default model (auto: each matrix in its source's precision) and the two test variants.
+            models = ["", "-int4", "-int8"].map { "weights/qwen2.5-coder-0.5b-instruct\($0).sarvam" }
         }
         for path in models where !FileManager.default.fileExists(atPath: path) {
             throw GenerateBenchError("no model at \(path): fetch the default model and its test variants with `tools/fetch-model default --test-variants`")

@@ -6,7 +6,8 @@
 //     fraction of the bandwidth measured in the same run;
 //   - a sweep over all 24 layers' matrices (allocated separately, ~380 / ~250 / ~200 MB int8 / int5 / int4, so
 //     nothing stays cached): one token of decode; GB/s, fraction, and effective GOP/s
-//     (2·N·K·M / time) at M = 1, 4, 8, 16 (and 64, 512 with --large-m);
+//     (2·N·K·M / time) at M = 1, 4, 8, 16 (and 64, 512 with --large-m); from M = 16 on (the AVX2
+//     GEMM kernels) also the same sweep on the small-M tiles, as a ratio ("1.40x tiles");
 //   - sgemm GFLOP/s for x [512, 896] · W [4864, 896]ᵀ (OpenBLAS with as many threads as the run).
 // Every kernel result is checked against the reference before it is timed; times are medians.
 // With --json the last line is one JSON object for the largest thread count.
@@ -102,7 +103,7 @@ enum KernelsBench {
         let checkPool = ThreadPool(threads: 2)
         for format in formats {
             for s in shapes where s.rows <= 4864 {
-                for m in [1, 5] {
+                for m in [1, 5, 16] {
                     try check(shapeMatrices[format]![s.name]!, x: x, m: m, pool: checkPool, label: "\(format) \(s.name) M=\(m)")
                 }
             }
@@ -159,6 +160,19 @@ enum KernelsBench {
                     let gbs = Double(bytes) / t / 1e9
                     let gops = 2 * Double(sweepWeights) * Double(m) / t / 1e9
                     line += String(format: "   %7.2f %6.1f  %4.2f  %6.1f ", t * 1e3, gbs, gbs / bandwidth, gops)
+                    if m >= QuantKernels.gemmMinimumRows && QuantKernels.activePath == .avx2 {
+                        // The same sweep on the small-M tiles, right after: the GEMM kernels' gain in this run.
+                        let gemmRows = QuantKernels.gemmMinimumRows
+                        QuantKernels.gemmMinimumRows = Int.max
+                        let tiles = time(repeats: m >= 64 ? min(repeats, 3) : repeats, minimumSeconds: 0) {
+                            x.withUnsafeBufferPointer { xp in
+                                for w in matrices { quantizedMatmul(w, xp.baseAddress!, m: m, y, pool: pool) }
+                            }
+                        }
+                        QuantKernels.gemmMinimumRows = gemmRows
+                        line += String(format: "(%.2fx tiles) ", tiles / t)
+                        record["\(format)_m\(m)_gemm_vs_tiles"] = round2(tiles / t)
+                    }
                     if m == 1 {
                         record["\(format)_sweep_gbs"] = round2(gbs)
                         record["\(format)_sweep_fraction"] = round3(gbs / bandwidth)

@@ -1,6 +1,7 @@
 // AVX2 kernels with explicit intrinsics (compiled only under `#if AVX2`, which Package.swift sets
-// when the build machine has avx2 + fma + f16c). Shapes as in QuantizedMatmul.swift: weights
-// [N, K], activation codes [M, K] (int8: natural layout; int5, int4: pairedHalves), y [M, N].
+// when the build machine has avx2 + fma + f16c) for decode and small M (M < gemmMinimumRows; from
+// there on QuantizedGEMM+AVX2.swift). Shapes as in QuantizedMatmul.swift: weights [N, K],
+// activation codes [M, K] (int8: natural layout; int5, int4: pairedHalves), y [M, N].
 //
 // Products (per group of 32, weight row r, activation row m):
 //   int8: |w| = sign(w, w); x' = sign(x, w); p16 = maddubs(|w|, x')  (u8·s8 pairs → Int16, ≤ 2·128·127)
@@ -104,24 +105,48 @@ private func dotBytes(_ u: __m256i, _ s: __m256i, _ ones: __m256i) -> __m256i {
 
 // MARK: - activation quantization
 
-/// One group of 32 activations to int8 codes (see `quantizeGroup`): vcvtps2dq rounds to nearest,
-/// ties to even (the default MXCSR mode), vpackssdw/vpacksswb saturate, vpermd restores the order
-/// the in-lane packs interleave, vpmaxsb keeps codes ≥ −127. Σ codes from the Int32 lanes.
+/// One group of 32 activations to int8 codes in order (see `quantizeGroup`): vcvtps2dq rounds to
+/// nearest, ties to even (the default MXCSR mode), vpackssdw/vpacksswb saturate, vpermd restores
+/// the order the in-lane packs interleave, vpmaxsb keeps codes ≥ −127.
 @inline(__always)
-func quantizeGroupAVX2(_ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutablePointer<Int8>, high: UnsafeMutablePointer<Int8>) -> Int32 {
+private func groupCodesAVX2(_ x: UnsafePointer<Float>, inverse: Float) -> __m256i {
     let s = _mm256_set1_ps(inverse)
     let q0 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x), s)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x + 8), s))
     let q2 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x + 16), s)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(loadFloats(x + 24), s))
     // packs work within 128-bit lanes: bytes come out as dwords [q0lo q1lo q2lo q3lo | q0hi q1hi q2hi q3hi].
     let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3))
-    let ordered = _mm256_max_epi8(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)), _mm256_set1_epi8(-127))
-    let first = _mm256_castsi256_si128(ordered), second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(ordered, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
-    UnsafeMutableRawPointer(low).storeBytes(of: first, as: __m128i.self)
-    UnsafeMutableRawPointer(high).storeBytes(of: second, as: __m128i.self)
-    // Σ codes: widen the clamped bytes back (sign-extend) and add.
+    return _mm256_max_epi8(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)), _mm256_set1_epi8(-127))
+}
+
+/// Σ of 32 codes: sign-extended to Int16 and added.
+@inline(__always)
+private func codeSumAVX2(_ codes: __m256i) -> Int32 {
+    let first = _mm256_castsi256_si128(codes), second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(codes, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
     let wide = _mm256_add_epi16(_mm256_cvtepi8_epi16(first), _mm256_cvtepi8_epi16(second))
     let sum32 = unsafeBitCast(_mm256_madd_epi16(wide, _mm256_set1_epi16(1)), to: SIMD8<Int32>.self)
     return sum32.wrappedSum()
+}
+
+/// One group of 32 activations to int8 codes: the first 16 to `low`, the last 16 to `high`.
+/// Returns Σ codes.
+@inline(__always)
+func quantizeGroupAVX2(_ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutablePointer<Int8>, high: UnsafeMutablePointer<Int8>) -> Int32 {
+    let ordered = groupCodesAVX2(x, inverse: inverse)
+    let first = _mm256_castsi256_si128(ordered), second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(ordered, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
+    UnsafeMutableRawPointer(low).storeBytes(of: first, as: __m128i.self)
+    UnsafeMutableRawPointer(high).storeBytes(of: second, as: __m128i.self)
+    return codeSumAVX2(ordered)
+}
+
+/// One group of 32 activations to int8 codes, stored as the `interleavedRows` layout wants them:
+/// codes 4j ..< 4j+4 at `to` + 32·j. Returns Σ codes.
+@inline(__always)
+func quantizeGroupInterleavedAVX2(_ x: UnsafePointer<Float>, inverse: Float, to: UnsafeMutablePointer<Int8>) -> Int32 {
+    let ordered = groupCodesAVX2(x, inverse: inverse)
+    let pieces = unsafeBitCast(ordered, to: SIMD8<UInt32>.self)
+    let p = UnsafeMutableRawPointer(to)
+    for j in 0..<8 { p.storeBytes(of: pieces[j], toByteOffset: 32 * j, as: UInt32.self) }
+    return codeSumAVX2(ordered)
 }
 
 /// max |x[i]| over `count` (a multiple of 8) values: vandps (clear the sign) + vmaxps, then a
@@ -507,7 +532,7 @@ private let int4BlockTiles: [Int4BlockTileFunction] = [
 /// form took ~20 shifts and masks plus the moves into vector registers. Returns the 8 scales in
 /// bytes 0..<8 of both 128-bit lanes (for `vpshufb`), the 8 mins as floats, [d, dmin, …] as floats.
 @inline(__always)
-private func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
+func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
     let h = load128(sb)
     // [q0..3 | q8..11 | q4..7 | q8..11] (q_k is header byte 4 + k)
     let a = _mm_shuffle_epi8(h, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15))

@@ -31,6 +31,11 @@ public enum QuantKernels {
         #endif
     }
 
+    /// Activation rows from which the AVX2 path uses the GEMM kernels (QuantizedGEMM+AVX2.swift)
+    /// and their `interleavedRows` layout; below it the small-M tiles. A setting only so that
+    /// `bench kernels` can time both kernel families in one run: set it before any matmul runs.
+    nonisolated(unsafe) public static var gemmMinimumRows = 9
+
     /// The path `quantizedMatmul` uses by default on this build.
     public static var activePath: Path {
         #if AVX2
@@ -72,6 +77,12 @@ public struct QuantizedActivations {
         /// the order in which one 32-byte load of int4 nibbles (two groups) unpacks into low and
         /// high nibbles. A last unpaired group (G odd) stays natural.
         case pairedHalves
+        /// Rows in tiles of 8, each tile interleaved in 4-byte pieces: tile t = rows 8t ..< 8t+8,
+        /// piece k/4 of the tile = [row 0 k..k+3 | row 1 | ... | row 7] (32 bytes). One 32-byte
+        /// load then holds four codes of each of 8 rows, which a broadcast of four weight codes
+        /// multiplies with `vpmaddubsw` into lanes that are activation rows (the GEMM kernels,
+        /// QuantizedGEMM+AVX2.swift). Rows past M in the last tile are zero.
+        case interleavedRows
     }
 
     public let m: Int
@@ -97,7 +108,12 @@ public struct QuantizedActivations {
     public static func byteCount(m: Int, cols: Int, layout: Layout) -> Int {
         let g = m * (cols / 32)
         let byGroup = align64((m + 7) / 8 * 8 * (cols / 32) * 4)
-        return align64(m * cols) + 2 * align64(g * 4) + align64(g * 4 * scaleRepeat(layout)) + 2 * byGroup
+        return align64(codeCount(m: m, cols: cols, layout: layout)) + 2 * align64(g * 4) + align64(g * 4 * scaleRepeat(layout)) + 2 * byGroup
+    }
+
+    /// Codes stored: M × K, or whole tiles of 8 rows for `interleavedRows`.
+    static func codeCount(m: Int, cols: Int, layout: Layout) -> Int {
+        layout == .interleavedRows ? (m + 7) / 8 * 8 * cols : m * cols
     }
 
     /// Lays the arrays out in `buffer` (≥ byteCount bytes, 64-byte aligned).
@@ -109,8 +125,9 @@ public struct QuantizedActivations {
         self.scaleBlock = scaleBlock
         let g = m * (cols / 32)
         var offset = 0
-        codes = buffer.bindMemory(to: Int8.self, capacity: m * cols)
-        offset += align64(m * cols)
+        let codeCount = Self.codeCount(m: m, cols: cols, layout: layout)
+        codes = buffer.bindMemory(to: Int8.self, capacity: codeCount)
+        offset += align64(codeCount)
         scales = (buffer + offset).bindMemory(to: Float.self, capacity: g)
         offset += align64(g * 4)
         sums = (buffer + offset).bindMemory(to: Float.self, capacity: g)
@@ -126,6 +143,7 @@ public struct QuantizedActivations {
     /// Index into `codes` of activation row `row`, column k (natural k).
     @inline(__always)
     public func position(_ row: Int, _ k: Int) -> Int {
+        if layout == .interleavedRows { return (row >> 3) * 8 * cols + (k >> 2) * 32 + (row & 7) * 4 + (k & 3) }
         let g = k >> 5, i = k & 31
         if layout == .natural || (g == groups - 1 && groups % 2 == 1) { return row * cols + k }
         return row * cols + (g >> 1) * 64 + (i >> 4) * 32 + (g & 1) * 16 + (i & 15)
@@ -138,6 +156,12 @@ public struct QuantizedActivations {
         let groups = self.groups
         if rows.upperBound == m && m % 8 != 0 {
             // Lanes past the last activation row: zero, so an 8-row tile may read them.
+            if layout == .interleavedRows {
+                let tile = UnsafeMutableRawPointer(codes + (m / 8) * 8 * cols)
+                for piece in 0..<cols / 4 {
+                    for lane in m % 8..<8 { tile.storeBytes(of: 0, toByteOffset: piece * 32 + lane * 4, as: UInt32.self) }
+                }
+            }
             for g in 0..<groups {
                 for lane in m % 8..<8 {
                     scalesByGroup[((m / 8) * groups + g) * 8 + lane] = 0
@@ -156,9 +180,14 @@ public struct QuantizedActivations {
                 }
                 let scale = amax / 127
                 let inverse: Float = amax > 0 ? 127 / amax : 0
-                // Each half of 16 codes is contiguous in both layouts.
-                let low = codes + position(r, g * 32), high = codes + position(r, g * 32 + 16)
-                let sum = quantizeGroup(src, inverse: inverse, low: low, high: high)
+                let sum: Int32
+                if layout == .interleavedRows {
+                    sum = quantizeGroupInterleaved(src, inverse: inverse, to: codes + position(r, g * 32))
+                } else {
+                    // Each half of 16 codes is contiguous in the natural and pairedHalves layouts.
+                    let low = codes + position(r, g * 32), high = codes + position(r, g * 32 + 16)
+                    sum = quantizeGroup(src, inverse: inverse, low: low, high: high)
+                }
                 scales[r * groups + g] = scale
                 sums[r * groups + g] = scale * Float(sum)
                 if layout == .natural {
@@ -205,6 +234,22 @@ func quantizeGroup(_ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutable
     #endif
 }
 
+/// As `quantizeGroup`, storing codes 4j ..< 4j+4 at `to` + 32·j (the `interleavedRows` layout).
+@inline(__always)
+func quantizeGroupInterleaved(_ x: UnsafePointer<Float>, inverse: Float, to: UnsafeMutablePointer<Int8>) -> Int32 {
+    #if AVX2
+    return quantizeGroupInterleavedAVX2(x, inverse: inverse, to: to)
+    #else
+    var sum: Int32 = 0
+    for i in 0..<32 {
+        let q = Int32(max(-127, min(127, (x[i] * inverse).rounded(.toNearestOrEven))))
+        to[(i >> 2) * 32 + (i & 3)] = Int8(truncatingIfNeeded: q)
+        sum &+= q
+    }
+    return sum
+    #endif
+}
+
 /// y [M, N] = x [M, K] · Wᵀ with W = `w` [N, K]. See the file comment for the arithmetic.
 public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
                             pool: ThreadPool) {
@@ -219,7 +264,7 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
     case .f32, .f16:
         floatMatmul(w, x, m: m, y, pool: pool, path: path)
     case .int8, .int5, .int4:
-        let layout = activationLayout(w.format, path)
+        let layout = activationLayout(w.format, path, m: m)
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)
         withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
             let a = QuantizedActivations(m: m, cols: w.cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
@@ -241,7 +286,7 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y
                             pool: ThreadPool, path: QuantKernels.Path) {
     precondition(w.format.traits.isQuantized, "integer kernels take int8/int5/int4 weights, got \(w.format)")
     precondition(a.cols == w.cols, "activations have \(a.cols) columns, weights \(w.cols)")
-    precondition(a.layout == activationLayout(w.format, path), "activations quantized in the wrong layout for this kernel")
+    precondition(a.layout == activationLayout(w.format, path, m: a.m), "activations quantized in the wrong layout for this kernel")
     precondition(a.scaleBlock == QuantizedActivations.scaleBlock(for: w.format),
                  "\(w.format) weights take activations with one scale per \(QuantizedActivations.scaleBlock(for: w.format)) values, got \(a.scaleBlock)")
     // Rows are claimed in chunks (a multiple of 8 rows, about 8 chunks per thread) rather than
@@ -267,10 +312,10 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
     let path = QuantKernels.activePath
     // One activation quantization per format present (layout and scale block differ).
     let formats: [WeightFormat] = [.int8, .int5, .int4]
-    let sizes = formats.map { f in ws.contains { $0.format == f } ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(f, path)) : 0 }
+    let sizes = formats.map { f in ws.contains { $0.format == f } ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(f, path, m: m)) : 0 }
     withUnsafeTemporaryAllocation(byteCount: sizes.reduce(0, +), alignment: 64) { buffer in
         func activations(_ format: WeightFormat, offset: Int) -> QuantizedActivations {
-            let a = QuantizedActivations(m: m, cols: cols, layout: activationLayout(format, path),
+            let a = QuantizedActivations(m: m, cols: cols, layout: activationLayout(format, path, m: m),
                                          scaleBlock: QuantizedActivations.scaleBlock(for: format), buffer: buffer.baseAddress! + offset)
             if m >= 32 {
                 pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
@@ -316,7 +361,8 @@ func rowGrain(_ w: QuantizedMatrix, _ pool: ThreadPool) -> Int {
 @inline(__always)
 func runRows(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>,
              path: QuantKernels.Path) {
-    let mBlock = a.m <= 8 ? a.m : max(8, min(a.m, (256 * 1024) / a.cols) / 8 * 8)
+    // (A multiple of 16 rows: the GEMM kernels take activation tiles in pairs.)
+    let mBlock = a.m <= 16 ? a.m : max(16, min(a.m, (256 * 1024) / a.cols) / 16 * 16)
     var m0 = 0
     while m0 < a.m {
         let m1 = min(a.m, m0 + mBlock)
@@ -325,9 +371,15 @@ func runRows(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutable
     }
 }
 
-/// The activation code order a kernel reads.
-public func activationLayout(_ format: WeightFormat, _ path: QuantKernels.Path) -> QuantizedActivations.Layout {
-    (format == .int4 || format == .int5) && path == .avx2 ? .pairedHalves : .natural
+/// The activation code order the kernel for `m` activation rows reads: the AVX2 GEMM kernels
+/// (m ≥ `QuantKernels.gemmMinimumRows`) read `interleavedRows`, the AVX2 int4/int5 decode and
+/// small-M tiles `pairedHalves`, everything else `natural`.
+public func activationLayout(_ format: WeightFormat, _ path: QuantKernels.Path, m: Int) -> QuantizedActivations.Layout {
+    guard path == .avx2 else { return .natural }
+    #if AVX2
+    if m >= QuantKernels.gemmMinimumRows { return .interleavedRows }
+    #endif
+    return format == .int4 || format == .int5 ? .pairedHalves : .natural
 }
 
 @inline(__always)
@@ -339,6 +391,10 @@ func runKernel(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutab
     case (.portable, _): portableInt4(w, a, y, rows: rows, ms: ms)
     case (.avx2, _):
         #if AVX2
+        if a.layout == .interleavedRows {
+            avx2GEMM(w, a, y, rows: rows, ms: ms)
+            return
+        }
         switch w.format {
         case .int4: avx2Int4(w, a, y, rows: rows, ms: ms)
         case .int5: avx2Int5(w, a, y, rows: rows, ms: ms)

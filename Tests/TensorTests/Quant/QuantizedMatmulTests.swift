@@ -246,7 +246,7 @@ final class QuantKernelsTests: XCTestCase {
             let m = 3
             var x = rng.floats(m * cols)
             x[5] = 9   // one large value: its block's scale must follow it, other blocks must not
-            let layout = activationLayout(.int4, QuantKernels.activePath)
+            let layout = activationLayout(.int4, QuantKernels.activePath, m: m)
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: layout), alignment: 64)
             defer { buffer.deallocate() }
             let a = QuantizedActivations(m: m, cols: cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: .int4), buffer: buffer)
@@ -272,6 +272,18 @@ final class QuantKernelsTests: XCTestCase {
     /// every tile and decode kernel. Losing them silently costs 1.3-40x (see KERNELS.md).
     func testKernelInstructions() throws {
         #if AVX2
+        // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
+        for fragment in ["21unsignedCodesTilePair", "23unsignedCodesTileSingle", "16int8GEMMTilePair", "18int8GEMMTileSingle"] {
+            let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
+            XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
+            for f in functions {
+                XCTAssertGreaterThan(f.count("vpmaddubsw"), 0, "\(f.name) lost vpmaddubsw")
+                XCTAssertGreaterThan(f.count("vpmaddwd"), 0, "\(f.name) lost vpmaddwd")
+                XCTAssertGreaterThan(f.count("vpbroadcastd"), 0, "\(f.name) lost vpbroadcastd")
+            }
+        }
+        // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
+        XCTAssertTrue(try Disassembly.functions(containing: ["6Tensor", "8avx2GEMM"]).allSatisfy { $0.count("prefetcht0") > 0 }, "the GEMM driver lost its prefetch")
         for fragment in ["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"] {
             let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
             XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
@@ -298,34 +310,42 @@ final class QuantKernelsTests: XCTestCase {
         #endif
     }
 
-    /// Activation codes land where `position` says, in both layouts, with the same values.
+    /// Activation codes land where `position` says, in every layout, with the same values; the
+    /// interleaved layout's padding rows (past M in the last tile of 8) are zero.
     func testActivationLayouts() {
         var rng = SeededGenerator(seed: 31)
         for cols in [32, 96, 288] {
-            let m = 2
-            let x = rng.floats(m * cols)
-            var natural: [Int8] = [], paired: [Int8] = []
-            for layout in [QuantizedActivations.Layout.natural, .pairedHalves] {
-                let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: layout), alignment: 64)
-                defer { buffer.deallocate() }
-                let a = QuantizedActivations(m: m, cols: cols, layout: layout, buffer: buffer)
-                x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
-                var values: [Int8] = []
-                for r in 0..<m { for k in 0..<cols { values.append(a.codes[a.position(r, k)]) } }
-                let positions = Set((0..<m).flatMap { r in (0..<cols).map { a.position(r, $0) } })
-                XCTAssertEqual(positions.count, m * cols, "positions must be a permutation")
-                if layout == .natural { natural = values } else { paired = values }
-            }
-            XCTAssertEqual(natural, paired)
-            // Codes reproduce x within half a step per group.
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: .natural), alignment: 64)
-            defer { buffer.deallocate() }
-            let a = QuantizedActivations(m: m, cols: cols, layout: .natural, buffer: buffer)
-            x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
-            for r in 0..<m {
-                for k in 0..<cols {
-                    let s = a.scales[r * (cols / 32) + k / 32]
-                    XCTAssertLessThanOrEqual(abs(Float(a.codes[r * cols + k]) * s - x[r * cols + k]), 0.5 * s * 1.0001)
+            for m in [2, 11] {
+                let x = rng.floats(m * cols)
+                var natural: [Int8] = []
+                for layout in [QuantizedActivations.Layout.natural, .pairedHalves, .interleavedRows] {
+                    let bytes = QuantizedActivations.byteCount(m: m, cols: cols, layout: layout)
+                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+                    defer { buffer.deallocate() }
+                    buffer.initializeMemory(as: UInt8.self, repeating: 0x5A, count: bytes)   // quantize must clear the padding
+                    let a = QuantizedActivations(m: m, cols: cols, layout: layout, buffer: buffer)
+                    x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
+                    var values: [Int8] = []
+                    for r in 0..<m { for k in 0..<cols { values.append(a.codes[a.position(r, k)]) } }
+                    let positions = Set((0..<m).flatMap { r in (0..<cols).map { a.position(r, $0) } })
+                    XCTAssertEqual(positions.count, m * cols, "positions must be a permutation")
+                    if layout == .natural { natural = values } else { XCTAssertEqual(values, natural, "\(layout) cols \(cols) m \(m)") }
+                    if layout == .natural {
+                        // Codes reproduce x within half a step per group.
+                        for r in 0..<m {
+                            for k in 0..<cols {
+                                let s = a.scales[r * (cols / 32) + k / 32]
+                                XCTAssertLessThanOrEqual(abs(Float(a.codes[r * cols + k]) * s - x[r * cols + k]), 0.5 * s * 1.0001)
+                            }
+                        }
+                    }
+                    if layout == .interleavedRows {
+                        // Tile 1's piece for k = 0...3 holds row 9's codes at 4·(9 % 8).
+                        XCTAssertEqual(a.position(9, 2), 8 * cols + 4 + 2)
+                        for r in m..<(m + 7) / 8 * 8 {
+                            for k in 0..<cols { XCTAssertEqual(a.codes[a.position(r, k)], 0, "padding row \(r) k \(k)") }
+                        }
+                    }
                 }
             }
         }

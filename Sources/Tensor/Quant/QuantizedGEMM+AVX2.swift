@@ -11,11 +11,11 @@
 //     vpmaddubsw(broadcast of 4 weight codes, one 32-byte piece)
 // gives 16 Int16 lanes, 2 per activation row: lanes ARE activation rows, no reduction at all.
 //
-// Per weight row r, group g (32 weights), tile pair (16 activation rows):
-//   8 × vpbroadcastd (weight codes k..k+3), 16 × vpmaddubsw (piece from memory), Int16 sums of
-//   4 products (int4/int5 codes ≤ 31: 4·2·31·127 = 31,496 fits Int16), 4 × vpmaddwd by 1,
-//   2 × vpaddd → the group's dots of 16 rows in two Int32 vectors; then per 8 rows
-//   acc += s[r,g] · (float(dot) · dx[g, rows]) and min += o[r,g] · Σx[g, rows]
+// Per weight row r, group g (32 weights), T = 1, 2 or 4 tiles (8 activation rows each):
+//   8 × vpbroadcastd (weight codes k..k+3, shared by the T tiles), per tile 8 × vpmaddubsw (piece
+//   from memory), Int16 sums of 4 products (int4/int5 codes ≤ 31: 4·2·31·127 = 31,496 fits Int16),
+//   2 × vpmaddwd by 1, vpaddd → the group's dots of the tile's 8 rows; then per tile
+//   f += s[r,g] · (float(dot) · dx[g, rows]) − o[r,g] · Σx[g, rows]
 //   (w = s·q − o: int5 s = d, o = 16·d; int4 s = d·sc, o = dmin·m; activations' per-group
 //   scales and scale·Σcodes come from `scalesByGroup` / `sumsByGroup`).
 // int8 weights are signed: the broadcast codes w give |w| = vpsignb(w, w) and each piece is
@@ -27,23 +27,29 @@
 // and nibble shuffles are paid once per row per call instead of once per tile, and the inner loop
 // is the same for both formats.
 //
-// Loop nest per thread (its chunk of output rows, one M block of `runRows`):
-//   for each block of `rowsPerBlock` rows (≈16 KB of unpacked codes: L1 with one tile pair)
-//     unpack (int5/int4) — the first read of those weights, prefetched ahead
-//     for each pair of activation tiles (16 rows; a last odd tile alone): for each row of the block
-// Measured in cache (one core, K = 896, same process): 0.57-0.63 of a register-only
+// Loop nest per thread (its chunk of output rows, one M block of `runRows`), `gemmBlocks`:
+//   for each block of 16 weight rows: unpack (int5/int4; the first read of those weights,
+//     prefetched ahead), then for each group of 4 activation tiles (32 rows; 2 or 1 at the end):
+//       for each K chunk of 16 groups (the tiles' codes and the block's codes share L1):
+//         for each row of the block: the micro-kernel, accumulators kept in `partial` between chunks
+//       the block's sums, transposed, written to y a cache line at a time.
+// Measured in cache (one core, K = 896, tile pairs, same process): 0.57-0.63 of a register-only
 // vpmaddubsw/vpmaddwd loop (~225 GOP/s per core here), 1.9x the int5 tiles, 1.8x the int8 tiles.
 // Against the small-M tiles, one thread, alternating in one process (quantization included):
-//   int5 4864x896 M=512 1.45-1.51x, 896x4864 M=512 1.35x, M=16 1.31-1.49x
-//   int4 1.39-1.53x, 1.41x, 1.11-1.26x;  int8 1.26-1.31x, 1.11-1.31x, 1.23-1.50x
-//   M = 8: int8 1.06-1.17x, int5 0.96x, int4 0.77-0.88x (one tile: its broadcasts serve 8 rows,
-//   not 16), hence `gemmMinimumRows` = 9.
-// End to end (default model, 2 threads, alternating): prefill 512 1.32x, 2,048 1.29x, 16 streams
-// decoding together 1.33x.
+//   first version (tile pairs, scalar stores into y):
+//     int5 4864x896 M=512 1.45-1.51x, 896x4864 M=512 1.35x, M=16 1.31-1.49x
+//     int4 1.39-1.53x, 1.41x, 1.11-1.26x;  int8 1.26-1.31x, 1.11-1.31x, 1.23-1.50x
+//     M = 8: int8 1.06-1.17x, int5 0.96x, int4 0.77-0.88x (one tile: its broadcasts serve 8 rows,
+//     not 16), hence `gemmMinimumRows` = 9.
+//   with 4 tiles per broadcast and transposed stores: int5 M=512 1.66x / 1.39x, int8 1.37x /
+//   1.30x, M = 16 1.27-1.28x.
+// End to end (default model, 2 threads, alternating with the small-M tiles): prefill 512
+// 1.37-1.50x, 2,048 1.38x, 16 streams decoding together 1.28-1.40x. Two threads: 1.6-2.2x one.
 //
 // Inner loop as compiled (objdump, per group and tile pair): 8 vpbroadcastd, 16 vpmaddubsw with
 // the piece from memory, 12 vpaddw, 4 vpmaddwd, 2 vpaddd, 2 vcvtdq2ps, 2 vmulps, 4 FMAs, 2
-// vbroadcastss; no spills. QuantKernelsTests.testKernelInstructions checks the products.
+// vbroadcastss; 4 tiles: 32 vpmaddubsw per 8 vpbroadcastd; no spills in either.
+// QuantKernelsTests.testKernelInstructions checks the products and the broadcasts.
 
 #if AVX2
 import _Builtin_intrinsics.intel
@@ -160,96 +166,179 @@ private func unpackInt4Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
 
 // MARK: - micro-kernels
 
-/// One unpacked row (codes `c`, per-group s and o) × `tiles` (1 or 2) activation tiles starting
-/// at tile `t`, over groups `g0 ..< g1`: adds to acc[0..<8] (tile t's rows) and acc[8..<16].
-@inline(__always)
-private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                               _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: UnsafeMutablePointer<Float>) {
-    let cols = a.cols, groups = cols / 32
-    let x0 = UnsafeRawPointer(a.codes + t * 8 * cols), x1 = UnsafeRawPointer(a.codes + (t + tiles - 1) * 8 * cols)
-    let dx0 = a.scalesByGroup + t * groups * 8, dx1 = a.scalesByGroup + (t + tiles - 1) * groups * 8
-    let sx0 = a.sumsByGroup + t * groups * 8, sx1 = a.sumsByGroup + (t + tiles - 1) * groups * 8
-    let ones = _mm256_set1_epi16(1)
-    let code = UnsafeRawPointer(c)
-    var f0 = loadFloats(acc), f1 = tiles == 2 ? loadFloats(acc + 8) : _mm256_setzero_ps()
-    for g in g0..<g1 {
-        let cg = code + g &* 32, xa = x0 + g &* 256, xb = x1 + g &* 256
-        // Int16 sums of 4 products per half of the group (≤ 4·2·31·127 = 31,496).
-        @inline(__always) func half(_ h: Int) -> (__m256i, __m256i) {
-            var pa = _mm256_setzero_si256(), pb = pa
-            for k in 0..<4 {
-                let w = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 16 * h + 4 * k, as: Int32.self))
-                pa = _mm256_add_epi16(pa, _mm256_maddubs_epi16(w, load256(xa + (128 * h + 32 * k))))
-                if tiles == 2 { pb = _mm256_add_epi16(pb, _mm256_maddubs_epi16(w, load256(xb + (128 * h + 32 * k)))) }
-            }
-            return (pa, pb)
-        }
-        let (a0, b0) = half(0), (a1, b1) = half(1)
-        let sg = _mm256_set1_ps(s[g]), og = _mm256_set1_ps(o[g])
-        let da = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(a0, ones), _mm256_madd_epi16(a1, ones)))
-        f0 = _mm256_fmadd_ps(sg, _mm256_mul_ps(da, loadFloats(dx0 + g &* 8)), _mm256_fnmadd_ps(og, loadFloats(sx0 + g &* 8), f0))
-        if tiles == 2 {
-            let db = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(b0, ones), _mm256_madd_epi16(b1, ones)))
-            f1 = _mm256_fmadd_ps(sg, _mm256_mul_ps(db, loadFloats(dx1 + g &* 8)), _mm256_fnmadd_ps(og, loadFloats(sx1 + g &* 8), f1))
+/// Where one tile call's accumulators (lane i: activation row 8t + i, i < 8·tiles) start and end
+/// up. Between the K chunks of a row they stay in `partial` [32]; after the last chunk lane i goes
+/// to `out`[i·stride]: the block's sums transposed to [activation row, weight row], so the driver
+/// writes y a cache line at a time (scalar stores straight into y, each to another line of a
+/// 5-10 MB output, cost ~6% of prefill in store stalls).
+private struct TileAccumulators {
+    let partial: UnsafeMutablePointer<Float>
+    let out: UnsafeMutablePointer<Float>
+    let stride: Int
+    let first: Bool
+    let last: Bool
+
+    @inline(__always)
+    func start(_ i: Int) -> __m256 { first ? _mm256_setzero_ps() : loadFloats(partial + 8 * i) }
+
+    @inline(__always)
+    func finish(_ f: __m256, _ i: Int) {
+        if last {
+            let lanes = unsafeBitCast(f, to: SIMD8<Float>.self)
+            for j in 0..<8 { out[(8 * i + j) * stride] = lanes[j] }
+        } else {
+            UnsafeMutableRawPointer(partial + 8 * i).storeBytes(of: f, as: __m256.self)
         }
     }
-    UnsafeMutableRawPointer(acc).storeBytes(of: f0, as: __m256.self)
-    if tiles == 2 { UnsafeMutableRawPointer(acc + 8).storeBytes(of: f1, as: __m256.self) }
 }
 
-/// One int8 row (its Q8_0 blocks at `row`) × `tiles` (1 or 2) activation tiles starting at tile t,
-/// over groups g0 ..< g1, added to acc[0..<16] as `unsignedCodesTile`.
+/// Per-tile pointers of a tile call: codes, scales and sums of tiles t ..< t + tiles (tiles ≤ 4).
+private struct TileInputs {
+    let x: (UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer)
+    let dx: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
+    let sx: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
+
+    @inline(__always)
+    init(_ a: QuantizedActivations, t: Int, tiles: Int) {
+        let cols = a.cols, groups = cols / 32
+        // Tiles past `tiles` alias the last one (never read).
+        @inline(__always) func tile(_ i: Int) -> Int { t + min(i, tiles - 1) }
+        @inline(__always) func codes(_ i: Int) -> UnsafeRawPointer { UnsafeRawPointer(a.codes + tile(i) * 8 * cols) }
+        @inline(__always) func scales(_ i: Int) -> UnsafePointer<Float> { UnsafePointer(a.scalesByGroup + tile(i) * groups * 8) }
+        @inline(__always) func sums(_ i: Int) -> UnsafePointer<Float> { UnsafePointer(a.sumsByGroup + tile(i) * groups * 8) }
+        x = (codes(0), codes(1), codes(2), codes(3))
+        dx = (scales(0), scales(1), scales(2), scales(3))
+        sx = (sums(0), sums(1), sums(2), sums(3))
+    }
+
+    @inline(__always) func x(_ i: Int) -> UnsafeRawPointer { i == 0 ? x.0 : i == 1 ? x.1 : i == 2 ? x.2 : x.3 }
+    @inline(__always) func dx(_ i: Int) -> UnsafePointer<Float> { i == 0 ? dx.0 : i == 1 ? dx.1 : i == 2 ? dx.2 : dx.3 }
+    @inline(__always) func sx(_ i: Int) -> UnsafePointer<Float> { i == 0 ? sx.0 : i == 1 ? sx.1 : i == 2 ? sx.2 : sx.3 }
+}
+
+/// One unpacked row (codes `c`, per-group s and o) × `tiles` (1, 2 or 4) activation tiles starting
+/// at tile `t`, over groups `g0 ..< g1`. Each broadcast of 4 weight codes feeds `tiles` products.
+@inline(__always)
+private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+                               _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: TileAccumulators) {
+    let inputs = TileInputs(a, t: t, tiles: tiles)
+    let ones = _mm256_set1_epi16(1)
+    let code = UnsafeRawPointer(c)
+    var f0 = acc.start(0), f1 = tiles > 1 ? acc.start(1) : f0, f2 = tiles > 2 ? acc.start(2) : f0, f3 = tiles > 3 ? acc.start(3) : f0
+    for g in g0..<g1 {
+        let cg = code + g &* 32
+        // Per tile, Int16 sums of 4 products per half of the group (≤ 4·2·31·127 = 31,496), then
+        // the halves widened and added.
+        var d0 = _mm256_setzero_si256(), d1 = d0, d2 = d0, d3 = d0
+        for h in 0..<2 {
+            var p0 = _mm256_setzero_si256(), p1 = p0, p2 = p0, p3 = p0
+            for k in 0..<4 {
+                let w = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 16 * h + 4 * k, as: Int32.self))
+                let piece = g &* 256 &+ (128 * h + 32 * k)
+                p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(w, load256(inputs.x.0 + piece)))
+                if tiles > 1 { p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(w, load256(inputs.x.1 + piece))) }
+                if tiles > 2 { p2 = _mm256_add_epi16(p2, _mm256_maddubs_epi16(w, load256(inputs.x.2 + piece))) }
+                if tiles > 3 { p3 = _mm256_add_epi16(p3, _mm256_maddubs_epi16(w, load256(inputs.x.3 + piece))) }
+            }
+            d0 = _mm256_add_epi32(d0, _mm256_madd_epi16(p0, ones))
+            if tiles > 1 { d1 = _mm256_add_epi32(d1, _mm256_madd_epi16(p1, ones)) }
+            if tiles > 2 { d2 = _mm256_add_epi32(d2, _mm256_madd_epi16(p2, ones)) }
+            if tiles > 3 { d3 = _mm256_add_epi32(d3, _mm256_madd_epi16(p3, ones)) }
+        }
+        let sg = _mm256_set1_ps(s[g]), og = _mm256_set1_ps(o[g])
+        @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
+            f = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8)),
+                                _mm256_fnmadd_ps(og, loadFloats(inputs.sx(i) + g &* 8), f))
+        }
+        add(&f0, d0, 0)
+        if tiles > 1 { add(&f1, d1, 1) }
+        if tiles > 2 { add(&f2, d2, 2) }
+        if tiles > 3 { add(&f3, d3, 3) }
+    }
+    acc.finish(f0, 0)
+    if tiles > 1 { acc.finish(f1, 1) }
+    if tiles > 2 { acc.finish(f2, 2) }
+    if tiles > 3 { acc.finish(f3, 3) }
+}
+
+/// One int8 row (its Q8_0 blocks at `row`) × `tiles` (1, 2 or 4) activation tiles starting at
+/// tile t, over groups g0 ..< g1.
 @inline(__always)
 private func int8GEMMTile(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int,
-                          acc: UnsafeMutablePointer<Float>, prefetchDistance: Int) {
-    let cols = a.cols, groups = cols / 32
-    let x0 = UnsafeRawPointer(a.codes + t * 8 * cols), x1 = UnsafeRawPointer(a.codes + (t + tiles - 1) * 8 * cols)
-    let dx0 = a.scalesByGroup + t * groups * 8, dx1 = a.scalesByGroup + (t + tiles - 1) * groups * 8
+                          acc: TileAccumulators, prefetchDistance: Int) {
+    let inputs = TileInputs(a, t: t, tiles: tiles)
     let ones = _mm256_set1_epi16(1)
-    var f0 = loadFloats(acc), f1 = tiles == 2 ? loadFloats(acc + 8) : _mm256_setzero_ps()
+    var f0 = acc.start(0), f1 = tiles > 1 ? acc.start(1) : f0, f2 = tiles > 2 ? acc.start(2) : f0, f3 = tiles > 3 ? acc.start(3) : f0
     for g in g0..<g1 {
-        let block = row + g &* Int8Block.bytes, xa = x0 + g &* 256, xb = x1 + g &* 256
+        let block = row + g &* Int8Block.bytes
         if prefetchDistance > 0 { prefetchForRead(block + prefetchDistance) }
-        var ia = _mm256_setzero_si256(), ib = ia
+        var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0
         for k in 0..<8 {
             let w = _mm256_set1_epi32(block.loadUnaligned(fromByteOffset: Int8Block.quantsOffset + 4 * k, as: Int32.self))
             let u = _mm256_sign_epi8(w, w)
-            ia = _mm256_add_epi32(ia, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(load256(xa + 32 * k), w)), ones))
-            if tiles == 2 {
-                ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(load256(xb + 32 * k), w)), ones))
+            let piece = g &* 256 &+ 32 * k
+            @inline(__always) func product(_ x: UnsafeRawPointer) -> __m256i {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(load256(x + piece), w)), ones)
             }
+            i0 = _mm256_add_epi32(i0, product(inputs.x.0))
+            if tiles > 1 { i1 = _mm256_add_epi32(i1, product(inputs.x.1)) }
+            if tiles > 2 { i2 = _mm256_add_epi32(i2, product(inputs.x.2)) }
+            if tiles > 3 { i3 = _mm256_add_epi32(i3, product(inputs.x.3)) }
         }
         let sg = _mm256_set1_ps(loadHalf(block))
-        f0 = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(ia), loadFloats(dx0 + g &* 8)), f0)
-        if tiles == 2 { f1 = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(ib), loadFloats(dx1 + g &* 8)), f1) }
+        @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
+            f = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8)), f)
+        }
+        add(&f0, i0, 0)
+        if tiles > 1 { add(&f1, i1, 1) }
+        if tiles > 2 { add(&f2, i2, 2) }
+        if tiles > 3 { add(&f3, i3, 3) }
     }
-    UnsafeMutableRawPointer(acc).storeBytes(of: f0, as: __m256.self)
-    if tiles == 2 { UnsafeMutableRawPointer(acc + 8).storeBytes(of: f1, as: __m256.self) }
+    acc.finish(f0, 0)
+    if tiles > 1 { acc.finish(f1, 1) }
+    if tiles > 2 { acc.finish(f2, 2) }
+    if tiles > 3 { acc.finish(f3, 3) }
 }
 
 // One specialization per tile count, so the accumulators stay in registers.
-@inline(never)
-private func unsignedCodesTilePair(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                                   _ a: QuantizedActivations, t: Int, g0: Int, g1: Int, acc: UnsafeMutablePointer<Float>) {
-    unsignedCodesTile(c, s, o, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
-}
+private typealias UnsignedTileFunction = (UnsafePointer<UInt8>, UnsafePointer<Float>, UnsafePointer<Float>, QuantizedActivations,
+                                          Int, Int, Int, TileAccumulators) -> Void
+private typealias Int8TileFunction = (UnsafeRawPointer, QuantizedActivations, Int, Int, Int, TileAccumulators, Int) -> Void
 
 @inline(never)
-private func unsignedCodesTileSingle(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                                     _ a: QuantizedActivations, t: Int, g0: Int, g1: Int, acc: UnsafeMutablePointer<Float>) {
+private func unsignedCodesTiles1(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+                                 _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators) {
     unsignedCodesTile(c, s, o, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
-private func int8GEMMTilePair(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t: Int, g0: Int, g1: Int,
-                              acc: UnsafeMutablePointer<Float>, prefetchDistance: Int) {
+private func unsignedCodesTiles2(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+                                 _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators) {
+    unsignedCodesTile(c, s, o, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func unsignedCodesTiles4(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+                                 _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators) {
+    unsignedCodesTile(c, s, o, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int8GEMMTiles1(_ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
+                            _ acc: TileAccumulators, _ prefetchDistance: Int) {
+    int8GEMMTile(row, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
+}
+
+@inline(never)
+private func int8GEMMTiles2(_ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
+                            _ acc: TileAccumulators, _ prefetchDistance: Int) {
     int8GEMMTile(row, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
 }
 
 @inline(never)
-private func int8GEMMTileSingle(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t: Int, g0: Int, g1: Int,
-                                acc: UnsafeMutablePointer<Float>, prefetchDistance: Int) {
-    int8GEMMTile(row, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
+private func int8GEMMTiles4(_ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
+                            _ acc: TileAccumulators, _ prefetchDistance: Int) {
+    int8GEMMTile(row, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
 }
 
 // MARK: - driver
@@ -257,78 +346,94 @@ private func int8GEMMTileSingle(_ row: UnsafeRawPointer, _ a: QuantizedActivatio
 /// Weight rows per block: unpacked once, then multiplied with every tile pair of the M block.
 private let gemmRowsPerBlock = 16
 
-/// Groups per K chunk: a tile pair's chunk of activation codes (16 × 1,024 bytes) and the block's
-/// chunk of weight codes (16 × 1,024) share the 32 KB L1; K = 896 is one chunk. Without chunks a
-/// K = 4,864 tile pair (78 KB) came from L2 for every row: 1.08-1.11x the old tiles instead of 1.4x.
-private let gemmGroupsPerChunk = 32
+/// Groups per K chunk: four tiles' chunk of activation codes (32 × 512 bytes) and the block's chunk
+/// of weight codes (16 × 512) share the 32 KB L1. Without chunks a K = 4,864 tile pair (78 KB)
+/// came from L2 for every row: 1.08-1.11x the old tiles instead of 1.4x.
+private let gemmGroupsPerChunk = 16
+
+/// to[0..<count] = from[0..<count] (count ≤ 16): two vector moves for a full block.
+@inline(__always)
+private func copyRow(_ from: UnsafePointer<Float>, to: UnsafeMutablePointer<Float>, count: Int) {
+    if count == 16 {
+        UnsafeMutableRawPointer(to).storeBytes(of: loadFloats(from), as: __m256.self)
+        UnsafeMutableRawPointer(to + 8).storeBytes(of: loadFloats(from + 8), as: __m256.self)
+    } else {
+        for j in 0..<count { to[j] = from[j] }
+    }
+}
 
 /// y[ms, rows] for `interleavedRows` activations (ms starts at a multiple of 8).
 func avx2GEMM(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "GEMM activation blocks must start at a multiple of 8 rows")
+    let cols = w.cols, block = gemmRowsPerBlock
+    // Scratch: unpacked codes [block, K], s and o [block, G], partial sums [block, 32], the
+    // block's finished sums transposed [32, block].
+    let bytes = (w.format != .int8 ? block * (cols + 8 * (cols / 32)) : 0) + 2 * block * 32 * 4
+    withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
+        gemmBlocks(w, a, y, rows: rows, ms: ms, scratch: buffer.baseAddress!, bytes: bytes)
+    }
+}
+
+/// The loop nest of `avx2GEMM` over its scratch.
+private func gemmBlocks(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>,
+                        scratch base: UnsafeMutableRawPointer, bytes: Int) {
     let distance = QuantKernels.prefetchDistance
     let cols = w.cols, groups = cols / 32, block = gemmRowsPerBlock
     let firstTile = ms.lowerBound / 8, tileEnd = (ms.upperBound + 7) / 8
     let unpacks = w.format != .int8
-    // Scratch: unpacked codes [block, K], s and o [block, G], accumulators [block, 16].
-    let bytes = (unpacks ? block * (cols + 8 * groups) : 0) + block * 16 * 4
-    withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
-        let base = buffer.baseAddress!
-        let acc = (base + (bytes - block * 16 * 4)).assumingMemoryBound(to: Float.self)
-        let codes = base.assumingMemoryBound(to: UInt8.self)
-        let scale = (base + block * cols).assumingMemoryBound(to: Float.self)
-        let offset = (base + block * (cols + 4 * groups)).assumingMemoryBound(to: Float.self)
-        var r0 = rows.lowerBound
-        while r0 < rows.upperBound {
-            let r1 = min(rows.upperBound, r0 + block)
-            if unpacks {
+    let partial = (base + (bytes - 2 * block * 32 * 4)).assumingMemoryBound(to: Float.self)
+    let transposed = partial + block * 32
+    let codes = base.assumingMemoryBound(to: UInt8.self)
+    let scale = (base + block * cols).assumingMemoryBound(to: Float.self)
+    let offset = (base + block * (cols + 4 * groups)).assumingMemoryBound(to: Float.self)
+    var r0 = rows.lowerBound
+    while r0 < rows.upperBound {
+        let r1 = min(rows.upperBound, r0 + block)
+        if unpacks {
+            for n in r0..<r1 {
+                let i = n - r0
+                if w.format == .int5 {
+                    unpackInt5Row(w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
+                                  offset: offset + i * groups, prefetchDistance: distance)
+                } else {
+                    unpackInt4Row(w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
+                                  offset: offset + i * groups, prefetchDistance: distance)
+                }
+            }
+        }
+        var t = firstTile
+        while t < tileEnd {
+            let tiles = tileEnd - t >= 4 ? 4 : tileEnd - t >= 2 ? 2 : 1
+            let unsignedTile: UnsignedTileFunction
+            let int8Tile: Int8TileFunction
+            switch tiles {
+            case 4: unsignedTile = unsignedCodesTiles4; int8Tile = int8GEMMTiles4
+            case 2: unsignedTile = unsignedCodesTiles2; int8Tile = int8GEMMTiles2
+            default: unsignedTile = unsignedCodesTiles1; int8Tile = int8GEMMTiles1
+            }
+            var g0 = 0
+            while g0 < groups {
+                let g1 = min(groups, g0 + gemmGroupsPerChunk)
                 for n in r0..<r1 {
                     let i = n - r0
-                    if w.format == .int5 {
-                        unpackInt5Row(w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
-                                      offset: offset + i * groups, prefetchDistance: distance)
+                    let acc = TileAccumulators(partial: partial + i * 32, out: transposed + i, stride: block, first: g0 == 0, last: g1 == groups)
+                    if unpacks {
+                        unsignedTile(UnsafePointer(codes + i * cols), UnsafePointer(scale + i * groups), UnsafePointer(offset + i * groups), a, t, g0, g1, acc)
                     } else {
-                        unpackInt4Row(w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
-                                      offset: offset + i * groups, prefetchDistance: distance)
+                        // int8 reads its blocks in place: the first tiles stream them from memory and prefetch.
+                        int8Tile(w.rowPointer(n), a, t, g0, g1, acc, t == firstTile ? distance : 0)
                     }
                 }
+                g0 = g1
             }
-            var t = firstTile
-            while t < tileEnd {
-                let pair = t + 2 <= tileEnd
-                acc.update(repeating: 0, count: (r1 - r0) * 16)
-                var g0 = 0
-                while g0 < groups {
-                    let g1 = min(groups, g0 + gemmGroupsPerChunk)
-                    for n in r0..<r1 {
-                        let i = n - r0
-                        if unpacks {
-                            let c = UnsafePointer(codes + i * cols), s = UnsafePointer(scale + i * groups), o = UnsafePointer(offset + i * groups)
-                            if pair {
-                                unsignedCodesTilePair(c, s, o, a, t: t, g0: g0, g1: g1, acc: acc + i * 16)
-                            } else {
-                                unsignedCodesTileSingle(c, s, o, a, t: t, g0: g0, g1: g1, acc: acc + i * 16)
-                            }
-                        } else {
-                            // int8 reads its blocks in place: the first tile pair streams them from memory and prefetches.
-                            let ahead = t == firstTile ? distance : 0
-                            if pair {
-                                int8GEMMTilePair(w.rowPointer(n), a, t: t, g0: g0, g1: g1, acc: acc + i * 16, prefetchDistance: ahead)
-                            } else {
-                                int8GEMMTileSingle(w.rowPointer(n), a, t: t, g0: g0, g1: g1, acc: acc + i * 16, prefetchDistance: ahead)
-                            }
-                        }
-                    }
-                    g0 = g1
-                }
-                // Lane i of row n's accumulators is y[8t + i][n]; rows at or past ms.upperBound are padding.
-                let m0 = t * 8, live = min(pair ? 16 : 8, ms.upperBound - m0)
-                for n in r0..<r1 {
-                    for i in 0..<live { y[(m0 + i) * w.rows + n] = acc[(n - r0) * 16 + i] }
-                }
-                t += 2
+            // Row i of `transposed` is y[8t + i][r0 ..< r1]; rows at or past ms.upperBound are padding.
+            let m0 = t * 8, live = min(8 * tiles, ms.upperBound - m0)
+            for i in 0..<live {
+                copyRow(transposed + i * block, to: y + (m0 + i) * w.rows + r0, count: r1 - r0)
             }
-            r0 = r1
+            t += tiles
         }
+        r0 = r1
     }
 }
 #endif

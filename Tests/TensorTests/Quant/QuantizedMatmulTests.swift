@@ -273,7 +273,7 @@ final class QuantKernelsTests: XCTestCase {
     func testKernelInstructions() throws {
         #if AVX2
         // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
-        for fragment in ["21unsignedCodesTilePair", "23unsignedCodesTileSingle", "16int8GEMMTilePair", "18int8GEMMTileSingle"] {
+        for fragment in ["19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2", "14int8GEMMTiles4"] {
             let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
             XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
             for f in functions {
@@ -283,7 +283,7 @@ final class QuantKernelsTests: XCTestCase {
             }
         }
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
-        XCTAssertTrue(try Disassembly.functions(containing: ["6Tensor", "8avx2GEMM"]).allSatisfy { $0.count("prefetcht0") > 0 }, "the GEMM driver lost its prefetch")
+        XCTAssertTrue(try Disassembly.functions(containing: ["6Tensor", "10gemmBlocks"]).allSatisfy { $0.count("prefetcht0") > 0 }, "the GEMM driver lost its prefetch")
         for fragment in ["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"] {
             let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
             XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")

@@ -361,7 +361,8 @@ func rowGrain(_ w: QuantizedMatrix, _ pool: ThreadPool) -> Int {
 @inline(__always)
 func runRows(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>,
              path: QuantKernels.Path) {
-    // (A multiple of 16 rows: the GEMM kernels take activation tiles in pairs.)
+    // (A multiple of 16 rows, so that a block's 8-row tiles split into the GEMM kernels' groups of
+    // 4 and 2 tiles without a lone one, except at the end of M.)
     let mBlock = a.m <= 16 ? a.m : max(16, min(a.m, (256 * 1024) / a.cols) / 16 * 16)
     var m0 = 0
     while m0 < a.m {

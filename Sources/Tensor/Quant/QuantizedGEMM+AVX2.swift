@@ -57,14 +57,6 @@ import _Builtin_intrinsics.intel
 @inline(__always) private func load256(_ p: UnsafeRawPointer) -> __m256i { p.loadUnaligned(as: __m256i.self) }
 @inline(__always) private func loadFloats(_ p: UnsafePointer<Float>) -> __m256 { UnsafeRawPointer(p).loadUnaligned(as: __m256.self) }
 
-
-/// Unpacked weight rows: codes [rows, K] bytes, scale and offset [rows, G] floats.
-private struct UnpackedRows {
-    let codes: UnsafeMutablePointer<UInt8>
-    let scale: UnsafeMutablePointer<Float>
-    let offset: UnsafeMutablePointer<Float>
-}
-
 // MARK: - unpacking
 
 /// The natural-order code vectors of pair chunk (A, B) from its low- and high-nibble vectors
@@ -85,7 +77,6 @@ private func storePair(_ lo: __m256i, _ hi: __m256i, _ to: UnsafeMutablePointer<
 private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
                            scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>, prefetchDistance: Int) {
     let groups = cols / 32
-    let mask = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10)
     var g0 = 0, s = 0
     while g0 < groups {
         let count = min(8, groups - g0)
@@ -103,15 +94,8 @@ private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
             for j in 0..<count { scale[g0 + j] = ds[j]; offset[g0 + j] = 16 * ds[j] }
         }
         let qh = load256(sb + Int5Superblock.highBitsOffset)
-        // Fifth bits of code vector v: bit v of each qh byte, moved to bit 4 (see int5FifthBits).
-        @inline(__always) func fifth(_ v: Int) -> __m256i {
-            v < 4 ? _mm256_and_si256(_mm256_sll_epi16(qh, _mm_cvtsi32_si128(Int32(4 - v))), bit4)
-                  : _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(Int32(v - 4))), bit4)
-        }
         for p in 0..<count / 2 {
-            let v = load256(sb + Int5Superblock.nibblesOffset + 32 * p)
-            let lo = _mm256_or_si256(_mm256_and_si256(v, mask), fifth(2 * p))
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), fifth(2 * p + 1))
+            let (lo, hi) = int5Pair(sb, qh, p)   // the decode kernels' unpacking (QuantizedMatmul+AVX2.swift)
             storePair(lo, hi, codes + (g0 + 2 * p) * 32)
         }
         if count & 1 == 1 {

@@ -663,7 +663,7 @@ private func int5FifthBits(_ qh: __m256i, _ k: Int) -> __m256i {
 /// order of the pairedHalves activations. vmovdqu, vpand ×2, vpsrlw, then per vector a shift,
 /// vpand and vpor for the fifth bits: ~5 instructions per group where Q5_0's own block needs ~9.
 @inline(__always)
-private func int5Pair(_ sb: UnsafeRawPointer, _ qh: __m256i, _ p: Int) -> (__m256i, __m256i) {
+func int5Pair(_ sb: UnsafeRawPointer, _ qh: __m256i, _ p: Int) -> (__m256i, __m256i) {
     let mask = _mm256_set1_epi8(0x0F)
     let v = load256(sb + Int5Superblock.nibblesOffset + 32 * p)
     return (_mm256_or_si256(_mm256_and_si256(v, mask), int5FifthBits(qh, 2 * p)),

@@ -327,7 +327,7 @@ private func int8GEMMTiles4(_ row: UnsafeRawPointer, _ a: QuantizedActivations, 
 
 // MARK: - driver
 
-/// Weight rows per block: unpacked once, then multiplied with every tile pair of the M block.
+/// Weight rows per block: unpacked once, then multiplied with every activation tile of the M block.
 private let gemmRowsPerBlock = 16
 
 /// Groups per K chunk: four tiles' chunk of activation codes (32 × 512 bytes) and the block's chunk

@@ -165,6 +165,21 @@ private struct TileAccumulators {
     @inline(__always)
     func start(_ i: Int) -> __m256 { first ? _mm256_setzero_ps() : loadFloats(partial + 8 * i) }
 
+    /// The accumulators of `tiles` tiles (those past it unused).
+    @inline(__always)
+    func start(tiles: Int) -> (__m256, __m256, __m256, __m256) {
+        let zero = _mm256_setzero_ps()
+        return (start(0), tiles > 1 ? start(1) : zero, tiles > 2 ? start(2) : zero, tiles > 3 ? start(3) : zero)
+    }
+
+    @inline(__always)
+    func finish(_ f0: __m256, _ f1: __m256, _ f2: __m256, _ f3: __m256, tiles: Int) {
+        finish(f0, 0)
+        if tiles > 1 { finish(f1, 1) }
+        if tiles > 2 { finish(f2, 2) }
+        if tiles > 3 { finish(f3, 3) }
+    }
+
     @inline(__always)
     func finish(_ f: __m256, _ i: Int) {
         if last {
@@ -208,7 +223,7 @@ private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Flo
     let inputs = TileInputs(a, t: t, tiles: tiles)
     let ones = _mm256_set1_epi16(1)
     let code = UnsafeRawPointer(c)
-    var f0 = acc.start(0), f1 = tiles > 1 ? acc.start(1) : f0, f2 = tiles > 2 ? acc.start(2) : f0, f3 = tiles > 3 ? acc.start(3) : f0
+    var (f0, f1, f2, f3) = acc.start(tiles: tiles)
     for g in g0..<g1 {
         let cg = code + g &* 32
         // Per tile, Int16 sums of 4 products per half of the group (≤ 4·2·31·127 = 31,496), then
@@ -239,10 +254,7 @@ private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Flo
         if tiles > 2 { add(&f2, d2, 2) }
         if tiles > 3 { add(&f3, d3, 3) }
     }
-    acc.finish(f0, 0)
-    if tiles > 1 { acc.finish(f1, 1) }
-    if tiles > 2 { acc.finish(f2, 2) }
-    if tiles > 3 { acc.finish(f3, 3) }
+    acc.finish(f0, f1, f2, f3, tiles: tiles)
 }
 
 /// One int8 row (its Q8_0 blocks at `row`) × `tiles` (1, 2 or 4) activation tiles starting at
@@ -252,7 +264,7 @@ private func int8GEMMTile(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t:
                           acc: TileAccumulators, prefetchDistance: Int) {
     let inputs = TileInputs(a, t: t, tiles: tiles)
     let ones = _mm256_set1_epi16(1)
-    var f0 = acc.start(0), f1 = tiles > 1 ? acc.start(1) : f0, f2 = tiles > 2 ? acc.start(2) : f0, f3 = tiles > 3 ? acc.start(3) : f0
+    var (f0, f1, f2, f3) = acc.start(tiles: tiles)
     for g in g0..<g1 {
         let block = row + g &* Int8Block.bytes
         if prefetchDistance > 0 { prefetchForRead(block + prefetchDistance) }
@@ -278,10 +290,7 @@ private func int8GEMMTile(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t:
         if tiles > 2 { add(&f2, i2, 2) }
         if tiles > 3 { add(&f3, i3, 3) }
     }
-    acc.finish(f0, 0)
-    if tiles > 1 { acc.finish(f1, 1) }
-    if tiles > 2 { acc.finish(f2, 2) }
-    if tiles > 3 { acc.finish(f3, 3) }
+    acc.finish(f0, f1, f2, f3, tiles: tiles)
 }
 
 // One specialization per tile count, so the accumulators stay in registers.

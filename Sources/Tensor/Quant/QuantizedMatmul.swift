@@ -297,8 +297,8 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y
 }
 
 /// y_i = x · W_iᵀ for several matrices that share their input (attention's q, k, v; the
-/// feed-forward's gate and up), all with the same `cols`. x is quantized once per weight format
-/// and ONE pool call covers the rows of every matrix: a decode step wakes the threads once instead
+/// feed-forward's gate and up), all with the same `cols`. x is quantized once per activation layout
+/// the formats need and ONE pool call covers the rows of every matrix: a decode step wakes the threads once instead
 /// of three times, and the small matrices (k, v: 128 rows) are balanced together with the big one.
 /// Float-format matrices are computed one by one (as `quantizedMatmul`).
 public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, m: Int, _ ys: [UnsafeMutablePointer<Float>],
@@ -310,13 +310,22 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
         return
     }
     let path = QuantKernels.activePath
-    // One activation quantization per format present (layout and scale block differ).
+    // One activation quantization per (layout, scale block) that the formats present need: int8
+    // and int5 share theirs from `gemmMinimumRows` rows on (both interleaved, one scale per 32).
     let formats: [WeightFormat] = [.int8, .int5, .int4]
-    let sizes = formats.map { f in ws.contains { $0.format == f } ? QuantizedActivations.byteCount(m: m, cols: cols, layout: activationLayout(f, path, m: m)) : 0 }
+    let present = formats.map { f in ws.contains { $0.format == f } }
+    func needs(_ f: WeightFormat) -> (QuantizedActivations.Layout, Int) {
+        (activationLayout(f, path, m: m), QuantizedActivations.scaleBlock(for: f))
+    }
+    // owner[i]: the first present format whose activations format i can use (i itself if none before).
+    let owner = formats.indices.map { i in formats.indices.first { j in present[j] && needs(formats[j]) == needs(formats[i]) } ?? i }
+    let sizes = formats.indices.map { i in
+        present[i] && owner[i] == i ? QuantizedActivations.byteCount(m: m, cols: cols, layout: needs(formats[i]).0) : 0
+    }
     withUnsafeTemporaryAllocation(byteCount: sizes.reduce(0, +), alignment: 64) { buffer in
         func activations(_ format: WeightFormat, offset: Int) -> QuantizedActivations {
-            let a = QuantizedActivations(m: m, cols: cols, layout: activationLayout(format, path, m: m),
-                                         scaleBlock: QuantizedActivations.scaleBlock(for: format), buffer: buffer.baseAddress! + offset)
+            let (layout, scaleBlock) = needs(format)
+            let a = QuantizedActivations(m: m, cols: cols, layout: layout, scaleBlock: scaleBlock, buffer: buffer.baseAddress! + offset)
             if m >= 32 {
                 pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
             } else {
@@ -326,9 +335,15 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
         }
         var offset = 0
         var quantized: [QuantizedActivations?] = []
-        for (f, size) in zip(formats, sizes) {
-            quantized.append(size > 0 ? activations(f, offset: offset) : nil)
-            offset += size
+        for i in formats.indices {
+            if !present[i] {
+                quantized.append(nil)
+            } else if owner[i] != i {
+                quantized.append(quantized[owner[i]])
+            } else {
+                quantized.append(activations(formats[i], offset: offset))
+            }
+            offset += sizes[i]
         }
         // Chunks of each matrix's rows, numbered consecutively over the matrices (≤ 4 matrices:
         // finding a chunk's matrix by a scan is cheaper than building a table).

@@ -211,16 +211,16 @@ public struct Sampler: Sendable {
                     weights.append(Double(wp[i]))
                 }
                 return nil
-            } ?? drawFromCandidates(sorted: true)
+            } ?? drawFromCandidates(sortByWeight: true)
         }
-        return drawFromCandidates(sorted: false)
+        return drawFromCandidates(sortByWeight: false)
     }
 
     /// Applies top-p and min-p to `candidates`/`weights` (sorted by weight first when top-p needs
     /// it) and draws one.
-    private mutating func drawFromCandidates(sorted: Bool) -> Int {
+    private mutating func drawFromCandidates(sortByWeight: Bool) -> Int {
         let p = parameters
-        if sorted && p.topP < 1 { sortCandidatesByWeight() }
+        if sortByWeight && p.topP < 1 { sortCandidatesByWeight() }
 
         var keep = candidates.count
         if p.topP < 1 {

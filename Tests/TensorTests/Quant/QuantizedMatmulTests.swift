@@ -272,27 +272,23 @@ final class QuantKernelsTests: XCTestCase {
     /// every tile and decode kernel. Losing them silently costs 1.3-40x (see KERNELS.md).
     func testKernelInstructions() throws {
         #if AVX2
+        /// Every function whose name holds one of `fragments` exists and contains each of `instructions`.
+        func assertKernels(_ fragments: [String], contain instructions: [String]) throws {
+            for fragment in fragments {
+                let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
+                XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
+                for f in functions {
+                    for instruction in instructions { XCTAssertGreaterThan(f.count(instruction), 0, "\(f.name) lost \(instruction)") }
+                }
+            }
+        }
         // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
-        for fragment in ["19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2", "14int8GEMMTiles4"] {
-            let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
-            XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
-            for f in functions {
-                XCTAssertGreaterThan(f.count("vpmaddubsw"), 0, "\(f.name) lost vpmaddubsw")
-                XCTAssertGreaterThan(f.count("vpmaddwd"), 0, "\(f.name) lost vpmaddwd")
-                XCTAssertGreaterThan(f.count("vpbroadcastd"), 0, "\(f.name) lost vpbroadcastd")
-            }
-        }
+        try assertKernels(["19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2", "14int8GEMMTiles4"],
+                          contain: ["vpmaddubsw", "vpmaddwd", "vpbroadcastd"])
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
-        XCTAssertTrue(try Disassembly.functions(containing: ["6Tensor", "10gemmBlocks"]).allSatisfy { $0.count("prefetcht0") > 0 }, "the GEMM driver lost its prefetch")
-        for fragment in ["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"] {
-            let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
-            XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
-            for f in functions {
-                XCTAssertGreaterThan(f.count("vpmaddubsw"), 0, "\(f.name) lost vpmaddubsw")
-                XCTAssertGreaterThan(f.count("vpmaddwd"), 0, "\(f.name) lost vpmaddwd")
-                XCTAssertGreaterThan(f.count("prefetcht0"), 0, "\(f.name) lost its prefetch")
-            }
-        }
+        try assertKernels(["10gemmBlocks"], contain: ["prefetcht0"])
+        try assertKernels(["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"],
+                          contain: ["vpmaddubsw", "vpmaddwd", "prefetcht0"])
         // The int4 header is decoded with byte shuffles and one vcvtph2ps (d and dmin together).
         let decode = try Disassembly.functions(containing: ["6Tensor", "13int4DecodeRow"])
         XCTAssertTrue(decode.allSatisfy { $0.count("vcvtph2ps") > 0 && $0.count("vpmovzxbd") > 0 }, "the int4 decode kernel lost its vector header decode")

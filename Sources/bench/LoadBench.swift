@@ -1,10 +1,12 @@
 // `bench load`: many people chatting at once (issue 7). Starts `sarvam serve` itself on a free
 // loopback port with a temporary data directory and a known admin key (or targets `--url` with
 // `--key`), then per concurrency level C opens C streaming chats at a time with mixed prompts (most
-// ~20 tokens, every `--long-every`-th ~1,000 tokens), bounded in requests and seconds, and reports:
+// ~20 tokens, every `--long-every`-th conversation opens with ~1,000 tokens), bounded in requests and seconds, and reports:
 // ok / failed / 429 counts, aggregate generated tokens/s, time to first token p50/p95/p99,
 // inter-token latency p50/p95, the longest silence in any stream, the slowest 429, and the server's
-// peak memory. Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a
+// peak memory. With `--turns N` each chat is a conversation: turn k resends the history (every
+// earlier question and the streamed reply) with a short follow-up question, as a chat client does;
+// the time to first token of those later turns is reported apart (it shows the prefix cache). Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a
 // finish_reason, the usage chunk, `[DONE]` last. A reply that breaks any of these counts as failed,
 // and so does a 429 without a Retry-After header.
 //
@@ -18,7 +20,7 @@ import Glibc
 enum LoadBench {
     static let usage = """
         usage: bench load [--json] [--model PATH] [--sarvam PATH] [--url http://127.0.0.1:PORT --key KEY]
-                          [--levels 1,4,8,16,32] [--requests N] [--seconds S] [--max-tokens N] [--long-every K]
+                          [--levels 1,4,8,16,32] [--requests N] [--seconds S] [--max-tokens N] [--long-every K] [--turns N]
                           [--threads N] [--max-sequences N] [--queue-limit N] [--server-arg ARG]... [--model-name NAME]
         """
 
@@ -36,6 +38,8 @@ enum LoadBench {
         var seconds = 180.0
         var maxTokens = 64
         var longEvery = 4
+        /// Requests per conversation (each later turn resends the history).
+        var turns = 1
         var threads = 2
         var maxSequences = 8
         /// The started server's queue limit: with 8 sequences, 32 clients exceed 8 + 16 and get 429s.
@@ -77,6 +81,7 @@ enum LoadBench {
                 o.seconds = s
             case "--max-tokens": o.maxTokens = try positive("--max-tokens")
             case "--long-every": o.longEvery = try positive("--long-every")
+            case "--turns": o.turns = try positive("--turns")
             case "--threads": o.threads = try positive("--threads")
             case "--max-sequences": o.maxSequences = try positive("--max-sequences")
             case "--queue-limit":
@@ -133,9 +138,9 @@ enum LoadBench {
         let memory = MemoryProbe(pid: server?.pid, client: client)
         let idleBefore = memory.sample()
         if !o.json {
-            print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(o.longEvery)th prompt ~1,000 tokens")
+            print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(o.longEvery)th conversation opens with ~1,000 tokens, \(o.turns) turn(s) per conversation")
             print("idle server RSS: \(idleBefore.map { "\($0 >> 20) MiB" } ?? "unknown")")
-            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  429 max  prompt tok/s  peak RSS")
+            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95")
         }
         var single: Double?
         for level in o.levels {
@@ -145,11 +150,12 @@ enum LoadBench {
                 print(result.jsonLine())
             } else {
                 let ratio = single.map { $0 > 0 ? String(format: "%5.2f", result.tokensPerSecond / $0) : "  -  " } ?? "  -  "
-                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %7.3f  %12.1f  %@",
+                let later = result.laterTurnCount > 0 ? String(format: "%.2f / %.2f", result.laterTurnTTFT.p50, result.laterTurnTTFT.p95) : "-"
+                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %7.3f  %12.1f  %@  %@",
                              level, result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
                              result.ttft.p50, result.ttft.p95, result.ttft.p99, result.itl.p50, result.itl.p95, result.maxGap,
                              result.maxRejectSeconds, result.promptTokensPerSecond,
-                             result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-"))
+                             result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", later))
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
         }
@@ -205,6 +211,9 @@ enum LoadBench {
         /// The slowest 429 answer (they must come at once, not after a timeout).
         var maxRejectSeconds = 0.0
         var ttft = Percentiles()
+        /// Time to first token of turns after the first (their prompts resend the history).
+        var laterTurnTTFT = Percentiles()
+        var laterTurnCount = 0
         var itl = Percentiles()
         var maxGap = 0.0
         var peakRSS: Int?
@@ -217,6 +226,8 @@ enum LoadBench {
                 ("completion_tokens", "\(completionTokens)"), ("prompt_tokens", "\(promptTokens)"), ("seconds", number(seconds)),
                 ("tokens_per_s", number(tokensPerSecond)), ("prompt_tokens_per_s", number(promptTokensPerSecond)),
                 ("ttft_p50_s", number(ttft.p50)), ("ttft_p95_s", number(ttft.p95)), ("ttft_p99_s", number(ttft.p99)),
+                ("later_turns", "\(laterTurnCount)"), ("later_turn_ttft_p50_s", number(laterTurnTTFT.p50)),
+                ("later_turn_ttft_p95_s", number(laterTurnTTFT.p95)),
                 ("itl_p50_s", number(itl.p50)), ("itl_p95_s", number(itl.p95)), ("max_gap_s", number(maxGap)),
                 ("rejected_429_max_s", number(maxRejectSeconds)),
                 ("peak_rss_bytes", peakRSS.map { "\($0)" } ?? "null"),
@@ -236,6 +247,8 @@ enum LoadBench {
             group.enter()
             let thread = Thread {
                 defer { group.leave() }
+                // One conversation after another; every turn takes one of the level's requests.
+                var history: [[String: String]] = []
                 while true {
                     let n: Int? = state.lock.withLock {
                         guard state.issued < total, Date() < deadline else { return nil }
@@ -243,10 +256,21 @@ enum LoadBench {
                         return state.issued
                     }
                     guard let n else { return }
-                    let long = n % o.longEvery == 0
-                    let body = requestBody(prompt: Prompts.make(long: long, seed: n * 7919 + worker), options: o, seed: n)
-                    let outcome = client.streamChat(body: body, timeout: 300)
+                    let turn = history.count / 2
+                    // Every `longEvery`-th conversation opens with the ~1,000-token paste.
+                    let conversation = turn == 0 ? state.lock.withLock { state.conversations += 1; return state.conversations } : 0
+                    let question = turn == 0
+                        ? Prompts.make(long: conversation % o.longEvery == 0, seed: n * 7919 + worker)
+                        : Prompts.followUps[(n + turn) % Prompts.followUps.count]
+                    history.append(["role": "user", "content": question])
+                    var outcome = client.streamChat(body: requestBody(messages: history, options: o, seed: n), timeout: 300)
+                    outcome.turn = turn
                     state.lock.withLock { state.outcomes.append(outcome) }
+                    if case .ok = outcome.status, turn + 1 < o.turns {
+                        history.append(["role": "assistant", "content": outcome.reply])
+                    } else {
+                        history = []
+                    }
                     if case .rejected(let retryAfter) = outcome.status {
                         Thread.sleep(forTimeInterval: min(Double(retryAfter), 1))
                     }
@@ -261,14 +285,17 @@ enum LoadBench {
         result.concurrency = concurrency
         result.seconds = elapsed
         result.peakRSS = sampler.stop()
-        var ttfts: [Double] = [], gaps: [Double] = []
+        var ttfts: [Double] = [], laterTTFTs: [Double] = [], gaps: [Double] = []
         for outcome in state.lock.withLock({ state.outcomes }) {
             switch outcome.status {
             case .ok:
                 result.ok += 1
                 result.completionTokens += outcome.completionTokens
                 result.promptTokens += outcome.promptTokens
-                if let t = outcome.timeToFirstToken { ttfts.append(t) }
+                if let t = outcome.timeToFirstToken {
+                    ttfts.append(t)
+                    if outcome.turn > 0 { laterTTFTs.append(t) }
+                }
                 gaps += outcome.interTokenGaps
                 result.maxGap = max(result.maxGap, outcome.interTokenGaps.max() ?? 0)
             case .rejected:
@@ -280,6 +307,8 @@ enum LoadBench {
             }
         }
         result.ttft = Percentiles(ttfts)
+        result.laterTurnTTFT = Percentiles(laterTTFTs)
+        result.laterTurnCount = laterTTFTs.count
         result.itl = Percentiles(gaps)
         return result
     }
@@ -288,12 +317,13 @@ enum LoadBench {
     final class LevelState: @unchecked Sendable {
         let lock = NSLock()
         var issued = 0
+        var conversations = 0
         var outcomes: [StreamOutcome] = []
     }
 
-    static func requestBody(prompt: String, options o: Options, seed: Int) -> Data {
+    static func requestBody(messages: [[String: String]], options o: Options, seed: Int) -> Data {
         var body: [String: Any] = [
-            "messages": [["role": "user", "content": prompt]],
+            "messages": messages,
             "stream": true,
             "max_tokens": o.maxTokens,
             "seed": seed,
@@ -328,6 +358,14 @@ enum Prompts {
         "struct Inventory { var items: [String: Int] = [:]; mutating func add(_ name: String, count: Int) { items[name, default: 0] += count } }",
         "// The cache keeps the most recently used entries and evicts the oldest when it is full.",
         "final class Cache<Key: Hashable, Value> { private var storage: [Key: Value] = [:]; private var order: [Key] = [] }",
+    ]
+
+    /// What a person asks next about the reply (later turns of a conversation).
+    static let followUps = [
+        "Thanks. Can you make that shorter?",
+        "Could you explain the most important part in more detail?",
+        "What would you change if the input were very large?",
+        "Give one example of how I would use this.",
     ]
 
     static func make(long: Bool, seed: Int) -> String {
@@ -491,6 +529,10 @@ struct StreamOutcome {
     var promptTokens = 0
     /// From sending the request to the end of the response.
     var seconds = 0.0
+    /// The streamed reply text (the next turn resends it).
+    var reply = ""
+    /// 0 for a conversation's first request.
+    var turn = 0
 }
 
 final class LoadClient: @unchecked Sendable {
@@ -587,6 +629,7 @@ final class LoadClient: @unchecked Sendable {
             try check.finish()
             outcome.completionTokens = check.completionTokens
             outcome.promptTokens = check.promptTokens
+            outcome.reply = check.text
             outcome.seconds = Date().timeIntervalSince(start)
             return outcome
         } catch {
@@ -790,6 +833,8 @@ struct SSEParser {
 struct ChatStreamChecker {
     private(set) var completionTokens = 0
     private(set) var promptTokens = 0
+    /// The reply's content deltas, joined.
+    private(set) var text = ""
     private var id: String?
     private var sawRole = false
     private var finishReason: String?
@@ -828,6 +873,7 @@ struct ChatStreamChecker {
         guard let content = delta["content"] as? String, !content.isEmpty else { return false }
         if !sawRole { throw Violation(description: "content before the assistant role") }
         if finishReason != nil { throw Violation(description: "content after finish_reason") }
+        text += content
         return true
     }
 

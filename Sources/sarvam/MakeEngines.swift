@@ -12,7 +12,9 @@ func makeEngines(modelPaths: [String], options: EngineOptions) async throws -> [
         maxRunningPerUser: int("SARVAM_MAX_SEQUENCES_PER_USER"),  // default: the max sequences
         queueLimit: options.queueLimit,
         prefillTokensPerStep: int("SARVAM_PREFILL_TOKENS_PER_STEP") ?? defaults.prefillTokensPerStep,
-        targetStepSeconds: env["SARVAM_TARGET_STEP_SECONDS"].flatMap { Double($0) } ?? defaults.targetStepSeconds)
+        targetStepSeconds: env["SARVAM_TARGET_STEP_SECONDS"].flatMap { Double($0) } ?? defaults.targetStepSeconds,
+        prefixCaching: env["SARVAM_PREFIX_CACHE"].map { $0 != "0" } ?? defaults.prefixCaching,
+        idleCachedPrefixBytes: int("SARVAM_PREFIX_CACHE_IDLE_MB").map { $0 << 20 } ?? defaults.idleCachedPrefixBytes)
     let settings = TransformerEngineSettings(
         contextLength: options.contextLength, threads: options.threads,
         kvCacheBytes: int("SARVAM_KV_CACHE_MB").map { $0 << 20 },

@@ -15,6 +15,9 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertTrue(o.json)
         XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"])
         XCTAssertEqual(o.maxTokens, 32)
+        XCTAssertEqual(o.turns, 1)
+        XCTAssertEqual(try LoadBench.parseOptions(["--turns", "3"]).turns, 3)
+        XCTAssertThrowsError(try LoadBench.parseOptions(["--turns", "0"]))
         XCTAssertEqual(o.queueLimit, 16, "the default: 32 clients exceed 8 sequences + 16 waiting")
         XCTAssertEqual(try LoadBench.parseOptions(["--queue-limit", "0"]).queueLimit, 0)
         XCTAssertThrowsError(try LoadBench.parseOptions(["--queue-limit", "-1"]))
@@ -99,6 +102,7 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertNoThrow(try check.finish())
         XCTAssertEqual(check.completionTokens, 2)
         XCTAssertEqual(check.promptTokens, 5)
+        XCTAssertEqual(check.text, "Hello", "the reply a later turn resends")
     }
 
     func testBrokenStreamsAreRejected() throws {

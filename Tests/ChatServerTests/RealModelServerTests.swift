@@ -7,8 +7,9 @@ import TestSupport
 import XCTest
 
 /// End to end with the real default model over a real socket: the server with a Transformer engine,
-/// a key, two turns in one conversation where the second answer needs the first, and the stored
-/// history afterwards.
+/// a key, two turns in one conversation where the second answer needs the first (and starts after
+/// the first turn's cached KV blocks: the history re-rendered and re-encoded gives the same
+/// tokens), and the stored history afterwards.
 final class RealModelServerTests: XCTestCase {
     func testTwoTurnConversationRemembersTheFirstTurn() async throws {
         let path = defaultModelPath().path
@@ -36,9 +37,14 @@ final class RealModelServerTests: XCTestCase {
             let first = try await client.send(.post, "/api/conversations/\(id)/messages", key: key,
                                               json: #"{"content": "My name is Priya. Please remember it."}"#)
             XCTAssertEqual(first.status, .ok, first.text)
+            let hitsBefore = Self.prefixCacheHits(model: engines[0].modelInfo.id)
             let second = try await client.send(.post, "/api/conversations/\(id)/messages", key: key,
                                                json: #"{"content": "What is my name? Answer with the name only."}"#)
             XCTAssertEqual(second.status, .ok, second.text)
+            // The first turn's prompt (system prompt, question: ~45 tokens) and reply fill at least
+            // two 16-position blocks that the second turn resends.
+            let reused = Self.prefixCacheHits(model: engines[0].modelInfo.id) - hitsBefore
+            XCTAssertGreaterThanOrEqual(reused, 32, "the second turn should start after the cached first turn")
 
             let messages = try await store.messages(conversationId: id)
             XCTAssertEqual(messages.map(\.role), [.user, .assistant, .user, .assistant])
@@ -47,5 +53,12 @@ final class RealModelServerTests: XCTestCase {
             XCTAssertFalse(messages[1].content.isEmpty, "the first reply is stored")
             XCTAssertTrue(messages[3].content.contains("Priya"), "the second reply uses the first turn: \(messages[3].content)")
         }
+    }
+
+    /// `sarvam_prefix_cache_hit_tokens_total` of `model` in the Prometheus text (0 before any hit).
+    static func prefixCacheHits(model: String) -> Int {
+        let prefix = "sarvam_prefix_cache_hit_tokens_total{model=\"\(model)\"} "
+        let line = SarvamMetrics.render().split(separator: "\n").first { $0.hasPrefix(prefix) }
+        return line.flatMap { Int(Double($0.dropFirst(prefix.count)) ?? 0) } ?? 0
     }
 }

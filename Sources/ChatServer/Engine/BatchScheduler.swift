@@ -23,10 +23,9 @@ import Transformer
 
 public final class BatchScheduler: @unchecked Sendable {
     public let model: Model
-    /// The KV pool. Replaced by a fresh (untouched) one whenever the engine goes idle, so the
-    /// resident memory of a burst's blocks returns to the system (see `releaseIdleCacheMemory`).
-    /// Engine thread only; other threads use the constants below.
-    public private(set) var cache: KVCache
+    /// The KV pool; its unused pages go back to the system whenever the engine goes idle (see
+    /// `releaseIdleCacheMemory`). Engine thread only; other threads use the constants below.
+    public let cache: KVCache
     /// Tokens per sequence (the cache's context length).
     public let contextLength: Int
     private let blockSize: Int
@@ -54,7 +53,7 @@ public final class BatchScheduler: @unchecked Sendable {
     /// In admission order (the last one is the first to be preempted).
     private var running: [ScheduledRequest] = []
     private var stepIndex = 0
-    /// A forward step wrote into the current pool since it was made.
+    /// A forward step wrote into the pool since its unused memory was last released.
     private var cacheTouched = false
     /// The prompt tokens a step may prefill, learned from the steps' durations (see `PrefillBudget`).
     private(set) var budget: PrefillBudget
@@ -78,6 +77,7 @@ public final class BatchScheduler: @unchecked Sendable {
         metrics = EngineMetrics(model: modelId)
         metrics.kvBlocksTotal.record(cache.blockCount)
         metrics.kvBlocksUsed.record(cache.usedBlockCount)
+        metrics.kvBlocksCached.record(cache.cachedBlockCount)
         metrics.running.record(0)
         metrics.waiting.record(0)
     }
@@ -210,21 +210,17 @@ public final class BatchScheduler: @unchecked Sendable {
         failEverything(ChatEngineError.failed("the engine is shutting down"))
     }
 
-    /// Swaps in a fresh pool when the current one was used and no sequence holds blocks: freeing the
-    /// old storage (one large allocation, hence its own mapping) returns its touched pages, so the
-    /// server's memory goes back to its idle level after a burst. The new pool's pages are faulted
-    /// in on first use (a few pages per token, negligible next to a forward step). Then the C
-    /// allocator gives back the free memory it keeps (its heaps grow with the bursts' short-lived
-    /// buffers: HTTP, JSON, per-request arrays, and do not shrink on their own).
+    /// After a burst: the pool keeps the most recently used cached prefixes (up to
+    /// `idleCachedPrefixBytes`) and gives the pages of every other block back to the system, so the
+    /// server's memory returns to its idle level (plus those prefixes). Then the C allocator gives
+    /// back the free memory it keeps (its heaps grow with the bursts' short-lived buffers: HTTP,
+    /// JSON, per-request arrays, and do not shrink on their own).
     private func releaseIdleCacheMemory() {
         guard cacheTouched, cache.usedBlockCount == 0 else { return }
-        do {
-            cache = try KVCache(configuration: model.configuration, blockCount: cache.blockCount, precision: cache.precision,
-                                blockSize: cache.blockSize, contextLength: cache.contextLength)
-            cacheTouched = false
-        } catch {
-            logger.warning("could not renew the idle KV cache", metadata: ["error": "\(error)"])
-        }
+        let keep = settings.prefixCaching ? settings.idleCachedPrefixBytes / max(1, cache.bytes / cache.blockCount) : 0
+        cache.releaseUnusedMemory(keepingCachedBlocks: keep)
+        cacheTouched = false
+        updateGauges()
         _ = Self.mallocTrim?(0)
     }
 
@@ -327,6 +323,14 @@ public final class BatchScheduler: @unchecked Sendable {
             if !running.isEmpty && need + owed > cache.freeBlockCount { break }
             waiting.remove(at: i)
             if r.sequence == nil { r.sequence = cache.makeSequence() }
+            // New, or preempted (its own blocks may still be cached): start after the cached prefix.
+            if settings.prefixCaching && r.sequence.length == 0 {
+                let reused = cache.attachCachedPrefix(r.sequence, tokens: r.tokens)
+                if reused > 0 {
+                    metrics.prefixCacheHitTokens.increment(by: reused)
+                    report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: reused))
+                }
+            }
             if r.admittedAt == nil {
                 r.admittedAt = now()
                 EngineMetrics.record(metrics.queueTime, seconds: r.admittedAt! - r.submittedAt)
@@ -401,18 +405,27 @@ public final class BatchScheduler: @unchecked Sendable {
         }
         do {
             let logits = try model.forward(inputs)
+            publish(plan.map(\.request))
             for (e, entry) in plan.enumerated() { consume(entry.request, fed: entry.count, logits: logits, entry: e) }
         } catch {
             logger.warning("batched step failed; retrying its entries one by one", metadata: ["error": "\(error)"])
             for (entry, input) in zip(plan, inputs) {
                 do {
                     let logits = try model.forward([input])
+                    publish([entry.request])
                     consume(entry.request, fed: entry.count, logits: logits, entry: 0)
                 } catch {
                     fail(entry.request, Self.engineError(error))
                 }
             }
         }
+    }
+
+    /// Registers the blocks the step filled, so later requests with the same prefix share them
+    /// (before `consume`, which releases the sequences of finished requests).
+    private func publish(_ requests: [ScheduledRequest]) {
+        guard settings.prefixCaching else { return }
+        for r in requests { cache.publishFullBlocks(r.sequence) }
     }
 
     /// After a forward: counts the fed tokens; when they were the last pending ones, samples the next.
@@ -507,6 +520,7 @@ public final class BatchScheduler: @unchecked Sendable {
         metrics.running.record(running.count)
         metrics.waiting.record(waiting.count)
         metrics.kvBlocksUsed.record(cache.usedBlockCount)
+        metrics.kvBlocksCached.record(cache.cachedBlockCount)
     }
 
     static func engineError(_ error: Error) -> ChatEngineError {

@@ -123,6 +123,8 @@ final class EngineMetrics: @unchecked Sendable {
     let waiting: CoreMetrics.Gauge
     let kvBlocksUsed: CoreMetrics.Gauge
     let kvBlocksTotal: CoreMetrics.Gauge
+    let kvBlocksCached: CoreMetrics.Gauge
+    let prefixCacheHitTokens: CoreMetrics.Counter
     let promptTokens: CoreMetrics.Counter
     let generatedTokens: CoreMetrics.Counter
     let preemptions: CoreMetrics.Counter
@@ -143,6 +145,8 @@ final class EngineMetrics: @unchecked Sendable {
         waiting = CoreMetrics.Gauge(label: "sarvam_requests_waiting", dimensions: d)
         kvBlocksUsed = CoreMetrics.Gauge(label: "sarvam_kv_cache_blocks_used", dimensions: d)
         kvBlocksTotal = CoreMetrics.Gauge(label: "sarvam_kv_cache_blocks_total", dimensions: d)
+        kvBlocksCached = CoreMetrics.Gauge(label: "sarvam_kv_cache_blocks_cached", dimensions: d)
+        prefixCacheHitTokens = CoreMetrics.Counter(label: "sarvam_prefix_cache_hit_tokens_total", dimensions: d)
         promptTokens = CoreMetrics.Counter(label: "sarvam_prompt_tokens_total", dimensions: d)
         generatedTokens = CoreMetrics.Counter(label: "sarvam_generated_tokens_total", dimensions: d)
         preemptions = CoreMetrics.Counter(label: "sarvam_engine_preemptions_total", dimensions: d)

@@ -36,10 +36,17 @@ public struct SchedulerSettings: Sendable, Equatable {
     public var admissionHeadroomTokens: Int
     /// What `busy` tells the client to wait.
     public var retryAfterSeconds: Int
+    /// Share full KV blocks between requests with a common prefix (a chat's history resent every
+    /// turn, a common system prompt): a request starts after the longest cached prefix of its
+    /// tokens. Blocks nobody references stay cached until the pool needs the room.
+    public var prefixCaching: Bool
+    /// Cached prefix bytes kept when the engine goes idle (the rest is given back to the system).
+    public var idleCachedPrefixBytes: Int
 
     public init(maxRunningSequences: Int = 8, maxRunningPerUser: Int? = nil, queueLimit: Int = 16,
                 prefillTokensPerStep: Int = 512, targetStepSeconds: Double? = 0.8, minPrefillTokensPerStep: Int = 32,
-                admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 2) {
+                admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 2,
+                prefixCaching: Bool = true, idleCachedPrefixBytes: Int = 64 << 20) {
         self.maxRunningSequences = maxRunningSequences
         self.maxRunningPerUser = maxRunningPerUser ?? maxRunningSequences
         self.queueLimit = queueLimit
@@ -48,6 +55,8 @@ public struct SchedulerSettings: Sendable, Equatable {
         self.minPrefillTokensPerStep = min(minPrefillTokensPerStep, prefillTokensPerStep)
         self.admissionHeadroomTokens = admissionHeadroomTokens
         self.retryAfterSeconds = retryAfterSeconds
+        self.prefixCaching = prefixCaching
+        self.idleCachedPrefixBytes = idleCachedPrefixBytes
     }
 
     /// Throws when a value cannot work; the message names the setting, what was found and what is expected.
@@ -65,6 +74,7 @@ public struct SchedulerSettings: Sendable, Equatable {
         }
         try check(admissionHeadroomTokens >= 1, "admissionHeadroomTokens", admissionHeadroomTokens, ">= 1")
         try check(retryAfterSeconds >= 1, "retryAfterSeconds", retryAfterSeconds, ">= 1")
+        try check(idleCachedPrefixBytes >= 0, "idleCachedPrefixBytes", idleCachedPrefixBytes, ">= 0")
     }
 }
 
@@ -105,6 +115,8 @@ public struct StepReport: Sendable, Equatable {
     public var preempted: [String] = []
     /// Requests admitted this step, in order.
     public var admitted: [String] = []
+    /// Admitted requests that start after a cached prefix, and its length in tokens.
+    public var reusedPrefix: [Prefill] = []
 
     public struct Prefill: Sendable, Equatable {
         public var requestId: String

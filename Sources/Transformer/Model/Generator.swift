@@ -91,7 +91,7 @@ public final class Generator: @unchecked Sendable {
         var common = 0
         let cached = seq.tokens
         while common < min(cached.count, prompt.count - 1) && cached[common] == prompt[common] { common += 1 }
-        cache.truncate(seq, to: common)
+        common = cache.truncate(seq, to: common)
 
         var stats = GenerationStats()
         stats.promptTokens = prompt.count

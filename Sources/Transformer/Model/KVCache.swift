@@ -6,6 +6,15 @@
 // One block holds, for B consecutive positions of one sequence, the keys and values of every layer:
 //   block[b] = [L][2 (K, V)][G][B][D]
 // so the keys of one head in one block are a contiguous B×D tile (what attention reads per tile).
+//
+// Full blocks can be shared between sequences with a common prefix (see KVPrefixIndex): a block
+// holds a reference count, and a registered block nobody references stays cached until the pool
+// needs its room.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
 import Tensor
 
@@ -54,11 +63,18 @@ public final class KVCache: @unchecked Sendable {
 
     /// Elements per block: L × 2 × G × B × D.
     let blockElements: Int
-    /// Raw storage of blockCount blocks, Float16 or Float32 per `precision`.
+    /// Raw storage of blockCount blocks, Float16 or Float32 per `precision`: an anonymous mapping,
+    /// page-aligned, so the pages of unused blocks can be given back (`releaseUnusedMemory`).
     let storage: UnsafeMutableRawPointer
+    private let storageBytes: Int
+    /// Blocks nobody references and no prefix is cached in.
     private var freeBlocks: [Int32]
-    /// Sequences referencing each block (a later issue shares prefix blocks; today 0 or 1).
+    /// Sequences referencing each block (more than one when a prefix is shared).
     private var referenceCounts: [Int32]
+    /// Full blocks by content, and the cached ones (registered, unreferenced) in eviction order.
+    private var prefix: KVPrefixIndex
+    /// Blocks handed out since the last `releaseUnusedMemory` (their pages may be resident).
+    private var touched: [Bool]
     private var nextSequenceID = 0
 
     /// Bytes one position occupies (all layers, keys and values).
@@ -93,16 +109,29 @@ public final class KVCache: @unchecked Sendable {
         self.precision = precision
         self.contextLength = min(c.maxPositionEmbeddings, contextLength ?? c.maxPositionEmbeddings)
         blockElements = layers * 2 * kvHeads * blockSize * headDim
-        storage = .allocate(byteCount: blockCount * blockElements * precision.bytes, alignment: 64)
+        storageBytes = blockCount * blockElements * precision.bytes
+        guard let pointer = mmap(nil, storageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              pointer != MAP_FAILED else {
+            throw InferenceError.invalidConfiguration(
+                "cannot reserve \(storageBytes >> 20) MiB for the KV cache (\(blockCount) blocks): \(String(cString: strerror(errno)))")
+        }
+        storage = pointer
         freeBlocks = (0..<Int32(blockCount)).reversed().map { $0 }
         referenceCounts = Array(repeating: 0, count: blockCount)
+        prefix = KVPrefixIndex(blockCount: blockCount)
+        touched = Array(repeating: false, count: blockCount)
     }
 
-    deinit { storage.deallocate() }
+    deinit { munmap(storage, storageBytes) }
 
-    public var freeBlockCount: Int { freeBlocks.count }
-    public var usedBlockCount: Int { blockCount - freeBlocks.count }
-    public var bytes: Int { blockCount * blockElements * precision.bytes }
+    /// Blocks a step can get: the free ones and the cached ones (evicted on demand).
+    public var freeBlockCount: Int { freeBlocks.count + prefix.cachedCount }
+    /// Blocks referenced by sequences.
+    public var usedBlockCount: Int { blockCount - freeBlockCount }
+    /// Blocks that hold a cached prefix nobody references (counted as free).
+    public var cachedBlockCount: Int { prefix.cachedCount }
+    public var bytes: Int { storageBytes }
+    private var blockBytes: Int { blockElements * precision.bytes }
 
     /// Blocks a sequence of `length` positions occupies.
     public func blocksNeeded(forLength length: Int) -> Int { (length + blockSize - 1) / blockSize }
@@ -113,38 +142,139 @@ public final class KVCache: @unchecked Sendable {
         return KVSequence(id: nextSequenceID, cache: self)
     }
 
-    /// Returns every block of `sequence` to the pool; the sequence is empty afterwards and may be reused.
+    /// Returns every block of `sequence` to the pool (its full, registered blocks stay cached); the
+    /// sequence is empty afterwards and may be reused.
     public func release(_ sequence: KVSequence) { truncate(sequence, to: 0) }
 
-    /// Forgets the positions from `length` on (e.g. to reuse a shared conversation prefix).
-    public func truncate(_ sequence: KVSequence, to length: Int) {
+    /// Forgets the positions from `length` on (e.g. to reuse a shared conversation prefix) and
+    /// returns the length kept: `length`, or less when `length` falls inside a block that another
+    /// sequence shares (that block cannot be rewritten, so the sequence keeps only whole blocks).
+    @discardableResult
+    public func truncate(_ sequence: KVSequence, to length: Int) -> Int {
         precondition(sequence.cache === self, "sequence belongs to another cache")
         precondition(length >= 0 && length <= sequence.length, "truncate to \(length) outside 0...\(sequence.length)")
-        let keep = blocksNeeded(forLength: length)
-        while sequence.blocks.count > keep {
-            let block = sequence.blocks.removeLast()
-            referenceCounts[Int(block)] -= 1
-            if referenceCounts[Int(block)] == 0 { freeBlocks.append(block) }
+        var length = length
+        if length < sequence.length && length % blockSize != 0 {
+            // The kept part of this block will be followed by new positions: it leaves the index.
+            let block = sequence.blocks[length / blockSize]
+            if referenceCounts[Int(block)] > 1 { length -= length % blockSize } else { prefix.unregister(block) }
         }
+        let keep = blocksNeeded(forLength: length)
+        while sequence.blocks.count > keep { drop(sequence.blocks.removeLast()) }
         sequence.tokens.removeSubrange(length...)
+        sequence.publishedBlocks = min(sequence.publishedBlocks, length / blockSize)
+        return length
     }
 
-    /// Allocates the blocks that `growth[i]` more positions of `sequences[i]` need, all or nothing.
+    /// One reference to `block` fewer; unreferenced, it becomes cached (registered) or free.
+    private func drop(_ block: Int32) {
+        referenceCounts[Int(block)] -= 1
+        guard referenceCounts[Int(block)] == 0 else { return }
+        if prefix.isRegistered(block) { prefix.cache(block) } else { freeBlocks.append(block) }
+    }
+
+    /// One reference to `block` more (a cached block leaves the eviction order).
+    private func retain(_ block: Int32) {
+        if referenceCounts[Int(block)] == 0 { prefix.uncache(block) }
+        referenceCounts[Int(block)] += 1
+    }
+
+    /// Allocates the blocks that `growth[i]` more positions of `sequences[i]` need, all or nothing:
+    /// free blocks first, then the least recently released cached ones.
     func reserve(_ sequences: [KVSequence], growth: [Int]) throws {
         var needed = 0
         for (s, n) in zip(sequences, growth) {
             needed += max(0, blocksNeeded(forLength: s.length + n) - s.blocks.count)
         }
-        guard needed <= freeBlocks.count else {
-            throw InferenceError.outOfCacheBlocks(needed: needed, free: freeBlocks.count, total: blockCount)
+        guard needed <= freeBlockCount else {
+            throw InferenceError.outOfCacheBlocks(needed: needed, free: freeBlockCount, total: blockCount)
         }
         for (s, n) in zip(sequences, growth) {
             while s.blocks.count < blocksNeeded(forLength: s.length + n) {
-                let block = freeBlocks.removeLast()
+                let block = freeBlocks.popLast() ?? prefix.evictOldest()!
                 referenceCounts[Int(block)] = 1
+                touched[Int(block)] = true
                 s.blocks.append(block)
             }
         }
+    }
+
+    // MARK: - Prefix sharing
+
+    /// Attaches to the empty `sequence` the longest run of cached full blocks that starts `tokens`,
+    /// leaving at least the last token to compute (its logits are needed). Returns the positions
+    /// reused; the caller feeds `tokens[returned...]`.
+    @discardableResult
+    public func attachCachedPrefix(_ sequence: KVSequence, tokens: [Int]) -> Int {
+        precondition(sequence.cache === self && sequence.length == 0, "attach to an empty sequence of this cache")
+        guard tokens.count > 1 else { return 0 }
+        let limit = min((tokens.count - 1) / blockSize, contextLength / blockSize)
+        var parent: UInt64 = 0
+        for i in 0..<limit {
+            let key = PrefixKey(parent: parent, tokens: Array(tokens[(i * blockSize)..<((i + 1) * blockSize)]))
+            guard let block = prefix.lookup(key) else { break }
+            retain(block)
+            sequence.blocks.append(block)
+            parent = prefix.nodes[Int(block)]
+        }
+        sequence.tokens = Array(tokens[0..<(sequence.blocks.count * blockSize)])
+        sequence.publishedBlocks = sequence.blocks.count
+        return sequence.length
+    }
+
+    /// Registers the blocks of `sequence` that became full since the last call, so later sequences
+    /// can share them. A block whose content is already cached (two requests with the same prefix
+    /// computed side by side) is swapped for the cached one and returns to the pool.
+    public func publishFullBlocks(_ sequence: KVSequence) {
+        precondition(sequence.cache === self, "sequence belongs to another cache")
+        let full = sequence.length / blockSize
+        while sequence.publishedBlocks < full {
+            let i = sequence.publishedBlocks
+            let parent = i == 0 ? 0 : prefix.nodes[Int(sequence.blocks[i - 1])]
+            if i > 0 && parent == 0 { return }   // cannot happen: published blocks stay registered
+            let mine = sequence.blocks[i]
+            if !prefix.isRegistered(mine) {
+                let key = PrefixKey(parent: parent, tokens: Array(sequence.tokens[(i * blockSize)..<((i + 1) * blockSize)]))
+                if let existing = prefix.lookup(key) {
+                    retain(existing)
+                    sequence.blocks[i] = existing
+                    drop(mine)
+                } else {
+                    prefix.register(mine, key: key)
+                }
+            }
+            sequence.publishedBlocks += 1
+        }
+    }
+
+    /// Evicts cached blocks beyond `keepingCachedBlocks` (least recently released first) and gives
+    /// the pages of every free block used since the last call back to the system (madvise
+    /// DONTNEED: they read as zeros when reused, and every position is written before it is read).
+    /// The engine calls this when it goes idle, so the memory returns to its idle level plus the
+    /// cached prefixes it keeps.
+    public func releaseUnusedMemory(keepingCachedBlocks keep: Int) {
+        while prefix.cachedCount > max(0, keep), let block = prefix.evictOldest() { freeBlocks.append(block) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        // Runs of consecutive free blocks that contain a touched one: one madvise each, over the
+        // pages wholly inside the run (a page shared with a block in use stays).
+        func advise(_ run: (first: Int, end: Int, touched: Bool)) {
+            guard run.touched else { return }
+            let from = (run.first * blockBytes + page - 1) / page * page
+            let to = run.end * blockBytes / page * page
+            if to > from { _ = madvise(storage + from, to - from, MADV_DONTNEED) }
+        }
+        var run: (first: Int, end: Int, touched: Bool)?
+        for block in freeBlocks.sorted() {
+            let b = Int(block)
+            if let r = run, r.end == b {
+                run = (r.first, b + 1, r.touched || touched[b])
+            } else {
+                if let r = run { advise(r) }
+                run = (b, b + 1, touched[b])
+            }
+            touched[b] = false
+        }
+        if let r = run { advise(r) }
     }
 
     /// Element offset of the tile of (block, layer, K or V, head): keys are stored transposed, D×B
@@ -226,6 +356,8 @@ public final class KVSequence: @unchecked Sendable {
     var blocks: [Int32] = []
     /// Token ids processed so far (their K/V are cached); count == positions used.
     public internal(set) var tokens: [Int] = []
+    /// Leading full blocks already registered in the prefix index (`KVCache.publishFullBlocks`).
+    var publishedBlocks = 0
 
     init(id: Int, cache: KVCache) {
         self.id = id

@@ -43,6 +43,14 @@ final class EngineMetricsTests: XCTestCase {
         XCTAssertTrue(text.contains("sarvam_engine_step_duration_seconds_count\(m) "), text)
         // The manual clock advances 10 ms per step: TTFT lies in (0, 1] s.
         XCTAssertTrue(text.contains("sarvam_time_to_first_token_seconds_bucket{model=\"\(model)\",le=\"1.0\"} 2"), text)
+        // Each reply fed 10 + 4 tokens: 3 full blocks of 4 cached per request.
+        XCTAssertTrue(text.contains("sarvam_kv_cache_blocks_cached\(m) 6"), text)
+        // A follow-up turn (m0's prompt + reply + one token) starts after m0's 12 cached tokens.
+        let followUp = EngineFixture.prompt(10, seed: 0) + h.log["m0"] + [7]
+        let stream = try h.scheduler.trySubmit(h.job("follow-up", prompt: followUp, maxTokens: 1))
+        h.runToCompletion()
+        _ = await collect(stream)
+        XCTAssertTrue(SarvamMetrics.render().contains("sarvam_prefix_cache_hit_tokens_total\(m) 12"))
         let rss = try XCTUnwrap(text.split(separator: "\n").first { $0.hasPrefix("sarvam_process_resident_memory_bytes ") })
         let bytes = try XCTUnwrap(Double(rss.split(separator: " ")[1]))
         XCTAssertGreaterThan(bytes, 1_000_000, "resident memory of a test process is megabytes")

@@ -88,11 +88,21 @@ public enum FinishReason: String, Sendable, Codable {
 public struct GenerationUsage: Sendable, Equatable, Codable {
     public var promptTokens: Int
     public var completionTokens: Int
+    /// Prompt tokens whose keys and values came from the prefix cache instead of being computed
+    /// (OpenAI's `usage.prompt_tokens_details.cached_tokens`).
+    public var cachedPromptTokens: Int
     public var totalTokens: Int { promptTokens + completionTokens }
 
-    public init(promptTokens: Int, completionTokens: Int) {
+    public init(promptTokens: Int, completionTokens: Int, cachedPromptTokens: Int = 0) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
+        self.cachedPromptTokens = cachedPromptTokens
+    }
+
+    /// The OpenAI `usage` object.
+    var json: JSONValue {
+        ["prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
+         "prompt_tokens_details": ["cached_tokens": .int(cachedPromptTokens)]]
     }
 }
 

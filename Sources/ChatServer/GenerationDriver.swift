@@ -14,6 +14,8 @@ struct GenerationOutcome: Sendable {
     var text = ""
     var promptTokens: Int?
     var completionTokens = 0
+    /// Prompt tokens served from the prefix cache (known when the engine finishes).
+    var cachedPromptTokens = 0
     /// Set when the engine finished (or a stop string matched).
     var finishReason: FinishReason?
     /// Client gone, stop requested, or shutdown: the partial `text` is what the client saw.
@@ -23,7 +25,9 @@ struct GenerationOutcome: Sendable {
     var promptDoneAt: ContinuousClock.Instant?
     var endedAt: ContinuousClock.Instant
 
-    var usage: GenerationUsage { GenerationUsage(promptTokens: promptTokens ?? 0, completionTokens: completionTokens) }
+    var usage: GenerationUsage {
+        GenerationUsage(promptTokens: promptTokens ?? 0, completionTokens: completionTokens, cachedPromptTokens: cachedPromptTokens)
+    }
     /// Seconds from the prompt being processed to the end (the decode phase).
     var generationSeconds: Double { ((endedAt - (promptDoneAt ?? startedAt)) / .seconds(1)) }
     var tokensPerSecond: Double? {
@@ -140,6 +144,7 @@ func driveGeneration(
                     case .finished(let reason, let usage):
                         outcome.finishReason = reason
                         outcome.completionTokens = usage.completionTokens
+                        outcome.cachedPromptTokens = usage.cachedPromptTokens
                         if usage.promptTokens > 0 { outcome.promptTokens = usage.promptTokens }
                         break loop
                     case .ended:

@@ -88,8 +88,7 @@ struct OpenAIController: Sendable {
                     "logprobs": nil,
                     "finish_reason": .string(finish.rawValue),
                 ]],
-                "usage": ["prompt_tokens": .int(usage.promptTokens), "completion_tokens": .int(usage.completionTokens),
-                          "total_tokens": .int(usage.totalTokens)],
+                "usage": usage.json,
                 "system_fingerprint": nil,
             ])
         }
@@ -116,12 +115,9 @@ struct OpenAIController: Sendable {
             if let finish = outcome.finishReason {
                 try await write(SSE.data(chunk(delta: [:], finish: finish)))
                 if includeUsage {
-                    let u = outcome.usage
                     try await write(SSE.data([
                         "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(info.id),
-                        "system_fingerprint": nil, "choices": [],
-                        "usage": ["prompt_tokens": .int(u.promptTokens), "completion_tokens": .int(u.completionTokens),
-                                  "total_tokens": .int(u.totalTokens)],
+                        "system_fingerprint": nil, "choices": [], "usage": outcome.usage.json,
                     ]))
                 }
             } else {

@@ -30,6 +30,7 @@ final class ChatCompletionsTests: XCTestCase {
             XCTAssertEqual(usage["prompt_tokens"] as? Int, 8)
             XCTAssertEqual(usage["completion_tokens"] as? Int, 4)
             XCTAssertEqual(usage["total_tokens"] as? Int, 12)
+            XCTAssertEqual((usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int, 0)
         }
     }
 

@@ -326,6 +326,7 @@ public final class BatchScheduler: @unchecked Sendable {
             // New, or preempted (its own blocks may still be cached): start after the cached prefix.
             if settings.prefixCaching && r.sequence.length == 0 {
                 let reused = cache.attachCachedPrefix(r.sequence, tokens: r.tokens)
+                if r.admittedAt == nil { r.cachedPromptTokens = reused }   // first admission: reused ≤ prompt - 1
                 if reused > 0 {
                     metrics.prefixCacheHitTokens.increment(by: reused)
                     report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: reused))
@@ -472,7 +473,8 @@ public final class BatchScheduler: @unchecked Sendable {
             EngineMetrics.record(metrics.timePerOutputToken, seconds: (last - first) / Double(r.generatedCount - 1))
         }
         EngineMetrics.record(metrics.latency, seconds: now() - r.submittedAt)
-        let usage = GenerationUsage(promptTokens: r.job.prompt.count, completionTokens: r.generatedCount)
+        let usage = GenerationUsage(promptTokens: r.job.prompt.count, completionTokens: r.generatedCount,
+                                    cachedPromptTokens: r.cachedPromptTokens)
         end(r, outcome: reason.rawValue) {
             $0.yield(.finished(reason, usage))
             $0.finish()
@@ -553,6 +555,8 @@ final class ScheduledRequest {
     /// Nil until admitted (and after the end).
     var sequence: KVSequence!
     var promptReported = false
+    /// Prompt tokens attached from the prefix cache at first admission (usage reports them).
+    var cachedPromptTokens = 0
     var unreportedTokens = 0
     var ended = false
     let submittedAt: Double

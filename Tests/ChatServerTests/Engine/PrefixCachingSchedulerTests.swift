@@ -19,7 +19,7 @@ final class PrefixCachingSchedulerTests: XCTestCase {
         return (second, h.runToCompletion())
     }
 
-    func testFollowUpTurnStartsAfterTheCachedHistory() throws {
+    func testFollowUpTurnStartsAfterTheCachedHistory() async throws {
         let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 64))
         let (prompt, reports) = try twoTurns(h)
         XCTAssertEqual(prompt.count, 41)
@@ -30,6 +30,10 @@ final class PrefixCachingSchedulerTests: XCTestCase {
         XCTAssertEqual(h.log["t2"], try EngineFixture.alone(h.model, prompt: prompt, maxTokens: 6))
         XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount)
         XCTAssertGreaterThan(h.cache.cachedBlockCount, 0)
+        let first = await collect(streams[0]), second = await collect(streams[1])
+        XCTAssertEqual(first.events.last, .finished(.length, GenerationUsage(promptTokens: 30, completionTokens: 6)))
+        XCTAssertEqual(second.events.last, .finished(.length, GenerationUsage(promptTokens: 41, completionTokens: 6, cachedPromptTokens: 32)),
+                       "usage reports the prompt tokens served from the cache")
     }
 
     func testWithoutPrefixCachingTheWholePromptIsPrefilled() throws {

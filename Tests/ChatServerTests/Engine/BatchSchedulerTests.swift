@@ -103,6 +103,10 @@ final class SchedulerBatchingTests: XCTestCase {
         let reports = h.runToCompletion()
         XCTAssertEqual(streams.count, 3)
         XCTAssertGreaterThan(reports.reduce(0) { $0 + $1.preempted.count }, 0, "the pool is too small for all three: someone is preempted")
+        // Its blocks went to the cached prefixes: when room returns it resumes after those that survived.
+        let resumed = reports.flatMap(\.reusedPrefix).map(\.requestId)
+        XCTAssertFalse(resumed.isEmpty, "a preempted request should reuse its own cached blocks")
+        XCTAssertTrue(Set(resumed).isSubset(of: reports.flatMap(\.preempted)), "only preempted requests have cached prefixes here")
         for (i, p) in prompts.enumerated() {
             XCTAssertEqual(h.log["r\(i)"], try EngineFixture.alone(h.model, prompt: p, maxTokens: 20), "request r\(i)")
         }

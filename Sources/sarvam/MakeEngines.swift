@@ -14,6 +14,7 @@ func makeEngines(modelPaths: [String], options: EngineOptions) async throws -> [
         prefillTokensPerStep: int("SARVAM_PREFILL_TOKENS_PER_STEP") ?? defaults.prefillTokensPerStep,
         targetStepSeconds: env["SARVAM_TARGET_STEP_SECONDS"].flatMap { Double($0) } ?? defaults.targetStepSeconds,
         prefixCaching: env["SARVAM_PREFIX_CACHE"].map { $0 != "0" } ?? defaults.prefixCaching,
+        maxCachedPrefixBytes: int("SARVAM_PREFIX_CACHE_MB").map { $0 << 20 } ?? defaults.maxCachedPrefixBytes,
         idleCachedPrefixBytes: int("SARVAM_PREFIX_CACHE_IDLE_MB").map { $0 << 20 } ?? defaults.idleCachedPrefixBytes)
     let settings = TransformerEngineSettings(
         contextLength: options.contextLength, threads: options.threads,

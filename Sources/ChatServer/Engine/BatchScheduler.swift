@@ -217,11 +217,15 @@ public final class BatchScheduler: @unchecked Sendable {
     /// JSON, per-request arrays, and do not shrink on their own).
     private func releaseIdleCacheMemory() {
         guard cacheTouched, cache.usedBlockCount == 0 else { return }
-        let keep = settings.prefixCaching ? settings.idleCachedPrefixBytes / max(1, cache.bytes / cache.blockCount) : 0
-        cache.releaseUnusedMemory(keepingCachedBlocks: keep)
+        cache.releaseUnusedMemory(keepingCachedBlocks: cachedBlocks(bytes: settings.idleCachedPrefixBytes))
         cacheTouched = false
         updateGauges()
         _ = Self.mallocTrim?(0)
+    }
+
+    /// Whole blocks in `bytes` of cached prefixes (0 without prefix caching).
+    private func cachedBlocks(bytes: Int) -> Int {
+        settings.prefixCaching ? bytes / max(1, cache.bytes / cache.blockCount) : 0
     }
 
     /// glibc's `malloc_trim` (not in Swift's Glibc module), looked up once; nil elsewhere.
@@ -298,6 +302,7 @@ public final class BatchScheduler: @unchecked Sendable {
         if !plan.isEmpty {
             cacheTouched = true
             run(plan)
+            cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
             budget.record(decoding: report.decoded.count, prefilled: report.prefilled.reduce(0) { $0 + $1.tokens }, seconds: duration)

@@ -40,13 +40,17 @@ public struct SchedulerSettings: Sendable, Equatable {
     /// turn, a common system prompt): a request starts after the longest cached prefix of its
     /// tokens. Blocks nobody references stay cached until the pool needs the room.
     public var prefixCaching: Bool
+    /// Cached prefix bytes kept while requests run: beyond it the least recently released prefixes
+    /// are dropped, so the pool's resident memory stays near what the running requests use plus
+    /// this (the pool itself may be much larger: it is sized for full contexts).
+    public var maxCachedPrefixBytes: Int
     /// Cached prefix bytes kept when the engine goes idle (the rest is given back to the system).
     public var idleCachedPrefixBytes: Int
 
     public init(maxRunningSequences: Int = 8, maxRunningPerUser: Int? = nil, queueLimit: Int = 16,
                 prefillTokensPerStep: Int = 512, targetStepSeconds: Double? = 0.8, minPrefillTokensPerStep: Int = 32,
                 admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 2,
-                prefixCaching: Bool = true, idleCachedPrefixBytes: Int = 64 << 20) {
+                prefixCaching: Bool = true, maxCachedPrefixBytes: Int = 256 << 20, idleCachedPrefixBytes: Int = 64 << 20) {
         self.maxRunningSequences = maxRunningSequences
         self.maxRunningPerUser = maxRunningPerUser ?? maxRunningSequences
         self.queueLimit = queueLimit
@@ -56,6 +60,7 @@ public struct SchedulerSettings: Sendable, Equatable {
         self.admissionHeadroomTokens = admissionHeadroomTokens
         self.retryAfterSeconds = retryAfterSeconds
         self.prefixCaching = prefixCaching
+        self.maxCachedPrefixBytes = maxCachedPrefixBytes
         self.idleCachedPrefixBytes = idleCachedPrefixBytes
     }
 
@@ -74,6 +79,7 @@ public struct SchedulerSettings: Sendable, Equatable {
         }
         try check(admissionHeadroomTokens >= 1, "admissionHeadroomTokens", admissionHeadroomTokens, ">= 1")
         try check(retryAfterSeconds >= 1, "retryAfterSeconds", retryAfterSeconds, ">= 1")
+        try check(maxCachedPrefixBytes >= 0, "maxCachedPrefixBytes", maxCachedPrefixBytes, ">= 0")
         try check(idleCachedPrefixBytes >= 0, "idleCachedPrefixBytes", idleCachedPrefixBytes, ">= 0")
     }
 }

@@ -247,13 +247,20 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Evicts the least recently released cached blocks until at most `keep` remain. They go to the
+    /// top of the free stack, so the next allocations reuse their (resident) pages before touching
+    /// new ones: the pool's resident memory stays near the blocks in use plus `keep`.
+    public func evictCachedBlocks(keeping keep: Int) {
+        while prefix.cachedCount > max(0, keep), let block = prefix.evictOldest() { freeBlocks.append(block) }
+    }
+
     /// Evicts cached blocks beyond `keepingCachedBlocks` (least recently released first) and gives
     /// the pages of every free block used since the last call back to the system (madvise
     /// DONTNEED: they read as zeros when reused, and every position is written before it is read).
     /// The engine calls this when it goes idle, so the memory returns to its idle level plus the
     /// cached prefixes it keeps.
     public func releaseUnusedMemory(keepingCachedBlocks keep: Int) {
-        while prefix.cachedCount > max(0, keep), let block = prefix.evictOldest() { freeBlocks.append(block) }
+        evictCachedBlocks(keeping: keep)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         // Runs of consecutive free blocks that contain a touched one: one madvise each, over the
         // pages wholly inside the run (a page shared with a block in use stays).

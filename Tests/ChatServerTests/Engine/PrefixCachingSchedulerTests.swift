@@ -36,6 +36,20 @@ final class PrefixCachingSchedulerTests: XCTestCase {
                        "usage reports the prompt tokens served from the cache")
     }
 
+    func testCachedPrefixesAreCappedWhileBusy() throws {
+        let model = try EngineFixture.model()
+        let blockBytes = KVCache.bytesPerPosition(model.configuration, precision: .float16) * 4
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 64,
+                                                                 maxCachedPrefixBytes: 2 * blockBytes), model: model)
+        let (prompt, reports) = try twoTurns(h)
+        // Turn 1 left 8 full blocks; the cap keeps the 2 released last: a release returns a
+        // sequence's deepest block first, so the first two blocks of the history survive.
+        XCTAssertEqual(reports.flatMap(\.reusedPrefix), [.init(requestId: "t2", tokens: 8)])
+        XCTAssertEqual(h.log["t2"], try EngineFixture.alone(h.model, prompt: prompt, maxTokens: 6))
+        XCTAssertEqual(h.cache.cachedBlockCount, 2)
+        XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount)
+    }
+
     func testWithoutPrefixCachingTheWholePromptIsPrefilled() throws {
         let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 64, prefixCaching: false))
         let (prompt, reports) = try twoTurns(h)

@@ -140,7 +140,7 @@ enum LoadBench {
         if !o.json {
             print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(o.longEvery)th conversation opens with ~1,000 tokens, \(o.turns) turn(s) per conversation")
             print("idle server RSS: \(idleBefore.map { "\($0 >> 20) MiB" } ?? "unknown")")
-            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95")
+            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95  cached prompt")
         }
         var single: Double?
         for level in o.levels {
@@ -151,11 +151,12 @@ enum LoadBench {
             } else {
                 let ratio = single.map { $0 > 0 ? String(format: "%5.2f", result.tokensPerSecond / $0) : "  -  " } ?? "  -  "
                 let later = result.laterTurnCount > 0 ? String(format: "%.2f / %.2f", result.laterTurnTTFT.p50, result.laterTurnTTFT.p95) : "-"
-                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %7.3f  %12.1f  %@  %@",
+                let cached = result.promptTokens > 0 ? String(format: "%.0f%%", 100 * Double(result.cachedPromptTokens) / Double(result.promptTokens)) : "-"
+                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %7.3f  %12.1f  %@  %@  %@",
                              level, result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
                              result.ttft.p50, result.ttft.p95, result.ttft.p99, result.itl.p50, result.itl.p95, result.maxGap,
                              result.maxRejectSeconds, result.promptTokensPerSecond,
-                             result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", later))
+                             result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", later, cached))
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
         }
@@ -203,8 +204,10 @@ enum LoadBench {
         var concurrency = 0
         var ok = 0, failed = 0, rejected = 0
         var completionTokens = 0
-        /// Prompt tokens of the successful replies (their usage chunks).
+        /// Prompt tokens of the successful replies (their usage chunks), and those served from the
+        /// server's prefix cache.
         var promptTokens = 0
+        var cachedPromptTokens = 0
         var seconds = 0.0
         var tokensPerSecond: Double { seconds > 0 ? Double(completionTokens) / seconds : 0 }
         var promptTokensPerSecond: Double { seconds > 0 ? Double(promptTokens) / seconds : 0 }
@@ -223,7 +226,8 @@ enum LoadBench {
             func number(_ x: Double) -> String { String(format: "%.4f", x) }
             let fields: [(String, String)] = [
                 ("concurrency", "\(concurrency)"), ("ok", "\(ok)"), ("failed", "\(failed)"), ("rejected_429", "\(rejected)"),
-                ("completion_tokens", "\(completionTokens)"), ("prompt_tokens", "\(promptTokens)"), ("seconds", number(seconds)),
+                ("completion_tokens", "\(completionTokens)"), ("prompt_tokens", "\(promptTokens)"),
+                ("cached_prompt_tokens", "\(cachedPromptTokens)"), ("seconds", number(seconds)),
                 ("tokens_per_s", number(tokensPerSecond)), ("prompt_tokens_per_s", number(promptTokensPerSecond)),
                 ("ttft_p50_s", number(ttft.p50)), ("ttft_p95_s", number(ttft.p95)), ("ttft_p99_s", number(ttft.p99)),
                 ("later_turns", "\(laterTurnCount)"), ("later_turn_ttft_p50_s", number(laterTurnTTFT.p50)),
@@ -292,6 +296,7 @@ enum LoadBench {
                 result.ok += 1
                 result.completionTokens += outcome.completionTokens
                 result.promptTokens += outcome.promptTokens
+                result.cachedPromptTokens += outcome.cachedPromptTokens
                 if let t = outcome.timeToFirstToken {
                     ttfts.append(t)
                     if outcome.turn > 0 { laterTTFTs.append(t) }
@@ -527,6 +532,7 @@ struct StreamOutcome {
     var interTokenGaps: [Double] = []
     var completionTokens = 0
     var promptTokens = 0
+    var cachedPromptTokens = 0
     /// From sending the request to the end of the response.
     var seconds = 0.0
     /// The streamed reply text (the next turn resends it).
@@ -629,6 +635,7 @@ final class LoadClient: @unchecked Sendable {
             try check.finish()
             outcome.completionTokens = check.completionTokens
             outcome.promptTokens = check.promptTokens
+            outcome.cachedPromptTokens = check.cachedPromptTokens
             outcome.reply = check.text
             outcome.seconds = Date().timeIntervalSince(start)
             return outcome
@@ -833,6 +840,8 @@ struct SSEParser {
 struct ChatStreamChecker {
     private(set) var completionTokens = 0
     private(set) var promptTokens = 0
+    /// Prompt tokens the server took from its prefix cache (usage.prompt_tokens_details.cached_tokens).
+    private(set) var cachedPromptTokens = 0
     /// The reply's content deltas, joined.
     private(set) var text = ""
     private var id: String?
@@ -865,6 +874,7 @@ struct ChatStreamChecker {
             sawUsage = true
             completionTokens = n
             promptTokens = usage["prompt_tokens"] as? Int ?? 0
+            cachedPromptTokens = (usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int ?? 0
         }
         guard let choices = object["choices"] as? [[String: Any]], let choice = choices.first else { return false }
         let delta = choice["delta"] as? [String: Any] ?? [:]

@@ -86,7 +86,10 @@ final class LoadBenchParsingTests: XCTestCase {
         var choice: [String: Any] = ["index": 0, "delta": delta]
         choice["finish_reason"] = finish ?? NSNull()
         var object: [String: Any] = ["id": id, "object": "chat.completion.chunk", "choices": usage == nil ? [choice] : []]
-        if let usage { object["usage"] = ["prompt_tokens": 5, "completion_tokens": usage, "total_tokens": 5 + usage] }
+        if let usage {
+            object["usage"] = ["prompt_tokens": 5, "completion_tokens": usage, "total_tokens": 5 + usage,
+                               "prompt_tokens_details": ["cached_tokens": 3]]
+        }
         return .data(String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self))
     }
 
@@ -103,6 +106,7 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertEqual(check.completionTokens, 2)
         XCTAssertEqual(check.promptTokens, 5)
         XCTAssertEqual(check.text, "Hello", "the reply a later turn resends")
+        XCTAssertEqual(check.cachedPromptTokens, 3)
     }
 
     func testBrokenStreamsAreRejected() throws {

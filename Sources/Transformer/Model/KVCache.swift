@@ -98,6 +98,9 @@ public final class KVCache: @unchecked Sendable {
         guard blockSize > 0, blockCount > 0 else {
             throw InferenceError.invalidConfiguration("KV cache needs blockSize > 0 and blockCount > 0, found \(blockSize), \(blockCount)")
         }
+        guard blockCount <= Int(Int32.max) else {   // block ids are Int32
+            throw InferenceError.invalidConfiguration("a KV cache of \(blockCount) blocks is too large (at most \(Int32.max))")
+        }
         if let contextLength, contextLength <= 0 {
             throw InferenceError.invalidConfiguration("context length must be positive, found \(contextLength)")
         }

@@ -136,5 +136,13 @@ final class KVCacheTests: XCTestCase {
         let cache = try KVCache(configuration: c, memoryBudget: 128 * 16 * 10 + 5, precision: .float16, blockSize: 16)
         XCTAssertEqual(cache.blockCount, 10)
         XCTAssertThrowsError(try KVCache(configuration: c, memoryBudget: 100, precision: .float16, blockSize: 16))
+        // A pool the address space cannot hold (2^20 blocks of 128 MiB), or with more blocks than
+        // Int32 ids, is a clear error, not a crash.
+        for (blocks, size) in [(1 << 20, 1 << 20), (1 << 40, 16)] {
+            XCTAssertThrowsError(try KVCache(configuration: c, blockCount: blocks, precision: .float16, blockSize: size)) { error in
+                guard case .invalidConfiguration(let message)? = error as? InferenceError else { return XCTFail("\(error)") }
+                XCTAssertTrue(message.contains("KV cache"), message)
+            }
+        }
     }
 }

@@ -72,6 +72,29 @@ private func storePair(_ lo: __m256i, _ hi: __m256i, _ to: UnsafeMutablePointer<
     p.storeBytes(of: h.highHalf, toByteOffset: 48, as: SIMD2<UInt64>.self)
 }
 
+/// Superblock `sb` of a row being unpacked: its lines `distance` bytes ahead are requested (the
+/// unpacking is the first read of those weights).
+@inline(__always)
+private func prefetchAhead(_ sb: UnsafeRawPointer, _ distance: Int) {
+    prefetchForRead(sb + distance)
+    prefetchForRead(sb + (distance + 64))
+    prefetchForRead(sb + (distance + 128))
+}
+
+/// The per-group s and o of one superblock's `count` (≤ 8) groups, to scale/offset[g0 ..< g0 + count]
+/// (lanes past `count` lie past the row and are not stored).
+@inline(__always)
+private func storeGroupFactors(_ s: __m256, _ o: __m256, scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>,
+                               g0: Int, count: Int) {
+    if count == 8 {
+        UnsafeMutableRawPointer(scale + g0).storeBytes(of: s, as: __m256.self)
+        UnsafeMutableRawPointer(offset + g0).storeBytes(of: o, as: __m256.self)
+    } else {
+        let ss = unsafeBitCast(s, to: SIMD8<Float>.self), os = unsafeBitCast(o, to: SIMD8<Float>.self)
+        for j in 0..<count { scale[g0 + j] = ss[j]; offset[g0 + j] = os[j] }
+    }
+}
+
 /// One int5 row to codes q (0...31), s = d, o = 16·d.
 @inline(__always)
 private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
@@ -81,18 +104,10 @@ private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
     while g0 < groups {
         let count = min(8, groups - g0)
         let sb = row + s * Int5Superblock.bytes
-        prefetchForRead(sb + prefetchDistance)
-        prefetchForRead(sb + (prefetchDistance + 64))
-        prefetchForRead(sb + (prefetchDistance + 128))
+        prefetchAhead(sb, prefetchDistance)
+        // d past `count` is zero in a truncated superblock.
         let d = _mm256_cvtph_ps(sb.loadUnaligned(as: __m128i.self))
-        // d past `count` is zero in a truncated superblock; the lanes past the row are not stored.
-        if count == 8 {
-            UnsafeMutableRawPointer(scale + g0).storeBytes(of: d, as: __m256.self)
-            UnsafeMutableRawPointer(offset + g0).storeBytes(of: _mm256_mul_ps(d, _mm256_set1_ps(16)), as: __m256.self)
-        } else {
-            let ds = unsafeBitCast(d, to: SIMD8<Float>.self)
-            for j in 0..<count { scale[g0 + j] = ds[j]; offset[g0 + j] = 16 * ds[j] }
-        }
+        storeGroupFactors(d, _mm256_mul_ps(d, _mm256_set1_ps(16)), scale: scale, offset: offset, g0: g0, count: count)
         let qh = load256(sb + Int5Superblock.highBitsOffset)
         for p in 0..<count / 2 {
             let (lo, hi) = int5Pair(sb, qh, p)   // the decode kernels' unpacking (QuantizedMatmul+AVX2.swift)
@@ -117,20 +132,12 @@ private func unpackInt4Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
     while g0 < groups {
         let count = min(8, groups - g0)
         let sb = row + s * Int4Superblock.bytes
-        prefetchForRead(sb + prefetchDistance)
-        prefetchForRead(sb + (prefetchDistance + 64))
-        prefetchForRead(sb + (prefetchDistance + 128))
+        prefetchAhead(sb, prefetchDistance)
         // Six-bit scales and mins from the header shuffles of the decode kernel.
         let (packed, mins, dd) = int4HeaderVector(sb)
         let sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm256_castsi256_si128(packed))), _mm256_broadcastss_ps(dd))
         let mn = _mm256_mul_ps(mins, _mm256_set1_ps(unsafeBitCast(dd, to: SIMD4<Float>.self)[1]))
-        if count == 8 {
-            UnsafeMutableRawPointer(scale + g0).storeBytes(of: sc, as: __m256.self)
-            UnsafeMutableRawPointer(offset + g0).storeBytes(of: mn, as: __m256.self)
-        } else {
-            let scs = unsafeBitCast(sc, to: SIMD8<Float>.self), mns = unsafeBitCast(mn, to: SIMD8<Float>.self)
-            for j in 0..<count { scale[g0 + j] = scs[j]; offset[g0 + j] = mns[j] }
-        }
+        storeGroupFactors(sc, mn, scale: scale, offset: offset, g0: g0, count: count)
         let nib = sb + Int4Superblock.nibblesOffset
         for p in 0..<count / 2 {
             let v = load256(nib + 32 * p)

@@ -288,7 +288,7 @@ private func int8GEMMTile(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t:
             if tiles > 2 { i2 = _mm256_add_epi32(i2, product(inputs.x.2)) }
             if tiles > 3 { i3 = _mm256_add_epi32(i3, product(inputs.x.3)) }
         }
-        let sg = _mm256_set1_ps(loadHalf(block))
+        let sg = broadcastHalf(block)
         @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
             f = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8)), f)
         }

@@ -162,6 +162,14 @@ func maxMagnitudeAVX2(_ x: UnsafePointer<Float>, count: Int) -> Float {
     return _mm_cvtss_f32(h)
 }
 
+/// The Float16 at `p` in all 8 lanes: vpbroadcastw from memory + vcvtph2ps. (A scalar load
+/// converted and broadcast compiled to vpinsrw into a register the loop also used for an
+/// accumulator: a false dependency that chained each group's scale to the previous group's sums.)
+@inline(__always)
+func broadcastHalf(_ p: UnsafeRawPointer) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(p.loadUnaligned(as: Int16.self)))
+}
+
 // MARK: - int8
 
 /// One tile over the whole row: R output rows (n, n+1) × MB activation rows (m0 ..< m0+MB), with
@@ -181,7 +189,7 @@ private func int8Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Unsa
         if R > 1 { prefetchForRead(b1 + prefetchDistance) }
         let w0 = load256(b0 + Int8Block.quantsOffset), w1 = load256(b1 + Int8Block.quantsOffset)
         let abs0 = _mm256_sign_epi8(w0, w0), abs1 = _mm256_sign_epi8(w1, w1)
-        let d0 = _mm256_set1_ps(loadHalf(b0)), d1 = _mm256_set1_ps(loadHalf(b1))
+        let d0 = broadcastHalf(b0), d1 = broadcastHalf(b1)
         @inline(__always) func pair(_ acc: inout __m256, _ r: Int, _ i: Int) {
             let xv = load256(x + i * cols + g * 32)
             let dot = r == 0 ? dotBytes(abs0, _mm256_sign_epi8(xv, w0), ones) : dotBytes(abs1, _mm256_sign_epi8(xv, w1), ones)
@@ -240,13 +248,13 @@ private func int8Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
         prefetchForRead(b0 + prefetchDistance)
         let w0 = load256(b0 + Int8Block.quantsOffset)
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(w0, _mm256_sign_epi8(w0, w0), g)),
-                               _mm256_mul_ps(_mm256_set1_ps(loadHalf(b0)), scales), acc0)
+                               _mm256_mul_ps(broadcastHalf(b0), scales), acc0)
         if R > 1 {
             let b1 = row1 + g * Int8Block.bytes
             prefetchForRead(b1 + prefetchDistance)
             let w1 = load256(b1 + Int8Block.quantsOffset)
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(w1, _mm256_sign_epi8(w1, w1), g)),
-                                   _mm256_mul_ps(_mm256_set1_ps(loadHalf(b1)), scales), acc1)
+                                   _mm256_mul_ps(broadcastHalf(b1), scales), acc1)
         }
     }
     for i in 0..<8 {

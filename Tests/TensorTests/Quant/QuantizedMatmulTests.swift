@@ -285,6 +285,15 @@ final class QuantKernelsTests: XCTestCase {
         // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
         try assertKernels(["19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2", "14int8GEMMTiles4"],
                           contain: ["vpmaddubsw", "vpmaddwd", "vpbroadcastd"])
+        // The int8 tiles broadcast each Float16 scale with vpbroadcastw: a scalar half converted and
+        // broadcast compiled to vpinsrw merging into a live accumulator register (a false
+        // dependency from one group's scale to the previous group's sums).
+        let int8Tiles = try Disassembly.functions(containing: ["6Tensor", "int8GEMMTiles"]) + Disassembly.functions(containing: ["6Tensor", "9int8Tiles"])
+        XCTAssertGreaterThanOrEqual(int8Tiles.count, 4, "the int8 tile kernels are missing from this executable")
+        for f in int8Tiles {
+            XCTAssertEqual(f.count("vpinsrw"), 0, "\(f.name) builds a scale with vpinsrw again")
+            XCTAssertGreaterThan(f.count("vpbroadcastw"), 0, "\(f.name) lost its vpbroadcastw scale")
+        }
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
         try assertKernels(["10gemmBlocks"], contain: ["prefetcht0"])
         try assertKernels(["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"],

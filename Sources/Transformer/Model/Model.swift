@@ -197,7 +197,16 @@ public final class Model: @unchecked Sendable {
                 Ops.rmsNorm(w.x + r * H, weight: layer.feedForwardNorm.pointer, out: w.h + r * H, count: H, epsilon: c.rmsNormEps)
             }
             quantizedMatmul([layer.gate, layer.up], w.h, m: rows, [w.gate, w.up], pool: pool)
-            Ops.swiglu(gate: w.gate, up: w.up, out: w.gate, count: rows * F)
+            if rows >= 4 {
+                // Batched steps and prefill: the other core would idle through rows × F exps
+                // (split: batch 8 and 16 1.01-1.02x, prefill 512 1.02-1.03x).
+                let gate = w.gate, up = w.up
+                pool.parallelFor(rows * F, alignment: 64) { _, range in
+                    Ops.swiglu(gate: gate + range.lowerBound, up: up + range.lowerBound, out: gate + range.lowerBound, count: range.count)
+                }
+            } else {
+                Ops.swiglu(gate: w.gate, up: w.up, out: w.gate, count: rows * F)
+            }
             quantizedMatmul(layer.down, w.gate, m: rows, w.projection, pool: pool)
             Ops.axpy(1, w.projection, w.x, count: rows * H)
         }

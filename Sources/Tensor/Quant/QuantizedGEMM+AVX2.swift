@@ -46,6 +46,13 @@
 // End to end (default model, 2 threads, alternating with the small-M tiles): prefill 512
 // 1.37-1.50x, 2,048 1.38x, 16 streams decoding together 1.28-1.40x. Two threads: 1.6-2.2x one.
 //
+// Tried for int8 and dropped (session 7): weights widened to Int16 once per block of rows and
+// activations interleaved 8 rows × 2 Int16 codes, so each 32 products are 2 × (vpmaddwd +
+// vpaddd) with no vpsignb: exact, but 0.96x at M = 16 and 0.79x at M = 8 (one 32-byte activation
+// load per vpmaddwd: a register-only copy of that loop ran at ~1.15 vpmaddwd per cycle, load-bound);
+// prefetching the next block of rows during the current block's tiles: 0.99x (the hardware
+// prefetcher already follows the contiguous rows).
+//
 // Inner loop as compiled (objdump, per group and tile pair): 8 vpbroadcastd, 16 vpmaddubsw with
 // the piece from memory, 12 vpaddw, 4 vpmaddwd, 2 vpaddd, 2 vcvtdq2ps, 2 vmulps, 4 FMAs, 2
 // vbroadcastss; 4 tiles: 32 vpmaddubsw per 8 vpbroadcastd; no spills in either.

@@ -52,8 +52,8 @@
 //        6 vphaddd, vinserti128 + vperm2i128 + vpaddd, 8 scale halves gathered (movzwl/vpinsrw),
 //        vcvtph2ps, vmulps, vcvtdq2ps, vfmadd231ps
 //   int8 2×8 (per group): per row vpsignb (|w|) and 8 × (vpsignb, vpmaddubsw, vpmaddwd) on 8 shared
-//        vmovdqu of x; 6 vphaddd, vinserti128 + vperm2i128 + vpaddd, vcvtdq2ps, vbroadcastss,
-//        vmulps, vfmadd231ps
+//        vmovdqu of x; 6 vphaddd, vinserti128 + vperm2i128 + vpaddd, vcvtdq2ps, vpbroadcastw +
+//        vcvtph2ps (the weight scale, `broadcastHalf`), vmulps, vfmadd231ps
 //   int4 decode (per pair of groups): vmovdqu, vpand, vpsrlw, vpand, vpmaddubsw ×2 (x from
 //        memory), vpaddw, vpshufb (six-bit scales, constant control), vpmaddwd, vpaddd; per
 //        superblock 3 prefetcht0, the header (vmovdqu, vpshufd ×2, vpsrlw ×2, vpand ×3, vpor ×2,

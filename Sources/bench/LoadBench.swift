@@ -1,12 +1,13 @@
 // `bench load`: many people chatting at once (issue 7). Starts `sarvam serve` itself on a free
 // loopback port with a temporary data directory and a known admin key (or targets `--url` with
 // `--key`), then per concurrency level C opens C streaming chats at a time with mixed prompts (most
-// ~20 tokens, every `--long-every`-th conversation opens with ~1,000 tokens), bounded in requests and seconds, and reports:
-// ok / failed / 429 counts, aggregate generated tokens/s, time to first token p50/p95/p99,
-// inter-token latency p50/p95, the longest silence in any stream, the slowest 429, and the server's
-// peak memory. With `--turns N` each chat is a conversation: turn k resends the history (every
-// earlier question and the streamed reply) with a short follow-up question, as a chat client does;
-// the time to first token of those later turns is reported apart (it shows the prefix cache). Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a
+// ~20 tokens, every `--long-every`-th conversation opens with ~1,000 tokens), bounded in requests
+// and seconds, and reports: ok / failed / 429 counts, aggregate generated tokens/s, time to first
+// token p50/p95/p99, inter-token latency p50/p95, the longest silence in any stream, the slowest
+// 429, and the server's peak memory. With `--turns N` each chat is a conversation: turn k resends
+// the history (every earlier question and the streamed reply) with a short follow-up question, as a
+// chat client does; the time to first token of those later turns is reported apart (it shows the
+// prefix cache). Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a
 // finish_reason, the usage chunk, `[DONE]` last. A reply that breaks any of these counts as failed,
 // and so does a 429 without a Retry-After header.
 //

@@ -225,7 +225,7 @@ public final class BatchScheduler: @unchecked Sendable {
 
     /// Whole blocks in `bytes` of cached prefixes (0 without prefix caching).
     private func cachedBlocks(bytes: Int) -> Int {
-        settings.prefixCaching ? bytes / max(1, cache.bytes / cache.blockCount) : 0
+        settings.prefixCaching ? bytes / cache.blockBytes : 0
     }
 
     /// glibc's `malloc_trim` (not in Swift's Glibc module), looked up once; nil elsewhere.

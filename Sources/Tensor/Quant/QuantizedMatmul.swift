@@ -269,12 +269,7 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
         withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
             let a = QuantizedActivations(m: m, cols: w.cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
                                          buffer: buffer.baseAddress!)
-            if m >= quantizeParallelRows {
-                // Batched steps and prefill: quantizing M × K values is worth a second pool call.
-                pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
-            } else {
-                a.quantize(x, rows: 0..<m)
-            }
+            a.quantize(x, pool: pool)
             quantizedMatmul(w, a, y, pool: pool, path: path)
         }
     }
@@ -326,11 +321,7 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
         func activations(_ format: WeightFormat, offset: Int) -> QuantizedActivations {
             let (layout, scaleBlock) = needs(format)
             let a = QuantizedActivations(m: m, cols: cols, layout: layout, scaleBlock: scaleBlock, buffer: buffer.baseAddress! + offset)
-            if m >= quantizeParallelRows {
-                pool.parallelFor(m) { _, rows in a.quantize(x, rows: rows) }
-            } else {
-                a.quantize(x, rows: 0..<m)
-            }
+            a.quantize(x, pool: pool)
             return a
         }
         var offset = 0
@@ -363,9 +354,18 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
     }
 }
 
-/// Activation rows from which quantizing them is split over the pool (below, one pool call costs
-/// more than it saves; from 8 rows on batched steps measured 1.01-1.02x with the split).
-let quantizeParallelRows = 8
+extension QuantizedActivations {
+    /// Quantizes all M rows of x, split over `pool` from 8 rows on (batched steps and prefill: the
+    /// other core would idle; measured 1.01-1.02x on batched steps from 8 rows, nothing below,
+    /// where one pool call costs about what it saves).
+    func quantize(_ x: UnsafePointer<Float>, pool: ThreadPool) {
+        if m >= 8 {
+            pool.parallelFor(m) { _, rows in quantize(x, rows: rows) }
+        } else {
+            quantize(x, rows: 0..<m)
+        }
+    }
+}
 
 /// Rows per claimed chunk: a multiple of 8, about 8 chunks per thread.
 @inline(__always)

@@ -134,7 +134,8 @@ public final class KVCache: @unchecked Sendable {
     /// Blocks that hold a cached prefix nobody references (counted as free).
     public var cachedBlockCount: Int { prefix.cachedCount }
     public var bytes: Int { storageBytes }
-    private var blockBytes: Int { blockElements * precision.bytes }
+    /// Bytes one block occupies (all layers, keys and values of `blockSize` positions).
+    public var blockBytes: Int { blockElements * precision.bytes }
 
     /// Blocks a sequence of `length` positions occupies.
     public func blocksNeeded(forLength length: Int) -> Int { (length + blockSize - 1) / blockSize }

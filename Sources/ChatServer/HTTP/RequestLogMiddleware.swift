@@ -3,81 +3,6 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// Per-request facts the handlers fill in and the request log reads after the response is written
-/// (the token counts of a streamed reply are known only at its end).
-public final class RequestStats: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _userId: Int64?
-    private var _promptTokens: Int?
-    private var _completionTokens: Int?
-    private var _outcome: String?
-
-    public init() {}
-
-    public var userId: Int64? {
-        get { lock.withLock { _userId } }
-        set { lock.withLock { _userId = newValue } }
-    }
-    public func record(usage: GenerationUsage, outcome: String) {
-        lock.withLock {
-            _promptTokens = usage.promptTokens
-            _completionTokens = usage.completionTokens
-            _outcome = outcome
-        }
-    }
-    var snapshot: (userId: Int64?, prompt: Int?, completion: Int?, outcome: String?) {
-        lock.withLock { (_userId, _promptTokens, _completionTokens, _outcome) }
-    }
-}
-
-/// The request context of every route: the authenticated user (set by `AuthMiddleware`) and the
-/// stats for the request log.
-public struct ServerContext: RequestContext {
-    public var coreContext: CoreRequestContextStorage
-    public var user: User?
-    public let stats = RequestStats()
-
-    public init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-    }
-
-    /// The authenticated user (routes behind `AuthMiddleware` always have one).
-    public func requireUser() throws -> User {
-        guard let user else { throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.") }
-        return user
-    }
-}
-
-/// `Authorization: Bearer <key>` on every API route.
-struct AuthMiddleware: RouterMiddleware {
-    typealias Context = ServerContext
-    let accounts: Accounts
-
-    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
-        guard let header = request.headers[.authorization] else {
-            throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.")
-        }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-            throw APIError.unauthorized("The Authorization header must read 'Bearer <key>'.")
-        }
-        let key = parts[1].trimmingCharacters(in: .whitespaces)
-        let user: User?
-        do {
-            user = try await accounts.authenticate(key: key)
-        } catch {
-            context.logger.error("key lookup failed", metadata: ["error": "\(error)"])
-            throw APIError.internalError("Could not check the API key.")
-        }
-        guard let user else { throw APIError.unauthorized("Incorrect API key provided.") }
-        var context = context
-        context.user = user
-        context.stats.userId = user.id
-        context.logger[metadataKey: "user_id"] = "\(user.userId)"
-        return try await next(request, context)
-    }
-}
-
 /// One structured line per request, written when the response body is done (so a streamed reply's
 /// tokens and full latency are in it), plus the request id in an `x-request-id` header.
 struct RequestLogMiddleware: RouterMiddleware {
@@ -142,23 +67,6 @@ struct RequestLogMiddleware: RouterMiddleware {
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             return response
         }
-    }
-}
-
-extension Request {
-    /// The body, refused with 413 beyond `limit` bytes (checked on Content-Length first, then on
-    /// what actually arrives).
-    func collectBody(limit: Int) async throws -> ByteBuffer {
-        if let length = headers[.contentLength].flatMap(Int.init), length > limit {
-            throw APIError.payloadTooLarge(limit: limit)
-        }
-        var buffer = ByteBuffer()
-        for try await chunk in body {
-            if buffer.readableBytes + chunk.readableBytes > limit { throw APIError.payloadTooLarge(limit: limit) }
-            var chunk = chunk
-            buffer.writeBuffer(&chunk)
-        }
-        return buffer
     }
 }
 

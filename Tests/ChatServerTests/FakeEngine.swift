@@ -1,6 +1,7 @@
 import Foundation
+import ChatServer
 
-/// A deterministic `ChatEngine` for tests and for running the server without a model: it "tokenizes"
+/// A deterministic `ChatEngine` for the server tests: it "tokenizes"
 /// as one token per 4 UTF-8 bytes, and streams a scripted reply one piece (= one token) at a time
 /// with controllable delays. It counts what it did so tests can check that cancellation stops it.
 public final class FakeEngine: ChatEngine, @unchecked Sendable {

@@ -1,0 +1,50 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Per-request facts the handlers fill in and the request log reads after the response is written
+/// (the token counts of a streamed reply are known only at its end).
+public final class RequestStats: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _userId: Int64?
+    private var _promptTokens: Int?
+    private var _completionTokens: Int?
+    private var _outcome: String?
+
+    public init() {}
+
+    public var userId: Int64? {
+        get { lock.withLock { _userId } }
+        set { lock.withLock { _userId = newValue } }
+    }
+    public func record(usage: GenerationUsage, outcome: String) {
+        lock.withLock {
+            _promptTokens = usage.promptTokens
+            _completionTokens = usage.completionTokens
+            _outcome = outcome
+        }
+    }
+    var snapshot: (userId: Int64?, prompt: Int?, completion: Int?, outcome: String?) {
+        lock.withLock { (_userId, _promptTokens, _completionTokens, _outcome) }
+    }
+}
+
+/// The request context of every route: the authenticated user (set by `AuthMiddleware`) and the
+/// stats for the request log.
+public struct ServerContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var user: User?
+    public let stats = RequestStats()
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    /// The authenticated user (routes behind `AuthMiddleware` always have one).
+    public func requireUser() throws -> User {
+        guard let user else { throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.") }
+        return user
+    }
+}
+

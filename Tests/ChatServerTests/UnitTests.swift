@@ -83,21 +83,3 @@ final class FormattingTests: XCTestCase {
         XCTAssertEqual(value.serialized.prefix(5), "{\"s\":", "keys keep their order")
     }
 }
-
-final class WebPageTests: XCTestCase {
-    func testPageIsServedSelfContained() async throws {
-        let f = try await ServerFixture()
-        try await f.test { client in
-            let r = try await client.execute(uri: "/", method: .get)
-            XCTAssertEqual(r.status, .ok)
-            XCTAssertEqual(r.headers[.contentType], "text/html; charset=utf-8")
-            let page = r.text
-            XCTAssertTrue(page.contains("<title>Sarvam</title>"))
-            XCTAssertFalse(page.contains("http://") || page.contains("https://"), "no external resources")
-            XCTAssertFalse(page.contains("src="), "no external scripts or images")
-            XCTAssertFalse(page.contains("innerHTML"), "text never goes in as HTML")
-            XCTAssertTrue(page.contains("localStorage"))
-            XCTAssertTrue(page.contains("name=\"viewport\""))
-        }
-    }
-}

@@ -55,15 +55,7 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     let router = Router(context: ServerContext.self)
     router.add(middleware: RequestLogMiddleware(logger: service.logger))
 
-    router.get("/") { _, _ -> Response in
-        var headers = HTTPFields()
-        headers[.contentType] = "text/html; charset=utf-8"
-        headers[.cacheControl] = "no-cache"
-        // The page loads nothing from elsewhere; say so to the browser too.
-        headers[HTTPField.Name("Content-Security-Policy")!] =
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: WebPage.html)))
-    }
+    WebPage.addRoutes(to: router)
     router.get("/health") { request, context -> Response in
         let draining = await service.registry.draining
         let body: JSONValue

@@ -1,0 +1,314 @@
+// Sarvam's chat page: conversations through /api, replies streamed as server-sent events.
+// Model and user text only ever reaches the page through textContent and text nodes: the markdown
+// renderer builds DOM nodes itself and never parses text as HTML. Nothing is loaded from elsewhere.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { key: localStorage.getItem("sarvam.key") || "", conv: null, convs: [], offset: 0, total: 0, models: [], running: false };
+
+// ---- DOM helpers: text only ever goes in through text nodes ----
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  if (attrs) for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) e.append(typeof c === "string" ? document.createTextNode(c) : c);
+  return e;
+}
+function showError(message) { const e = $("error"); e.textContent = message || ""; e.style.display = message ? "block" : "none"; }
+
+// ---- Markdown: a small, safe subset (fenced code, headings, lists, quotes, paragraphs, inline code/bold/italic/links) ----
+function inline(text, parent) {
+  const re = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([^*]+)\*\*|__([^_]+)__|\*([^*\s][^*]*)\*|_([^_\s][^_]*)_|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  let last = 0, m;
+  while ((m = re.exec(text)) !== null) {
+    if (m.index > last) parent.append(document.createTextNode(text.slice(last, m.index)));
+    if (m[1]) parent.append(el("code", { text: m[2] }));
+    else if (m[3] || m[4]) { const b = el("strong"); inline(m[3] || m[4], b); parent.append(b); }
+    else if (m[5] || m[6]) { const i = el("em"); inline(m[5] || m[6], i); parent.append(i); }
+    else if (m[7]) {
+      let url = null;
+      try { const u = new URL(m[8], location.href); if (u.protocol === "http:" || u.protocol === "https:") url = u.href; } catch (_) {}
+      if (url) parent.append(el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: m[7] }));
+      else parent.append(document.createTextNode(m[0]));
+    }
+    last = re.lastIndex;
+  }
+  if (last < text.length) parent.append(document.createTextNode(text.slice(last)));
+}
+function copyText(text, button) {
+  const done = () => { button.textContent = "Copied"; setTimeout(() => { button.textContent = "Copy"; }, 1200); };
+  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done, () => {}); return; }
+  const t = el("textarea"); t.value = text; document.body.append(t); t.select();
+  try { document.execCommand("copy"); done(); } catch (_) {} t.remove();
+}
+function renderMarkdown(text) {
+  const root = document.createDocumentFragment();
+  const lines = text.split("\n");
+  let i = 0, para = [];
+  const flush = () => { if (para.length) { const p = el("p"); inline(para.join("\n"), p); root.append(p); para = []; } };
+  while (i < lines.length) {
+    const line = lines[i];
+    const fence = line.match(/^\s*(```+|~~~+)\s*([\w+#.-]*)/);
+    if (fence) {
+      flush();
+      const code = []; i++;
+      while (i < lines.length && !lines[i].trim().startsWith(fence[1])) { code.push(lines[i]); i++; }
+      i++;
+      const body = code.join("\n");
+      const c = el("code", { text: body }); if (fence[2]) c.className = "language-" + fence[2];
+      const button = el("button", { class: "copy", type: "button", text: "Copy" });
+      button.addEventListener("click", () => copyText(body, button));
+      root.append(el("pre", null, button, c));
+      continue;
+    }
+    const h = line.match(/^(#{1,6})\s+(.*)$/);
+    if (h) { flush(); const e = el("h" + Math.min(6, h[1].length + 2)); inline(h[2], e); root.append(e); i++; continue; }
+    if (/^\s*([-*+]|\d+[.)])\s+/.test(line)) {
+      flush();
+      const ordered = /^\s*\d/.test(line);
+      const list = el(ordered ? "ol" : "ul");
+      while (i < lines.length && /^\s*([-*+]|\d+[.)])\s+/.test(lines[i])) {
+        const li = el("li"); inline(lines[i].replace(/^\s*([-*+]|\d+[.)])\s+/, ""), li); list.append(li); i++;
+      }
+      root.append(list); continue;
+    }
+    if (/^>\s?/.test(line)) {
+      flush();
+      const q = [];
+      while (i < lines.length && /^>\s?/.test(lines[i])) { q.push(lines[i].replace(/^>\s?/, "")); i++; }
+      const b = el("blockquote"); inline(q.join("\n"), b); root.append(b); continue;
+    }
+    if (line.trim() === "") { flush(); i++; continue; }
+    para.push(line); i++;
+  }
+  flush();
+  return root;
+}
+
+// ---- API ----
+async function api(method, path, body) {
+  const r = await fetch(path, { method, headers: { "Authorization": "Bearer " + state.key, "Content-Type": "application/json" },
+                                body: body === undefined ? undefined : JSON.stringify(body) });
+  if (r.status === 401) { askKey("The server did not accept this key."); throw new Error("unauthorized"); }
+  if (!r.ok) throw new Error(await errorText(r));
+  return r;
+}
+async function errorText(r) {
+  try { const j = await r.json(); if (j && j.error && j.error.message) return j.error.message; } catch (_) {}
+  return "HTTP " + r.status;
+}
+function askKey(message) { $("keyError").textContent = message || ""; $("keyDialog").style.display = "flex"; $("keyInput").focus(); }
+$("keyForm").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  state.key = $("keyInput").value.trim();
+  const r = await fetch("/api/me", { headers: { "Authorization": "Bearer " + state.key } }).catch(() => null);
+  if (!r || !r.ok) { $("keyError").textContent = r ? await errorText(r) : "The server cannot be reached."; return; }
+  localStorage.setItem("sarvam.key", state.key);
+  $("keyDialog").style.display = "none"; $("keyInput").value = "";
+  start();
+});
+$("forget").addEventListener("click", () => { localStorage.removeItem("sarvam.key"); state.key = ""; askKey(""); });
+
+// ---- Conversations ----
+async function loadConversations(append) {
+  const offset = append ? state.convs.length : 0;
+  const j = await (await api("GET", "/api/conversations?limit=30&offset=" + offset)).json();
+  state.convs = append ? state.convs.concat(j.data) : j.data;
+  state.total = j.total;
+  renderConversations();
+}
+function renderConversations() {
+  const ul = $("convs"); ul.replaceChildren();
+  for (const c of state.convs) {
+    const li = el("li", { class: state.conv && state.conv.id === c.id ? "active" : "" },
+      el("span", { class: "t", text: c.title, title: c.title }),
+      el("button", { title: "Rename", "aria-label": "Rename", text: "✎", onclick: (e) => { e.stopPropagation(); renameConversation(c); } }),
+      el("button", { title: "Delete", "aria-label": "Delete", text: "✕", onclick: (e) => { e.stopPropagation(); deleteConversation(c); } }));
+    li.addEventListener("click", () => { openConversation(c.id); document.body.classList.remove("nav"); });
+    ul.append(li);
+  }
+  $("more").hidden = state.convs.length >= state.total;
+}
+async function renameConversation(c) {
+  const title = prompt("New title", c.title);
+  if (title === null || !title.trim()) return;
+  try { await api("PATCH", "/api/conversations/" + encodeURIComponent(c.id), { title: title.trim() }); await loadConversations(); if (state.conv && state.conv.id === c.id) { state.conv.title = title.trim(); $("convTitle").textContent = state.conv.title; } }
+  catch (e) { showError(e.message); }
+}
+async function deleteConversation(c) {
+  if (!confirm("Delete “" + c.title + "”?")) return;
+  try { await api("DELETE", "/api/conversations/" + encodeURIComponent(c.id)); if (state.conv && state.conv.id === c.id) newChat(); await loadConversations(); }
+  catch (e) { showError(e.message); }
+}
+async function openConversation(id) {
+  showError("");
+  try {
+    const c = await (await api("GET", "/api/conversations/" + encodeURIComponent(id))).json();
+    state.conv = c;
+    $("convTitle").textContent = c.title;
+    if (c.model && state.models.includes(c.model)) $("model").value = c.model;
+    const box = $("messages"); box.replaceChildren();
+    for (const m of c.messages) if (m.role !== "system") box.append(messageView(m));
+    markLastReply();
+    renderConversations();
+    box.scrollTop = box.scrollHeight;
+  } catch (e) { showError(e.message); }
+}
+function newChat() {
+  state.conv = null; $("convTitle").textContent = "New chat";
+  $("messages").replaceChildren(el("p", { class: "empty", text: "Start a conversation." }));
+  renderConversations(); $("input").focus();
+}
+
+// ---- Messages ----
+function statsText(m) {
+  const parts = [];
+  if (m.token_count != null) parts.push(m.token_count + " tokens");
+  if (m.tokens_per_second != null) parts.push(m.tokens_per_second.toFixed(1) + " tok/s");
+  if (m.prompt_tokens != null) parts.push("prompt " + m.prompt_tokens);
+  if (m.dropped_turns) parts.push(m.dropped_turns + " old turn" + (m.dropped_turns > 1 ? "s" : "") + " left out");
+  if (m.finish_reason === "length") parts.push("cut at the token limit");
+  if (m.status === "interrupted") parts.push("interrupted");
+  if (m.status === "error") parts.push("error: " + (m.error || "unknown"));
+  return parts.join(" · ");
+}
+function messageView(m) {
+  const body = el("div", { class: "body" });
+  if (m.role === "assistant") body.append(renderMarkdown(m.content)); else body.textContent = m.content;
+  const view = el("div", { class: "msg " + m.role }, el("div", { class: "who", text: m.role === "user" ? "You" : (m.model || "Assistant") }), body);
+  if (m.role === "assistant") view.append(el("div", { class: "stats" + (m.status === "error" ? " bad" : ""), text: statsText(m) }));
+  return view;
+}
+function markLastReply() {
+  document.querySelectorAll(".msg .actions").forEach((a) => a.remove());
+  if (state.running) return;
+  const views = document.querySelectorAll("#messages .msg");
+  const last = views[views.length - 1];
+  if (!last) return;
+  const regen = el("button", { type: "button", text: last.classList.contains("user") ? "Reply" : "Regenerate", onclick: () => regenerate() });
+  last.append(el("div", { class: "actions" }, regen));
+}
+function setRunning(running) {
+  state.running = running;
+  $("send").hidden = running; $("stop").hidden = !running;
+  markLastReply();
+}
+
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+      let name = "message", data = "";
+      for (const line of frame.split("\n")) {
+        if (line.startsWith(":")) continue;
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) onEvent(name, JSON.parse(data));
+    }
+  }
+}
+
+async function stream(path, body) {
+  showError(""); setRunning(true);
+  const box = $("messages");
+  let reply = null, text = "", pending = false, started = 0;
+  const ensureReply = () => {
+    if (reply) return;
+    reply = messageView({ role: "assistant", content: "", model: $("model").value });
+    reply.querySelector(".stats").textContent = "thinking…";
+    box.append(reply); box.scrollTop = box.scrollHeight;
+  };
+  const paint = () => {
+    pending = false;
+    const b = reply.querySelector(".body"); b.replaceChildren(renderMarkdown(text));
+    const near = box.scrollHeight - box.scrollTop - box.clientHeight < 120; if (near) box.scrollTop = box.scrollHeight;
+  };
+  try {
+    const r = await api("POST", path, body);
+    ensureReply();
+    let count = 0;
+    await readEvents(r, (name, data) => {
+      if (name === "user_message") { box.insertBefore(messageView(data), reply); }
+      else if (name === "start") { started = performance.now(); reply.querySelector(".stats").textContent = "prompt " + data.prompt_tokens + (data.dropped_turns ? " · " + data.dropped_turns + " old turns left out" : ""); }
+      else if (name === "delta") {
+        text += data.content; count++;
+        if (!pending) { pending = true; requestAnimationFrame(paint); }
+        const secs = (performance.now() - started) / 1000;
+        if (secs > 0.2) reply.querySelector(".stats").textContent = count + " tokens · " + (count / secs).toFixed(1) + " tok/s";
+      }
+      else if (name === "done" || name === "error") {
+        const m = data.message;
+        if (m) { const v = messageView(m); reply.replaceWith(v); reply = v; }
+        else if (!text) { reply.remove(); reply = null; }
+        if (name === "error") showError(data.error.message);
+      }
+    });
+  } catch (e) {
+    if (e.message !== "unauthorized") showError(e.message);
+    if (reply && !text) { reply.remove(); }
+  } finally {
+    setRunning(false);
+    await loadConversations().catch(() => {});
+  }
+}
+
+async function send() {
+  const content = $("input").value;
+  if (!content.trim() || state.running) return;
+  try {
+    if (!state.conv) {
+      const c = await (await api("POST", "/api/conversations", { model: $("model").value || undefined })).json();
+      state.conv = c; $("messages").replaceChildren(); $("convTitle").textContent = c.title;
+    }
+    $("input").value = ""; autosize();
+    await stream("/api/conversations/" + encodeURIComponent(state.conv.id) + "/messages", { content, model: $("model").value || undefined });
+    const c = state.convs.find((x) => x.id === state.conv.id); if (c) $("convTitle").textContent = c.title;
+  } catch (e) { showError(e.message); }
+}
+async function regenerate() {
+  if (!state.conv || state.running) return;
+  const views = document.querySelectorAll("#messages .msg");
+  const last = views[views.length - 1];
+  if (last && last.classList.contains("assistant")) last.remove();
+  await stream("/api/conversations/" + encodeURIComponent(state.conv.id) + "/regenerate", { model: $("model").value || undefined });
+}
+async function stop() {
+  if (!state.conv) return;
+  try { await api("POST", "/api/conversations/" + encodeURIComponent(state.conv.id) + "/stop"); } catch (e) { showError(e.message); }
+}
+
+function autosize() {
+  const t = $("input"); t.style.height = "auto";
+  const h = t.scrollHeight + 2;   // + the borders: the box is border-box
+  t.style.height = Math.max(44, Math.min(200, h)) + "px"; t.style.overflowY = h > 200 ? "auto" : "hidden";
+}
+$("input").addEventListener("input", autosize);
+$("input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); } });
+$("send").addEventListener("click", send);
+$("stop").addEventListener("click", stop);
+$("newChat").addEventListener("click", () => { newChat(); document.body.classList.remove("nav"); });
+$("more").addEventListener("click", () => loadConversations(true).catch((e) => showError(e.message)));
+$("menu").addEventListener("click", (e) => { e.stopPropagation(); document.body.classList.toggle("nav"); });
+$("main").addEventListener("click", () => document.body.classList.remove("nav"));
+
+async function start() {
+  try {
+    const me = await (await api("GET", "/api/me")).json();
+    state.models = me.models;
+    const select = $("model"); select.replaceChildren();
+    for (const id of me.models) select.append(el("option", { value: id, text: id }));
+    select.hidden = me.models.length < 2;
+    await loadConversations();
+    if (state.convs.length) openConversation(state.convs[0].id); else newChat();
+  } catch (e) { if (e.message !== "unauthorized") showError(e.message); }
+}
+if (state.key) start(); else askKey("");

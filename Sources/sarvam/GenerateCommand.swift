@@ -1,6 +1,7 @@
 // `sarvam generate`, `sarvam chat`, `sarvam perplexity`: the engine from the terminal. Wiring only:
 // the token-level work is Transformer's (Generator, Perplexity), text is Tokenizer's.
 import ArgumentParser
+import struct ChatServer.StopSequenceMatcher
 import Dispatch
 import Foundation
 import Tensor
@@ -122,44 +123,6 @@ private func timingLine(_ s: GenerationStats) -> String {
            s.promptTokens, s.promptTokensPerSecond, s.generatedTokens, s.generatedTokensPerSecond)
 }
 
-/// Stop strings are text: the reply is cut before the first one and generation stops there.
-private struct StopStringMatcher {
-    let stops: [String]
-    var text = ""
-
-    /// Appends `piece`; returns the part that is safe to show now and whether a stop string was hit.
-    /// Text that might be the start of a stop string is held back until it is decided.
-    mutating func feed(_ piece: String, emitted: inout Int) -> (String, Bool) {
-        text += piece
-        for s in stops where !s.isEmpty {
-            if let r = text.range(of: s) {
-                let cut = text.distance(from: text.startIndex, to: r.lowerBound)
-                let out = String(text.dropFirst(emitted).prefix(max(0, cut - emitted)))
-                emitted = cut
-                return (out, true)
-            }
-        }
-        // Hold back a suffix that is a prefix of some stop string.
-        var hold = 0
-        for s in stops where !s.isEmpty {
-            for n in stride(from: min(s.count - 1, text.count), to: 0, by: -1) where text.hasSuffix(s.prefix(n)) {
-                hold = max(hold, n)
-                break
-            }
-        }
-        let safe = text.count - hold
-        let out = safe > emitted ? String(text.dropFirst(emitted).prefix(safe - emitted)) : ""
-        emitted = max(emitted, safe)
-        return (out, false)
-    }
-
-    mutating func flush(emitted: inout Int) -> String {
-        let out = String(text.dropFirst(emitted))
-        emitted = text.count
-        return out
-    }
-}
-
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
@@ -199,8 +162,8 @@ struct GenerateCommand: ParsableCommand {
         let generator = Generator(model: loaded.model, cache: cache)
         let interrupt = InterruptHandler()
         var decoder = tokenizer.makeStreamingDecoder(skipSpecial: false)
-        var matcher = StopStringMatcher(stops: stop)
-        var emitted = 0
+        // Stop strings are text: the reply is cut before the earliest one and generation stops there.
+        var matcher = StopSequenceMatcher(stop)
         var text = ""
         let result = try generator.generate(
             prompt: promptIds,
@@ -208,13 +171,13 @@ struct GenerateCommand: ParsableCommand {
                                              stopTokenIds: Set(tokenizer.stopTokenIds(for: loaded.template))),
             isCancelled: { interrupt.flag.isSet },
             onToken: { token in
-                let (piece, hit) = matcher.feed(decoder.append(token), emitted: &emitted)
+                let (piece, hit) = matcher.feed(decoder.append(token))
                 text += piece
                 if !json { writeOut(piece) }
                 return hit ? .stop : .proceed
             })
         if result.stopReason != .requested {
-            let rest = matcher.feed(decoder.finish(), emitted: &emitted).0 + matcher.flush(emitted: &emitted)
+            let rest = matcher.feed(decoder.finish()).emit + matcher.flush()
             text += rest
             if !json { writeOut(rest) }
         }

@@ -3,23 +3,6 @@ import ChatServer
 import Foundation
 import Logging
 
-/// What `makeEngines` needs besides the model paths.
-struct EngineOptions: Sendable {
-    /// Context length per sequence; nil = the model's own (maxPositionEmbeddings), capped by the engine.
-    var contextLength: Int?
-    /// Compute threads.
-    var threads: Int
-    /// Sequences the engine runs at once (the scheduler's batch size, issue 7).
-    var maxSequences: Int
-    /// Requests that may wait for admission; the engine refuses more with `ChatEngineError.busy` (429).
-    var queueLimit: Int
-    var logger: Logger
-}
-
-// Implemented by the lead beside this file (adapter over Transformer + Tokenizer):
-//   func makeEngines(modelPaths: [String], options: EngineOptions) async throws -> [any ChatEngine]
-// One engine per path, loaded in order; it throws an error naming the file on failure.
-
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
@@ -53,53 +36,52 @@ struct ServeCommand: AsyncParsableCommand {
     var drainSeconds: Int?
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (env SARVAM_LOG_LEVEL; default info).")
     var logLevel: String?
+    @Option(name: .long, help: "Running replies one user may have; the rest wait (env SARVAM_MAX_SEQUENCES_PER_USER; default: max-sequences).")
+    var maxSequencesPerUser: Int?
+    @Option(name: .long, help: "KV cache memory per model in MiB (env SARVAM_KV_CACHE_MB; default: max-sequences full contexts, at most 1/4 of RAM).")
+    var kvCacheMb: Int?
+    @Option(name: .long, help: "Prompt tokens per engine step when no reply streams, and the ceiling otherwise (env SARVAM_PREFILL_TOKENS_PER_STEP; default 512).")
+    var prefillTokensPerStep: Int?
+    @Option(name: .long, help: "Seconds a step that decodes for streaming replies may take with prefill beside it (env SARVAM_TARGET_STEP_SECONDS; default 0.8).")
+    var targetStepSeconds: Double?
+    @Option(name: .long, help: "on or off: share cached KV blocks between requests with a common prefix (env SARVAM_PREFIX_CACHE; default on).")
+    var prefixCache: String?
+    @Option(name: .long, help: "Cached prefixes kept while requests run, in MiB (env SARVAM_PREFIX_CACHE_MB; default 256).")
+    var prefixCacheMb: Int?
+    @Option(name: .long, help: "Cached prefixes kept while the engine is idle, in MiB (env SARVAM_PREFIX_CACHE_IDLE_MB; default 64).")
+    var prefixCacheIdleMb: Int?
 
     /// Prints a line at once (`print` is block-buffered when stdout is a pipe or a file, as under tools/run).
     private static func say(_ line: String) {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
-    private static func env(_ name: String) -> String? {
-        ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
-    }
-
-    private static func envInt(_ name: String) throws -> Int? {
-        guard let text = env(name) else { return nil }
-        guard let value = Int(text) else { throw ValidationError("\(name) must be an integer; found \(text.debugDescription)") }
-        return value
-    }
-
     func run() async throws {
-        let host = self.host ?? Self.env("SARVAM_HOST") ?? "127.0.0.1"
-        let port = try self.port ?? Self.envInt("SARVAM_PORT") ?? 8080
+        let settings = Settings.process
+        let host = settings.string(self.host, "SARVAM_HOST") ?? "127.0.0.1"
+        let port = try settings.int(self.port, "SARVAM_PORT", in: 0...65535) ?? 8080
         var modelPaths = self.model
-        if modelPaths.isEmpty, let list = Self.env("SARVAM_MODEL") {
+        if modelPaths.isEmpty, let list = settings.raw("SARVAM_MODEL") {
             modelPaths = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
         if modelPaths.isEmpty { modelPaths = [Self.defaultModelPath] }
-        let contextLength = try self.context ?? Self.envInt("SARVAM_CONTEXT")
-        let threads = try self.threads ?? Self.envInt("SARVAM_THREADS") ?? ProcessInfo.processInfo.activeProcessorCount
-        let maxSequences = try self.maxSequences ?? Self.envInt("SARVAM_MAX_SEQUENCES") ?? 8
-        let queueLimit = try self.queueLimit ?? Self.envInt("SARVAM_QUEUE_LIMIT") ?? 16
-        let maxBodyBytes = try self.maxBodyBytes ?? Self.envInt("SARVAM_MAX_BODY_BYTES") ?? (4 << 20)
-        let drainSeconds = try self.drainSeconds ?? Self.envInt("SARVAM_DRAIN_SECONDS") ?? 15
-        let levelName = self.logLevel ?? Self.env("SARVAM_LOG_LEVEL") ?? "info"
+        let contextLength = try settings.int(self.context, "SARVAM_CONTEXT", in: 16...Int.max)
+        let threads = try settings.int(self.threads, "SARVAM_THREADS", in: 1...Int.max) ?? ProcessInfo.processInfo.activeProcessorCount
+        let maxBodyBytes = try settings.int(self.maxBodyBytes, "SARVAM_MAX_BODY_BYTES", in: 1024...Int.max) ?? (4 << 20)
+        let drainSeconds = try settings.int(self.drainSeconds, "SARVAM_DRAIN_SECONDS", in: 0...Int.max) ?? 15
+        let levelName = settings.string(self.logLevel, "SARVAM_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {
-            throw ValidationError("log level must be one of trace, debug, info, notice, warning, error, critical; found \(levelName.debugDescription)")
+            throw ValidationError("--log-level / SARVAM_LOG_LEVEL: expected one of trace, debug, info, notice, warning, error, critical; found \(levelName.debugDescription)")
         }
-        guard (0...65535).contains(port) else { throw ValidationError("port must be in 0...65535; found \(port)") }
-        guard threads >= 1, maxSequences >= 1, queueLimit >= 0, maxBodyBytes >= 1024, drainSeconds >= 0 else {
-            throw ValidationError("threads and max-sequences must be at least 1, queue-limit and drain-seconds at least 0, max-body-bytes at least 1024")
-        }
-        if let contextLength, contextLength < 16 { throw ValidationError("context must be at least 16 tokens; found \(contextLength)") }
+        var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
 
         var logger = Logger(label: "sarvam.server", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = level
 
         let database = try ChatDatabase(path: data.databasePath)
         let store = GRDBChatStore(database: database)
-        if let issued = try await Accounts(store: store).bootstrapAdmin(presetKey: Self.env("SARVAM_ADMIN_KEY")) {
-            if Self.env("SARVAM_ADMIN_KEY") != nil {
+        if let issued = try await Accounts(store: store).bootstrapAdmin(presetKey: settings.raw("SARVAM_ADMIN_KEY")) {
+            if settings.raw("SARVAM_ADMIN_KEY") != nil {
                 Self.say("Created the admin account with the key from SARVAM_ADMIN_KEY (key id \(issued.record.id)).")
             } else {
                 Self.say("Created the admin account. Its API key is shown only this once (key id \(issued.record.id)):\n\(issued.key)")
@@ -109,16 +91,14 @@ struct ServeCommand: AsyncParsableCommand {
         let catalog = EngineCatalog()
         let service = ChatService(
             catalog: catalog, store: store,
-            // The engine queues and refuses (429) on its own; the server's cap is only a backstop.
-            configuration: ChatServerConfiguration(maxBodyBytes: maxBodyBytes, maxConcurrentGenerations: maxSequences + queueLimit,
-                                                   drainTimeout: .seconds(drainSeconds)),
+            // The engine queues and refuses (429): its queue limit is the one admission limit.
+            configuration: ChatServerConfiguration(maxBodyBytes: maxBodyBytes, drainTimeout: .seconds(drainSeconds)),
             logger: logger)
         // The server answers (503 "loading") while the models load.
-        let options = EngineOptions(contextLength: contextLength, threads: threads, maxSequences: maxSequences,
-                                    queueLimit: queueLimit, logger: logger)
+        engineOptions.logger = logger
         let loader = Task {
             do {
-                let engines = try await makeEngines(modelPaths: modelPaths, options: options)
+                let engines = try await makeTransformerEngines(modelPaths: modelPaths, settings: engineOptions)
                 catalog.setReady(engines)
                 logger.info("models loaded", metadata: ["models": "\(engines.map(\.modelInfo.id).joined(separator: ","))"])
             } catch {
@@ -138,5 +118,29 @@ struct ServeCommand: AsyncParsableCommand {
         loader.cancel()
         try database.close()
         logger.info("database closed; bye")
+    }
+
+    /// The engine's settings from the flags and the environment (one policy: a bad value is an error).
+    private func engineSettings(_ settings: Settings, contextLength: Int?, threads: Int) throws -> TransformerEngineSettings {
+        let defaults = SchedulerSettings()
+        let maxSequences = try settings.int(self.maxSequences, "SARVAM_MAX_SEQUENCES", in: 1...4096) ?? defaults.maxRunningSequences
+        let scheduler = SchedulerSettings(
+            maxRunningSequences: maxSequences,
+            maxRunningPerUser: try settings.int(maxSequencesPerUser, "SARVAM_MAX_SEQUENCES_PER_USER", in: 1...4096),
+            queueLimit: try settings.int(queueLimit, "SARVAM_QUEUE_LIMIT", in: 0...100_000) ?? defaults.queueLimit,
+            prefillTokensPerStep: try settings.int(prefillTokensPerStep, "SARVAM_PREFILL_TOKENS_PER_STEP", in: 1...65536)
+                ?? defaults.prefillTokensPerStep,
+            targetStepSeconds: try settings.double(targetStepSeconds, "SARVAM_TARGET_STEP_SECONDS", in: 0.001...3600)
+                ?? defaults.targetStepSeconds,
+            prefixCaching: try settings.bool(prefixCache, "SARVAM_PREFIX_CACHE") ?? defaults.prefixCaching,
+            maxCachedPrefixBytes: try settings.int(prefixCacheMb, "SARVAM_PREFIX_CACHE_MB", in: 0...(1 << 24)).map { $0 << 20 }
+                ?? defaults.maxCachedPrefixBytes,
+            idleCachedPrefixBytes: try settings.int(prefixCacheIdleMb, "SARVAM_PREFIX_CACHE_IDLE_MB", in: 0...(1 << 24)).map { $0 << 20 }
+                ?? defaults.idleCachedPrefixBytes)
+        try scheduler.validate()
+        return TransformerEngineSettings(
+            contextLength: contextLength, threads: threads,
+            kvCacheBytes: try settings.int(kvCacheMb, "SARVAM_KV_CACHE_MB", in: 1...(1 << 24)).map { $0 << 20 },
+            scheduler: scheduler)
     }
 }

@@ -211,10 +211,8 @@ final class APIErrorStatusTests: XCTestCase {
     }
 
     func testSaturatedGets429WithRetryAfter() async throws {
-        var configuration = ServerFixture.fastConfiguration
-        configuration.maxConcurrentGenerations = 1
-        let engine = FakeEngine(script: .init(tokenDelay: .milliseconds(50)))
-        let f = try await ServerFixture(engine: engine, configuration: configuration)
+        let engine = FakeEngine(script: .init(tokenDelay: .milliseconds(50), capacity: 1))
+        let f = try await ServerFixture(engine: engine)
         try await f.test { client in
             let slow = Task {
                 try await client.send(.post, "/v1/chat/completions", key: f.keyA,

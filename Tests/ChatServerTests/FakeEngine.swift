@@ -16,15 +16,19 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
         public var failure: ChatEngineError?
         /// Thrown synchronously by `startGeneration` when set (a full queue: `.busy`).
         public var refusal: ChatEngineError?
+        /// Generations accepted at once; beyond it `startGeneration` refuses with `.busy`, as a
+        /// real engine's full queue does.
+        public var capacity: Int?
 
         public init(promptDelay: Duration = .zero, tokenDelay: Duration = .zero,
                     reply: @escaping @Sendable ([ChatMessage]) -> [String] = FakeEngine.echoReply,
-                    failure: ChatEngineError? = nil, refusal: ChatEngineError? = nil) {
+                    failure: ChatEngineError? = nil, refusal: ChatEngineError? = nil, capacity: Int? = nil) {
             self.promptDelay = promptDelay
             self.tokenDelay = tokenDelay
             self.reply = reply
             self.failure = failure
             self.refusal = refusal
+            self.capacity = capacity
         }
     }
 
@@ -79,6 +83,7 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
 
     public func startGeneration(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error> {
         if let refusal = script.refusal { throw refusal }
+        if let capacity = script.capacity, activeGenerations >= capacity { throw ChatEngineError.busy(retryAfterSeconds: 2) }
         return generate(request)
     }
 

@@ -13,7 +13,7 @@ struct ServerFixture {
     let keyA: String
     let keyB: String
 
-    static let fastConfiguration = ChatServerConfiguration(maxBodyBytes: 64 * 1024, maxConcurrentGenerations: 4,
+    static let fastConfiguration = ChatServerConfiguration(maxBodyBytes: 64 * 1024,
                                                            pingInterval: .milliseconds(40), drainTimeout: .seconds(1),
                                                            replyReserve: 16)
 

@@ -1,7 +1,7 @@
 import Foundation
 
 // The narrow seam between the HTTP server and a model engine. The server knows messages and text;
-// the engine (the real adapter over Transformer + Tokenizer, or the scheduler of issue 7) knows
+// the engine (the adapter over Transformer + Tokenizer and its engine loop) knows
 // templates, tokens and sampling. Everything here is a plain value so the seam stays testable.
 
 /// What `/v1/models` shows about one loaded model.
@@ -63,7 +63,7 @@ public struct GenerationRequest: Sendable {
     /// Upper bound on generated tokens (already clamped by the server to the context left).
     public var maxTokens: Int
     public var sampling: SamplingParameters
-    /// Who asks: the scheduler (issue 7) uses it for per-user fairness.
+    /// Who asks: the engine loop uses it for per-user fairness.
     public var userId: Int64
     /// The HTTP request id, for the engine's logs.
     public var requestId: String

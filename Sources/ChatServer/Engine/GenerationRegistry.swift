@@ -1,10 +1,8 @@
 import Foundation
 
-/// The replies being generated: admission (a concurrency limit, answered with 429 when reached),
-/// one reply at a time per conversation, stop requests, and the shutdown drain.
-///
-/// Issue 7's scheduler queues requests inside the engine; then `maxRunning` becomes the number of
-/// requests admitted to the engine (running + queued) and the engine's own `.busy` error takes over.
+/// The replies being generated: one reply at a time per conversation, stop requests, and the
+/// shutdown drain. How many replies run or wait is the engine's to bound (its queue limit, answered
+/// with `ChatEngineError.busy` and so 429): one admission limit, counted in the engine's metrics.
 public actor GenerationRegistry {
     public struct Ticket: Sendable, Hashable {
         let id: UInt64
@@ -17,27 +15,21 @@ public actor GenerationRegistry {
         var cancelRequested = false
     }
 
-    public let maxRunning: Int
-    /// Seconds a rejected client is told to wait.
-    public let retryAfterSeconds: Int
     private var entries: [UInt64: Entry] = [:]
     private var nextId: UInt64 = 0
     public private(set) var draining = false
 
-    public init(maxRunning: Int, retryAfterSeconds: Int = 2) {
-        self.maxRunning = max(1, maxRunning)
-        self.retryAfterSeconds = retryAfterSeconds
-    }
+    public init() {}
 
     public var runningCount: Int { entries.count }
 
-    /// Admits a generation or throws the API error that explains why not.
+    /// Registers a generation, or throws the API error that explains why not (shutting down, or a
+    /// reply already running in the conversation).
     public func admit(userId: Int64, conversationId: String? = nil) throws -> Ticket {
         if draining { throw APIError.shuttingDown }
         if let conversationId, entries.values.contains(where: { $0.conversationId == conversationId }) {
             throw APIError.conflict("A reply is already being generated in this conversation; stop it first.")
         }
-        if entries.count >= maxRunning { throw APIError.busy(retryAfter: retryAfterSeconds) }
         nextId += 1
         entries[nextId] = Entry(userId: userId, conversationId: conversationId)
         return Ticket(id: nextId)

@@ -1,4 +1,4 @@
-// How many prompt tokens one engine step may prefill beside its decode tokens (issue 7).
+// How many prompt tokens one engine step may prefill beside its decode tokens.
 //
 // A step is one forward over B decode rows and P prompt rows. On a CPU its time is about
 //

@@ -2,7 +2,7 @@
 import Foundation
 import Transformer
 
-/// Limits of one model's engine loop (issue 7). Every value is a setting of `sarvam serve`.
+/// Limits of one model's engine loop. Every value is a setting of `sarvam serve`.
 ///
 /// Admission policy (documented in the README): a waiting request is admitted, oldest first, when
 /// (1) fewer than `maxRunningSequences` run, (2) its user runs fewer than `maxRunningPerUser`
@@ -111,7 +111,7 @@ public struct SchedulerJob: Sendable {
     }
 }
 
-/// What one `BatchScheduler.step()` did (for tests and the debug log).
+/// What one `EngineLoop.step()` did (for tests and the debug log).
 public struct StepReport: Sendable, Equatable {
     /// Request ids that got one decode token, in batch order.
     public var decoded: [String] = []

@@ -1,4 +1,4 @@
-// The real ChatEngine: chat template + tokenizer in front of a BatchScheduler over one model.
+// The real ChatEngine: chat template + tokenizer in front of an EngineLoop over one model.
 import Foundation
 import Logging
 import Tensor
@@ -9,14 +9,14 @@ import Transformer
 /// server has sent its response headers, so the client gets a real HTTP 429 with Retry-After.
 public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
     public let modelInfo: ModelInfo
-    public let scheduler: BatchScheduler
+    public let scheduler: EngineLoop
     public let tokenizer: Tokenizer
     public let template: ChatTemplate
     public let stopTokenIds: Set<Int>
     /// Used for each field the client leaves out (see `SamplingDefaults`).
     public let samplingDefaults: SamplingDefaults
 
-    public init(id: String, scheduler: BatchScheduler, tokenizer: Tokenizer, template: ChatTemplate,
+    public init(id: String, scheduler: EngineLoop, tokenizer: Tokenizer, template: ChatTemplate,
                 samplingDefaults: SamplingDefaults? = nil) {
         self.scheduler = scheduler
         self.tokenizer = tokenizer
@@ -190,7 +190,7 @@ public func makeTransformerEngine(id: String, model: Model, tokenizer: Tokenizer
     let budget = settings.kvCacheBytes
         ?? min(Int(ProcessInfo.processInfo.physicalMemory / 4), settings.scheduler.maxRunningSequences * context * perPosition)
     let cache = try model.makeCache(memoryBudget: budget, precision: settings.kvPrecision, contextLength: context)
-    let scheduler = try BatchScheduler(model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
+    let scheduler = try EngineLoop(model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
                                        modelId: id, logger: settings.logger)
     try scheduler.warmUp()
     if startThread { scheduler.start() }

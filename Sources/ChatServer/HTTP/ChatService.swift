@@ -6,8 +6,6 @@ import Logging
 public struct ChatServerConfiguration: Sendable {
     /// Requests with a larger body are refused with 413.
     public var maxBodyBytes: Int
-    /// Replies generated at once before the API answers 429.
-    public var maxConcurrentGenerations: Int
     /// Silence after which a stream gets a `: ping` comment.
     public var pingInterval: Duration
     /// On shutdown, how long running replies may go on before they are stopped and stored as interrupted.
@@ -15,10 +13,9 @@ public struct ChatServerConfiguration: Sendable {
     /// Tokens kept free for the reply when a conversation's history is fitted into the context.
     public var replyReserve: Int
 
-    public init(maxBodyBytes: Int = 4 << 20, maxConcurrentGenerations: Int = 4, pingInterval: Duration = .seconds(3),
+    public init(maxBodyBytes: Int = 4 << 20, pingInterval: Duration = .seconds(3),
                 drainTimeout: Duration = .seconds(15), replyReserve: Int = 512) {
         self.maxBodyBytes = maxBodyBytes
-        self.maxConcurrentGenerations = maxConcurrentGenerations
         self.pingInterval = pingInterval
         self.drainTimeout = drainTimeout
         self.replyReserve = replyReserve
@@ -39,7 +36,7 @@ public struct ChatService: Sendable {
         self.catalog = catalog
         self.store = store
         self.accounts = Accounts(store: store)
-        self.registry = GenerationRegistry(maxRunning: configuration.maxConcurrentGenerations)
+        self.registry = GenerationRegistry()
         self.configuration = configuration
         self.logger = logger
     }
@@ -93,12 +90,6 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     return router
 }
 
-/// The application serving `service` on `host:port`.
-public func buildApplication(_ service: ChatService, host: String, port: Int) -> some ApplicationProtocol {
-    Application(router: buildRouter(service),
-                configuration: .init(address: .hostname(host, port: port), serverName: "sarvam"),
-                logger: service.logger)
-}
 
 func jsonResponse(_ json: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
     var headers = HTTPFields()

@@ -140,6 +140,12 @@ public final class KVCache: @unchecked Sendable {
     /// Blocks a sequence of `length` positions occupies.
     public func blocksNeeded(forLength length: Int) -> Int { (length + blockSize - 1) / blockSize }
 
+    /// Blocks that releasing `sequence` would give back to the pool (those no other sequence shares).
+    public func releasableBlockCount(_ sequence: KVSequence) -> Int {
+        precondition(sequence.cache === self, "sequence belongs to another cache")
+        return sequence.blocks.reduce(0) { $0 + (referenceCounts[Int($1)] == 1 ? 1 : 0) }
+    }
+
     /// A new, empty sequence (no blocks until its first tokens are processed).
     public func makeSequence() -> KVSequence {
         nextSequenceID += 1

@@ -88,7 +88,7 @@ final class TokenLog: @unchecked Sendable {
 /// model, cache, clock and token log.
 struct SchedulerHarness {
     let model: Model
-    let scheduler: BatchScheduler
+    let scheduler: EngineLoop
     let clock = ManualClock()
     let log = TokenLog()
     var cache: KVCache { scheduler.cache }
@@ -98,7 +98,7 @@ struct SchedulerHarness {
         self.model = model
         let cache = try KVCache(configuration: model.configuration, blockCount: blocks, precision: .float16,
                                 blockSize: blockSize, contextLength: contextLength)
-        scheduler = try BatchScheduler(model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
+        scheduler = try EngineLoop(model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
                                        modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function)
     }
 

@@ -1,18 +1,13 @@
-// The engine loop of one model: continuous batching (issue 7).
-//
-// Each step is ONE Model.forward over: one decode token for every running reply + a bounded budget
-// of prompt tokens (chunked prefill) shared round-robin between users. Requests join (admission)
-// and leave (stop token, max tokens, context full, cancellation, failure) between steps.
+// The engine loop of one model (continuous batching): a thread that takes submissions from an
+// inbox and runs steps. Each step is ONE Model.forward over one decode token for every running
+// reply plus a bounded budget of prompt tokens (chunked prefill); requests join and leave between
+// steps. A step is planned by `StepPlanner` (pure policy), executed here, and its logits turned
+// into tokens, text and stops by `OutputProcessor` (vLLM's schedule -> execute -> process outputs).
 //
 // Threads: `submit` and stream cancellation may come from any thread; they only touch the inbox
 // under `condition`. Everything else (model, cache, running/waiting lists, samplers, decoders)
 // belongs to the engine thread, which calls `step()` in a loop (tests call `step()` themselves and
 // never start the thread).
-//
-// One request's life: tokens = prompt + reply so far. Tokens not yet in its KV sequence are
-// "pending": many while prefilling (or after a preemption), exactly one while decoding (the last
-// sampled token). A step feeds some pending tokens; when it feeds the last one it asks for logits
-// and samples the next token. So prefill, decode and recompute after preemption are one mechanism.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +16,7 @@ import Logging
 import Tokenizer
 import Transformer
 
-public final class BatchScheduler: @unchecked Sendable {
+public final class EngineLoop: @unchecked Sendable {
     public let model: Model
     /// The KV pool; its unused pages go back to the system whenever the engine goes idle (see
     /// `releaseIdleCacheMemory`). Engine thread only; other threads use the constants below.
@@ -40,7 +35,7 @@ public final class BatchScheduler: @unchecked Sendable {
 
     // Shared state, under `condition`.
     private let condition = NSCondition()
-    private var inbox: [ScheduledRequest] = []
+    private var inbox: [EngineRequest] = []
     private var cancelledIds: Set<UInt64> = []
     /// Accepted and not yet ended (inbox + waiting + running): what the queue limit bounds.
     private var acceptedCount = 0
@@ -49,19 +44,21 @@ public final class BatchScheduler: @unchecked Sendable {
     private var threadRunning = false
 
     // Engine-thread state.
-    private var waiting: [ScheduledRequest] = []
+    private var waiting: [EngineRequest] = []
     /// In admission order (the last one is the first to be preempted).
-    private var running: [ScheduledRequest] = []
+    private var running: [EngineRequest] = []
     private var stepIndex = 0
     /// A forward step wrote into the pool since its unused memory was last released.
     private var cacheTouched = false
     /// The prompt tokens a step may prefill, learned from the steps' durations (see `PrefillBudget`).
     private(set) var budget: PrefillBudget
+    private let planner: StepPlanner
+    private let outputs: OutputProcessor
     public private(set) var lastStep = StepReport()
 
     public init(model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
                 modelId: String, logger: Logger = Logger(label: "sarvam.engine"),
-                now: @escaping @Sendable () -> Double = BatchScheduler.monotonicSeconds) throws {
+                now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds) throws {
         try settings.validate()
         self.model = model
         self.cache = cache
@@ -69,12 +66,14 @@ public final class BatchScheduler: @unchecked Sendable {
         blockSize = cache.blockSize
         blockCount = cache.blockCount
         budget = PrefillBudget(settings: settings)
+        planner = StepPlanner(settings: settings)
         self.tokenizer = tokenizer
         self.settings = settings
         self.modelId = modelId
         self.logger = logger
         self.now = now
         metrics = EngineMetrics(model: modelId)
+        outputs = OutputProcessor(metrics: metrics, contextLength: cache.contextLength, now: now)
         metrics.kvBlocksTotal.record(cache.blockCount)
         metrics.kvBlocksUsed.record(cache.usedBlockCount)
         metrics.kvBlocksCached.record(cache.cachedBlockCount)
@@ -112,7 +111,7 @@ public final class BatchScheduler: @unchecked Sendable {
             throw ChatEngineError.busy(retryAfterSeconds: settings.retryAfterSeconds)
         }
         nextId += 1
-        let request = ScheduledRequest(id: nextId, job: job, continuation: continuation,
+        let request = EngineRequest(id: nextId, job: job, continuation: continuation,
                                        decoder: tokenizer.makeStreamingDecoder(skipSpecial: true), submittedAt: now())
         let id = nextId
         continuation.onTermination = { [weak self] termination in
@@ -251,7 +250,8 @@ public final class BatchScheduler: @unchecked Sendable {
 
     // MARK: - One step
 
-    /// Intake, cancellation, admission, one batched forward, sampling and streaming. Engine thread only.
+    /// Intake, cancellation, the plan (`StepPlanner`), one batched forward over it, and the outputs
+    /// (`OutputProcessor`). Engine thread only.
     @discardableResult
     public func step() -> StepReport {
         let stepStart = now()
@@ -267,41 +267,30 @@ public final class BatchScheduler: @unchecked Sendable {
         waiting.append(contentsOf: arrivals)
         if !cancels.isEmpty { removeCancelled(cancels) }
 
-        admit(&report)
-
-        // Decode entries: every running request whose only pending token is its last sampled one.
-        var plan: [(request: ScheduledRequest, count: Int)] = []
-        for r in running where r.isDecoding {
-            plan.append((r, 1))
-            report.decoded.append(r.job.requestId)
-        }
-        let decoding = plan.count
-        for (r, n) in allocatePrefill(budget: budget.tokens(decoding: decoding)) {
-            plan.append((r, n))
-            report.prefilled.append(.init(requestId: r.job.requestId, tokens: n))
+        if !waiting.isEmpty {
+            let admitted = planner.admissions(waiting: waiting.map(plannerView), running: running.map(plannerView), pool: poolState)
+            for id in admitted { admit(id, &report) }
         }
 
-        // Make room: the entries' growth must fit the free blocks; otherwise preempt the youngest.
-        while !plan.isEmpty {
-            var needed = 0
-            for (r, n) in plan { needed += max(0, cache.blocksNeeded(forLength: r.sequence.length + n) - r.sequence.blockCount) }
-            if needed <= cache.freeBlockCount { break }
-            guard let victim = running.last else { break }
-            if running.count == 1 {
-                fail(victim, ChatEngineError.failed(
-                    "the reply needs more KV cache than the whole pool holds (\(cache.blockCount) blocks); raise the KV cache budget"))
-            } else {
-                preempt(victim)
-                report.preempted.append(victim.job.requestId)
-            }
-            plan.removeAll { $0.request === victim }
-            report.decoded.removeAll { $0 == victim.job.requestId }
-            report.prefilled.removeAll { $0.requestId == victim.job.requestId }
+        let plan = planner.batch(running: running.map(plannerView), pool: poolState,
+                                 prefillBudget: budget.tokens(decoding:), rotation: stepIndex - 1)
+        let byId = Dictionary(uniqueKeysWithValues: running.map { ($0.id, $0) })
+        for id in plan.failed {
+            fail(byId[id]!, ChatEngineError.failed(
+                "the reply needs more KV cache than the whole pool holds (\(cache.blockCount) blocks); raise the KV cache budget"))
         }
+        for id in plan.preempted {
+            preempt(byId[id]!)
+            report.preempted.append(byId[id]!.job.requestId)
+        }
+        var entries: [(request: EngineRequest, count: Int)] = plan.decode.map { (byId[$0]!, 1) }
+        entries += plan.prefill.map { (byId[$0.id]!, $0.tokens) }
+        report.decoded = plan.decode.map { byId[$0]!.job.requestId }
+        report.prefilled = plan.prefill.map { .init(requestId: byId[$0.id]!.job.requestId, tokens: $0.tokens) }
 
-        if !plan.isEmpty {
+        if !entries.isEmpty {
             cacheTouched = true
-            run(plan)
+            run(entries)
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
@@ -312,114 +301,52 @@ public final class BatchScheduler: @unchecked Sendable {
         return report
     }
 
-    /// Admits waiting requests, oldest first, under the caps and the KV policy of `SchedulerSettings`.
-    private func admit(_ report: inout StepReport) {
-        guard !waiting.isEmpty else { return }
-        var owed = 0
-        for r in running { owed += max(0, cache.blocksNeeded(forLength: plannedLength(r)) - r.sequence.blockCount) }
-        var perUser: [Int64: Int] = [:]
-        for r in running { perUser[r.job.userId, default: 0] += 1 }
-        var i = 0
-        while i < waiting.count && running.count < settings.maxRunningSequences {
-            let r = waiting[i]
-            if perUser[r.job.userId, default: 0] >= settings.maxRunningPerUser { i += 1; continue }
-            let need = cache.blocksNeeded(forLength: plannedLength(r))
-            // An empty engine always takes the head (its prompt + 1 fits the pool: checked at submission).
-            if !running.isEmpty && need + owed > cache.freeBlockCount { break }
-            waiting.remove(at: i)
-            if r.sequence == nil { r.sequence = cache.makeSequence() }
-            // New, or preempted (its own blocks may still be cached): start after the cached prefix.
-            if settings.prefixCaching && r.sequence.length == 0 {
-                let reused = cache.attachCachedPrefix(r.sequence, tokens: r.tokens)
-                if r.admittedAt == nil { r.cachedPromptTokens = reused }   // first admission: reused ≤ prompt - 1
-                if reused > 0 {
-                    metrics.prefixCacheHitTokens.increment(by: reused)
-                    report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: reused))
-                }
-            }
-            if r.admittedAt == nil {
-                r.admittedAt = now()
-                EngineMetrics.record(metrics.queueTime, seconds: r.admittedAt! - r.submittedAt)
-            }
-            running.append(r)
-            perUser[r.job.userId, default: 0] += 1
-            owed += need
-            report.admitted.append(r.job.requestId)
-        }
+    private func plannerView(_ r: EngineRequest) -> PlannerRequest {
+        r.plannerView(cache: cache, headroom: settings.admissionHeadroomTokens)
     }
 
-    /// Positions a request wants room for: its tokens plus min(reply left, headroom), within the context.
-    private func plannedLength(_ r: ScheduledRequest) -> Int {
-        let replyLeft = max(0, r.job.maxTokens - r.generatedCount)
-        return min(r.tokens.count + min(replyLeft, settings.admissionHeadroomTokens), cache.contextLength)
-    }
+    private var poolState: KVPoolState { KVPoolState(freeBlocks: cache.freeBlockCount, blockSize: blockSize) }
 
-    /// `budget` prompt tokens split between users: equal shares per pass (water-filling), the pass
-    /// order rotating by one user each step so rounding favours nobody. Within a user, the request
-    /// with the fewest prompt tokens left goes first (then the oldest): a short question starts
-    /// streaming at once instead of waiting behind the same user's long paste, which keeps going
-    /// with the rest of the budget.
-    private func allocatePrefill(budget: Int) -> [(ScheduledRequest, Int)] {
-        let prefilling = running.filter { !$0.isDecoding && $0.pendingCount > 0 }
-        guard !prefilling.isEmpty else { return [] }
-        var users: [Int64] = []
-        var byUser: [Int64: [ScheduledRequest]] = [:]
-        for r in prefilling {
-            if byUser[r.job.userId] == nil { users.append(r.job.userId) }
-            byUser[r.job.userId, default: []].append(r)
-        }
-        for u in users {
-            byUser[u] = byUser[u]!.enumerated()
-                .sorted { ($0.element.pendingCount, $0.offset) < ($1.element.pendingCount, $1.offset) }
-                .map(\.element)
-        }
-        let shift = (stepIndex - 1) % users.count
-        users = Array(users[shift...] + users[..<shift])
-
-        var grant: [ObjectIdentifier: Int] = [:]
-        var remaining = budget
-        var active = users
-        while remaining > 0 && !active.isEmpty {
-            let share = max(1, remaining / active.count)
-            var stillHungry: [Int64] = []
-            for u in active where remaining > 0 {
-                var give = min(share, remaining)
-                var hungry = false
-                for r in byUser[u]! {
-                    let left = r.pendingCount - grant[ObjectIdentifier(r), default: 0]
-                    let g = min(left, give)
-                    if g > 0 {
-                        grant[ObjectIdentifier(r), default: 0] += g
-                        give -= g
-                        remaining -= g
-                    }
-                    if left - g > 0 { hungry = true }
-                }
-                if hungry { stillHungry.append(u) }
+    /// Moves a waiting request to the running set; a new (or preempted) one starts after the
+    /// longest cached prefix of its tokens.
+    private func admit(_ id: UInt64, _ report: inout StepReport) {
+        guard let i = waiting.firstIndex(where: { $0.id == id }) else { return }
+        let r = waiting.remove(at: i)
+        if r.sequence == nil { r.sequence = cache.makeSequence() }
+        if settings.prefixCaching && r.sequence.length == 0 {
+            let reused = cache.attachCachedPrefix(r.sequence, tokens: r.tokens)
+            if r.admittedAt == nil { r.cachedPromptTokens = reused }   // first admission: reused ≤ prompt - 1
+            if reused > 0 {
+                metrics.prefixCacheHitTokens.increment(by: reused)
+                report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: reused))
             }
-            active = stillHungry
         }
-        return prefilling.compactMap { r in grant[ObjectIdentifier(r)].map { (r, $0) } }
+        if r.admittedAt == nil {
+            r.admittedAt = now()
+            EngineMetrics.record(metrics.queueTime, seconds: r.admittedAt! - r.submittedAt)
+        }
+        running.append(r)
+        report.admitted.append(r.job.requestId)
     }
 
-    /// One batched forward over the plan; on failure, each entry alone so only the culprit fails.
-    private func run(_ plan: [(request: ScheduledRequest, count: Int)]) {
-        let inputs = plan.map { r, n in
+    /// One batched forward over the entries; on failure, each entry alone so only the culprit fails.
+    private func run(_ entries: [(request: EngineRequest, count: Int)]) {
+        let inputs = entries.map { r, n in
             let start = r.sequence.length
             return SequenceInput(sequence: r.sequence, tokens: Array(r.tokens[start..<(start + n)]),
                                  logits: start + n == r.tokens.count ? .last : .none)
         }
         do {
             let logits = try model.forward(inputs)
-            publish(plan.map(\.request))
-            for (e, entry) in plan.enumerated() { consume(entry.request, fed: entry.count, logits: logits, entry: e) }
+            publish(entries.map(\.request))
+            for (e, entry) in entries.enumerated() { consume(entry.request, logits: logits, entry: e) }
         } catch {
             logger.warning("batched step failed; retrying its entries one by one", metadata: ["error": "\(error)"])
-            for (entry, input) in zip(plan, inputs) {
+            for (entry, input) in zip(entries, inputs) {
                 do {
                     let logits = try model.forward([input])
                     publish([entry.request])
-                    consume(entry.request, fed: entry.count, logits: logits, entry: 0)
+                    consume(entry.request, logits: logits, entry: 0)
                 } catch {
                     fail(entry.request, Self.engineError(error))
                 }
@@ -428,65 +355,24 @@ public final class BatchScheduler: @unchecked Sendable {
     }
 
     /// Registers the blocks the step filled, so later requests with the same prefix share them
-    /// (before `consume`, which releases the sequences of finished requests).
-    private func publish(_ requests: [ScheduledRequest]) {
+    /// (before the outputs are processed, which releases the sequences of finished requests).
+    private func publish(_ requests: [EngineRequest]) {
         guard settings.prefixCaching else { return }
         for r in requests { cache.publishFullBlocks(r.sequence) }
     }
 
-    /// After a forward: counts the fed tokens; when they were the last pending ones, samples the next.
-    private func consume(_ r: ScheduledRequest, fed: Int, logits: BatchLogits, entry: Int) {
-        guard let row = logits.last(entry: entry) else { return }   // mid-prompt chunk
-        let t = now()
-        if !r.promptReported {
-            r.promptReported = true
-            metrics.promptTokens.increment(by: r.job.prompt.count)
-            r.continuation.yield(.promptProcessed(promptTokens: r.job.prompt.count))
+    /// Hands an entry's logits (nil for a mid-prompt chunk) to the output processor; ends the reply when it says so.
+    private func consume(_ r: EngineRequest, logits: BatchLogits, entry: Int) {
+        guard let row = logits.last(entry: entry) else { return }
+        if let reason = outputs.process(r, logits: row) {
+            outputs.finish(r, reason)
+            end(r, outcome: reason.rawValue) { $0.finish() }
         }
-        if r.generatedCount >= r.job.maxTokens { finish(r, .length); return }
-        let token = r.sampler.sample(row)
-        if r.job.stopTokenIds.contains(token) { finish(r, .stop); return }
-        r.tokens.append(token)
-        r.generatedCount += 1
-        r.sampler.observe(token)
-        r.job.onToken?(token)
-        metrics.generatedTokens.increment()
-        if r.firstTokenAt == nil {
-            r.firstTokenAt = t
-            EngineMetrics.record(metrics.timeToFirstToken, seconds: t - r.submittedAt)
-        }
-        r.lastTokenAt = t
-        let text = r.decoder.append(token)
-        r.unreportedTokens += 1
-        if !text.isEmpty {
-            r.continuation.yield(.text(text, tokenCount: r.unreportedTokens))
-            r.unreportedTokens = 0
-        }
-        // Another token needs the last one fed at position tokens.count - 1 < contextLength.
-        if r.generatedCount >= r.job.maxTokens || r.tokens.count > cache.contextLength { finish(r, .length) }
     }
 
     // MARK: - Ending requests
 
-    private func finish(_ r: ScheduledRequest, _ reason: FinishReason) {
-        let tail = r.decoder.finish()
-        if !tail.isEmpty || r.unreportedTokens > 0 {
-            if !tail.isEmpty { r.continuation.yield(.text(tail, tokenCount: r.unreportedTokens)) }
-            r.unreportedTokens = 0
-        }
-        if let first = r.firstTokenAt, let last = r.lastTokenAt, r.generatedCount > 1 {
-            EngineMetrics.record(metrics.timePerOutputToken, seconds: (last - first) / Double(r.generatedCount - 1))
-        }
-        EngineMetrics.record(metrics.latency, seconds: now() - r.submittedAt)
-        let usage = GenerationUsage(promptTokens: r.job.prompt.count, completionTokens: r.generatedCount,
-                                    cachedPromptTokens: r.cachedPromptTokens)
-        end(r, outcome: reason.rawValue) {
-            $0.yield(.finished(reason, usage))
-            $0.finish()
-        }
-    }
-
-    private func fail(_ r: ScheduledRequest, _ error: ChatEngineError) {
+    private func fail(_ r: EngineRequest, _ error: ChatEngineError) {
         logger.warning("request failed", metadata: ["request": "\(r.job.requestId)", "error": "\(error)"])
         end(r, outcome: "failed") { $0.finish(throwing: error) }
     }
@@ -498,7 +384,7 @@ public final class BatchScheduler: @unchecked Sendable {
     }
 
     /// Releases the request's blocks, removes it from the lists, closes its stream.
-    private func end(_ r: ScheduledRequest, outcome: String, close: (AsyncThrowingStream<GenerationEvent, Error>.Continuation) -> Void) {
+    private func end(_ r: EngineRequest, outcome: String, close: (AsyncThrowingStream<GenerationEvent, Error>.Continuation) -> Void) {
         guard !r.ended else { return }
         r.ended = true
         if let s = r.sequence { cache.release(s) }
@@ -513,7 +399,7 @@ public final class BatchScheduler: @unchecked Sendable {
     }
 
     /// Gives back the request's blocks and queues it first; its tokens so far are recomputed later.
-    private func preempt(_ r: ScheduledRequest) {
+    private func preempt(_ r: EngineRequest) {
         cache.release(r.sequence)
         running.removeAll { $0 === r }
         waiting.insert(r, at: 0)
@@ -545,44 +431,4 @@ public final class BatchScheduler: @unchecked Sendable {
     /// Running and waiting request ids, engine thread only.
     public var runningRequestIds: [String] { running.map(\.job.requestId) }
     public var waitingRequestIds: [String] { waiting.map(\.job.requestId) }
-}
-
-/// One request inside the scheduler. Engine thread only (except `id` and the continuation).
-final class ScheduledRequest {
-    let id: UInt64
-    let job: SchedulerJob
-    let continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation
-    var sampler: Sampler
-    var decoder: StreamingDecoder
-    /// prompt + reply so far.
-    var tokens: [Int]
-    var generatedCount = 0
-    /// Nil until admitted (and after the end).
-    var sequence: KVSequence!
-    var promptReported = false
-    /// Prompt tokens attached from the prefix cache at first admission (usage reports them).
-    var cachedPromptTokens = 0
-    var unreportedTokens = 0
-    var ended = false
-    let submittedAt: Double
-    var admittedAt: Double?
-    var firstTokenAt: Double?
-    var lastTokenAt: Double?
-
-    init(id: UInt64, job: SchedulerJob, continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation,
-         decoder: StreamingDecoder, submittedAt: Double) {
-        self.id = id
-        self.job = job
-        self.continuation = continuation
-        self.decoder = decoder
-        self.submittedAt = submittedAt
-        tokens = job.prompt
-        sampler = Sampler(parameters: job.sampling)
-        sampler.observe(job.prompt)
-    }
-
-    /// Tokens not yet in the KV sequence.
-    var pendingCount: Int { tokens.count - (sequence?.length ?? 0) }
-    /// Only the last sampled token is pending: one decode token this step.
-    var isDecoding: Bool { promptReported && pendingCount == 1 }
 }

@@ -4,7 +4,7 @@ import TestSupport
 import ModelImport
 import Transformer
 
-/// The default model's GGUF dequantizes to the values in ../shared/reference/dequant.json, which were
+/// The default model's GGUF dequantizes to the values in Tests/Fixtures/dequant.json, which were
 /// computed independently (gguf-py's reference dequantization): first 16 values of some rows exactly,
 /// and row sums.
 final class ReferenceDequantTests: XCTestCase {
@@ -25,8 +25,7 @@ final class ReferenceDequantTests: XCTestCase {
     }
 
     func testDequantizationMatchesReference() throws {
-        let url = referenceDirectory().appendingPathComponent("dequant.json")
-        let data = try Data(contentsOf: url)
+        let data = try fixtureData("dequant.json")
         let reference = try JSONDecoder().decode(Reference.self, from: data)
         let file = try openDefaultGGUF()
         var typesSeen = Set<String>()
@@ -52,7 +51,9 @@ final class ReferenceDequantTests: XCTestCase {
         XCTAssertEqual(typesSeen, ["F32", "Q8_0", "Q5_0", "Q4_K", "Q6_K"], "the reference should cover every type in the file")
     }
 
-    func testDefaultModelImportsAsDescribedInModelsMd() throws {
+    /// The default model's published architecture and tokenizer (Qwen2.5-Coder-0.5B-Instruct: Qwen2,
+    /// 24 layers, hidden 896, 14/2 heads, ChatML with <|im_end|> ending a turn, no BOS).
+    func testDefaultModelImportsWithItsPublishedConfiguration() throws {
         let model = try openDefaultGGUF().importModel()
         let c = model.configuration
         XCTAssertEqual(c, ModelConfigurationFixture.qwen25Coder05B)

@@ -16,9 +16,25 @@ public func repositoryRoot(file: StaticString = #filePath) -> URL {
     preconditionFailure("no repository (Package.swift + .git) above \(file); set SARVAM_ROOT")
 }
 
-/// `../shared/reference` beside the repository (where CI and developers have the shared folder).
-public func referenceDirectory() -> URL {
-    repositoryRoot().deletingLastPathComponent().appendingPathComponent("shared/reference")
+/// `Tests/Fixtures`: golden data computed outside the project (its README says from what and how).
+public func fixturesDirectory() -> URL {
+    repositoryRoot().appendingPathComponent("Tests").appendingPathComponent("Fixtures")
+}
+
+/// A fixture file that is missing or unreadable: the tests that need it fail with this, never skip,
+/// because the fixtures are part of the repository.
+public struct MissingFixture: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String {
+        "missing fixture \(path): Tests/Fixtures is part of the repository (see Tests/Fixtures/README.md); restore it with git"
+    }
+}
+
+/// The contents of `Tests/Fixtures/<name>`; throws `MissingFixture` naming the path when it cannot be read.
+public func fixtureData(_ name: String) throws -> Data {
+    let url = fixturesDirectory().appendingPathComponent(name)
+    guard let data = FileManager.default.contents(atPath: url.path) else { throw MissingFixture(path: url.path) }
+    return data
 }
 
 /// The default model converted into `weights/` by tools/fetch-model (the test command runs it).

@@ -3,7 +3,7 @@ import TestSupport
 import Tokenizer
 import XCTest
 
-/// Every line of ../shared/reference/tokenizer_cases.jsonl (produced by an independent Qwen2
+/// Every line of Tests/Fixtures/tokenizer_cases.jsonl (produced by an independent Qwen2
 /// byte-level BPE tokenizer, checked against llama.cpp and Hugging Face) must match exactly.
 final class ReferenceCaseTests: XCTestCase {
     struct Case: Decodable {
@@ -13,11 +13,7 @@ final class ReferenceCaseTests: XCTestCase {
     }
 
     static func loadCases() throws -> [Case] {
-        let url = referenceDirectory().appendingPathComponent("tokenizer_cases.jsonl")
-        guard let data = try? Data(contentsOf: url) else {
-            throw TokenizerError("missing \(url.path): the reference data lives in shared/reference beside the repository")
-        }
-        return try data.split(separator: UInt8(ascii: "\n")).filter { !$0.isEmpty }.map {
+        try fixtureData("tokenizer_cases.jsonl").split(separator: UInt8(ascii: "\n")).filter { !$0.isEmpty }.map {
             try JSONDecoder().decode(Case.self, from: Data($0))
         }
     }

@@ -1,4 +1,4 @@
-// The default model (int8 and int4 conversions of its GGUF) against ../shared/reference/generation.json,
+// The default model (int8 and int4 conversions of its GGUF) against Tests/Fixtures/generation.json,
 // an independent float32 numpy forward pass over the dequantized GGUF (see the README there).
 import Foundation
 import Tensor
@@ -35,13 +35,9 @@ func loadDefaultModel(variant: String?, threads: Int = 2, file: StaticString = #
     return (try Model(file: weights, pool: ThreadPool(threads: threads)), weights)
 }
 
-func loadGenerationReference(file: StaticString = #filePath, line: UInt = #line) throws -> GenerationReference {
-    let url = referenceDirectory().appendingPathComponent("generation.json")
-    guard let data = FileManager.default.contents(atPath: url.path) else {
-        XCTFail("missing \(url.path): the shared reference folder must sit beside the repository", file: file, line: line)
-        throw CancellationError()
-    }
-    return try JSONDecoder().decode(GenerationReference.self, from: data)
+/// Tests/Fixtures/generation.json; a missing file fails the test (`MissingFixture` names the path).
+func loadGenerationReference() throws -> GenerationReference {
+    try JSONDecoder().decode(GenerationReference.self, from: fixtureData("generation.json"))
 }
 
 final class RealModelTests: XCTestCase {

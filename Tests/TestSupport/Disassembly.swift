@@ -1,7 +1,7 @@
 import Foundation
 
 /// The machine code of functions in the running test executable, so that tests can check which
-/// instructions a kernel compiled to (auto-vectorization is fragile: see KERNELS.md) without
+/// instructions a kernel compiled to (auto-vectorization is fragile: see docs/kernels.md) without
 /// asserting anything about speed. Uses binutils' objdump, a dependency of the Swift toolchain on Linux.
 public enum Disassembly {
     public struct Function: Sendable {

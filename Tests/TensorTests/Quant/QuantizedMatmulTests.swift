@@ -228,11 +228,17 @@ final class QuantKernelsTests: XCTestCase {
         XCTAssertEqual(QuantKernels.activePath, .portable)
         #endif
         #if arch(x86_64) && os(Linux)
-        // Building on an AVX2 machine must define AVX2 (Package.swift reads /proc/cpuinfo).
+        // Building on an AVX2 machine must define AVX2, and on an AVX-512 VNNI one AVX512VNNI (the
+        // int8 kernels' vpdpbusd path): Package.swift reads /proc/cpuinfo.
         if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-           let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-           flags.split(separator: " ").contains("avx2") {
-            XCTAssertEqual(QuantKernels.activePath, .avx2, "this CPU has AVX2 but the AVX2 kernels are not compiled in")
+           let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) {
+            let flags = Set(line.split(separator: " "))
+            if flags.isSuperset(of: ["avx2", "fma", "f16c"]) {
+                XCTAssertEqual(QuantKernels.activePath, .avx2, "this CPU has AVX2 but the AVX2 kernels are not compiled in")
+                if flags.isSuperset(of: ["avx512_vnni", "avx512bw"]) {
+                    XCTAssertTrue(QuantKernels.usesVNNI, "this CPU has AVX-512 VNNI but the VNNI kernels are not compiled in")
+                }
+            }
         }
         #endif
     }
@@ -268,36 +274,56 @@ final class QuantKernelsTests: XCTestCase {
     }
 
     /// The quantized kernels keep the instructions their comments name (objdump of this test
-    /// executable): the byte products (`vpmaddubsw` + `vpmaddwd`) and the software prefetch in
-    /// every tile and decode kernel. Losing them silently costs 1.3-40x (see KERNELS.md).
+    /// executable): the byte products and the software prefetch in every tile and decode kernel.
+    /// The byte products follow the build: where Package.swift defines AVX512VNNI, the int8 decode
+    /// and small-M tiles (`dotBytes`) multiply with `vpdpbusd`; every other kernel, and the int8
+    /// ones on AVX2-only builds, with `vpmaddubsw` and then `vpmaddwd`, which LLVM fuses with the
+    /// `vpaddd` that follows it into `vpdpwssd` when the target has VNNI (so either is accepted).
+    /// Losing them silently costs 1.3-40x (docs/kernels.md).
     func testKernelInstructions() throws {
         #if AVX2
-        /// Every function whose name holds one of `fragments` exists and contains each of `instructions`.
-        func assertKernels(_ fragments: [String], contain instructions: [String]) throws {
+        /// Every function whose name holds one of `fragments` exists, contains at least one of the
+        /// alternatives of each entry of `instructions`, and none of `absent`.
+        func assertKernels(_ fragments: [String], contain instructions: [[String]], lack absent: [String] = []) throws {
             for fragment in fragments {
                 let functions = try Disassembly.functions(containing: ["6Tensor", fragment])
                 XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
                 for f in functions {
-                    for instruction in instructions { XCTAssertGreaterThan(f.count(instruction), 0, "\(f.name) lost \(instruction)") }
+                    for alternatives in instructions {
+                        XCTAssertGreaterThan(alternatives.map { f.count($0) }.reduce(0, +), 0,
+                                             "\(f.name) lost \(alternatives.joined(separator: " / "))")
+                    }
+                    for instruction in absent { XCTAssertEqual(f.count(instruction), 0, "\(f.name) has \(instruction)") }
                 }
             }
         }
+        let wordProducts = ["vpmaddwd", "vpdpwssd"]
+        let unsignedBytes: [[String]] = [["vpmaddubsw"], wordProducts]
+        #if AVX512VNNI
+        let int8Bytes: [[String]] = [["vpdpbusd"]]
+        let int8Lacks = ["vpmaddubsw"]
+        #else
+        let int8Bytes = unsignedBytes
+        let int8Lacks: [String] = []
+        #endif
         // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
         try assertKernels(["19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2", "14int8GEMMTiles4"],
-                          contain: ["vpmaddubsw", "vpmaddwd", "vpbroadcastd"])
-        // The int8 tiles broadcast each Float16 scale with vpbroadcastw: a scalar half converted and
-        // broadcast compiled to vpinsrw merging into a live accumulator register (a false
-        // dependency from one group's scale to the previous group's sums).
+                          contain: unsignedBytes + [["vpbroadcastd"]])
+        // The int8 tiles broadcast each Float16 scale with vpbroadcastw + vcvtph2ps: a scalar half
+        // converted and broadcast compiled to vpinsrw merging into a live accumulator register (a
+        // false dependency from one group's scale to the previous group's sums).
         let int8Tiles = try Disassembly.functions(containing: ["6Tensor", "int8GEMMTiles"]) + Disassembly.functions(containing: ["6Tensor", "9int8Tiles"])
         XCTAssertGreaterThanOrEqual(int8Tiles.count, 4, "the int8 tile kernels are missing from this executable")
         for f in int8Tiles {
             XCTAssertEqual(f.count("vpinsrw"), 0, "\(f.name) builds a scale with vpinsrw again")
             XCTAssertGreaterThan(f.count("vpbroadcastw"), 0, "\(f.name) lost its vpbroadcastw scale")
+            XCTAssertGreaterThan(f.count("vcvtph2ps"), 0, "\(f.name) lost its vcvtph2ps scale conversion")
         }
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
-        try assertKernels(["10gemmBlocks"], contain: ["prefetcht0"])
-        try assertKernels(["9int8Tiles", "10int8Decode", "9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"],
-                          contain: ["vpmaddubsw", "vpmaddwd", "prefetcht0"])
+        try assertKernels(["10gemmBlocks"], contain: [["prefetcht0"]])
+        try assertKernels(["9int8Tiles", "10int8Decode"], contain: int8Bytes + [["prefetcht0"]], lack: int8Lacks)
+        try assertKernels(["9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"],
+                          contain: unsignedBytes + [["prefetcht0"]])
         // The int4 header is decoded with byte shuffles and one vcvtph2ps (d and dmin together).
         let decode = try Disassembly.functions(containing: ["6Tensor", "13int4DecodeRow"])
         XCTAssertTrue(decode.allSatisfy { $0.count("vcvtph2ps") > 0 && $0.count("vpmovzxbd") > 0 }, "the int4 decode kernel lost its vector header decode")
@@ -312,6 +338,8 @@ final class QuantKernelsTests: XCTestCase {
         }
         let int8 = try Disassembly.functions(containing: ["6Tensor", "10int8Decode"])
         XCTAssertTrue(int8.allSatisfy { $0.count("prefetcht0") > 0 && $0.count("vphaddd") > 0 }, "the int8 decode kernel lost its prefetch or its vphaddd reduction")
+        #else
+        throw XCTSkip("built without AVX2 (Package.swift defines it only where /proc/cpuinfo lists avx2, fma and f16c): no intrinsic kernels to check")
         #endif
     }
 

@@ -85,7 +85,10 @@ let package = Package(
             swiftSettings: nativeFlags),
         .executableTarget(
             name: "bench",
-            dependencies: ["Tensor", "Transformer", "Tokenizer", "ModelImport", "ChatServer"],
+            dependencies: [
+                "Tensor", "Transformer", "Tokenizer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: nativeFlags),
 
         .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/TestSupport", swiftSettings: nativeFlags),

@@ -6,37 +6,35 @@
 //   - resident memory, and decode speed as a fraction of the bandwidth roofline: the read
 //     bandwidth measured in the same run divided by the weight bytes one decode step reads.
 // Before timing it checks that a batched step gives each sequence the logits of a lone step.
+import ArgumentParser
 import Foundation
 import Tensor
 import Transformer
 
 enum GenerateBench {
-    static let usage = "usage: bench generate [--json] [--model PATH]... [--threads N] [--repeats N] [--no-4096]"
-
-    static func run(arguments: [String]) throws {
-        var json = false, threads = 2, repeats = 3, long4096 = true
+    struct Options: ParsableArguments {
+        @Flag(help: "One JSON object per model instead of the table.")
+        var json = false
+        @Option(name: .customLong("model"), help: ArgumentHelp(
+            "A weight file to measure (repeatable; default: the default model and its -int4 and -int8 variants in weights/).",
+            valueName: "path"))
         var models: [String] = []
-        var i = 0
-        func value(_ name: String) throws -> String {
-            i += 1
-            guard i < arguments.count else { throw GenerateBenchError("\(name) needs a value; \(usage)") }
-            return arguments[i]
+        @Option(parsing: .unconditional, help: "Threads of the kernels' pool.")
+        var threads = 2
+        @Option(parsing: .unconditional, help: "Runs per measurement (medians are reported).")
+        var repeats = 3
+        @Flag(name: .customLong("no-4096"), help: "Skip the 4,096-token chunked prefill (about half a minute per model).")
+        var skip4096 = false
+
+        func validate() throws {
+            if threads < 1 { throw ValidationError("--threads: expected a positive integer, found \(threads)") }
+            if repeats < 1 { throw ValidationError("--repeats: expected a positive integer, found \(repeats)") }
         }
-        while i < arguments.count {
-            switch arguments[i] {
-            case "--json": json = true
-            case "--no-4096": long4096 = false
-            case "--model": models.append(try value("--model"))
-            case "--threads":
-                guard let n = Int(try value("--threads")), n >= 1 else { throw GenerateBenchError("--threads needs a positive integer") }
-                threads = n
-            case "--repeats":
-                guard let n = Int(try value("--repeats")), n >= 1 else { throw GenerateBenchError("--repeats needs a positive integer") }
-                repeats = n
-            default: throw GenerateBenchError("unknown argument \(arguments[i]); \(usage)")
-            }
-            i += 1
-        }
+    }
+
+    static func run(_ options: Options) throws {
+        let json = options.json, threads = options.threads, repeats = options.repeats, long4096 = !options.skip4096
+        var models = options.models
         if models.isEmpty {
             // The default model (auto: each matrix in its source's precision) and the two test variants.
             models = ["", "-int4", "-int8"].map { "weights/qwen2.5-coder-0.5b-instruct\($0).sarvam" }

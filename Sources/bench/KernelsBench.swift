@@ -11,6 +11,7 @@
 //   - sgemm GFLOP/s for x [512, 896] · W [4864, 896]ᵀ (OpenBLAS with as many threads as the run).
 // Every kernel result is checked against the reference before it is timed; times are medians.
 // With --json the last line is one JSON object for the largest thread count.
+import ArgumentParser
 import Foundation
 import Tensor
 #if canImport(Glibc)
@@ -18,44 +19,31 @@ import Glibc
 #endif
 
 enum KernelsBench {
-    struct Options {
+    struct Options: ParsableArguments {
+        @Flag(help: "Print one JSON object with every figure of the largest thread count as the last line.")
         var json = false
-        var threadCounts: [Int] = [1, max(2, ProcessInfo.processInfo.activeProcessorCount)]
+        @Option(parsing: .unconditional, help: "Measure with N threads only (default: 1, then every core, at least 2).")
+        var threads: Int?
+        @Flag(name: .customLong("large-m"), help: "Add M = 64 and 512 activation rows to the layer sweep.")
         var largeM = false
+        @Flag(help: "3 repeats per measurement instead of 7.")
         var quick = false
+        @Flag(name: .customLong("prefetch-sweep"), help: "Only compare software prefetch distances on the M = 1 sweep.")
         var prefetchSweep = false
         /// Time with the process's CPU clock instead of the wall clock (with --threads 1 this is
         /// throughput per CPU-second: comparable between runs on a machine busy with other work).
+        @Flag(name: .customLong("cpu-time"), help: "Time with the process's CPU clock (per CPU-second figures on a busy machine).")
         var cpuTime = false
+
+        var threadCounts: [Int] { threads.map { [$0] } ?? [1, max(2, ProcessInfo.processInfo.activeProcessorCount)] }
+
+        func validate() throws {
+            if let threads, threads < 1 { throw ValidationError("--threads: expected a positive integer, found \(threads)") }
+        }
     }
 
     struct BenchError: Error, CustomStringConvertible {
         let description: String
-    }
-
-    static func parse(_ arguments: [String]) throws -> Options {
-        var options = Options()
-        var i = 0
-        while i < arguments.count {
-            switch arguments[i] {
-            case "kernels": break
-            case "--json": options.json = true
-            case "--large-m": options.largeM = true
-            case "--quick": options.quick = true
-            case "--prefetch-sweep": options.prefetchSweep = true
-            case "--cpu-time": options.cpuTime = true
-            case "--threads":
-                guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n >= 1 else {
-                    throw BenchError(description: "--threads expects a positive integer, found \(i + 1 < arguments.count ? arguments[i + 1] : "nothing")")
-                }
-                options.threadCounts = [n]
-                i += 1
-            default:
-                throw BenchError(description: "unknown option \(arguments[i]); expected --json, --threads N, --large-m, --quick, --prefetch-sweep, --cpu-time")
-            }
-            i += 1
-        }
-        return options
     }
 
     // Model shapes (rows N × cols K) of the default model (Qwen2.5-Coder 0.5B).
@@ -67,8 +55,7 @@ enum KernelsBench {
     static let layer: [(rows: Int, cols: Int)] = [(896, 896), (128, 896), (128, 896), (896, 896), (4864, 896), (4864, 896), (896, 4864)]
     static let layers = 24
 
-    static func run(arguments: [String]) throws {
-        let options = try parse(arguments)
+    static func run(_ options: Options) throws {
         useCPUClock = options.cpuTime
         let repeats = options.quick ? 3 : 7
         var rng = SplitMix(seed: 42)

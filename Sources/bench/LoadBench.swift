@@ -13,39 +13,64 @@
 //
 // The client is a minimal blocking HTTP/1.1 one over a POSIX socket (one thread per stream), so the
 // time of every byte is measured without a framework's buffering; it only talks to loopback.
+import ArgumentParser
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
 enum LoadBench {
-    static let usage = """
-        usage: bench load [--json] [--model PATH] [--sarvam PATH] [--url http://127.0.0.1:PORT --key KEY]
-                          [--levels 1,4,8,16,32] [--requests N] [--seconds S] [--max-tokens N] [--long-every K] [--turns N]
-                          [--threads N] [--max-sequences N] [--queue-limit N] [--server-arg ARG]... [--model-name NAME]
-        """
-
-    struct Options: Equatable {
+    struct Options: ParsableArguments {
+        @Flag(help: "One JSON object per level (and one for the idle memory) instead of the table.")
         var json = false
+        @Option(help: ArgumentHelp("The weight file the started server loads.", valueName: "path"))
         var model = "weights/qwen2.5-coder-0.5b-instruct.sarvam"
+        @Option(help: "The `model` field of each request (default: none, the server's default model).")
         var modelName: String?
+        @Option(help: ArgumentHelp("The sarvam executable to start (default: the one beside this binary).", valueName: "path"))
         var sarvam: String?
+        @Option(help: ArgumentHelp("Target a running server instead of starting one (loopback only; needs --key).",
+                                   valueName: "http://127.0.0.1:port"))
         var url: String?
+        @Option(help: "An API key of the server given by --url.")
         var key: String?
-        var levels = [1, 4, 8, 16, 32]
+        @Option(help: ArgumentHelp("Concurrency levels, comma-separated (default: 1,4,8,16,32).", valueName: "c1,c2,..."),
+                transform: LoadBench.parseLevels)
+        var levels: [Int] = [1, 4, 8, 16, 32]
         /// Requests per level; nil = max(8, 3 × C).
+        @Option(parsing: .unconditional, help: "Requests per level (default: max(8, 3 × the level)).")
         var requests: Int?
         /// Seconds per level after which no new request starts.
+        @Option(parsing: .unconditional, help: "Seconds per level after which no new request starts.")
         var seconds = 180.0
+        @Option(parsing: .unconditional, help: "max_tokens of every request.")
         var maxTokens = 64
+        @Option(parsing: .unconditional, help: "Every K-th conversation opens with a ~1,000-token prompt.")
         var longEvery = 4
         /// Requests per conversation (each later turn resends the history).
+        @Option(parsing: .unconditional, help: "Requests per conversation; each later turn resends the history with a follow-up question.")
         var turns = 1
+        @Option(parsing: .unconditional, help: "--threads of the started server.")
         var threads = 2
+        @Option(parsing: .unconditional, help: "--max-sequences of the started server.")
         var maxSequences = 8
         /// The started server's queue limit: with 8 sequences, 32 clients exceed 8 + 16 and get 429s.
+        @Option(parsing: .unconditional, help: "--queue-limit of the started server (32 clients exceed 8 sequences + 16 waiting).")
         var queueLimit = 16
+        @Option(name: .customLong("server-arg"), parsing: .unconditionalSingleValue,
+                help: ArgumentHelp("One more argument for the started server (repeatable; may start with --).", valueName: "arg"))
         var serverArguments: [String] = []
+
+        func validate() throws {
+            let positive: [(String, Int?)] = [("--requests", requests), ("--max-tokens", maxTokens), ("--long-every", longEvery),
+                                              ("--turns", turns), ("--threads", threads), ("--max-sequences", maxSequences)]
+            for case let (name, value?) in positive where value < 1 {
+                throw ValidationError("\(name): expected a positive integer, found \(value)")
+            }
+            guard seconds > 0 else { throw ValidationError("--seconds: expected a positive number, found \(seconds)") }
+            guard queueLimit >= 0 else { throw ValidationError("--queue-limit: expected an integer >= 0, found \(queueLimit)") }
+            if url != nil && key == nil { throw ValidationError("--url needs --key (an API key of that server)") }
+        }
     }
 
     struct BenchError: Error, CustomStringConvertible {
@@ -53,56 +78,11 @@ enum LoadBench {
         init(_ d: String) { description = d }
     }
 
-    static func parseOptions(_ arguments: [String]) throws -> Options {
-        var o = Options()
-        var i = 0
-        func value(_ name: String) throws -> String {
-            i += 1
-            guard i < arguments.count else { throw BenchError("\(name) needs a value\n\(usage)") }
-            return arguments[i]
-        }
-        func positive(_ name: String) throws -> Int {
-            let text = try value(name)
-            guard let n = Int(text), n >= 1 else { throw BenchError("\(name): expected a positive integer, found \(text)") }
-            return n
-        }
-        while i < arguments.count {
-            switch arguments[i] {
-            case "--json": o.json = true
-            case "--model": o.model = try value("--model")
-            case "--model-name": o.modelName = try value("--model-name")
-            case "--sarvam": o.sarvam = try value("--sarvam")
-            case "--url": o.url = try value("--url")
-            case "--key": o.key = try value("--key")
-            case "--levels": o.levels = try parseLevels(try value("--levels"))
-            case "--requests": o.requests = try positive("--requests")
-            case "--seconds":
-                let text = try value("--seconds")
-                guard let s = Double(text), s > 0 else { throw BenchError("--seconds: expected a positive number, found \(text)") }
-                o.seconds = s
-            case "--max-tokens": o.maxTokens = try positive("--max-tokens")
-            case "--long-every": o.longEvery = try positive("--long-every")
-            case "--turns": o.turns = try positive("--turns")
-            case "--threads": o.threads = try positive("--threads")
-            case "--max-sequences": o.maxSequences = try positive("--max-sequences")
-            case "--queue-limit":
-                let text = try value("--queue-limit")
-                guard let n = Int(text), n >= 0 else { throw BenchError("--queue-limit: expected an integer >= 0, found \(text)") }
-                o.queueLimit = n
-            case "--server-arg": o.serverArguments.append(try value("--server-arg"))
-            default: throw BenchError("unknown argument \(arguments[i])\n\(usage)")
-            }
-            i += 1
-        }
-        if o.url != nil && o.key == nil { throw BenchError("--url needs --key (an API key of that server)") }
-        return o
-    }
-
     static func parseLevels(_ text: String) throws -> [Int] {
         let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let levels = parts.compactMap { Int($0) }.filter { $0 >= 1 }
         guard !levels.isEmpty, levels.count == parts.count else {
-            throw BenchError("--levels: expected positive integers separated by commas (e.g. 1,4,8), found \(text)")
+            throw BenchError("expected positive integers separated by commas (e.g. 1,4,8), found \(text)")
         }
         return levels
     }
@@ -120,8 +100,7 @@ enum LoadBench {
 
     // MARK: - Run
 
-    static func run(arguments: [String]) throws {
-        let o = try parseOptions(arguments)
+    static func run(_ o: Options) throws {
         var server: ServerProcess?
         let host: String, port: Int, key: String
         if let url = o.url {

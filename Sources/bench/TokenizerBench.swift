@@ -1,35 +1,45 @@
+import ArgumentParser
 import Foundation
 import Tokenizer
 import Transformer
 
-/// `bench tokenizer [--description PATH] [--megabytes N] [--repeats N]`: encode and decode
+/// `bench tokenizer [--description PATH | --model PATH] [--megabytes N] [--repeats N]`: encode and decode
 /// throughput of the default model's tokenizer on a mixed text (English prose, code, CJK; about
 /// 1 MB, generated from a fixed seed), single thread. Results are checked (decode(encode(text)) ==
 /// text) before timing; reports the median of the repeats.
 enum TokenizerBench {
-    /// Uses `--description PATH` (a TokenizerDescription JSON) when given, else the tokenizer stored
-    /// in `--model PATH` (default: the default model's weight file).
-    static func run(arguments: [String]) throws {
-        func value(_ flag: String) -> String? {
-            guard let i = arguments.firstIndex(of: flag), i + 1 < arguments.count else { return nil }
-            return arguments[i + 1]
-        }
-        if let path = value("--description") {
-            try run(arguments: arguments) { try TokenizerDescription.decodeJSON(Data(contentsOf: URL(fileURLWithPath: path))) }
-        } else {
-            let model = value("--model") ?? "weights/qwen2.5-coder-0.5b-instruct.sarvam"
-            try run(arguments: arguments) { try TokenizerDescription.decodeJSON(WeightFile.open(model).description.tokenizer) }
+    struct Options: ParsableArguments {
+        @Option(name: .customLong("description"),
+                help: ArgumentHelp("A TokenizerDescription JSON file to measure instead of a weight file's tokenizer.", valueName: "path"))
+        var descriptionPath: String?
+        @Option(help: ArgumentHelp("The weight file whose tokenizer is measured.", valueName: "path"))
+        var model = "weights/qwen2.5-coder-0.5b-instruct.sarvam"
+        @Option(parsing: .unconditional, help: "Size of the generated text in MB.")
+        var megabytes: Double = 1
+        @Option(parsing: .unconditional, help: "Timed encode/decode runs (medians are reported).")
+        var repeats = 5
+
+        func validate() throws {
+            guard megabytes > 0, megabytes <= 1000 else {
+                throw ValidationError("--megabytes: expected a number of megabytes in (0, 1000], found \(megabytes)")
+            }
+            if repeats < 1 { throw ValidationError("--repeats: expected a positive integer, found \(repeats)") }
         }
     }
 
-    /// `loadDescription` gives the default model's tokenizer description (from the weight file).
-    static func run(arguments: [String], loadDescription: () throws -> TokenizerDescription) throws {
-        func value(_ flag: String, _ fallback: Double) -> Double {
-            guard let i = arguments.firstIndex(of: flag), i + 1 < arguments.count, let v = Double(arguments[i + 1]) else { return fallback }
-            return v
+    /// Uses `--description PATH` (a TokenizerDescription JSON) when given, else the tokenizer stored
+    /// in `--model PATH` (default: the default model's weight file).
+    static func run(_ options: Options) throws {
+        if let path = options.descriptionPath {
+            try run(options) { try TokenizerDescription.decodeJSON(Data(contentsOf: URL(fileURLWithPath: path))) }
+        } else {
+            try run(options) { try TokenizerDescription.decodeJSON(WeightFile.open(options.model).description.tokenizer) }
         }
-        let megabytes = value("--megabytes", 1)
-        let repeats = max(1, Int(value("--repeats", 5)))
+    }
+
+    /// `loadDescription` gives the tokenizer description to measure.
+    static func run(_ options: Options, loadDescription: () throws -> TokenizerDescription) throws {
+        let megabytes = options.megabytes, repeats = options.repeats
 
         var start = Date()
         let description = try loadDescription()

@@ -1,5 +1,5 @@
-// Tests of `bench load`'s parsing parts (the lead may move this file to Tests/BenchTests/ with
-// `@testable import bench` and a `BenchTests` test target).
+// Tests of `bench load`'s parsing parts: its command line, HTTP/1.1 and SSE readers, the stream
+// checker, and the server process helpers.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -8,22 +8,55 @@ import XCTest
 @testable import bench
 
 final class LoadBenchParsingTests: XCTestCase {
+    /// `bench load`'s command line through ArgumentParser, as `bench load ...` parses it.
     func testOptions() throws {
-        let o = try LoadBench.parseOptions(["--levels", "1, 4,8", "--json", "--url", "http://localhost:9000", "--key", "k",
-                                            "--server-arg", "--queue-limit", "--server-arg", "16", "--max-tokens", "32"])
+        let o = try LoadBench.Options.parse(["--levels", "1, 4,8", "--json", "--url", "http://localhost:9000", "--key", "k",
+                                             "--server-arg", "--queue-limit", "--server-arg", "16", "--max-tokens", "32"])
         XCTAssertEqual(o.levels, [1, 4, 8])
         XCTAssertTrue(o.json)
-        XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"])
+        XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"], "--server-arg takes its value even when it looks like a flag")
         XCTAssertEqual(o.maxTokens, 32)
         XCTAssertEqual(o.turns, 1)
-        XCTAssertEqual(try LoadBench.parseOptions(["--turns", "3"]).turns, 3)
-        XCTAssertThrowsError(try LoadBench.parseOptions(["--turns", "0"]))
         XCTAssertEqual(o.queueLimit, 16, "the default: 32 clients exceed 8 sequences + 16 waiting")
-        XCTAssertEqual(try LoadBench.parseOptions(["--queue-limit", "0"]).queueLimit, 0)
-        XCTAssertThrowsError(try LoadBench.parseOptions(["--queue-limit", "-1"]))
-        XCTAssertThrowsError(try LoadBench.parseOptions(["--url", "http://127.0.0.1:1"]), "--url without --key")
-        XCTAssertThrowsError(try LoadBench.parseLevels("1,x"))
-        XCTAssertThrowsError(try LoadBench.parseLevels("0"))
+        XCTAssertEqual(o.levels, try LoadBench.Options.parse(["--levels", "1,4,8"]).levels)
+        XCTAssertEqual(try LoadBench.Options.parse([]).levels, [1, 4, 8, 16, 32])
+        XCTAssertNil(try LoadBench.Options.parse([]).requests)
+        XCTAssertEqual(try LoadBench.Options.parse(["--turns", "3"]).turns, 3)
+        XCTAssertEqual(try LoadBench.Options.parse(["--queue-limit", "0"]).queueLimit, 0)
+        XCTAssertEqual(try LoadBench.Options.parse(["--model-name", "m", "--long-every", "2", "--seconds", "1.5"]).seconds, 1.5)
+        // Through the command itself: the subcommand name selects these options.
+        let command = try XCTUnwrap(try Bench.parseAsRoot(["load", "--turns", "2", "--max-sequences", "4"]) as? Bench.Load)
+        XCTAssertEqual(command.options.turns, 2)
+        XCTAssertEqual(command.options.maxSequences, 4)
+    }
+
+    /// Bad values are refused with a message that names the flag and what it expects.
+    func testBadOptionsSayWhatIsWrong() {
+        func message(_ arguments: [String]) -> String {
+            do {
+                _ = try LoadBench.Options.parse(arguments)
+                return "parsed"
+            } catch {
+                XCTAssertEqual(LoadBench.Options.exitCode(for: error), .validationFailure, "\(arguments)")
+                return LoadBench.Options.message(for: error)
+            }
+        }
+        let cases: [([String], String)] = [
+            (["--turns", "0"], "--turns: expected a positive integer, found 0"),
+            (["--requests", "-2"], "--requests: expected a positive integer, found -2"),
+            (["--queue-limit", "-1"], "--queue-limit: expected an integer >= 0, found -1"),
+            (["--seconds", "0"], "--seconds: expected a positive number"),
+            (["--url", "http://127.0.0.1:1"], "--url needs --key"),
+            (["--levels", "1,x"], "expected positive integers separated by commas"),
+            (["--levels", "0"], "expected positive integers separated by commas"),
+            (["--max-tokens", "many"], "many"),
+            (["--no-such-flag"], "--no-such-flag"),
+            (["--key"], "--key"),
+        ]
+        for (arguments, expected) in cases {
+            let text = message(arguments)
+            XCTAssertTrue(text.contains(expected), "\(arguments): \(text)")
+        }
         XCTAssertEqual(try LoadBench.parseLoopbackURL("http://127.0.0.1:8080/").port, 8080)
         XCTAssertThrowsError(try LoadBench.parseLoopbackURL("http://example.com:80"), "only loopback")
     }

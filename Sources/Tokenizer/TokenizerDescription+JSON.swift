@@ -2,8 +2,8 @@ import Foundation
 
 extension TokenizerDescription {
     /// Decodes the JSON form stored in the weight file header (the `Codable` shape: keys are the
-    /// property names, nil optionals absent or null). A hand-written parser: Foundation's JSONDecoder
-    /// takes about a second for Qwen2's 151k tokens + 151k merges, this takes a few tens of ms.
+    /// property names, nil optionals absent or null). A hand-written parser, because Foundation's
+    /// JSONDecoder is slow on a 151k-token vocabulary with 151k merges (docs/decisions.md).
     /// Absent `merges`, `scores`, `tokenTypes`, `endOfTurnTokenIds` are empty; absent `addBosToken`
     /// is false and `addSpacePrefix` true; unknown keys are skipped.
     public static func decodeJSON(_ data: Data) throws -> TokenizerDescription {

@@ -35,8 +35,8 @@ public func floatToBFloat16(_ f: Float) -> UInt16 {
     return UInt16(truncatingIfNeeded: rounded >> 16)
 }
 
-/// Converts `count` IEEE halves to Float32. The loop is plain so that LLVM vectorizes it: on this
-/// machine (AVX2 + F16C) it compiles to `vcvtph2ps ymm` eight halves at a time.
+/// Converts `count` IEEE halves to Float32. The loop is plain so that LLVM vectorizes it: with
+/// F16C (AVX2 builds) it compiles to `vcvtph2ps ymm`, eight halves at a time.
 public func convertFloat16ToFloat(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
     for i in 0..<count {
         dst[i] = Float(Float16(bitPattern: src[i]))

@@ -196,7 +196,7 @@ public enum Ops {
     /// silu(x) = x * sigmoid(x) = x / (1 + e^-x), in place.
     public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
         // Written out rather than through a closure: a closure argument stayed an indirect call
-        // per 8 elements. The body compiles to vfmadd/vblendvps/vdivps on ymm (objdump).
+        // per 8 elements. The body compiles to vfmadd/vblendvps/vdivps on ymm.
         let one = FloatVector8(repeating: 1)
         var i = 0
         while i + 8 <= count {
@@ -254,7 +254,7 @@ public enum Ops {
         for i in 0..<count { out[i] = a[i] * b[i] }
     }
 
-    /// y += alpha * x, with one rounding per element (fused multiply-add, vfmadd231ps).
+    /// y += alpha * x, with one rounding per element (fused multiply-add: vfmadd ymm).
     public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] = y[i].addingProduct(alpha, x[i]) }
     }

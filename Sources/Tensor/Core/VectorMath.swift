@@ -2,7 +2,7 @@
 //
 // Swift's `exp`/`tanh` are scalar libm calls; softmax over a long context and SiLU/GELU over the
 // FFN width call them hundreds of thousands of times per token, so the ops use this polynomial exp
-// instead. Only operations that KERNELS.md found to lower to single vector instructions are used:
+// instead. Only operations that lower to single vector instructions (docs/kernels.md) are used:
 // + - * / on SIMD8<Float>, `addingProduct` (vfmadd), comparisons with `replacing` (vcmpps +
 // vblendvps), bit casts, and shifts/adds on SIMD8<Int32>.
 

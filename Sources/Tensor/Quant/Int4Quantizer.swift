@@ -5,12 +5,9 @@
 // d, dmin Float16.
 //
 // COVERING: each group's grid spans its range [min(lo, 0), hi], so every weight is within half a
-// step d·sc[j]; rounding d, dmin, sc and m up to guarantee that wastes some levels.
-// An importance-weighted least-squares encoder in the spirit of llama.cpp's make_qkx2_quants was
-// built and measured (commit 9e465b8, removed since: nothing used it): 27% less weighted squared
-// error and a closer next-token distribution to the int8 model (mean KL 0.055-0.059 against
-// covering's 0.086-0.094), yet a WORSE perplexity of gpl-3.txt with the earlier int4 mix (5.95-6.16
-// against covering's 5.630-5.650; llama.cpp 5.310). See QuantizationPolicy for the mix in use.
+// step d·sc[j]; rounding d, dmin, sc and m up to guarantee that wastes some levels. A least-squares
+// encoder with less weight error gave a worse perplexity and was dropped (docs/decisions.md).
+// QuantizationPolicy decides which matrices are int4.
 
 /// One int4 row of `cols` weights (a multiple of 32) into `dst` (`WeightFormat.int4.bytesPerRow(cols:)`
 /// bytes), superblock by superblock.

@@ -1,14 +1,14 @@
-// Software prefetch for the streaming (decode) kernels.
+// Software prefetch for the kernels that stream weights from memory.
 //
-// Why: one token of decode streams every weight once. The AVX2 kernels compute a row about as fast
-// as DRAM delivers it (~21 GB/s on 2 threads in cache vs ~21 GB/s bandwidth), but measured from
-// DRAM the two did not overlap (int4 sweep 11.8 GB/s ≈ 1/(1/21 + 1/21)): the hardware prefetcher
-// restarts on every row chunk and runs too little ahead. Asking for the line `distance` bytes ahead
-// of the one being multiplied keeps the misses in flight while the vector units work.
+// Why: one token of decode streams every weight once, and the AVX2 kernels compute a row about as
+// fast as DRAM delivers it, yet from DRAM the two did not overlap: the hardware prefetcher restarts
+// on every row chunk and runs too little ahead. Asking for the line `distance` bytes ahead of the
+// one being multiplied keeps the misses in flight while the vector units work (measurements in
+// docs/kernels.md).
 //
 // Swift has no prefetch builtin and Clang's `_mm_prefetch` is a macro (not imported); the LLVM
-// intrinsic itself, named through `@_silgen_name`, compiles to one `prefetcht0` (checked with
-// objdump: see QuantKernelsTests.testDecodeKernelsPrefetch).
+// intrinsic itself, named through `@_silgen_name`, compiles to one `prefetcht0`
+// (QuantKernelsTests.testKernelInstructions checks the kernels keep it).
 
 @_silgen_name("llvm.prefetch.p0")
 private func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
@@ -21,8 +21,9 @@ func prefetchForRead(_ address: UnsafeRawPointer) {
 }
 
 extension QuantKernels {
-    /// How far ahead (bytes) of the weights being multiplied the decode (M = 1) kernels prefetch;
-    /// 0 turns prefetching off. A setting only so that `bench kernels --prefetch-sweep` can compare
+    /// How far ahead (bytes) of the weights being multiplied the kernels prefetch (decode kernels,
+    /// small-M tiles, the GEMM's unpacking and its first pass over int8 rows); 0 turns prefetching
+    /// off. A setting only so that `bench kernels --prefetch-sweep` can compare
     /// distances in one run on a noisy shared machine; set it before any matmul runs, not during.
     nonisolated(unsafe) public static var prefetchDistance = 1024
 }

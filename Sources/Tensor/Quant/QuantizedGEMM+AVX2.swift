@@ -4,9 +4,8 @@
 //
 // Why a second kernel family: the tiles there keep one weight row against 8 activation rows whose
 // codes lie row after row, so every product vector holds ONE activation row's partial sums and has
-// to be reduced across lanes (`vphaddd` trees) before the per-group float work; unpacking the int5
-// bits was repeated per tile too. Measured in cache they ran at ~0.3 of this machine's
-// `vpmaddubsw` + `vpmaddwd` rate. Here the activation codes of 8 rows are interleaved in 4-byte
+// to be reduced across lanes (`vphaddd` trees) before the per-group float work, and the int5 bits
+// are unpacked again per tile. Here the activation codes of 8 rows are interleaved in 4-byte
 // pieces (QuantizedActivations.Layout.interleavedRows), so
 //     vpmaddubsw(broadcast of 4 weight codes, one 32-byte piece)
 // gives 16 Int16 lanes, 2 per activation row: lanes ARE activation rows, no reduction at all.
@@ -33,29 +32,10 @@
 //       for each K chunk of 16 groups (the tiles' codes and the block's codes share L1):
 //         for each row of the block: the micro-kernel, accumulators kept in `partial` between chunks
 //       the block's sums, transposed, written to y a cache line at a time.
-// Measured in cache (one core, K = 896, tile pairs, same process): 0.57-0.63 of a register-only
-// vpmaddubsw/vpmaddwd loop (~225 GOP/s per core here), 1.9x the int5 tiles, 1.8x the int8 tiles.
-// Against the small-M tiles, one thread, alternating in one process (quantization included):
-//   first version (tile pairs, scalar stores into y):
-//     int5 4864x896 M=512 1.45-1.51x, 896x4864 M=512 1.35x, M=16 1.31-1.49x
-//     int4 1.39-1.53x, 1.41x, 1.11-1.26x;  int8 1.26-1.31x, 1.11-1.31x, 1.23-1.50x
-//     M = 8: int8 1.06-1.17x, int5 0.96x, int4 0.77-0.88x (one tile: its broadcasts serve 8 rows,
-//     not 16), hence `gemmMinimumRows` = 9.
-//   with 4 tiles per broadcast and transposed stores: int5 M=512 1.66x / 1.39x, int8 1.37x /
-//   1.30x, M = 16 1.27-1.28x.
-// End to end (default model, 2 threads, alternating with the small-M tiles): prefill 512
-// 1.37-1.50x, 2,048 1.38x, 16 streams decoding together 1.28-1.40x. Two threads: 1.6-2.2x one.
 //
-// Tried for int8 and dropped (session 7): weights widened to Int16 once per block of rows and
-// activations interleaved 8 rows × 2 Int16 codes, so each 32 products are 2 × (vpmaddwd +
-// vpaddd) with no vpsignb: exact, but 0.96x at M = 16 and 0.79x at M = 8 (one 32-byte activation
-// load per vpmaddwd: a register-only copy of that loop ran at ~1.15 vpmaddwd per cycle, load-bound);
-// prefetching the next block of rows during the current block's tiles: 0.99x (the hardware
-// prefetcher already follows the contiguous rows).
-//
-// Inner loop as compiled (objdump, per group and tile pair): 8 vpbroadcastd, 16 vpmaddubsw with
-// the piece from memory, 12 vpaddw, 4 vpmaddwd, 2 vpaddd, 2 vcvtdq2ps, 2 vmulps, 4 FMAs, 2
-// vbroadcastss; 4 tiles: 32 vpmaddubsw per 8 vpbroadcastd; no spills in either.
+// No VNNI form yet: the products are vpmaddubsw + vpmaddwd on every build. docs/kernels.md has the
+// inner loop as compiled (objdump) and the measurements against the small-M tiles (which is why
+// `gemmMinimumRows` is 9); docs/decisions.md what was tried and dropped.
 // QuantKernelsTests.testKernelInstructions checks the products and the broadcasts.
 
 #if AVX2
@@ -167,8 +147,8 @@ private func unpackInt4Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
 /// Where one tile call's accumulators (lane i: activation row 8t + i, i < 8·tiles) start and end
 /// up. Between the K chunks of a row they stay in `partial` [32]; after the last chunk lane i goes
 /// to `out`[i·stride]: the block's sums transposed to [activation row, weight row], so the driver
-/// writes y a cache line at a time (scalar stores straight into y, each to another line of a
-/// 5-10 MB output, cost ~6% of prefill in store stalls).
+/// writes y a cache line at a time (scalar stores straight into y would each touch another line
+/// of a 5-10 MB output and stall).
 private struct TileAccumulators {
     let partial: UnsafeMutablePointer<Float>
     let out: UnsafeMutablePointer<Float>
@@ -354,8 +334,8 @@ private func int8GEMMTiles4(_ row: UnsafeRawPointer, _ a: QuantizedActivations, 
 private let gemmRowsPerBlock = 16
 
 /// Groups per K chunk: four tiles' chunk of activation codes (32 × 512 bytes) and the block's chunk
-/// of weight codes (16 × 512) share the 32 KB L1. Without chunks a K = 4,864 tile pair (78 KB)
-/// came from L2 for every row: 1.08-1.11x the old tiles instead of 1.4x.
+/// of weight codes (16 × 512) share the 32 KB L1. Without chunks the tiles' codes at K = 4,864
+/// (78 KB per pair of tiles) would come from L2 for every weight row.
 private let gemmGroupsPerChunk = 16
 
 /// to[0..<count] = from[0..<count] (count ≤ 16): two vector moves for a full block.

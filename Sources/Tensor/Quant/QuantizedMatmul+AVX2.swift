@@ -6,6 +6,7 @@
 // Products (per group of 32, weight row r, activation row m):
 //   int8: |w| = sign(w, w); x' = sign(x, w); p16 = maddubs(|w|, x')  (u8·s8 pairs → Int16, ≤ 2·128·127)
 //         p32 = madd(p16, 1)  → 8 Int32 partial sums, exact
+//         (`dotBytes`: with AVX-512 VNNI, `#if AVX512VNNI`, the pair is one `vpdpbusd`)
 //   int4: one 32-byte load of nibbles covers a PAIR of groups (2p, 2p+1):
 //         lo = v & 0xF = [g0 w0..15 | g1 w0..15],  hi = (v >> 4) & 0xF = [g0 w16..31 | g1 w16..31]
 //         p16 = maddubs(lo, xlo) + maddubs(hi, xhi)  (≤ 2·2·15·127 = 7620, fits Int16; the
@@ -19,61 +20,34 @@
 //         no vpsignb: p32 = madd(maddubs(lo, xlo) + maddubs(hi, xhi), 1) (≤ 2·2·31·127 fits Int16);
 //         per group in float (int5 activations have one scale per 32, as int8):
 //         acc += d·(float(dot)·dx − 16·(dx·Σqx)).
-//   (With AVX-512 VNNI, the int8/int4 maddubs + madd become `vpdpbusd`: see `dotBytes`.)
+//   The int4 and int5 kernels have no VNNI form: they use maddubs + madd on every build.
 //
 // Register blocking (AVX2 has 16 ymm registers):
 //   - decode (M = 1): one row at a time (one sequential stream reads DRAM faster than two rows at
-//     once). int8 `int8Decode`: 8 groups per step reduced by a vphaddd tree so the float work is
-//     once per 8 groups (in cache ~1.8x the per-group form). int4 `int4DecodeRow`: the superblock
-//     header decoded with byte shuffles (`int4HeaderVector`); measured against the former two-row
-//     kernel with a scalar header (which spilled): 1.16-1.63x per core, decode +20% end to end.
-//     Both prefetch their rows ahead (Prefetch.swift: +30% int4, +10% int8 on the sweep).
+//     once, and two rows' state does not fit the registers). int8 `int8Decode`: 8 groups per step
+//     reduced by a vphaddd tree so the float work is once per 8 groups. int4 `int4DecodeRow`: the
+//     superblock header decoded with byte shuffles (`int4HeaderVector`). Both prefetch their rows
+//     ahead (Prefetch.swift).
 //   - int8, M > 1: R × MB tiles for leftover rows (R = 2 × MB ≤ 2, or 1 × MB ≤ 7), one 8-lane float
 //     accumulator per (row, activation row); full blocks of 8 activation rows use 2 × 8 tiles whose
 //     accumulator LANES are activation rows: the 8 Int32 vectors of a group are reduced by a
 //     `vphaddd` tree, so conversion, scale multiply and FMA happen once per (row, group).
 //   - int5: decode `int5DecodeRow` reduces a superblock's 4 pair vectors with 3 vphaddd + vpermd
 //     to one vector of 8 group dots (float work once per superblock); M > 1 `int5Tile` (MB ≤ 8
-//     rows, lanes = activation rows, missing rows zero in the reduction). Measured against int8
-//     (one thread, CPU time, 4864x896): M = 1 0.94-0.97x the GOP/s on 0.65x the bytes, M = 4
-//     1.2-1.3x, M = 16 1.1-1.3x, M = 512 1.37-1.40x.
+//     rows, lanes = activation rows, missing rows zero in the reduction).
 //   - int4, M > 1: full 8-row tiles (`int4Tile8`): Int32 accumulators per activation row over a
 //     superblock, then one `laneSums8` so the float work is shared by the 8 rows (lanes = rows);
 //     leftover MB < 8 rows use 1 × MB tiles (`int4BlockTile`) with per-row float accumulators.
 //   Activation tiles are the outer loop and the thread's rows the inner one, so a tile's codes
-//   stay in L1 (rows outer, tiles inner was measured at 0.55x for M = 16). Threads split output
-//   rows; each weight byte is read from DRAM once per call for up to 48-290 activation rows (see
-//   `quantizedMatmul`'s M blocking). The tiles prefetch too: their first pass over a row chunk
-//   streams it from DRAM (batched decode: M = 8-16 int8 1.1-1.35x, int4 1.1-1.7x per core).
+//   stay in L1. Threads split output rows; each weight byte is read from DRAM once per call for
+//   up to 48-290 activation rows (see `quantizedMatmul`'s M blocking). The tiles prefetch too:
+//   their first pass over a row chunk streams it from DRAM.
 //
-// Inner loops as compiled (objdump -d --no-show-raw-insn on the release build; Swift 6.3.1,
-// -march=native, AMD EPYC with AVX2, no AVX-512), per step:
-//   int8 decode (per 8 groups): 5 prefetcht0, 8 × (vmovdqu ×2, vpsignb ×2, vpmaddubsw, vpmaddwd),
-//        6 vphaddd, vinserti128 + vperm2i128 + vpaddd, 8 scale halves gathered (movzwl/vpinsrw),
-//        vcvtph2ps, vmulps, vcvtdq2ps, vfmadd231ps
-//   int8 2×8 (per group): per row vpsignb (|w|) and 8 × (vpsignb, vpmaddubsw, vpmaddwd) on 8 shared
-//        vmovdqu of x; 6 vphaddd, vinserti128 + vperm2i128 + vpaddd, vcvtdq2ps, vpbroadcastw +
-//        vcvtph2ps (the weight scale, `broadcastHalf`), vmulps, vfmadd231ps
-//   int4 decode (per pair of groups): vmovdqu, vpand, vpsrlw, vpand, vpmaddubsw ×2 (x from
-//        memory), vpaddw, vpshufb (six-bit scales, constant control), vpmaddwd, vpaddd; per
-//        superblock 3 prefetcht0, the header (vmovdqu, vpshufd ×2, vpsrlw ×2, vpand ×3, vpor ×2,
-//        vinserti128, vpmovzxbd, vcvtdq2ps, one vcvtph2ps for d and dmin), 2 vfmadd231ps
-//   int4 1×MB and 8-row tiles (per pair of groups and activation row): vpmaddubsw ×2 (x from
-//        memory), vpaddw, vpmaddwd, vpaddd; per pair shared: vmovdqu, vpand ×2, vpsrlw, vpaddb,
-//        vpshufb; int4Tile8 per superblock: 6 vphaddd, vinserti128 + vperm2i128 + vpaddd,
-//        vcvtdq2ps, vmulps, 1 + 8 vfmadd231ps
-//   int5 decode (per pair of groups): vmovdqu, vpand ×2, vpsrlw, per code vector a vpsllw/vpsrlw +
-//        vpand + vpor (fifth bits), vpmaddubsw ×2 (x from memory), vpaddw, vpmaddwd; per
-//        superblock vmovdqu (qh), 3 vphaddd, vpermd, vcvtph2ps, vcvtdq2ps, vmulps, 2 FMAs
-//   int5 tiles (per pair and activation row): vpmaddubsw ×2, vpaddw, vpmaddwd; per pair the
-//        unpacking above, 6 vphaddd, 2 lane moves, per group vcvtdq2ps, vmulps, 2 FMAs
-// Every tile also issues one prefetcht0 per weight block (int8) or three per superblock (int4,
-// int5).
-// No spills in these loops. An -march=znver4 -D AVX512VNNI object build of the int8 paths gave
-// `vpdpbusd` (that path is compiled blind: no VNNI machine here to run it).
-// QuantKernelsTests.testIntrinsicPathIsCompiledIn fails if this file's path is not compiled in
-// on an AVX2 machine, and testKernelInstructions if the tiles lose vpmaddubsw/vpmaddwd or the
-// decode kernels their prefetch; re-check the listing above after any change to a hot loop.
+// docs/kernels.md lists the inner loops as compiled (objdump) and the measurements behind these
+// choices; re-check the listing after any change to a hot loop.
+// QuantKernelsTests.testIntrinsicPathIsCompiledIn fails if this path (or its VNNI form on a VNNI
+// CPU) is not compiled in, and testKernelInstructions if a kernel loses its byte products or its
+// prefetch.
 
 #if AVX2
 import _Builtin_intrinsics.intel
@@ -88,12 +62,11 @@ import _Builtin_intrinsics.intel
     return t[0] + t[1]
 }
 
-/// Int32 lanes of Σ u·s over each 4 adjacent bytes (u unsigned, s signed): `vpdpbusd` where the
-/// build has AVX-512 VNNI, else `vpmaddubsw` (pairs → Int16; |u·s| pair sums ≤ 2·255·127 would
-/// saturate, but our unsigned side is ≤ 128 for int8 (|w|) and ≤ 15 for int4) then `vpmaddwd` by 1.
-/// (The VNNI line cannot be compiled on the AVX2-only machines this was written on: `vpdpbusd`
-/// through `_mm256_mask_dpbusd_epi32` with a full mask, since `_mm256_dpbusd_epi32` is a C macro
-/// Swift does not import.)
+/// Int32 lanes of Σ u·s over each 4 adjacent bytes (u unsigned, s signed), for the int8 kernels:
+/// `vpdpbusd` where the build has AVX-512 VNNI, else `vpmaddubsw` (pairs → Int16; |u·s| pair sums
+/// ≤ 2·255·127 would saturate, but the unsigned side here is |w| ≤ 128) then `vpmaddwd` by 1.
+/// `vpdpbusd` comes through `_mm256_mask_dpbusd_epi32` with a full mask: `_mm256_dpbusd_epi32` is
+/// a C macro, which Swift does not import.
 @inline(__always)
 private func dotBytes(_ u: __m256i, _ s: __m256i, _ ones: __m256i) -> __m256i {
     #if AVX512VNNI
@@ -162,9 +135,10 @@ func maxMagnitudeAVX2(_ x: UnsafePointer<Float>, count: Int) -> Float {
     return _mm_cvtss_f32(h)
 }
 
-/// The Float16 at `p` in all 8 lanes: vpbroadcastw from memory + vcvtph2ps. (A scalar load
-/// converted and broadcast compiled to vpinsrw into a register the loop also used for an
-/// accumulator: a false dependency that chained each group's scale to the previous group's sums.)
+/// The Float16 at `p` in all 8 lanes: vpbroadcastw from memory + vcvtph2ps. Written with
+/// intrinsics because a scalar half converted and broadcast compiles to vpinsrw into a register
+/// that also holds an accumulator: a false dependency from each group's scale to the previous
+/// group's sums.
 @inline(__always)
 func broadcastHalf(_ p: UnsafeRawPointer) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16(p.loadUnaligned(as: Int16.self)))
@@ -301,9 +275,9 @@ private let int8Tiles: [Int8TileFunction] = [
 /// Decode (M = 1), one int8 row, eight groups per step: the eight groups' Int32 partial sums are
 /// reduced by a `vphaddd` tree to one vector of 8 group dots, so the float work (conversion, weight
 /// scale × activation scale, FMA) is once per 8 groups instead of once per group: per 8 groups
-/// 8 × (vpsignb ×2, vpmaddubsw, vpmaddwd) + 6 vphaddd + the 8 weight scales gathered into one
-/// vcvtph2ps, about 60 instructions where the per-group tile needed ~105. Prefetches one line per
-/// 64 bytes `prefetchDistance` ahead. Groups past the last multiple of 8 go one at a time.
+/// 8 × (vpsignb ×2, `dotBytes`) + 6 vphaddd + the 8 weight scales gathered into one vcvtph2ps.
+/// Prefetches one line per 64 bytes `prefetchDistance` ahead. Groups past the last multiple of 8
+/// go one at a time.
 @inline(never)
 private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int,
                         prefetchDistance: Int) {
@@ -345,7 +319,7 @@ func avx2Int8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     precondition(ms.lowerBound % 8 == 0, "int8 activation blocks must start at a multiple of 8 rows")
     if ms.count == 1 {
         // The prefetch setting is read once per call: a global `var` read inside the per-row kernel
-        // cost a dynamic exclusivity check per row (swift_beginAccess: ~5% of a decode step).
+        // costs a dynamic exclusivity check (swift_beginAccess) per row.
         let distance = QuantKernels.prefetchDistance
         for n in rows { int8Decode(w, a, y, n: n, m: ms.lowerBound, prefetchDistance: distance) }
         return
@@ -447,7 +421,7 @@ private func int4SuperblockProducts(_ nib: UnsafeRawPointer, _ scaleBytes: __m25
 /// Per pair of groups and activation row: 2 vpmaddubsw (x from memory), vpaddw, vpmaddwd,
 /// vpaddd; the nibble unpacking and scale shuffle (5 instructions) are shared by the MB rows.
 /// Used for the rows left over after full 8-row tiles (`int4Tile8`, which reduces once per
-/// superblock; an earlier 8-row tile that reduced once per GROUP cost more than its products).
+/// superblock).
 @inline(__always)
 private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
                            prefetchDistance: Int) {
@@ -489,8 +463,7 @@ private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
 /// work is shared by the 8 rows:
 ///   f += float(Σ) · (d · dx[0..<8]) + Σ_j (−dmin·m_j) · (dx·Σqx_j)[0..<8]   (by-group arrays)
 /// The 1 × MB tile instead converts, scales and adds per activation row, and keeps 8 float
-/// accumulators beside the 8 Int32 ones: more than AVX2's 16 registers (measured: 60% of its
-/// samples fell outside the pair loop, in the per-superblock work and its spills).
+/// accumulators beside the 8 Int32 ones: more than AVX2's 16 registers, so it spills.
 @inline(never)
 private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int,
                        prefetchDistance: Int) {
@@ -512,7 +485,7 @@ private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
         let dots = laneSums8(i0, i1, i2, i3, i4, i5, i6, i7)
         f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(_mm256_set1_ps(d), loadFloats(dxs + g0 * 8)), f)
         // The offset term into two more accumulators, alternating: one chain of 8 dependent FMAs
-        // per superblock (4 cycles each) was measured to stall the loop.
+        // per superblock (4 cycles each) stalls the loop.
         let nm = unsafeBitCast(negMins, to: SIMD8<Float>.self)
         var k = 0
         while k + 2 <= count {
@@ -536,9 +509,9 @@ private let int4BlockTiles: [Int4BlockTileFunction] = [
 
 /// The header of a superblock decoded in vector registers from one 16-byte load of
 /// [d, dmin: Float16][12 packed six-bit scale/min bytes]: ggml's `get_scale_min_k4` as byte
-/// shuffles and masks, ~12 vector instructions (the shuffles compile to vpshufd) where the scalar
-/// form took ~20 shifts and masks plus the moves into vector registers. Returns the 8 scales in
-/// bytes 0..<8 of both 128-bit lanes (for `vpshufb`), the 8 mins as floats, [d, dmin, …] as floats.
+/// shuffles and masks, about 12 vector instructions (the shuffles compile to vpshufd) instead of
+/// scalar shifts and masks and the moves into vector registers. Returns the 8 scales in bytes
+/// 0..<8 of both 128-bit lanes (for `vpshufb`), the 8 mins as floats, [d, dmin, …] as floats.
 @inline(__always)
 func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
     let h = load128(sb)
@@ -559,7 +532,7 @@ func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
 /// pair of groups vmovdqu, vpand, vpsrlw, vpand, vpmaddubsw ×2 (x from memory), vpaddw, vpshufb
 /// (six-bit scales; constant control in a full superblock), vpmaddwd, vpaddd; once per superblock
 ///   acc += float(Σ) · (d · dx),  mins += (m[0..<8] · dmin) · (dx·Σqx)[0..<8],  y = Σacc − Σmins.
-/// One row at a time keeps every value in a register (the two-row form spilled), and the loop
+/// One row at a time keeps every value in a register (two rows' state would spill), and the loop
 /// counters use wrapping arithmetic (no overflow branches).
 @inline(never)
 private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
@@ -754,8 +727,8 @@ private func int5DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
 /// the codes are unpacked once and multiplied with the rows' codes (`int5PairDots`), two vphaddd
 /// levels and two vperm2i128 give group A's and group B's dots for the rows, and per group:
 /// f += d · (float(dots) · dx[0..<8] − 16 · (dx·Σqx)[0..<8]) (by-group arrays, zero past M).
-/// Rows past MB are zero vectors in the reduction (a few idle vphaddd): measured, a separate
-/// per-row tile for the leftover rows ran batches of 4 at 0.8x the int8 tiles.
+/// Rows past MB are zero vectors in the reduction (a few idle vphaddd), which was faster than a
+/// separate per-row tile for the leftover rows (docs/decisions.md).
 @inline(__always)
 private func int5Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
                       prefetchDistance: Int) {

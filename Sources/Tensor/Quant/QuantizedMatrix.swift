@@ -8,7 +8,7 @@ public final class QuantizedStorage: @unchecked Sendable {
 
     public init(byteCount: Int) {
         count = byteCount
-        // 64-byte alignment: rows are not aligned anyway (34/144-byte blocks), but the start is.
+        // 64-byte alignment: rows are not aligned anyway (34/176/144-byte blocks), but the start is.
         bytes = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         bytes.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
     }

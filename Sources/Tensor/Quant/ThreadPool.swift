@@ -8,8 +8,8 @@ import Foundation
 
 /// Persistent worker threads for kernels: created once, woken per call.
 ///
-/// Why not GCD: `DispatchQueue.concurrentPerform` woke its workers too late for the 50-300 µs
-/// matrix-vector calls of decoding (measured ~1-thread speed, see KERNELS.md). Here each call
+/// Why not GCD: `DispatchQueue.concurrentPerform` wakes its workers too late for the 50-300 µs
+/// matrix-vector calls of decoding (about 1-thread speed: docs/kernels.md). Here each call
 /// bumps an atomic generation counter; workers spin on it for a short while (~tens of µs,
 /// `spinIterations`) and only then sleep on a condition variable, so back-to-back calls of one
 /// forward pass find them awake. The calling thread does chunk 0 itself.

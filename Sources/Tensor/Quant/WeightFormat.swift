@@ -28,7 +28,7 @@
 // Why int4 uses the offset form (d·sc·q − dmin·m) rather than a symmetric one: the default
 // model's int4 source (Q4_K) imports exactly, the offset gives one more effective level per group
 // for skewed groups, and raw unsigned nibbles times signed int8 activations are exactly what
-// `vpmaddubsw` (AVX2) and `vpdpbusd` (VNNI) multiply; the offset's contribution is
+// `vpmaddubsw` (AVX2) multiplies (and VNNI's `vpdpbusd`); the offset's contribution is
 // −dmin·m[j]·Σx over the group, with Σx computed once per call per activation group.
 // int5 uses the same unsigned-codes trick: q in 0...31 times int8 activations, minus 16·d·Σx.
 
@@ -40,7 +40,7 @@ public enum WeightFormat: String, Codable, Sendable, CaseIterable {
     public struct Traits: Sendable {
         /// Weights per scale group (1 for float formats).
         public let groupSize: Int
-        /// Weights per storage block (a Q8_0 block for int8, a 256-weight superblock for int4).
+        /// Weights per storage block (a Q8_0 block for int8, a 256-weight superblock for int5 and int4).
         public let blockWeights: Int
         /// Bytes of one full block.
         public let blockBytes: Int

@@ -198,8 +198,8 @@ public final class Model: @unchecked Sendable {
             }
             quantizedMatmul([layer.gate, layer.up], w.h, m: rows, [w.gate, w.up], pool: pool)
             if rows >= 4 {
-                // Batched steps and prefill: the other core would idle through rows × F exps
-                // (split: batch 8 and 16 1.01-1.02x, prefill 512 1.02-1.03x).
+                // Batched steps and prefill: split over the pool, or the other cores would idle
+                // through rows × F exps (measured in docs/kernels.md, Threads).
                 let gate = w.gate, up = w.up
                 pool.parallelFor(rows * F, alignment: 64) { _, range in
                     Ops.swiglu(gate: gate + range.lowerBound, up: up + range.lowerBound, out: gate + range.lowerBound, count: range.count)
@@ -390,8 +390,8 @@ final class AttentionScratch: @unchecked Sendable {
     let maximum: UnsafeMutablePointer<Float>   // [R] running max
     let sum: UnsafeMutablePointer<Float>       // [R] running sum of exp
 
-    /// Key tile: whole cache blocks, about 64 positions (a 64-key tile of K and V is 32 KB in
-    /// Float32 and stays in L1/L2 while every query row of the item uses it).
+    /// Key tile: whole cache blocks, about 64 positions (with head dim 64, a 64-key tile of K and V
+    /// is 32 KB in Float32 and stays in L1/L2 while every query row of the item uses it).
     static func keyTile(blockSize: Int) -> Int { blockSize * max(1, 64 / blockSize) }
 
     init(queryRows: Int, headDim: Int, blockSize: Int) {

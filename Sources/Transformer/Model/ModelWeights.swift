@@ -1,5 +1,5 @@
 // The weights of a Llama-family decoder, by role, borrowed from a weight file (or built in memory).
-// Matrices stay in their stored format (int4/int8/f16/f32) and go through Tensor's quantized matmul;
+// Matrices stay in their stored format (int8/int5/int4/f16/f32) and go through Tensor's quantized matmul;
 // norm weights and biases (tiny) are copied out as Float32 vectors.
 import Foundation
 import Tensor

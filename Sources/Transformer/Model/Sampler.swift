@@ -178,9 +178,9 @@ public struct Sampler: Sendable {
             selectTopK(row, k: p.topK)
             for i in candidates.indices { weights.append(exp((Double(row[candidates[i]]) - maxLogit) * inverseT)) }
         } else {
-            // Every token's weight with the vectorized exp (V = 151,936: 3.4 ms per token with a
-            // Double exp per entry and an array of all V candidates, ~0.3 ms this way; a decode
-            // step samples every running sequence on the engine thread).
+            // Every token's weight with the vectorized exp into a reused buffer: a decode step
+            // samples every running sequence on the engine thread, where a Double exp per entry
+            // of V = 151,936 was too slow (docs/decisions.md).
             if allWeights.count != V { allWeights = [Float](repeating: 0, count: V) }
             let inverseT = 1 / p.temperature
             var w = allWeights

@@ -1,6 +1,6 @@
 /// XXH64 (seed 0), the 64-bit xxHash by Yann Collet: a fast non-cryptographic checksum (several GB/s)
 /// that catches corrupted or truncated weight data. Streaming: `update` any number of times, then
-/// `digest`. Checked against the published test vectors in WeightFileTests.
+/// `digest`. Checked against the published test vectors in ChecksumTests.
 public struct XXH64: Sendable {
     static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
     static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F

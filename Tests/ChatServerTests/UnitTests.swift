@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import XCTest
-import ChatServer
+@testable import ChatServer
 
 extension Data {
     var hex: String { map { String(format: "%02x", $0) }.joined() }
@@ -74,12 +74,16 @@ final class FormattingTests: XCTestCase {
         XCTAssertTrue(long.hasSuffix("…"))
     }
 
-    func testJSONEscaping() throws {
-        let value: JSONValue = ["s": "quote\" back\\ nl\n tab\t ctl\u{01} <script>", "n": nil, "d": .double(1.5), "i": 3, "a": [true, false]]
-        let parsed = try JSONSerialization.jsonObject(with: Data(value.serialized.utf8)) as? [String: Any]
-        XCTAssertEqual(parsed?["s"] as? String, "quote\" back\\ nl\n tab\t ctl\u{01} <script>")
-        XCTAssertTrue(parsed?["n"] is NSNull)
-        XCTAssertEqual(parsed?["d"] as? Double, 1.5)
-        XCTAssertEqual(value.serialized.prefix(5), "{\"s\":", "keys keep their order")
+    /// Model text with quotes, backslashes, control characters and line separators stays one SSE
+    /// `data:` line and reads back unchanged.
+    func testSSEDataEscaping() throws {
+        let text = "quote\" back\\ nl\n cr\r tab\t ctl\u{01} ls\u{2028} </script> é 🙂"
+        let frame = try SSE.event("delta", ReplyEvent.Delta(content: text))
+        XCTAssertTrue(frame.hasPrefix("event: delta\ndata: {"), frame)
+        XCTAssertTrue(frame.hasSuffix("}\n\n"), frame)
+        let data = try XCTUnwrap(parseSSE(frame).first?.data)
+        XCTAssertFalse(data.contains("\n") || data.contains("\r"), "one line: \(data)")
+        let parsed = try JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+        XCTAssertEqual(parsed?["content"] as? String, text)
     }
 }

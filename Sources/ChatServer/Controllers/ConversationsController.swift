@@ -12,7 +12,6 @@ struct ConversationSettings: Codable, Sendable {
         (try? JSONDecoder().decode(ConversationSettings.self, from: Data(text.utf8))) ?? ConversationSettings()
     }
     var encoded: String { (try? String(decoding: JSONEncoder.api.encode(self), as: UTF8.self)) ?? "{}" }
-    var json: JSONValue { ["temperature": .optional(temperature), "top_p": .optional(topP), "max_tokens": .optional(maxTokens)] }
 }
 
 struct CreateConversationBody: Decodable {
@@ -61,43 +60,21 @@ struct ConversationsController: Sendable {
         group.post("conversations/:id/stop") { _, context in try await stop(context: context) }
     }
 
-    // MARK: JSON
-
-    static func json(_ c: Conversation) -> JSONValue {
-        ["id": .string(c.id), "object": "conversation", "title": .string(c.title), "model": .string(c.model),
-         "settings": ConversationSettings.decode(c.settings).json,
-         "created_at": .int(Int(c.createdAt.timeIntervalSince1970)), "updated_at": .int(Int(c.updatedAt.timeIntervalSince1970))]
-    }
-
-    static func json(_ m: StoredMessage) -> JSONValue {
-        let tokensPerSecond: Double? = {
-            guard let seconds = m.generationSeconds, seconds > 0, let n = m.tokenCount, n > 0 else { return nil }
-            return (Double(n) / seconds * 100).rounded() / 100
-        }()
-        return ["id": .int(Int(m.id ?? 0)), "role": .string(m.role.rawValue), "content": .string(m.content),
-                "status": .string(m.status.rawValue), "token_count": .optional(m.tokenCount),
-                "prompt_tokens": .optional(m.promptTokens), "generation_seconds": .optional(m.generationSeconds),
-                "tokens_per_second": .optional(tokensPerSecond), "finish_reason": .optional(m.finishReason),
-                "dropped_turns": .optional(m.droppedTurns), "model": .optional(m.model), "error": .optional(m.error),
-                "created_at": .int(Int(m.createdAt.timeIntervalSince1970))]
-    }
-
     // MARK: Routes
 
-    func me(context: ServerContext) async throws -> Response {
+    func me(context: ServerContext) async throws -> MeResponse {
         let user = try context.requireUser()
-        return jsonResponse(["id": .int(Int(user.userId)), "name": .string(user.name), "is_admin": .bool(user.isAdmin),
-                             "models": .array(service.catalog.models.map { .string($0.id) })])
+        return MeResponse(id: user.userId, name: user.name, isAdmin: user.isAdmin, models: service.catalog.models.map(\.id))
     }
 
-    func list(_ request: Request, context: ServerContext) async throws -> Response {
+    func list(_ request: Request, context: ServerContext) async throws -> ConversationListResponse {
         let user = try context.requireUser()
         let query = request.uri.queryParameters
         let limit = try Self.intParameter(query.get("limit"), name: "limit", default: 20, range: 1...100)
         let offset = try Self.intParameter(query.get("offset"), name: "offset", default: 0, range: 0...Int.max)
         let page = try await store.conversations(userId: user.userId, limit: limit, offset: offset)
-        return jsonResponse(["object": "list", "data": .array(page.items.map(Self.json)), "total": .int(page.total),
-                             "limit": .int(limit), "offset": .int(offset), "has_more": .bool(offset + page.items.count < page.total)])
+        return ConversationListResponse(data: page.items.map { ConversationResponse($0) }, total: page.total, limit: limit,
+                                        offset: offset, hasMore: offset + page.items.count < page.total)
     }
 
     static func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
@@ -108,7 +85,7 @@ struct ConversationsController: Sendable {
         return n
     }
 
-    func create(_ request: Request, context: ServerContext) async throws -> Response {
+    func create(_ request: Request, context: ServerContext) async throws -> EditedResponse<ConversationResponse> {
         let user = try context.requireUser()
         let buffer = try await request.collectBody(limit: service.configuration.maxBodyBytes)
         let body = try buffer.readableBytes == 0 ? CreateConversationBody() : decodeBody(CreateConversationBody.self, from: buffer)
@@ -126,7 +103,7 @@ struct ConversationsController: Sendable {
             Conversation(id: "conv_" + randomHex(bytes: 12), userId: user.userId, title: title, model: model,
                          settings: settings.encoded, createdAt: now, updatedAt: now),
             systemPrompt: body.systemPrompt)
-        return jsonResponse(Self.json(conversation), status: .created)
+        return EditedResponse(status: .created, response: ConversationResponse(conversation))
     }
 
     func owned(_ context: ServerContext) async throws -> (User, Conversation) {
@@ -136,16 +113,14 @@ struct ConversationsController: Sendable {
         return (user, conversation)
     }
 
-    func get(context: ServerContext) async throws -> Response {
+    func get(context: ServerContext) async throws -> ConversationResponse {
         let (_, conversation) = try await owned(context)
         let messages = try await store.messages(conversationId: conversation.id)
-        guard case .object(var fields) = Self.json(conversation) else { preconditionFailure("conversation JSON is an object") }
-        fields.append(("messages", .array(messages.map(Self.json))))
-        fields.append(("running", .bool(await service.registry.isRunning(conversationId: conversation.id))))
-        return jsonResponse(.object(fields))
+        return ConversationResponse(conversation, messages: messages,
+                                    running: await service.registry.isRunning(conversationId: conversation.id))
     }
 
-    func rename(_ request: Request, context: ServerContext) async throws -> Response {
+    func rename(_ request: Request, context: ServerContext) async throws -> ConversationResponse {
         let (user, conversation) = try await owned(context)
         let body = try decodeBody(RenameConversationBody.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
         let title = body.title.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -155,20 +130,20 @@ struct ConversationsController: Sendable {
         guard let renamed = try await store.renameConversation(id: conversation.id, userId: user.userId, title: title) else {
             throw APIError.conversationNotFound
         }
-        return jsonResponse(Self.json(renamed))
+        return ConversationResponse(renamed)
     }
 
-    func delete(context: ServerContext) async throws -> Response {
+    func delete(context: ServerContext) async throws -> ConversationDeletedResponse {
         let (user, conversation) = try await owned(context)
         _ = await service.registry.stop(conversationId: conversation.id)
         guard try await store.deleteConversation(id: conversation.id, userId: user.userId) else { throw APIError.conversationNotFound }
-        return jsonResponse(["id": .string(conversation.id), "object": "conversation.deleted", "deleted": true])
+        return ConversationDeletedResponse(id: conversation.id)
     }
 
-    func stop(context: ServerContext) async throws -> Response {
+    func stop(context: ServerContext) async throws -> StopResponse {
         let (_, conversation) = try await owned(context)
         let stopped = await service.registry.stop(conversationId: conversation.id)
-        return jsonResponse(["id": .string(conversation.id), "stopped": .bool(stopped)])
+        return StopResponse(id: conversation.id, stopped: stopped)
     }
 
     func postMessage(_ request: Request, context: ServerContext) async throws -> Response {
@@ -267,7 +242,7 @@ struct ConversationsController: Sendable {
             var outcome: GenerationOutcome?
             var storedReply: StoredMessage?
             do {
-                if let userMessage { try await write(SSE.event("user_message", Self.json(userMessage))) }
+                if let userMessage { try await write(SSE.event("user_message", MessageResponse(userMessage))) }
                 let result = await driveGeneration(
                     stream: stream, stops: [], pingInterval: pingInterval,
                     registerCancel: { await registry.attach(ticket, cancel: $0) },
@@ -275,9 +250,8 @@ struct ConversationsController: Sendable {
                         switch output {
                         case .ping: try await write(SSE.ping)
                         case .promptProcessed(let n):
-                            try await write(SSE.event("start", ["model": .string(modelId), "prompt_tokens": .int(n),
-                                                                "dropped_turns": .int(dropped)]))
-                        case .text(let text): try await write(SSE.event("delta", ["content": .string(text)]))
+                            try await write(SSE.event("start", ReplyEvent.Start(model: modelId, promptTokens: n, droppedTurns: dropped)))
+                        case .text(let text): try await write(SSE.event("delta", ReplyEvent.Delta(content: text)))
                         }
                     })
                 outcome = result
@@ -302,19 +276,13 @@ struct ConversationsController: Sendable {
             await registry.finish(ticket)
             guard let outcome else { return }
             stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
-            let message: JSONValue = storedReply.map(Self.json) ?? .null
+            let message = storedReply.map(MessageResponse.init)
             if let error = outcome.error {
-                try await write(SSE.event("error", ["error": error.body.json, "message": message]))
+                try await write(SSE.event("error", ReplyEvent.Failure(error: error.body.error, message: message)))
             } else {
-                try await write(SSE.event("done", ["message": message, "finish_reason": .optional(outcome.finishReason?.rawValue),
-                                                   "interrupted": .bool(outcome.interrupted)]))
+                try await write(SSE.event("done", ReplyEvent.Done(message: message, finishReason: outcome.finishReason,
+                                                                  interrupted: outcome.interrupted)))
             }
         }
-    }
-}
-
-extension APIError.Body {
-    var json: JSONValue {
-        ["message": .string(error.message), "type": .string(error.type), "param": .optional(error.param), "code": .optional(error.code)]
     }
 }

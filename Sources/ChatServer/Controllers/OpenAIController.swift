@@ -10,13 +10,9 @@ struct OpenAIController: Sendable {
         group.post("chat/completions") { request, context in try await chatCompletions(request, context: context) }
     }
 
-    func models() throws -> Response {
+    func models() throws -> ModelListResponse {
         if case .loading = service.catalog.state { throw APIError.loading }
-        let data: [JSONValue] = service.catalog.models.map { info in
-            ["id": .string(info.id), "object": "model", "created": .int(info.created), "owned_by": .string(info.ownedBy),
-             "context_length": .int(info.contextLength)]
-        }
-        return jsonResponse(["object": "list", "data": .array(data)])
+        return ModelListResponse(data: service.catalog.models.map(ModelListResponse.Model.init))
     }
 
     func chatCompletions(_ request: Request, context: ServerContext) async throws -> Response {
@@ -79,25 +75,15 @@ struct OpenAIController: Sendable {
             stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
             if let error = outcome.error { throw error }
             guard let finish = outcome.finishReason else { throw APIError.unavailable("The reply was interrupted (the server is shutting down).") }
-            let usage = outcome.usage
-            return jsonResponse([
-                "id": .string(id), "object": "chat.completion", "created": .int(created), "model": .string(info.id),
-                "choices": [[
-                    "index": 0,
-                    "message": ["role": "assistant", "content": .string(outcome.text)],
-                    "logprobs": nil,
-                    "finish_reason": .string(finish.rawValue),
-                ]],
-                "usage": usage.json,
-                "system_fingerprint": nil,
-            ])
+            return try jsonResponse(ChatCompletionResponse(
+                id: id, created: created, model: info.id,
+                choices: [.init(message: .init(content: outcome.text), finishReason: finish)],
+                usage: UsageResponse(outcome.usage)))
         }
 
         let includeUsage = body.streamOptions?.includeUsage == true
-        @Sendable func chunk(delta: JSONValue, finish: FinishReason?) -> JSONValue {
-            ["id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(info.id),
-             "system_fingerprint": nil,
-             "choices": [["index": 0, "delta": delta, "logprobs": nil, "finish_reason": .optional(finish?.rawValue)]]]
+        @Sendable func chunk(_ delta: ChatCompletionChunk.Delta, finish: FinishReason? = nil) -> ChatCompletionChunk {
+            ChatCompletionChunk(id: id, created: created, model: info.id, choices: [.init(delta: delta, finishReason: finish)])
         }
         return sseResponse { write in
             let outcome = await driveGeneration(
@@ -106,24 +92,22 @@ struct OpenAIController: Sendable {
                 emit: { output in
                     switch output {
                     case .ping: try await write(SSE.ping)
-                    case .promptProcessed: try await write(SSE.data(chunk(delta: ["role": "assistant", "content": ""], finish: nil)))
-                    case .text(let text): try await write(SSE.data(chunk(delta: ["content": .string(text)], finish: nil)))
+                    case .promptProcessed: try await write(SSE.data(chunk(.init(role: "assistant", content: ""))))
+                    case .text(let text): try await write(SSE.data(chunk(.init(content: text))))
                     }
                 })
             await registry.finish(ticket)
             stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
             if let finish = outcome.finishReason {
-                try await write(SSE.data(chunk(delta: [:], finish: finish)))
+                try await write(SSE.data(chunk(.init(), finish: finish)))
                 if includeUsage {
-                    try await write(SSE.data([
-                        "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(info.id),
-                        "system_fingerprint": nil, "choices": [], "usage": outcome.usage.json,
-                    ]))
+                    try await write(SSE.data(ChatCompletionChunk(id: id, created: created, model: info.id, choices: [],
+                                                                 usage: UsageResponse(outcome.usage))))
                 }
             } else {
                 let error = outcome.error ?? APIError(status: .serviceUnavailable, message: "The reply was interrupted.",
                                                       type: "server_error", code: "interrupted")
-                try await write("data: \(error.json)\n\n")
+                try await write(SSE.data(error.body))
             }
             try await write(SSE.done)
         }

@@ -98,12 +98,6 @@ public struct GenerationUsage: Sendable, Equatable, Codable {
         self.completionTokens = completionTokens
         self.cachedPromptTokens = cachedPromptTokens
     }
-
-    /// The OpenAI `usage` object.
-    var json: JSONValue {
-        ["prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
-         "prompt_tokens_details": ["cached_tokens": .int(cachedPromptTokens)]]
-    }
 }
 
 /// What an engine's stream yields, in this order:

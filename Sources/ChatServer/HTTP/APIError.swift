@@ -105,27 +105,12 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
         var error: Detail
     }
 
+    /// What the client reads: the response body, or an SSE `data:` payload once a stream has started.
     var body: Body { Body(error: .init(message: message, type: type, param: param, code: code)) }
 
-    /// The JSON text of the error object (also used as an SSE `data:` payload).
-    public var json: String {
-        let data = (try? JSONEncoder.api.encode(body)) ?? Data()
-        return String(decoding: data, as: UTF8.self)
-    }
-
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json)))
-    }
-}
-
-extension JSONEncoder {
-    /// Compact, stable key order: what the API writes.
-    static var api: JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
+        var response = try jsonResponse(body, status: status)
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
     }
 }

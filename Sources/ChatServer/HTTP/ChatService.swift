@@ -53,25 +53,18 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     router.add(middleware: RequestLogMiddleware(logger: service.logger))
 
     WebPage.addRoutes(to: router)
-    router.get("/health") { request, context -> Response in
+    router.get("/health") { _, _ -> EditedResponse<HealthResponse> in
         let draining = await service.registry.draining
-        let body: JSONValue
-        let status: HTTPResponse.Status
         switch service.catalog.state {
         case .ready where !draining:
-            status = .ok
-            body = ["status": "ok", "models": .array(service.catalog.models.map { .string($0.id) })]
+            return EditedResponse(status: .ok, response: HealthResponse(status: "ok", models: service.catalog.models.map(\.id)))
         case .ready:
-            status = .serviceUnavailable
-            body = ["status": "shutting_down"]
+            return EditedResponse(status: .serviceUnavailable, response: HealthResponse(status: "shutting_down"))
         case .loading:
-            status = .serviceUnavailable
-            body = ["status": "loading"]
+            return EditedResponse(status: .serviceUnavailable, response: HealthResponse(status: "loading"))
         case .failed(let message):
-            status = .serviceUnavailable
-            body = ["status": "failed", "error": .string(message)]
+            return EditedResponse(status: .serviceUnavailable, response: HealthResponse(status: "failed", error: message))
         }
-        return jsonResponse(body, status: status)
     }
 
     // Prometheus text; unauthenticated like /health so a scraper needs no key (bind to a private
@@ -90,11 +83,11 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     return router
 }
 
-
-func jsonResponse(_ json: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
-    var headers = HTTPFields()
-    headers[.contentType] = "application/json"
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json.serialized)))
+/// `GET /health`: `ok` with the models, or why not (`loading`, `failed` with the error, `shutting_down`).
+struct HealthResponse: APIResponse {
+    var status: String
+    var models: [String]?
+    var error: String?
 }
 
 /// An SSE response whose body is produced by `produce`, which gets a function writing one frame.

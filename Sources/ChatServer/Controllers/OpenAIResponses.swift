@@ -1,0 +1,138 @@
+import Foundation
+
+// The bodies of `/v1`, as OpenAI's API writes them: `logprobs` and `system_fingerprint` are always
+// there and null (we have neither), a chunk's `finish_reason` is null until the last choice chunk.
+
+/// `GET /v1/models`.
+struct ModelListResponse: APIResponse {
+    struct Model: Encodable {
+        var id: String
+        var object = "model"
+        var created: Int
+        var ownedBy: String
+        /// Ours: clients size prompts with it.
+        var contextLength: Int
+        enum CodingKeys: String, CodingKey { case id, object, created, ownedBy = "owned_by", contextLength = "context_length" }
+
+        init(_ info: ModelInfo) {
+            id = info.id
+            created = info.created
+            ownedBy = info.ownedBy
+            contextLength = info.contextLength
+        }
+    }
+
+    var object = "list"
+    var data: [Model]
+}
+
+/// OpenAI's `usage` object.
+struct UsageResponse: Encodable {
+    struct PromptTokensDetails: Encodable {
+        /// Prompt tokens served from the prefix cache.
+        var cachedTokens: Int
+        enum CodingKeys: String, CodingKey { case cachedTokens = "cached_tokens" }
+    }
+
+    var promptTokens: Int
+    var completionTokens: Int
+    var totalTokens: Int
+    var promptTokensDetails: PromptTokensDetails
+    enum CodingKeys: String, CodingKey {
+        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens"
+        case promptTokensDetails = "prompt_tokens_details"
+    }
+
+    init(_ usage: GenerationUsage) {
+        promptTokens = usage.promptTokens
+        completionTokens = usage.completionTokens
+        totalTokens = usage.totalTokens
+        promptTokensDetails = PromptTokensDetails(cachedTokens: usage.cachedPromptTokens)
+    }
+}
+
+/// `POST /v1/chat/completions` without `stream`: the whole reply.
+struct ChatCompletionResponse: APIResponse {
+    struct Choice: Encodable {
+        struct Message: Encodable {
+            var role = "assistant"
+            var content: String
+        }
+        var index = 0
+        var message: Message
+        var finishReason: FinishReason
+        enum CodingKeys: String, CodingKey { case index, message, logprobs, finishReason = "finish_reason" }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(index, forKey: .index)
+            try c.encode(message, forKey: .message)
+            try c.encodeNil(forKey: .logprobs)
+            try c.encode(finishReason, forKey: .finishReason)
+        }
+    }
+
+    var id: String
+    var object = "chat.completion"
+    var created: Int
+    var model: String
+    var choices: [Choice]
+    var usage: UsageResponse
+    enum CodingKeys: String, CodingKey { case id, object, created, model, choices, usage, systemFingerprint = "system_fingerprint" }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(object, forKey: .object)
+        try c.encode(created, forKey: .created)
+        try c.encode(model, forKey: .model)
+        try c.encode(choices, forKey: .choices)
+        try c.encode(usage, forKey: .usage)
+        try c.encodeNil(forKey: .systemFingerprint)
+    }
+}
+
+/// One `data:` event of a streamed completion. The first chunk's delta carries the role, the next
+/// ones text, the last choice chunk an empty delta and the finish reason; with
+/// `stream_options.include_usage` a final chunk has no choices and the usage.
+struct ChatCompletionChunk: Encodable {
+    struct Delta: Encodable {
+        /// Absent keys are left out: `{"role": "assistant", "content": ""}`, `{"content": ...}`, `{}`.
+        var role: String?
+        var content: String?
+    }
+    struct Choice: Encodable {
+        var index = 0
+        var delta: Delta
+        var finishReason: FinishReason?
+        enum CodingKeys: String, CodingKey { case index, delta, logprobs, finishReason = "finish_reason" }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(index, forKey: .index)
+            try c.encode(delta, forKey: .delta)
+            try c.encodeNil(forKey: .logprobs)
+            try c.encode(finishReason, forKey: .finishReason)
+        }
+    }
+
+    var id: String
+    var object = "chat.completion.chunk"
+    var created: Int
+    var model: String
+    var choices: [Choice]
+    /// Only on the usage chunk.
+    var usage: UsageResponse?
+    enum CodingKeys: String, CodingKey { case id, object, created, model, choices, usage, systemFingerprint = "system_fingerprint" }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(object, forKey: .object)
+        try c.encode(created, forKey: .created)
+        try c.encode(model, forKey: .model)
+        try c.encodeNil(forKey: .systemFingerprint)
+        try c.encode(choices, forKey: .choices)
+        try c.encodeIfPresent(usage, forKey: .usage)
+    }
+}

@@ -10,14 +10,17 @@ import Glibc
 /// Over a real socket: a client that reads part of a streamed reply and hangs up leaves an
 /// interrupted reply with the text it was sent, and the engine stops generating.
 final class LiveServerTests: XCTestCase {
-    /// Sends `request` on a fresh TCP connection, reads until `stopWhen` holds for what arrived, then
-    /// closes the socket. Runs on its own thread: the reads block.
+    /// Sends `request` on a fresh TCP connection, reads until `stopWhen` holds for what arrived (or
+    /// the server closes, or 10 s pass without a byte), then closes the socket. Runs on its own
+    /// thread: the reads block.
     static func readThenHangUp(port: Int, request: String, stopWhen: @escaping @Sendable (String) -> Bool) async throws -> String {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
                 let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
                 guard fd >= 0 else { continuation.resume(throwing: POSIXError(.EIO)); return }
                 defer { close(fd) }
+                var timeout = timeval(tv_sec: 10, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 var address = sockaddr_in()
                 address.sin_family = sa_family_t(AF_INET)
                 address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -66,6 +69,26 @@ final class LiveServerTests: XCTestCase {
             try await eventually("engine stopped") { engine.activeGenerations == 0 }
             XCTAssertLessThan(engine.piecesEmitted, 40, "generation stopped when the client left")
             try await eventually("slot released") { await f.service.registry.runningCount == 0 }
+        }
+    }
+
+    /// A chunked body (no Content-Length to refuse up front) is refused once more than the limit
+    /// has arrived, with the API's 413 body.
+    func testChunkedBodyOverTheLimitIs413() async throws {
+        var configuration = ServerFixture.fastConfiguration
+        configuration.maxBodyBytes = 1024
+        let f = try await ServerFixture(configuration: configuration)
+        try await f.app.test(.live) { client in
+            let port = try XCTUnwrap(client.port)
+            let piece = #"{"messages":[{"role":"user","content":""# + String(repeating: "x", count: 600)
+            let chunks = [piece, String(repeating: "x", count: 600), #""}]}"#]
+            let body = chunks.map { String($0.utf8.count, radix: 16) + "\r\n" + $0 + "\r\n" }.joined() + "0\r\n\r\n"
+            let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(f.keyA)\r\n"
+                + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+            let received = try await Self.readThenHangUp(port: port, request: request) { $0.contains("request_too_large") }
+            XCTAssertTrue(received.hasPrefix("HTTP/1.1 413"), received)
+            XCTAssertTrue(received.contains("request_too_large"), received)
+            XCTAssertTrue(received.lowercased().contains("content-type: application/json"), received)
         }
     }
 }

@@ -26,9 +26,13 @@ struct ServeCommand: AsyncParsableCommand {
     var context: Int?
     @Option(name: .long, help: "Compute threads (env SARVAM_THREADS; default: all cores).")
     var threads: Int?
-    @Option(name: .long, help: "Replies generated at once (env SARVAM_MAX_SEQUENCES; default 8).")
+    @Option(name: .long, help: "Target seconds to a short prompt's first token, p95 (env SARVAM_SLO_TTFT; default 2).")
+    var sloTtft: Double?
+    @Option(name: .long, help: "Target seconds between two tokens of a streaming reply, p95 (env SARVAM_SLO_ITL; default 0.2).")
+    var sloItl: Double?
+    @Option(name: .long, help: "Replies generated at once at most (env SARVAM_MAX_SEQUENCES; default: what the measured step cost allows at the SLO).")
     var maxSequences: Int?
-    @Option(name: .long, help: "Requests that may wait for a free sequence; more get 429 (env SARVAM_QUEUE_LIMIT; default 16).")
+    @Option(name: .long, help: "Requests that may wait for a free sequence; more get 429 (env SARVAM_QUEUE_LIMIT; default 64).")
     var queueLimit: Int?
     @Option(name: .long, help: "Largest request body in bytes; larger get 413 (env SARVAM_MAX_BODY_BYTES; default 4194304).")
     var maxBodyBytes: Int?
@@ -36,14 +40,14 @@ struct ServeCommand: AsyncParsableCommand {
     var drainSeconds: Int?
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (env SARVAM_LOG_LEVEL; default info).")
     var logLevel: String?
-    @Option(name: .long, help: "Running replies one user may have; the rest wait (env SARVAM_MAX_SEQUENCES_PER_USER; default: max-sequences).")
+    @Option(name: .long, help: "Running replies one user may have; the rest wait (env SARVAM_MAX_SEQUENCES_PER_USER; default: an equal share while others wait).")
     var maxSequencesPerUser: Int?
+    @Option(name: .long, help: "Requests one user may have running or waiting; more get 429 (env SARVAM_MAX_REQUESTS_PER_USER; default: half of the sequences plus the queue).")
+    var maxRequestsPerUser: Int?
     @Option(name: .long, help: "KV cache memory per model in MiB (env SARVAM_KV_CACHE_MB; default: max-sequences full contexts, at most 1/4 of RAM).")
     var kvCacheMb: Int?
     @Option(name: .long, help: "Prompt tokens per engine step when no reply streams, and the ceiling otherwise (env SARVAM_PREFILL_TOKENS_PER_STEP; default 512).")
     var prefillTokensPerStep: Int?
-    @Option(name: .long, help: "Seconds a step that decodes for streaming replies may take with prefill beside it (env SARVAM_TARGET_STEP_SECONDS; default 0.8).")
-    var targetStepSeconds: Double?
     @Option(name: .long, help: "on or off: share cached KV blocks between requests with a common prefix (env SARVAM_PREFIX_CACHE; default on).")
     var prefixCache: String?
     @Option(name: .long, help: "Cached prefixes kept while requests run, in MiB (env SARVAM_PREFIX_CACHE_MB; default 256).")
@@ -123,15 +127,15 @@ struct ServeCommand: AsyncParsableCommand {
     /// The engine's settings from the flags and the environment (one policy: a bad value is an error).
     private func engineSettings(_ settings: Settings, contextLength: Int?, threads: Int) throws -> TransformerEngineSettings {
         let defaults = SchedulerSettings()
-        let maxSequences = try settings.int(self.maxSequences, "SARVAM_MAX_SEQUENCES", in: 1...4096) ?? defaults.maxRunningSequences
         let scheduler = SchedulerSettings(
-            maxRunningSequences: maxSequences,
+            maxRunningSequences: try settings.int(maxSequences, "SARVAM_MAX_SEQUENCES", in: 1...4096),
             maxRunningPerUser: try settings.int(maxSequencesPerUser, "SARVAM_MAX_SEQUENCES_PER_USER", in: 1...4096),
             queueLimit: try settings.int(queueLimit, "SARVAM_QUEUE_LIMIT", in: 0...100_000) ?? defaults.queueLimit,
+            maxAcceptedPerUser: try settings.int(maxRequestsPerUser, "SARVAM_MAX_REQUESTS_PER_USER", in: 1...1_000_000),
             prefillTokensPerStep: try settings.int(prefillTokensPerStep, "SARVAM_PREFILL_TOKENS_PER_STEP", in: 1...65536)
                 ?? defaults.prefillTokensPerStep,
-            targetStepSeconds: try settings.double(targetStepSeconds, "SARVAM_TARGET_STEP_SECONDS", in: 0.001...3600)
-                ?? defaults.targetStepSeconds,
+            timeToFirstTokenTarget: try settings.double(sloTtft, "SARVAM_SLO_TTFT", in: 0.01...3600) ?? defaults.timeToFirstTokenTarget,
+            interTokenLatencyTarget: try settings.double(sloItl, "SARVAM_SLO_ITL", in: 0.001...60) ?? defaults.interTokenLatencyTarget,
             prefixCaching: try settings.bool(prefixCache, "SARVAM_PREFIX_CACHE") ?? defaults.prefixCaching,
             maxCachedPrefixBytes: try settings.int(prefixCacheMb, "SARVAM_PREFIX_CACHE_MB", in: 0...(1 << 24)).map { $0 << 20 }
                 ?? defaults.maxCachedPrefixBytes,

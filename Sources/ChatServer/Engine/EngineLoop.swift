@@ -39,6 +39,9 @@ public final class EngineLoop: @unchecked Sendable {
     private var cancelledIds: Set<UInt64> = []
     /// Accepted and not yet ended (inbox + waiting + running): what the queue limit bounds.
     private var acceptedCount = 0
+    private var acceptedByUser: [Int64: Int] = [:]
+    /// What the engine thread last published for refusals: see `QueueOutlook`.
+    private var outlook = QueueOutlook()
     private var nextId: UInt64 = 0
     private var stopping = false
     private var threadRunning = false
@@ -50,9 +53,20 @@ public final class EngineLoop: @unchecked Sendable {
     private var stepIndex = 0
     /// A forward step wrote into the pool since its unused memory was last released.
     private var cacheTouched = false
-    /// The prompt tokens a step may prefill, learned from the steps' durations (see `PrefillBudget`).
-    private(set) var budget: PrefillBudget
-    private let planner: StepPlanner
+    /// What steps cost, learned from their durations.
+    private(set) var cost: StepCostModel
+    /// Sequences that run at once: the setting, or what the measured step cost allows at the SLO.
+    public private(set) var capacity: Int
+    private var planner: StepPlanner
+    /// Steps in a row that decoded but could fit no prompt token.
+    private var starvedSteps = 0
+    /// When the current step started (one clock reading per step: the tests' clock moves on each).
+    private var stepStart = 0.0
+    /// Seconds between the ends of requests (exponential average), for the queue's predicted wait.
+    private var secondsBetweenEnds: Double?
+    private var lastEndAt: Double?
+    /// Since when the queue's predicted wait has exceeded the time-to-first-token target.
+    private var overloadedSince: Double?
     private let outputs: OutputProcessor
     public private(set) var lastStep = StepReport()
 
@@ -65,15 +79,22 @@ public final class EngineLoop: @unchecked Sendable {
         contextLength = cache.contextLength
         blockSize = cache.blockSize
         blockCount = cache.blockCount
-        budget = PrefillBudget(settings: settings)
-        planner = StepPlanner(settings: settings)
+        cost = Self.costGuess(model.configuration)
+        capacity = settings.maxRunningSequences ?? SchedulerSettings.capacityCeiling
+        planner = StepPlanner(settings: settings, capacity: capacity)
+        outlook = QueueOutlook(capacity: capacity, freeSlots: capacity)
         self.tokenizer = tokenizer
         self.settings = settings
         self.modelId = modelId
         self.logger = logger
         self.now = now
         metrics = EngineMetrics(model: modelId)
-        outputs = OutputProcessor(metrics: metrics, contextLength: cache.contextLength, now: now)
+        outputs = OutputProcessor(metrics: metrics, contextLength: cache.contextLength, now: now,
+                                  timeToFirstTokenTarget: settings.timeToFirstTokenTarget,
+                                  interTokenLatencyTarget: settings.interTokenLatencyTarget)
+        metrics.capacity.record(capacity)
+        metrics.ttftTarget.record(settings.timeToFirstTokenTarget)
+        metrics.itlTarget.record(settings.interTokenLatencyTarget ?? 0)
         metrics.kvBlocksTotal.record(cache.blockCount)
         metrics.kvBlocksUsed.record(cache.usedBlockCount)
         metrics.kvBlocksCached.record(cache.cachedBlockCount)
@@ -106,9 +127,9 @@ public final class EngineLoop: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if stopping { throw ChatEngineError.failed("the engine is shutting down") }
-        if acceptedCount >= settings.maxRunningSequences + settings.queueLimit {
+        if let retryAfter = refusal(userId: job.userId, promptTokens: job.prompt.count) {
             metrics.count(outcome: "rejected")
-            throw ChatEngineError.busy(retryAfterSeconds: settings.retryAfterSeconds)
+            throw ChatEngineError.busy(retryAfterSeconds: retryAfter)
         }
         nextId += 1
         let request = EngineRequest(id: nextId, job: job, continuation: continuation,
@@ -119,6 +140,7 @@ public final class EngineLoop: @unchecked Sendable {
         }
         inbox.append(request)
         acceptedCount += 1
+        acceptedByUser[job.userId, default: 0] += 1
         condition.signal()
         return stream
     }
@@ -130,6 +152,25 @@ public final class EngineLoop: @unchecked Sendable {
         } catch {
             return AsyncThrowingStream { $0.finish(throwing: error) }
         }
+    }
+
+    /// Why a new request of `userId` is refused, as the seconds to tell it to wait; nil: accepted.
+    /// Under `condition`. Refused: a full queue (capacity + queue limit accepted), a user over their
+    /// share (`maxAcceptedPerUser`, by default half of capacity + queue), or a queue whose predicted
+    /// wait has exceeded the time-to-first-token target for `overloadSeconds` when this request
+    /// would wait longer than the target too.
+    private func refusal(userId: Int64, promptTokens: Int) -> Int? {
+        let total = outlook.capacity + settings.queueLimit
+        let interval = outlook.secondsBetweenEnds ?? Double(settings.retryAfterSeconds)
+        func seconds(_ x: Double) -> Int { max(settings.retryAfterSeconds, Int(x.rounded(.up))) }
+        if acceptedCount >= total { return seconds(interval) }
+        let perUser = settings.maxAcceptedPerUser ?? max(1, total / 2)
+        if acceptedByUser[userId, default: 0] >= perUser { return seconds(interval) }
+        if let since = outlook.overloadedSince, now() - since >= settings.overloadSeconds,
+           let wait = outlook.predictedWait(promptTokens: promptTokens), wait > settings.timeToFirstTokenTarget {
+            return seconds(wait)
+        }
+        return nil
     }
 
     /// The consumer went away: the request ends at the start of the next step.
@@ -150,18 +191,75 @@ public final class EngineLoop: @unchecked Sendable {
     // MARK: - Engine thread
 
     /// Runs the largest step the loop will run, through throwaway sequences: a full prefill chunk
-    /// beside `maxRunningSequences - 1` decode rows. The model's scratch grows to its working size
-    /// now, so the memory `/health` turns ready at is the memory the server returns to after a
-    /// burst, and the first real step pays no page faults. Call before `start()`.
+    /// beside `capacity - 1` decode rows, so the model's scratch grows to its working size now (the
+    /// memory `/health` turns ready at is the memory the server returns to after a burst, and the
+    /// first real step pays no page faults). Then measures what steps cost (decode steps of one and
+    /// of many rows, a prompt chunk) to seed the cost model and, when no maximum is set, to size
+    /// the capacity at the SLO. Call before `start()`.
     public func warmUp() throws {
-        let decodeRows = max(0, min(settings.maxRunningSequences - 1, blockCount - 1))
-        let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - decodeRows) * blockSize))
-        let sequences = (0...decodeRows).map { _ in cache.makeSequence() }
-        defer { sequences.forEach(cache.release) }
         let token = min(tokenizer.bosTokenId ?? 0, model.configuration.vocabSize - 1)
-        let inputs = sequences.enumerated().map { i, s in SequenceInput(sequence: s, tokens: Array(repeating: token, count: i == 0 ? chunk : 1)) }
-        _ = try model.forward(inputs)
+        /// One forward over fresh sequences: `rows` decode rows (position 0) and a prompt chunk of `chunk`.
+        func forward(rows: Int, chunk: Int) throws -> Double {
+            let sequences = (0..<(rows + (chunk > 0 ? 1 : 0))).map { _ in cache.makeSequence() }
+            defer { sequences.forEach(cache.release) }
+            let inputs = sequences.enumerated().map { i, s in
+                SequenceInput(sequence: s, tokens: Array(repeating: token, count: i == rows ? chunk : 1))
+            }
+            let start = Self.monotonicSeconds()
+            _ = try model.forward(inputs)
+            return Self.monotonicSeconds() - start
+        }
+        let rows = max(1, min(capacity, blockCount / 2))
+        let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - rows) * blockSize))
+        _ = try forward(rows: rows - 1, chunk: chunk)
         cacheTouched = true
+        guard settings.interTokenLatencyTarget != nil else { return }
+
+        // Best of a few runs: the box may be busy.
+        let one = try (0..<3).map { _ in try forward(rows: 1, chunk: 0) }.min()!
+        let many = try (0..<2).map { _ in try forward(rows: rows, chunk: 0) }.min()!
+        let prompt = try (0..<2).map { _ in try forward(rows: 0, chunk: chunk) }.min()!
+        guard one > 0, many > 0, prompt > 0 else { return }
+        let perRow = rows > 1 ? max(0, many - one) / Double(rows - 1) : one / 2
+        let fixed = max(0, one - perRow)
+        // Attention's share of a prompt row follows from the model's shape (see `costGuess`).
+        let guess = Self.costGuess(model.configuration).coefficients
+        let attentionRatio = guess[2] > 0 ? guess[3] / guess[2] : 0
+        let units = Double(StepCostModel.attended(tokens: chunk, from: 0)) / 1024
+        let perToken = max(0, prompt - fixed) / (Double(chunk) + attentionRatio * units)
+        cost.reset(prior: [fixed, perRow, perToken, perToken * attentionRatio])
+        updateCapacity()
+        publishOutlook()
+        logger.info("engine step costs measured", metadata: [
+            "model": "\(modelId)", "step_ms": "\(String(format: "%.1f", fixed * 1e3))",
+            "decode_row_ms": "\(String(format: "%.2f", perRow * 1e3))", "prompt_token_ms": "\(String(format: "%.2f", perToken * 1e3))",
+            "capacity": "\(capacity)",
+        ])
+    }
+
+    /// Without a set maximum, the capacity follows the measured step cost: the most decode rows
+    /// that fit the decode budget at the running requests' mean planned length (1,024 positions,
+    /// a chat with a pasted page, when idle). Admission checks the cost of each newcomer as well.
+    private func updateCapacity() {
+        guard settings.maxRunningSequences == nil, let target = settings.stepTargetSeconds else { return }
+        let context = running.isEmpty ? 1024 : running.reduce(0) { $0 + $1.tokens.count } / running.count + settings.admissionHeadroomTokens
+        let rows = StepPlanner.decodeCapacity(cost: cost, stepTarget: target, prefillReserve: settings.prefillReserve,
+                                              contextPerRow: min(contextLength, context), ceiling: SchedulerSettings.capacityCeiling)
+        guard rows != capacity else { return }
+        capacity = rows
+        planner.capacity = rows
+        metrics.capacity.record(rows)
+    }
+
+    /// A first guess of the step costs from the model's shape, before anything is measured: the
+    /// matrix products at 20 GFLOP/s, the weights read at 20 GB/s (about 0.6 byte per weight), and
+    /// attention from its FLOPs per attended position (4 · layers · heads · headDim).
+    static func costGuess(_ c: ModelConfiguration) -> StepCostModel {
+        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        let perLayer = c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize
+        let parameters = c.numHiddenLayers * perLayer + c.hiddenSize * c.vocabSize
+        return StepCostModel.guess(weightBytes: parameters * 6 / 10, parameters: parameters,
+                                   attentionFlopsPerPosition: 4 * c.numHiddenLayers * q)
     }
 
     /// Starts the engine thread (a plain Thread: each step blocks for tens of milliseconds).
@@ -254,7 +352,7 @@ public final class EngineLoop: @unchecked Sendable {
     /// (`OutputProcessor`). Engine thread only.
     @discardableResult
     public func step() -> StepReport {
-        let stepStart = now()
+        stepStart = now()
         stepIndex += 1
         var report = StepReport()
 
@@ -267,13 +365,21 @@ public final class EngineLoop: @unchecked Sendable {
         waiting.append(contentsOf: arrivals)
         if !cancels.isEmpty { removeCancelled(cancels) }
 
+        updateCapacity()
         if !waiting.isEmpty {
-            let admitted = planner.admissions(waiting: waiting.map(plannerView), running: running.map(plannerView), pool: poolState)
+            let admitted = planner.admissions(waiting: waiting.map(plannerView), running: running.map(plannerView),
+                                              pool: poolState, cost: cost)
             for id in admitted { admit(id, &report) }
         }
 
-        let plan = planner.batch(running: running.map(plannerView), pool: poolState,
-                                 prefillBudget: budget.tokens(decoding:), rotation: stepIndex - 1)
+        let views = running.map(plannerView)
+        let plan = planner.batch(running: views, pool: poolState, cost: cost, starvedSteps: starvedSteps)
+        let computed = Dictionary(uniqueKeysWithValues: views.map { ($0.id, $0.computed) })
+        var attended = 0
+        for id in plan.decode { attended += computed[id]! + 1 }
+        for g in plan.prefill { attended += StepCostModel.attended(tokens: g.tokens, from: computed[g.id]!) }
+        let prefilling = views.contains { !$0.isDecoding && $0.pending > 0 }
+        starvedSteps = !plan.decode.isEmpty && plan.prefill.isEmpty && prefilling ? starvedSteps + 1 : 0
         let byId = Dictionary(uniqueKeysWithValues: running.map { ($0.id, $0) })
         for id in plan.failed {
             fail(byId[id]!, ChatEngineError.failed(
@@ -294,15 +400,37 @@ public final class EngineLoop: @unchecked Sendable {
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
-            budget.record(decoding: report.decoded.count, prefilled: report.prefilled.reduce(0) { $0 + $1.tokens }, seconds: duration)
+            cost.record(decodeRows: plan.decode.count, promptTokens: plan.prefill.reduce(0) { $0 + $1.tokens },
+                        attendedPositions: attended, seconds: duration)
         }
         updateGauges()
+        publishOutlook()
         lastStep = report
         return report
     }
 
     private func plannerView(_ r: EngineRequest) -> PlannerRequest {
-        r.plannerView(cache: cache, headroom: settings.admissionHeadroomTokens)
+        r.plannerView(cache: cache, headroom: settings.admissionHeadroomTokens, now: stepStart)
+    }
+
+    /// Shares with the submitting threads what refusals need: the capacity, the waiting requests'
+    /// places in line, how often requests end, and since when the queue has been overloaded (its
+    /// last request's predicted wait above the time-to-first-token target).
+    private func publishOutlook() {
+        let t = stepStart
+        var next = QueueOutlook(capacity: capacity, freeSlots: max(0, capacity - running.count),
+                                waitingPriorities: waiting.map { planner.priority(plannerView($0)) }.sorted(),
+                                secondsBetweenEnds: secondsBetweenEnds, agingTokensPerSecond: settings.agingTokensPerSecond)
+        let tailWait = next.predictedWait(position: waiting.count)
+        if let tailWait, tailWait > settings.timeToFirstTokenTarget {
+            overloadedSince = overloadedSince ?? t
+        } else {
+            overloadedSince = nil
+        }
+        next.overloadedSince = overloadedSince
+        condition.lock()
+        outlook = next
+        condition.unlock()
     }
 
     private var poolState: KVPoolState { KVPoolState(freeBlocks: cache.freeBlockCount, blockSize: blockSize) }
@@ -393,8 +521,13 @@ public final class EngineLoop: @unchecked Sendable {
         waiting.removeAll { $0 === r }
         close(r.continuation)
         metrics.count(outcome: outcome)
+        let t = now()
+        if let last = lastEndAt { secondsBetweenEnds = (secondsBetweenEnds ?? (t - last)) * 0.8 + (t - last) * 0.2 }
+        lastEndAt = t
         condition.lock()
         acceptedCount -= 1
+        acceptedByUser[r.job.userId, default: 1] -= 1
+        if acceptedByUser[r.job.userId] == 0 { acceptedByUser[r.job.userId] = nil }
         condition.unlock()
     }
 
@@ -431,4 +564,30 @@ public final class EngineLoop: @unchecked Sendable {
     /// Running and waiting request ids, engine thread only.
     public var runningRequestIds: [String] { running.map(\.job.requestId) }
     public var waitingRequestIds: [String] { waiting.map(\.job.requestId) }
+}
+
+/// The queue as the submitting threads see it between steps (published by the engine thread).
+struct QueueOutlook: Sendable {
+    var capacity = SchedulerSettings.capacityCeiling
+    var freeSlots = 0
+    /// The waiting requests' places in line (see `StepPlanner.priority`), ascending.
+    var waitingPriorities: [Double] = []
+    /// Seconds between two requests ending (a running slot freeing), nil before two have ended.
+    var secondsBetweenEnds: Double?
+    var agingTokensPerSecond = 0.0
+    var overloadedSince: Double?
+
+    /// Seconds a request would wait for a running slot behind `position` waiting requests (nil:
+    /// no estimate yet).
+    func predictedWait(position: Int) -> Double? {
+        if position < freeSlots { return 0 }
+        return secondsBetweenEnds.map { Double(position - freeSlots + 1) * $0 }
+    }
+
+    /// The predicted wait of a new prompt of `promptTokens`: behind the waiting requests whose
+    /// place in line comes before its own.
+    func predictedWait(promptTokens: Int) -> Double? {
+        let mine = Double(promptTokens)
+        return predictedWait(position: waitingPriorities.prefix { $0 <= mine }.count)
+    }
 }

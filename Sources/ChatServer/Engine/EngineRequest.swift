@@ -45,12 +45,12 @@ final class EngineRequest {
     var pendingCount: Int { tokens.count - (sequence?.length ?? 0) }
 
     /// What the step planner sees. `plannedLength`: tokens plus min(reply left, `headroom`), within `contextLength`.
-    func plannerView(cache: KVCache, headroom: Int) -> PlannerRequest {
+    func plannerView(cache: KVCache, headroom: Int, now: Double) -> PlannerRequest {
         let replyLeft = max(0, job.maxTokens - generatedCount)
         return PlannerRequest(
             id: id, userId: job.userId, tokens: tokens.count, computed: sequence?.length ?? 0,
             blocksHeld: sequence?.blockCount ?? 0, releasableBlocks: sequence.map(cache.releasableBlockCount) ?? 0,
             plannedLength: min(tokens.count + min(replyLeft, headroom), cache.contextLength),
-            promptProcessed: promptReported)
+            promptProcessed: promptReported, waitedSeconds: now - submittedAt)
     }
 }

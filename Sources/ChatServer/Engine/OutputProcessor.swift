@@ -7,6 +7,11 @@ struct OutputProcessor {
     /// Positions per sequence: a reply ends when its next token would not fit.
     let contextLength: Int
     let now: @Sendable () -> Double
+    /// The SLO the metrics count tokens against (no inter-token target: every gap counts as met).
+    let timeToFirstTokenTarget: Double
+    let interTokenLatencyTarget: Double?
+    /// Prompts up to this many tokens are the "short" ones the time-to-first-token target is for.
+    static let shortPromptTokens = 256
 
     /// After a forward that fed `r`'s last pending token (`row`: its logits): reports the processed
     /// prompt once, samples the next token and streams its text. Returns why the reply ends, if it does.
@@ -28,6 +33,9 @@ struct OutputProcessor {
         if r.firstTokenAt == nil {
             r.firstTokenAt = t
             EngineMetrics.record(metrics.timeToFirstToken, seconds: t - r.submittedAt)
+            if r.job.prompt.count <= Self.shortPromptTokens { metrics.countFirstToken(met: t - r.submittedAt <= timeToFirstTokenTarget) }
+        } else if let last = r.lastTokenAt {
+            metrics.countToken(met: interTokenLatencyTarget.map { t - last <= $0 } ?? true)
         }
         r.lastTokenAt = t
         let text = r.decoder.append(token)

@@ -14,6 +14,10 @@
 //   sarvam_request_latency_seconds{model}                histogram (submission -> end)
 //   sarvam_queue_time_seconds{model}                     histogram (submission -> admission)
 //   sarvam_engine_step_duration_seconds{model}           histogram (one batched forward step)
+//   sarvam_slo_time_to_first_token_target_seconds{model}, sarvam_slo_inter_token_latency_target_seconds{model}  gauges
+//   sarvam_slo_first_tokens_total{model,met}             counter   (first tokens of short prompts, within the target or not)
+//   sarvam_slo_tokens_total{model,met}                   counter   (later tokens, their gap within the target or not)
+//   sarvam_engine_capacity_sequences{model}              gauge     (sequences the engine runs at once)
 //   sarvam_process_resident_memory_bytes, sarvam_process_peak_resident_memory_bytes   gauges
 import CoreMetrics
 import Foundation
@@ -133,6 +137,12 @@ final class EngineMetrics: @unchecked Sendable {
     let latency: CoreMetrics.Timer
     let queueTime: CoreMetrics.Timer
     let stepDuration: CoreMetrics.Timer
+    let capacity: CoreMetrics.Gauge
+    let ttftTarget: CoreMetrics.Gauge
+    let itlTarget: CoreMetrics.Gauge
+    /// [met, missed] counters of first tokens (short prompts) and of later tokens.
+    private let firstTokens: [CoreMetrics.Counter]
+    private let tokens: [CoreMetrics.Counter]
     private let model: String
     private let outcomes: [String: CoreMetrics.Counter]
 
@@ -155,6 +165,13 @@ final class EngineMetrics: @unchecked Sendable {
         latency = CoreMetrics.Timer(label: "sarvam_request_latency_seconds", dimensions: d)
         queueTime = CoreMetrics.Timer(label: "sarvam_queue_time_seconds", dimensions: d)
         stepDuration = CoreMetrics.Timer(label: "sarvam_engine_step_duration_seconds", dimensions: d)
+        capacity = CoreMetrics.Gauge(label: "sarvam_engine_capacity_sequences", dimensions: d)
+        ttftTarget = CoreMetrics.Gauge(label: "sarvam_slo_time_to_first_token_target_seconds", dimensions: d)
+        itlTarget = CoreMetrics.Gauge(label: "sarvam_slo_inter_token_latency_target_seconds", dimensions: d)
+        firstTokens = ["yes", "no"].map {
+            CoreMetrics.Counter(label: "sarvam_slo_first_tokens_total", dimensions: [("model", model), ("met", $0)])
+        }
+        tokens = ["yes", "no"].map { CoreMetrics.Counter(label: "sarvam_slo_tokens_total", dimensions: [("model", model), ("met", $0)]) }
         var outcomes: [String: CoreMetrics.Counter] = [:]
         for name in Self.outcomeNames {
             outcomes[name] = CoreMetrics.Counter(label: "sarvam_engine_requests_total", dimensions: [("model", model), ("outcome", name)])
@@ -163,6 +180,12 @@ final class EngineMetrics: @unchecked Sendable {
     }
 
     func count(outcome: String) { outcomes[outcome]?.increment() }
+
+    /// A short prompt's first token, within the time-to-first-token target or not.
+    func countFirstToken(met: Bool) { firstTokens[met ? 0 : 1].increment() }
+
+    /// A later token, its gap within the inter-token target or not.
+    func countToken(met: Bool) { tokens[met ? 0 : 1].increment() }
 
     static func record(_ timer: CoreMetrics.Timer, seconds: Double) {
         timer.recordNanoseconds(Int64((max(0, seconds) * 1e9).rounded()))

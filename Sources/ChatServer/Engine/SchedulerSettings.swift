@@ -2,39 +2,52 @@
 import Foundation
 import Transformer
 
-/// Limits of one model's engine loop. Every value is a setting of `sarvam serve`.
+/// Limits and targets of one model's engine loop. Every value is a setting of `sarvam serve`.
 ///
-/// Admission policy (documented in the README): a waiting request is admitted, oldest first, when
-/// (1) fewer than `maxRunningSequences` run, (2) its user runs fewer than `maxRunningPerUser`
-/// (requests of capped users are skipped, not blocking others), and (3) the free KV blocks, minus the
-/// blocks the running requests still need to reach their own `prompt + min(reply left,
-/// admissionHeadroomTokens)` positions, cover its `prompt + min(maxTokens, admissionHeadroomTokens)`
-/// positions. A request that does not fit stops admission (no overtaking, so a long prompt is not
-/// starved by short ones). Replies may still outgrow the headroom; when a step then finds the pool
-/// short, the most recently admitted request is preempted: its blocks are released and it goes back
-/// to the head of the queue, to be recomputed (prompt + reply so far, same sampler state, so the
-/// same tokens) when room returns. Its client sees a pause, never an error.
+/// The engine serves to a latency objective (SLO): a short prompt's first token within
+/// `timeToFirstTokenTarget`, a streaming reply's next token within `interTokenLatencyTarget`. Each
+/// step is sized from the measured step costs (`StepCostModel`) to last at most `stepMargin` of the
+/// inter-token target while any reply streams, and the number of running sequences follows from the
+/// same costs: a request is admitted only while the decode rows of everything running would still
+/// leave `prefillReserve` of the step for prompt tokens. `StepPlanner` holds the rules.
 public struct SchedulerSettings: Sendable, Equatable {
-    /// Sequences decoded together (the batch size of a decode step).
-    public var maxRunningSequences: Int
-    /// Running sequences one user may have; the rest of that user's requests wait.
-    public var maxRunningPerUser: Int
+    /// The most sequences decoded together; nil: as many as the measured step cost allows at the
+    /// SLO (and the KV pool holds), at most `capacityCeiling`.
+    public var maxRunningSequences: Int?
+    /// Running sequences one user may have. Nil: while other users' requests wait, a user gets at
+    /// most an equal share of the capacity; alone, all of it.
+    public var maxRunningPerUser: Int?
     /// Requests that may wait for admission; more are refused at once with `ChatEngineError.busy`.
     public var queueLimit: Int
-    /// Prompt tokens processed per step over all prefilling requests, shared round-robin between
-    /// users: the whole budget of a step when no reply is streaming, the ceiling of the adaptive
-    /// budget otherwise (see `PrefillBudget`). Large chunks make the matrix products efficient.
+    /// Requests (running and waiting) one user may have accepted; nil: half of the capacity plus
+    /// the queue, so one user's burst never takes every place and refuses everyone else.
+    public var maxAcceptedPerUser: Int?
+    /// Prompt tokens per step: the whole budget of a step when no reply is streaming, the ceiling
+    /// otherwise. Large chunks make the matrix products efficient.
     public var prefillTokensPerStep: Int
-    /// When set, a step that decodes for streaming replies prefills only as many prompt tokens as
-    /// fit beside its decode rows in about this many seconds (costs measured from the engine's own
-    /// steps): the silence a streaming reply sees while a long prompt is admitted stays near it on
-    /// any machine and load. Nil: always `prefillTokensPerStep`.
-    public var targetStepSeconds: Double?
-    /// The smallest adaptive budget (progress for prompts even when decode alone fills the target).
+    /// Prompt tokens a step grants when decode rows alone have filled the step target for
+    /// `starvationSteps` steps in a row, so prompts always progress.
     public var minPrefillTokensPerStep: Int
-    /// Reply tokens of KV room a request must find free to be admitted (see the policy above).
+    /// Seconds from submission to a short prompt's first token (the SLO); also the queue wait
+    /// beyond which, sustained for `overloadSeconds`, new requests are refused.
+    public var timeToFirstTokenTarget: Double
+    /// Seconds between two tokens of a streaming reply (the SLO); nil: no latency target (every
+    /// step prefills `prefillTokensPerStep`, capacity is `maxRunningSequences`).
+    public var interTokenLatencyTarget: Double?
+    /// Share of the inter-token target a step is planned to last (the rest absorbs noise).
+    public var stepMargin: Double
+    /// Share of a step kept for prompt tokens when deciding how many sequences may run.
+    public var prefillReserve: Double
+    /// How fast waiting shortens a prompt's place in line: admission and prefill go to the fewest
+    /// tokens left minus `agingTokensPerSecond` × seconds waited, so a prompt of N tokens goes ahead
+    /// of any prompt submitted more than N / agingTokensPerSecond seconds after it.
+    public var agingTokensPerSecond: Double
+    /// Seconds the predicted queue wait must stay above `timeToFirstTokenTarget` before new
+    /// requests that would wait longer than it are refused (429 with the predicted wait).
+    public var overloadSeconds: Double
+    /// Reply tokens of KV room a request must find free to be admitted.
     public var admissionHeadroomTokens: Int
-    /// What `busy` tells the client to wait.
+    /// The shortest `Retry-After` a refusal tells the client.
     public var retryAfterSeconds: Int
     /// Share full KV blocks between requests with a common prefix (a chat's history resent every
     /// turn, a common system prompt): a request starts after the longest cached prefix of its
@@ -47,16 +60,29 @@ public struct SchedulerSettings: Sendable, Equatable {
     /// Cached prefix bytes kept when the engine goes idle (the rest is given back to the system).
     public var idleCachedPrefixBytes: Int
 
-    public init(maxRunningSequences: Int = 8, maxRunningPerUser: Int? = nil, queueLimit: Int = 16,
-                prefillTokensPerStep: Int = 512, targetStepSeconds: Double? = 0.8, minPrefillTokensPerStep: Int = 32,
-                admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 2,
+    /// The most sequences a measured capacity may come to.
+    public static let capacityCeiling = 64
+    /// Steps in a row without prompt progress before `minPrefillTokensPerStep` is granted anyway.
+    public static let starvationSteps = 4
+
+    public init(maxRunningSequences: Int? = nil, maxRunningPerUser: Int? = nil, queueLimit: Int = 64,
+                maxAcceptedPerUser: Int? = nil, prefillTokensPerStep: Int = 512, minPrefillTokensPerStep: Int = 16,
+                timeToFirstTokenTarget: Double = 2, interTokenLatencyTarget: Double? = 0.2,
+                stepMargin: Double = 0.8, prefillReserve: Double = 0.3, agingTokensPerSecond: Double = 100,
+                overloadSeconds: Double = 30, admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 1,
                 prefixCaching: Bool = true, maxCachedPrefixBytes: Int = 256 << 20, idleCachedPrefixBytes: Int = 64 << 20) {
         self.maxRunningSequences = maxRunningSequences
-        self.maxRunningPerUser = maxRunningPerUser ?? maxRunningSequences
+        self.maxRunningPerUser = maxRunningPerUser
         self.queueLimit = queueLimit
+        self.maxAcceptedPerUser = maxAcceptedPerUser
         self.prefillTokensPerStep = prefillTokensPerStep
-        self.targetStepSeconds = targetStepSeconds
         self.minPrefillTokensPerStep = min(minPrefillTokensPerStep, prefillTokensPerStep)
+        self.timeToFirstTokenTarget = timeToFirstTokenTarget
+        self.interTokenLatencyTarget = interTokenLatencyTarget
+        self.stepMargin = stepMargin
+        self.prefillReserve = prefillReserve
+        self.agingTokensPerSecond = agingTokensPerSecond
+        self.overloadSeconds = overloadSeconds
         self.admissionHeadroomTokens = admissionHeadroomTokens
         self.retryAfterSeconds = retryAfterSeconds
         self.prefixCaching = prefixCaching
@@ -64,19 +90,28 @@ public struct SchedulerSettings: Sendable, Equatable {
         self.idleCachedPrefixBytes = idleCachedPrefixBytes
     }
 
+    /// Seconds a step is planned to last while a reply streams (nil without a latency target).
+    public var stepTargetSeconds: Double? { interTokenLatencyTarget.map { $0 * stepMargin } }
+
     /// Throws when a value cannot work; the message names the setting, what was found and what is expected.
     public func validate() throws {
-        func check(_ ok: Bool, _ name: String, _ value: Int, _ expected: String) throws {
+        func check(_ ok: Bool, _ name: String, _ value: Any, _ expected: String) throws {
             if !ok { throw ChatEngineError.invalidRequest("scheduler setting \(name): expected \(expected), found \(value)") }
         }
-        try check(maxRunningSequences >= 1, "maxRunningSequences", maxRunningSequences, ">= 1")
-        try check(maxRunningPerUser >= 1, "maxRunningPerUser", maxRunningPerUser, ">= 1")
+        func seconds(_ x: Double) -> Bool { x > 0 && x.isFinite }
+        try check((maxRunningSequences ?? 1) >= 1, "maxRunningSequences", maxRunningSequences ?? 0, ">= 1")
+        try check((maxRunningPerUser ?? 1) >= 1, "maxRunningPerUser", maxRunningPerUser ?? 0, ">= 1")
         try check(queueLimit >= 0, "queueLimit", queueLimit, ">= 0")
+        try check((maxAcceptedPerUser ?? 1) >= 1, "maxAcceptedPerUser", maxAcceptedPerUser ?? 0, ">= 1")
         try check(prefillTokensPerStep >= 1, "prefillTokensPerStep", prefillTokensPerStep, ">= 1")
         try check(minPrefillTokensPerStep >= 1, "minPrefillTokensPerStep", minPrefillTokensPerStep, ">= 1")
-        if let t = targetStepSeconds, !(t > 0 && t.isFinite) {
-            throw ChatEngineError.invalidRequest("scheduler setting targetStepSeconds: expected a positive number of seconds, found \(t)")
-        }
+        try check(seconds(timeToFirstTokenTarget), "timeToFirstTokenTarget", timeToFirstTokenTarget, "a positive number of seconds")
+        try check(interTokenLatencyTarget.map(seconds) ?? true, "interTokenLatencyTarget", interTokenLatencyTarget ?? 0,
+                  "a positive number of seconds")
+        try check(stepMargin > 0 && stepMargin <= 1, "stepMargin", stepMargin, "a share in (0, 1]")
+        try check(prefillReserve >= 0 && prefillReserve < 1, "prefillReserve", prefillReserve, "a share in [0, 1)")
+        try check(agingTokensPerSecond >= 0 && agingTokensPerSecond.isFinite, "agingTokensPerSecond", agingTokensPerSecond, ">= 0")
+        try check(seconds(overloadSeconds), "overloadSeconds", overloadSeconds, "a positive number of seconds")
         try check(admissionHeadroomTokens >= 1, "admissionHeadroomTokens", admissionHeadroomTokens, ">= 1")
         try check(retryAfterSeconds >= 1, "retryAfterSeconds", retryAfterSeconds, ">= 1")
         try check(maxCachedPrefixBytes >= 0, "maxCachedPrefixBytes", maxCachedPrefixBytes, ">= 0")

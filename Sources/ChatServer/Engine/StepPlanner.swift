@@ -1,11 +1,17 @@
 // The engine's policy, as pure functions of counts: who is admitted, who decodes, who prefills how
-// many prompt tokens, who is preempted. No model, no cache, no threads: the engine loop describes
-// its requests and its KV pool as values, applies the plan, and runs the forward pass.
+// many prompt tokens, who is preempted. No model, no cache, no threads, no clock: the engine loop
+// describes its requests, its KV pool and its measured step costs as values, applies the plan, and
+// runs the forward pass.
 //
 // A step is planned in two calls because admission attaches cached prefixes, which changes how many
 // prompt tokens the admitted requests still need:
-//   1. `admissions(waiting:running:pool:)`: which waiting requests join the running set;
-//   2. `batch(running:pool:prefillBudget:rotation:)`: decode rows, prefill grants, preemptions.
+//   1. `admissions(waiting:running:pool:cost:)`: which waiting requests join the running set;
+//   2. `batch(running:pool:cost:starvedSteps:)`: decode rows, prefill grants, preemptions.
+//
+// Order: requests go by their prompt tokens left minus `agingTokensPerSecond` × seconds waited
+// (shortest remaining prefill first, with aging), so a short question overtakes long pastes, and a
+// paste of N tokens is overtaken only by prompts submitted less than N / agingTokensPerSecond
+// seconds after it.
 
 /// One request as the planner sees it.
 public struct PlannerRequest: Sendable, Equatable {
@@ -23,9 +29,11 @@ public struct PlannerRequest: Sendable, Equatable {
     public var plannedLength: Int
     /// Its prompt has been processed once (it has had logits): one pending token is a decode row.
     public var promptProcessed: Bool
+    /// Seconds since submission.
+    public var waitedSeconds: Double
 
     public init(id: UInt64, userId: Int64, tokens: Int, computed: Int = 0, blocksHeld: Int = 0, releasableBlocks: Int? = nil,
-                plannedLength: Int, promptProcessed: Bool = false) {
+                plannedLength: Int, promptProcessed: Bool = false, waitedSeconds: Double = 0) {
         self.id = id
         self.userId = userId
         self.tokens = tokens
@@ -34,6 +42,7 @@ public struct PlannerRequest: Sendable, Equatable {
         self.releasableBlocks = releasableBlocks ?? blocksHeld
         self.plannedLength = plannedLength
         self.promptProcessed = promptProcessed
+        self.waitedSeconds = waitedSeconds
     }
 
     /// Tokens not yet in the KV sequence.
@@ -87,62 +96,152 @@ public struct StepPlan: Sendable, Equatable {
     public var isEmpty: Bool { decode.isEmpty && prefill.isEmpty }
 }
 
-/// The admission and batching policy of one engine (see `SchedulerSettings` for the rules in prose).
+/// The admission and batching policy of one engine (see `SchedulerSettings` for the settings).
 public struct StepPlanner: Sendable, Equatable {
-    public var maxRunningSequences: Int
-    public var maxRunningPerUser: Int
+    /// The most sequences that run at once.
+    public var capacity: Int
+    /// A hard per-user cap; nil: an equal share of `capacity` while other users wait.
+    public var maxRunningPerUser: Int?
+    /// Seconds a step may last while a reply streams; nil: no latency target.
+    public var stepTarget: Double?
+    /// Share of `stepTarget` that admission keeps free of decode rows, for prompt tokens.
+    public var prefillReserve: Double
+    /// Prompt tokens per step at most (all of them when no reply streams).
+    public var maxPrefillTokens: Int
+    /// Prompt tokens granted anyway after `SchedulerSettings.starvationSteps` steps without any.
+    public var minPrefillTokens: Int
+    public var agingTokensPerSecond: Double
 
-    public init(maxRunningSequences: Int, maxRunningPerUser: Int) {
-        self.maxRunningSequences = maxRunningSequences
+    public init(capacity: Int, maxRunningPerUser: Int? = nil, stepTarget: Double? = nil, prefillReserve: Double = 0.3,
+                maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 100) {
+        self.capacity = capacity
         self.maxRunningPerUser = maxRunningPerUser
+        self.stepTarget = stepTarget
+        self.prefillReserve = prefillReserve
+        self.maxPrefillTokens = maxPrefillTokens
+        self.minPrefillTokens = minPrefillTokens
+        self.agingTokensPerSecond = agingTokensPerSecond
     }
 
-    public init(settings: SchedulerSettings) {
-        self.init(maxRunningSequences: settings.maxRunningSequences, maxRunningPerUser: settings.maxRunningPerUser)
+    public init(settings: SchedulerSettings, capacity: Int) {
+        self.init(capacity: capacity, maxRunningPerUser: settings.maxRunningPerUser, stepTarget: settings.stepTargetSeconds,
+                  prefillReserve: settings.prefillReserve, maxPrefillTokens: settings.prefillTokensPerStep,
+                  minPrefillTokens: settings.minPrefillTokensPerStep, agingTokensPerSecond: settings.agingTokensPerSecond)
     }
 
-    /// The waiting requests (oldest first) that join this step, in order: while fewer than
-    /// `maxRunningSequences` run, skipping users at their cap, as long as the free blocks cover the
-    /// room the running requests still owe plus the newcomer's planned length. A request that does not
-    /// fit stops admission (no overtaking, so a long prompt is not starved by short ones); an empty
-    /// engine always takes the first eligible request (its prompt fits the pool: checked at submission).
-    public func admissions(waiting: [PlannerRequest], running: [PlannerRequest], pool: KVPoolState) -> [UInt64] {
+    /// A request's place in line: lower goes first.
+    public func priority(_ r: PlannerRequest) -> Double {
+        Double(r.pending) - r.waitedSeconds * agingTokensPerSecond
+    }
+
+    private func inLine(_ requests: [PlannerRequest]) -> [PlannerRequest] {
+        requests.map { (priority($0), $0) }.sorted { ($0.0, $0.1.id) < ($1.0, $1.1.id) }.map(\.1)
+    }
+
+    /// Seconds of decode-only time admission allows (nil: no latency target).
+    private var decodeBudget: Double? { stepTarget.map { $0 * (1 - prefillReserve) } }
+
+    /// The most decode rows of `contextPerRow` positions each that fit the decode budget, within
+    /// 1...`ceiling` (the engine's capacity when no maximum is set).
+    public static func decodeCapacity(cost: StepCostModel, stepTarget: Double, prefillReserve: Double,
+                                      contextPerRow: Int, ceiling: Int) -> Int {
+        let budget = stepTarget * (1 - prefillReserve)
+        var rows = 1
+        while rows < ceiling && cost.predict(decodeRows: rows + 1, promptTokens: 0, attendedPositions: (rows + 1) * contextPerRow) <= budget {
+            rows += 1
+        }
+        return rows
+    }
+
+    /// The waiting requests that join this step, in line order (see the file header), while fewer
+    /// than `capacity` run and:
+    /// - its user is under its cap (`maxRunningPerUser`, or else an equal share of `capacity` when
+    ///   another user's request waits): a capped user's request is skipped, not blocking others;
+    /// - the free KV blocks cover what the running requests still owe to reach their planned
+    ///   length plus the newcomer's planned length;
+    /// - with a latency target, decode rows for everything running plus the newcomer, at their
+    ///   planned lengths, still fit the decode budget.
+    /// A request that fails either of the last two stops admission (nobody overtakes it for room
+    /// alone). An empty engine always takes the first eligible request (its prompt fits the pool:
+    /// checked at submission).
+    public func admissions(waiting: [PlannerRequest], running: [PlannerRequest], pool: KVPoolState,
+                           cost: StepCostModel) -> [UInt64] {
         var owed = 0
+        var attended = 0
         var perUser: [Int64: Int] = [:]
         for r in running {
             owed += max(0, pool.blocksNeeded(forLength: r.plannedLength) - r.blocksHeld)
+            attended += r.plannedLength
             perUser[r.userId, default: 0] += 1
         }
+        var waitingUsers: [Int64: Int] = [:]
+        for r in waiting { waitingUsers[r.userId, default: 0] += 1 }
+        let users = Set(perUser.keys).union(waitingUsers.keys).count
+        let share = max(1, capacity / max(1, users))
         var count = running.count
         var admitted: [UInt64] = []
-        for r in waiting where count < maxRunningSequences {
-            if perUser[r.userId, default: 0] >= maxRunningPerUser { continue }
+        for r in inLine(waiting) where count < capacity {
+            let mine = perUser[r.userId, default: 0]
+            if let cap = maxRunningPerUser {
+                if mine >= cap { continue }
+            } else if mine >= share && waitingUsers.contains(where: { $0.key != r.userId && $0.value > 0 }) {
+                continue
+            }
             let need = max(0, pool.blocksNeeded(forLength: r.plannedLength) - r.blocksHeld)
             if count > 0 && need + owed > pool.freeBlocks { break }
+            if count > 0, let budget = decodeBudget,
+               cost.predict(decodeRows: count + 1, promptTokens: 0, attendedPositions: attended + r.plannedLength) > budget {
+                break
+            }
             admitted.append(r.id)
             perUser[r.userId, default: 0] += 1
+            waitingUsers[r.userId, default: 1] -= 1
             owed += need
+            attended += r.plannedLength
             count += 1
         }
         return admitted
     }
 
     /// The step over `running` (in admission order): a decode row for every request whose only
-    /// pending token is its last sampled one, then `prefillBudget(decodeRows)` prompt tokens split
-    /// between the users that prefill (see `splitPrefill`). When the step's growth needs more blocks
-    /// than the pool has, the most recently admitted request is preempted (or, alone, fails) until it fits.
-    public func batch(running: [PlannerRequest], pool: KVPoolState, prefillBudget: (_ decodeRows: Int) -> Int,
-                      rotation: Int) -> StepPlan {
+    /// pending token is its last sampled one, then prompt tokens in line order. With no decode row
+    /// the step takes `maxPrefillTokens`; beside decode rows it takes what the cost model says fits
+    /// the step target (at most `maxPrefillTokens`), and `minPrefillTokens` after `starvedSteps`
+    /// steps that gave none. When the step's growth needs more KV blocks than the pool has, the
+    /// most recently admitted request is preempted (or, alone, fails) until it fits.
+    public func batch(running: [PlannerRequest], pool: KVPoolState, cost: StepCostModel, starvedSteps: Int = 0) -> StepPlan {
         var plan = StepPlan()
-        var growth: [UInt64: Int] = [:]
+        var attended = 0
         for r in running where r.isDecoding {
             plan.decode.append(r.id)
-            growth[r.id] = 1
+            attended += r.computed + 1
         }
-        plan.prefill = splitPrefill(running.filter { !$0.isDecoding && $0.pending > 0 },
-                                    budget: prefillBudget(plan.decode.count), rotation: rotation)
-        for g in plan.prefill { growth[g.id] = g.tokens }
+        let prefilling = running.filter { !$0.isDecoding && $0.pending > 0 }
+        var grants: [UInt64: Int] = [:]
+        var tokensLeft = maxPrefillTokens
+        if plan.decode.isEmpty || stepTarget == nil {
+            for r in inLine(prefilling) where tokensLeft > 0 {
+                let n = min(r.pending, tokensLeft)
+                grants[r.id] = n
+                tokensLeft -= n
+            }
+        } else {
+            var seconds = stepTarget! - cost.predict(decodeRows: plan.decode.count, promptTokens: 0, attendedPositions: attended)
+            for r in inLine(prefilling) where tokensLeft > 0 {
+                let n = Self.tokensFitting(seconds, cost: cost, from: r.computed, upTo: min(r.pending, tokensLeft))
+                if n == 0 { break }
+                grants[r.id] = n
+                tokensLeft -= n
+                seconds -= cost.promptCost(tokens: n, from: r.computed)
+            }
+            if grants.isEmpty && starvedSteps >= SchedulerSettings.starvationSteps, let first = inLine(prefilling).first {
+                grants[first.id] = min(first.pending, minPrefillTokens)
+            }
+        }
+        plan.prefill = prefilling.compactMap { r in grants[r.id].map { StepPlan.Grant(id: r.id, tokens: $0) } }
 
+        var growth: [UInt64: Int] = grants
+        for id in plan.decode { growth[id] = 1 }
         func blocksToGrow(_ r: PlannerRequest) -> Int {
             guard let n = growth[r.id] else { return 0 }
             return max(0, pool.blocksNeeded(forLength: r.computed + n) - r.blocksHeld)
@@ -160,48 +259,15 @@ public struct StepPlanner: Sendable, Equatable {
         return plan
     }
 
-    /// `budget` prompt tokens split between users: equal shares per pass (water-filling), the pass
-    /// order rotated by `rotation` users so rounding favours nobody. Within a user, the request with
-    /// the fewest tokens left goes first (then the earliest admitted): a short question starts
-    /// streaming at once instead of waiting behind the same user's long paste, which keeps going
-    /// with the rest of the budget. Grants come back in the order of `prefilling`.
-    public func splitPrefill(_ prefilling: [PlannerRequest], budget: Int, rotation: Int) -> [StepPlan.Grant] {
-        guard !prefilling.isEmpty, budget > 0 else { return [] }
-        var users: [Int64] = []
-        var byUser: [Int64: [Int]] = [:]   // indices into `prefilling`
-        for (i, r) in prefilling.enumerated() {
-            if byUser[r.userId] == nil { users.append(r.userId) }
-            byUser[r.userId, default: []].append(i)
+    /// The most prompt tokens, up to `limit`, from position `start` whose cost fits `seconds`.
+    static func tokensFitting(_ seconds: Double, cost: StepCostModel, from start: Int, upTo limit: Int) -> Int {
+        guard limit > 0, seconds > 0 else { return 0 }
+        if cost.promptCost(tokens: limit, from: start) <= seconds { return limit }
+        var low = 0, high = limit   // cost(low) fits, cost(high) does not
+        while high - low > 1 {
+            let mid = (low + high) / 2
+            if cost.promptCost(tokens: mid, from: start) <= seconds { low = mid } else { high = mid }
         }
-        for u in users {
-            byUser[u]!.sort { (prefilling[$0].pending, $0) < (prefilling[$1].pending, $1) }
-        }
-        let shift = ((rotation % users.count) + users.count) % users.count
-        users = Array(users[shift...] + users[..<shift])
-
-        var grant = [Int](repeating: 0, count: prefilling.count)
-        var remaining = budget
-        var active = users
-        while remaining > 0 && !active.isEmpty {
-            let share = max(1, remaining / active.count)
-            var stillHungry: [Int64] = []
-            for u in active where remaining > 0 {
-                var give = min(share, remaining)
-                var hungry = false
-                for i in byUser[u]! {
-                    let left = prefilling[i].pending - grant[i]
-                    let g = min(left, give)
-                    if g > 0 {
-                        grant[i] += g
-                        give -= g
-                        remaining -= g
-                    }
-                    if left - g > 0 { hungry = true }
-                }
-                if hungry { stillHungry.append(u) }
-            }
-            active = stillHungry
-        }
-        return prefilling.indices.compactMap { grant[$0] > 0 ? StepPlan.Grant(id: prefilling[$0].id, tokens: grant[$0]) : nil }
+        return low
     }
 }

@@ -129,7 +129,8 @@ public struct TransformerEngineSettings: Sendable {
     public var contextLength: Int?
     /// Compute threads of each model's pool.
     public var threads: Int
-    /// KV cache bytes per model; nil = min(¼ of physical memory, maxRunningSequences full contexts).
+    /// KV cache bytes per model; nil = min(¼ of physical memory, maxRunningSequences (or the
+    /// capacity ceiling) full contexts). Only the pages of blocks in use are resident.
     public var kvCacheBytes: Int?
     public var kvPrecision: KVCache.Precision
     public var scheduler: SchedulerSettings
@@ -188,7 +189,7 @@ public func makeTransformerEngine(id: String, model: Model, tokenizer: Tokenizer
     let context = min(settings.contextLength ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings)
     let perPosition = KVCache.bytesPerPosition(c, precision: settings.kvPrecision)
     let budget = settings.kvCacheBytes
-        ?? min(Int(ProcessInfo.processInfo.physicalMemory / 4), settings.scheduler.maxRunningSequences * context * perPosition)
+        ?? min(Int(ProcessInfo.processInfo.physicalMemory / 4), (settings.scheduler.maxRunningSequences ?? SchedulerSettings.capacityCeiling) * context * perPosition)
     let cache = try model.makeCache(memoryBudget: budget, precision: settings.kvPrecision, contextLength: context)
     let scheduler = try EngineLoop(model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
                                        modelId: id, logger: settings.logger)
@@ -196,7 +197,7 @@ public func makeTransformerEngine(id: String, model: Model, tokenizer: Tokenizer
     if startThread { scheduler.start() }
     settings.logger.info("engine ready", metadata: [
         "model": "\(id)", "context": "\(cache.contextLength)", "kvBlocks": "\(cache.blockCount)",
-        "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)",
+        "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)", "capacity": "\(scheduler.capacity)",
     ])
     return TransformerChatEngine(id: id, scheduler: scheduler, tokenizer: tokenizer, template: template)
 }

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 @testable import ChatServer
 
-/// The Prometheus text after a few requests has every family of issue 7 with plausible values.
+/// The Prometheus text after a few requests has every engine family with plausible values.
 final class EngineMetricsTests: XCTestCase {
     func testMetricsExposeTheEngineFamilies() async throws {
         SarvamMetrics.bootstrap()
@@ -10,7 +10,7 @@ final class EngineMetricsTests: XCTestCase {
         let model = h.scheduler.modelId
         var streams: [AsyncThrowingStream<GenerationEvent, Error>] = []
         for i in 0..<2 {
-            streams.append(try h.scheduler.trySubmit(h.job("m\(i)", prompt: EngineFixture.prompt(10, seed: UInt64(i)), maxTokens: 5)))
+            streams.append(try h.scheduler.trySubmit(h.job("m\(i)", prompt: EngineFixture.prompt(10, seed: UInt64(i)), maxTokens: 5, user: Int64(i))))
         }
         XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("refused", prompt: [1], maxTokens: 1)))
         h.scheduler.step()
@@ -37,6 +37,12 @@ final class EngineMetricsTests: XCTestCase {
             "sarvam_request_latency_seconds_count\(m) 2",
             "sarvam_queue_time_seconds_count\(m) 2",
             "sarvam_http_requests_total{route=\"/v1/chat/completions\",method=\"POST\",status=\"429\"} 1",
+            "sarvam_engine_capacity_sequences\(m) 2",
+            "sarvam_slo_time_to_first_token_target_seconds\(m) 2",
+            "sarvam_slo_inter_token_latency_target_seconds\(m) 0.2",
+            // Two short prompts, each first token within 2 s; 4 later tokens each, 10 ms apart.
+            "sarvam_slo_first_tokens_total{model=\"\(model)\",met=\"yes\"} 2",
+            "sarvam_slo_tokens_total{model=\"\(model)\",met=\"yes\"} 8",
         ] {
             XCTAssertTrue(text.contains(line), "missing `\(line)` in:\n\(text)")
         }

@@ -83,7 +83,7 @@ final class TransformerChatEngineTests: XCTestCase {
         let request = GenerationRequest(messages: [ChatMessage(role: .user, content: "hi")], maxTokens: 4)
         let accepted = try engine.startGeneration(request)
         XCTAssertThrowsError(try engine.startGeneration(request)) {
-            XCTAssertEqual($0 as? ChatEngineError, .busy(retryAfterSeconds: 2))
+            XCTAssertEqual($0 as? ChatEngineError, .busy(retryAfterSeconds: 1), "no request has ended yet: the shortest Retry-After")
         }
         let huge = GenerationRequest(messages: [ChatMessage(role: .user, content: String(repeating: "x", count: 300))], maxTokens: 4)
         XCTAssertThrowsError(try engine.startGeneration(huge)) {

@@ -1,15 +1,25 @@
-// `bench load`: many people chatting at once (issue 7). Starts `sarvam serve` itself on a free
-// loopback port with a temporary data directory and a known admin key (or targets `--url` with
-// `--key`), then per concurrency level C opens C streaming chats at a time with mixed prompts (most
-// ~20 tokens, every `--long-every`-th conversation opens with ~1,000 tokens), bounded in requests
-// and seconds, and reports: ok / failed / 429 counts, aggregate generated tokens/s, time to first
-// token p50/p95/p99, inter-token latency p50/p95, the longest silence in any stream, the slowest
-// 429, and the server's peak memory. With `--turns N` each chat is a conversation: turn k resends
-// the history (every earlier question and the streamed reply) with a short follow-up question, as a
-// chat client does; the time to first token of those later turns is reported apart (it shows the
-// prefix cache). Every streamed reply is checked: HTTP 200, role first, one id, valid JSON chunks, a
-// finish_reason, the usage chunk, `[DONE]` last. A reply that breaks any of these counts as failed,
-// and so does a 429 without a Retry-After header.
+// `bench load`: many people chatting at once (issue 7), and how many the box serves at the SLO
+// (issue 19). Starts `sarvam serve` itself on a free loopback port with a temporary data directory
+// and a known admin key (or targets `--url` with `--key`), then per concurrency level C opens C
+// streaming chats at a time and reports: ok / failed / 429 counts, aggregate generated tokens/s,
+// time to first token p50/p95/p99 (and apart for short questions and for long pastes), inter-token
+// latency p50/p95, the longest silence in any stream, the slowest 429, and the server's peak memory.
+// The default mix is the SLO's: every 2nd conversation (`--long-every`) opens with a ~1,000-token
+// paste, the others with a short question (~20 tokens), 128 tokens out each (`--max-tokens`).
+//
+// The SLO, per level: short prompts' time to first token p95 <= `--slo-ttft` (2 s), inter-token
+// latency p95 <= `--slo-itl` (0.2 s), no stream silent for more than `--slo-silence` (2 s) after its
+// first token, no failed request and no 429 (a user turned away). Each level says whether it held
+// and which conditions failed; the last line is the streams the box holds at the SLO: the highest
+// level that held with every lower level holding too. These targets only judge the results; the
+// server's own (`sarvam serve --slo-ttft/--slo-itl`) are set with `--server-arg`.
+//
+// With `--turns N` each chat is a conversation: turn k resends the history (every earlier question
+// and the streamed reply) with a short follow-up question, as a chat client does; the time to first
+// token of those later turns is reported apart (it shows the prefix cache), and a later turn counts
+// as long when its conversation opened with the paste. Every streamed reply is checked: HTTP 200,
+// role first, one id, valid JSON chunks, a finish_reason, the usage chunk, `[DONE]` last. A reply
+// that breaks any of these counts as failed, and so does a 429 without a Retry-After header.
 //
 // The client is a minimal blocking HTTP/1.1 one over a POSIX socket (one thread per stream), so the
 // time of every byte is measured without a framework's buffering; it only talks to loopback.
@@ -21,7 +31,7 @@ import Glibc
 
 enum LoadBench {
     struct Options: ParsableArguments {
-        @Flag(help: "One JSON object per level (and one for the idle memory) instead of the table.")
+        @Flag(help: "One JSON object per level, one for the idle memory, and last the streams at the SLO, instead of the table.")
         var json = false
         @Option(help: ArgumentHelp("The weight file the started server loads.", valueName: "path"))
         var model = "weights/qwen2.5-coder-0.5b-instruct.sarvam"
@@ -43,20 +53,32 @@ enum LoadBench {
         /// Seconds per level after which no new request starts.
         @Option(parsing: .unconditional, help: "Seconds per level after which no new request starts.")
         var seconds = 180.0
-        @Option(parsing: .unconditional, help: "max_tokens of every request.")
-        var maxTokens = 64
-        @Option(parsing: .unconditional, help: "Every K-th conversation opens with a ~1,000-token prompt.")
-        var longEvery = 4
+        @Option(parsing: .unconditional, help: "max_tokens of every request; 128 is the SLO mix.")
+        var maxTokens = 128
+        @Option(parsing: .unconditional,
+                help: "Every K-th conversation opens with a ~1,000-token paste, the others with a short question; 2 is the SLO mix, half and half.")
+        var longEvery = 2
         /// Requests per conversation (each later turn resends the history).
         @Option(parsing: .unconditional, help: "Requests per conversation; each later turn resends the history with a follow-up question.")
         var turns = 1
+        @Option(name: .customLong("slo-ttft"), parsing: .unconditional,
+                help: ArgumentHelp("SLO: seconds to the first token of short prompts, p95 (judges the results; the server's own target is --server-arg --slo-ttft).",
+                                   valueName: "seconds"))
+        var sloTTFT = 2.0
+        @Option(name: .customLong("slo-itl"), parsing: .unconditional,
+                help: ArgumentHelp("SLO: seconds between two tokens of a stream, p95.", valueName: "seconds"))
+        var sloITL = 0.2
+        @Option(name: .customLong("slo-silence"), parsing: .unconditional,
+                help: ArgumentHelp("SLO: longest silence of a stream after its first token.", valueName: "seconds"))
+        var sloSilence = 2.0
         @Option(parsing: .unconditional, help: "--threads of the started server.")
         var threads = 2
-        @Option(parsing: .unconditional, help: "--max-sequences of the started server.")
-        var maxSequences = 8
-        /// The started server's queue limit: with 8 sequences, 32 clients exceed 8 + 16 and get 429s.
-        @Option(parsing: .unconditional, help: "--queue-limit of the started server (32 clients exceed 8 sequences + 16 waiting).")
-        var queueLimit = 16
+        /// nil: not passed, the server sizes itself from its measured step cost.
+        @Option(parsing: .unconditional, help: "--max-sequences of the started server (default: not passed, the server's own).")
+        var maxSequences: Int?
+        /// nil: not passed, the server's own queue limit.
+        @Option(parsing: .unconditional, help: "--queue-limit of the started server (default: not passed, the server's own).")
+        var queueLimit: Int?
         @Option(name: .customLong("server-arg"), parsing: .unconditionalSingleValue,
                 help: ArgumentHelp("One more argument for the started server (repeatable; may start with --).", valueName: "arg"))
         var serverArguments: [String] = []
@@ -67,10 +89,15 @@ enum LoadBench {
             for case let (name, value?) in positive where value < 1 {
                 throw ValidationError("\(name): expected a positive integer, found \(value)")
             }
-            guard seconds > 0 else { throw ValidationError("--seconds: expected a positive number, found \(seconds)") }
-            guard queueLimit >= 0 else { throw ValidationError("--queue-limit: expected an integer >= 0, found \(queueLimit)") }
+            let positiveSeconds = [("--seconds", seconds), ("--slo-ttft", sloTTFT), ("--slo-itl", sloITL), ("--slo-silence", sloSilence)]
+            for (name, value) in positiveSeconds where !(value > 0 && value.isFinite) {
+                throw ValidationError("\(name): expected a positive number of seconds, found \(value)")
+            }
+            if let queueLimit, queueLimit < 0 { throw ValidationError("--queue-limit: expected an integer >= 0, found \(queueLimit)") }
             if url != nil && key == nil { throw ValidationError("--url needs --key (an API key of that server)") }
         }
+
+        var slo: SLO { SLO(ttft: sloTTFT, itl: sloITL, silence: sloSilence) }
     }
 
     struct BenchError: Error, CustomStringConvertible {
@@ -117,37 +144,97 @@ enum LoadBench {
         try client.waitUntilHealthy(timeout: 900, server: server)
         let memory = MemoryProbe(pid: server?.pid, client: client)
         let idleBefore = memory.sample()
+        let slo = o.slo
         if !o.json {
-            print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(o.longEvery)th conversation opens with ~1,000 tokens, \(o.turns) turn(s) per conversation")
+            print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(ordinal(o.longEvery)) conversation opens with ~1,000 tokens, \(o.turns) turn(s) per conversation")
+            print("SLO: short-prompt ttft p95 <= \(seconds(slo.ttft)) s, itl p95 <= \(seconds(slo.itl)) s, no stream silent > \(seconds(slo.silence)) s, no failure, no 429")
             print("idle server RSS: \(idleBefore.map { "\($0 >> 20) MiB" } ?? "unknown")")
-            print("    C     ok  fail   429   tok/s  ×C=1  ttft p50   p95    p99   itl p50   p95   max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95  cached prompt")
+            print("    C  SLO     ok  fail   429    tok/s   ×C=1  ttft p50    p95    p99  short p50    p95  long p50    p95  itl p50    p95  max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95  cached prompt")
         }
         var single: Double?
+        var verdicts: [(concurrency: Int, held: Bool)] = []
         for level in o.levels {
             let result = runLevel(concurrency: level, options: o, client: client, memory: memory)
+            let failures = result.sloFailures(slo)
+            verdicts.append((level, failures.isEmpty))
             if level == 1 { single = result.tokensPerSecond }
             if o.json {
-                print(result.jsonLine())
+                print(result.jsonLine(slo: slo))
             } else {
                 let ratio = single.map { $0 > 0 ? String(format: "%5.2f", result.tokensPerSecond / $0) : "  -  " } ?? "  -  "
+                func right(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+                func pair(_ p: Percentiles, _ count: Int, width: Int) -> String {
+                    right(count > 0 ? String(format: "%.2f %6.2f", p.p50, p.p95) : "-      -", width)
+                }
                 let later = result.laterTurnCount > 0 ? String(format: "%.2f / %.2f", result.laterTurnTTFT.p50, result.laterTurnTTFT.p95) : "-"
                 let cached = result.promptTokens > 0 ? String(format: "%.0f%%", 100 * Double(result.cachedPromptTokens) / Double(result.promptTokens)) : "-"
-                print(String(format: "%5d %6d %5d %5d %7.1f  %@  %6.2f %6.2f %6.2f   %6.3f %6.3f   %6.2f  %7.3f  %12.1f  %@  %@  %@",
-                             level, result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
-                             result.ttft.p50, result.ttft.p95, result.ttft.p99, result.itl.p50, result.itl.p95, result.maxGap,
+                print(String(format: "%5d  %@ %6d %5d %5d %8.1f  %@  %8.2f %6.2f %6.2f  %@  %@  %7.3f %6.3f  %7.2f  %7.3f  %12.1f  %@  %@  %@",
+                             level, failures.isEmpty ? "yes" : " no", result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
+                             result.ttft.p50, result.ttft.p95, result.ttft.p99,
+                             pair(result.shortTTFT, result.shortCount, width: 16), pair(result.longTTFT, result.longCount, width: 15),
+                             result.itl.p50, result.itl.p95, result.maxGap,
                              result.maxRejectSeconds, result.promptTokensPerSecond,
-                             result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", later, cached))
+                             right(result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", 8), later, cached))
+                if !failures.isEmpty { print("        SLO missed: " + failures.joined(separator: "; ")) }
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
         }
         Thread.sleep(forTimeInterval: 2)
         let idleAfter = memory.sample()
+        let streams = streamsAtSLO(verdicts)
         if o.json {
             let fields = ["idle_rss_before_bytes": idleBefore.map { "\($0)" } ?? "null", "idle_rss_after_bytes": idleAfter.map { "\($0)" } ?? "null"]
             print("{" + fields.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}")
+            print(streamsJSONLine(streams: streams, slo: slo))
         } else {
             print("idle server RSS after the run: \(idleAfter.map { "\($0 >> 20) MiB" } ?? "unknown")")
+            print("streams at SLO: \(streams)")
         }
+    }
+
+    /// "2nd", "4th", "21st": the header's "every K-th conversation".
+    static func ordinal(_ k: Int) -> String {
+        let suffix = (11...13).contains(k % 100) ? "th" : [1: "st", 2: "nd", 3: "rd"][k % 10] ?? "th"
+        return "\(k)\(suffix)"
+    }
+
+    /// A target as written on the command line: 2 -> "2", 0.2 -> "0.2".
+    static func seconds(_ x: Double) -> String { String(format: "%g", x) }
+
+    // MARK: - The SLO
+
+    /// Targets the results of a level are judged by (seconds).
+    struct SLO: Equatable {
+        /// Time to first token of short prompts, p95.
+        var ttft = 2.0
+        /// Inter-token latency, p95.
+        var itl = 0.2
+        /// Longest gap between two tokens of one stream.
+        var silence = 2.0
+    }
+
+    /// The streams the box holds at the SLO: the highest level that held, counting only levels
+    /// below which every measured level held too (0 when the lowest level missed). Levels in any
+    /// order; a level measured twice holds only if both runs held.
+    static func streamsAtSLO(_ verdicts: [(concurrency: Int, held: Bool)]) -> Int {
+        let held = Dictionary(verdicts.map { ($0.concurrency, $0.held) }, uniquingKeysWith: { $0 && $1 })
+        var streams = 0
+        for level in held.keys.sorted() {
+            guard held[level]! else { break }
+            streams = level
+        }
+        return streams
+    }
+
+    /// A JSON array of strings.
+    static func jsonArray(_ strings: [String]) -> String {
+        (try? JSONSerialization.data(withJSONObject: strings)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+    }
+
+    /// The run's last JSON line: `{"streams_at_slo": N, "slo": {...}}`.
+    static func streamsJSONLine(streams: Int, slo: SLO) -> String {
+        func number(_ x: Double) -> String { String(format: "%.4f", x) }
+        return "{\"streams_at_slo\": \(streams), \"slo\": {\"ttft_s\": \(number(slo.ttft)), \"itl_s\": \(number(slo.itl)), \"silence_s\": \(number(slo.silence))}}"
     }
 
     static func sarvamPath(_ given: String?) throws -> String {
@@ -194,6 +281,10 @@ enum LoadBench {
         /// The slowest 429 answer (they must come at once, not after a timeout).
         var maxRejectSeconds = 0.0
         var ttft = Percentiles()
+        /// Time to first token of the successful short-question and long-paste requests, and how many
+        /// of each there were.
+        var shortTTFT = Percentiles(), longTTFT = Percentiles()
+        var shortCount = 0, longCount = 0
         /// Time to first token of turns after the first (their prompts resend the history).
         var laterTurnTTFT = Percentiles()
         var laterTurnCount = 0
@@ -202,19 +293,84 @@ enum LoadBench {
         var peakRSS: Int?
         var errors: [String] = []
 
-        func jsonLine() -> String {
+        init() {}
+
+        /// A level's numbers from its requests' outcomes (peak memory is set by the caller).
+        init(concurrency: Int, seconds: Double, outcomes: [StreamOutcome]) {
+            self.concurrency = concurrency
+            self.seconds = seconds
+            var ttfts: [Double] = [], shortTTFTs: [Double] = [], longTTFTs: [Double] = [], laterTTFTs: [Double] = []
+            var gaps: [Double] = []
+            for outcome in outcomes {
+                switch outcome.status {
+                case .ok:
+                    ok += 1
+                    completionTokens += outcome.completionTokens
+                    promptTokens += outcome.promptTokens
+                    cachedPromptTokens += outcome.cachedPromptTokens
+                    if let t = outcome.timeToFirstToken {
+                        ttfts.append(t)
+                        if outcome.long { longTTFTs.append(t) } else { shortTTFTs.append(t) }
+                        if outcome.turn > 0 { laterTTFTs.append(t) }
+                    }
+                    gaps += outcome.interTokenGaps
+                    maxGap = max(maxGap, outcome.interTokenGaps.max() ?? 0)
+                case .rejected:
+                    rejected += 1
+                    maxRejectSeconds = max(maxRejectSeconds, outcome.seconds)
+                case .failed(let message):
+                    failed += 1
+                    errors.append(message)
+                }
+            }
+            ttft = Percentiles(ttfts)
+            shortTTFT = Percentiles(shortTTFTs)
+            shortCount = shortTTFTs.count
+            longTTFT = Percentiles(longTTFTs)
+            longCount = longTTFTs.count
+            laterTurnTTFT = Percentiles(laterTTFTs)
+            laterTurnCount = laterTTFTs.count
+            itl = Percentiles(gaps)
+        }
+
+        /// The SLO conditions this level missed, each with the measured value and the target; empty
+        /// when it held. Without a short prompt's first token there is nothing to hold the time to
+        /// first token against, so that condition counts as missed.
+        func sloFailures(_ slo: SLO) -> [String] {
+            var failures: [String] = []
+            if shortCount == 0 {
+                failures.append("short_ttft_p95 unknown: no short prompt got a first token")
+            } else if shortTTFT.p95 > slo.ttft {
+                failures.append(String(format: "short_ttft_p95 %.2f s > %@ s", shortTTFT.p95, LoadBench.seconds(slo.ttft)))
+            }
+            if itl.p95 > slo.itl {
+                failures.append(String(format: "itl_p95 %.3f s > %@ s", itl.p95, LoadBench.seconds(slo.itl)))
+            }
+            if maxGap > slo.silence {
+                failures.append(String(format: "max_gap %.2f s > %@ s", maxGap, LoadBench.seconds(slo.silence)))
+            }
+            if failed > 0 { failures.append("failed \(failed)") }
+            if rejected > 0 { failures.append("rejected \(rejected)") }
+            return failures
+        }
+
+        func jsonLine(slo: SLO) -> String {
             func number(_ x: Double) -> String { String(format: "%.4f", x) }
+            let failures = sloFailures(slo)
             let fields: [(String, String)] = [
                 ("concurrency", "\(concurrency)"), ("ok", "\(ok)"), ("failed", "\(failed)"), ("rejected_429", "\(rejected)"),
                 ("completion_tokens", "\(completionTokens)"), ("prompt_tokens", "\(promptTokens)"),
                 ("cached_prompt_tokens", "\(cachedPromptTokens)"), ("seconds", number(seconds)),
                 ("tokens_per_s", number(tokensPerSecond)), ("prompt_tokens_per_s", number(promptTokensPerSecond)),
                 ("ttft_p50_s", number(ttft.p50)), ("ttft_p95_s", number(ttft.p95)), ("ttft_p99_s", number(ttft.p99)),
+                ("short_ok", "\(shortCount)"), ("short_ttft_p50_s", number(shortTTFT.p50)), ("short_ttft_p95_s", number(shortTTFT.p95)),
+                ("long_ok", "\(longCount)"), ("long_ttft_p50_s", number(longTTFT.p50)), ("long_ttft_p95_s", number(longTTFT.p95)),
                 ("later_turns", "\(laterTurnCount)"), ("later_turn_ttft_p50_s", number(laterTurnTTFT.p50)),
                 ("later_turn_ttft_p95_s", number(laterTurnTTFT.p95)),
                 ("itl_p50_s", number(itl.p50)), ("itl_p95_s", number(itl.p95)), ("max_gap_s", number(maxGap)),
                 ("rejected_429_max_s", number(maxRejectSeconds)),
                 ("peak_rss_bytes", peakRSS.map { "\($0)" } ?? "null"),
+                ("slo_ok", failures.isEmpty ? "true" : "false"), ("slo_failed", LoadBench.jsonArray(failures)),
             ]
             return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
         }
@@ -233,6 +389,7 @@ enum LoadBench {
                 defer { group.leave() }
                 // One conversation after another; every turn takes one of the level's requests.
                 var history: [[String: String]] = []
+                var long = false
                 while true {
                     let n: Int? = state.lock.withLock {
                         guard state.issued < total, Date() < deadline else { return nil }
@@ -243,12 +400,14 @@ enum LoadBench {
                     let turn = history.count / 2
                     // Every `longEvery`-th conversation opens with the ~1,000-token paste.
                     let conversation = turn == 0 ? state.lock.withLock { state.conversations += 1; return state.conversations } : 0
+                    if turn == 0 { long = conversation % o.longEvery == 0 }
                     let question = turn == 0
-                        ? Prompts.make(long: conversation % o.longEvery == 0, seed: n * 7919 + worker)
+                        ? Prompts.make(long: long, seed: n * 7919 + worker)
                         : Prompts.followUps[(n + turn) % Prompts.followUps.count]
                     history.append(["role": "user", "content": question])
                     var outcome = client.streamChat(body: requestBody(messages: history, options: o, seed: n), timeout: 300)
                     outcome.turn = turn
+                    outcome.long = long
                     state.lock.withLock { state.outcomes.append(outcome) }
                     if case .ok = outcome.status, turn + 1 < o.turns {
                         history.append(["role": "assistant", "content": outcome.reply])
@@ -264,37 +423,9 @@ enum LoadBench {
             thread.start()
         }
         group.wait()
-        let elapsed = Date().timeIntervalSince(start)
-        var result = LevelResult()
-        result.concurrency = concurrency
-        result.seconds = elapsed
+        var result = LevelResult(concurrency: concurrency, seconds: Date().timeIntervalSince(start),
+                                 outcomes: state.lock.withLock { state.outcomes })
         result.peakRSS = sampler.stop()
-        var ttfts: [Double] = [], laterTTFTs: [Double] = [], gaps: [Double] = []
-        for outcome in state.lock.withLock({ state.outcomes }) {
-            switch outcome.status {
-            case .ok:
-                result.ok += 1
-                result.completionTokens += outcome.completionTokens
-                result.promptTokens += outcome.promptTokens
-                result.cachedPromptTokens += outcome.cachedPromptTokens
-                if let t = outcome.timeToFirstToken {
-                    ttfts.append(t)
-                    if outcome.turn > 0 { laterTTFTs.append(t) }
-                }
-                gaps += outcome.interTokenGaps
-                result.maxGap = max(result.maxGap, outcome.interTokenGaps.max() ?? 0)
-            case .rejected:
-                result.rejected += 1
-                result.maxRejectSeconds = max(result.maxRejectSeconds, outcome.seconds)
-            case .failed(let message):
-                result.failed += 1
-                result.errors.append(message)
-            }
-        }
-        result.ttft = Percentiles(ttfts)
-        result.laterTurnTTFT = Percentiles(laterTTFTs)
-        result.laterTurnCount = laterTTFTs.count
-        result.itl = Percentiles(gaps)
         return result
     }
 
@@ -391,9 +522,7 @@ final class ServerProcess: @unchecked Sendable {
         let port = try freeLoopbackPort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: sarvam)
-        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", data.path, "--model", model,
-                             "--threads", "\(o.threads)", "--max-sequences", "\(o.maxSequences)",
-                             "--queue-limit", "\(o.queueLimit)"] + o.serverArguments
+        process.arguments = arguments(port: port, dataDirectory: data.path, model: model, options: o)
         var environment = ProcessInfo.processInfo.environment
         environment["SARVAM_ADMIN_KEY"] = key
         environment["SARVAM_LOG_LEVEL"] = environment["SARVAM_LOG_LEVEL"] ?? "warning"
@@ -403,6 +532,17 @@ final class ServerProcess: @unchecked Sendable {
         process.standardError = handle
         try process.run()
         return ServerProcess(process: process, port: port, dataDirectory: data, logFile: log)
+    }
+
+    /// `sarvam serve`'s command line. Capacity and queue are passed only when given, so by default
+    /// the bench measures the server's own; the bench's SLO options are not passed (the server's
+    /// targets go through --server-arg).
+    static func arguments(port: Int, dataDirectory: String, model: String, options o: LoadBench.Options) -> [String] {
+        var arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", dataDirectory, "--model", model,
+                         "--threads", "\(o.threads)"]
+        if let n = o.maxSequences { arguments += ["--max-sequences", "\(n)"] }
+        if let n = o.queueLimit { arguments += ["--queue-limit", "\(n)"] }
+        return arguments + o.serverArguments
     }
 
     /// A port of 127.0.0.1 that was free a moment ago.
@@ -519,6 +659,8 @@ struct StreamOutcome {
     var reply = ""
     /// 0 for a conversation's first request.
     var turn = 0
+    /// The conversation opened with the ~1,000-token paste (else with a short question).
+    var long = false
 }
 
 final class LoadClient: @unchecked Sendable {

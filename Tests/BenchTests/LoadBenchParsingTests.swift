@@ -17,10 +17,18 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"], "--server-arg takes its value even when it looks like a flag")
         XCTAssertEqual(o.maxTokens, 32)
         XCTAssertEqual(o.turns, 1)
-        XCTAssertEqual(o.queueLimit, 16, "the default: 32 clients exceed 8 sequences + 16 waiting")
         XCTAssertEqual(o.levels, try LoadBench.Options.parse(["--levels", "1,4,8"]).levels)
-        XCTAssertEqual(try LoadBench.Options.parse([]).levels, [1, 4, 8, 16, 32])
-        XCTAssertNil(try LoadBench.Options.parse([]).requests)
+        // The defaults: the SLO mix (half pastes, 128 tokens out), its targets, the server's own capacity and queue.
+        let defaults = try LoadBench.Options.parse([])
+        XCTAssertEqual(defaults.levels, [1, 4, 8, 16, 32])
+        XCTAssertNil(defaults.requests)
+        XCTAssertEqual(defaults.longEvery, 2)
+        XCTAssertEqual(defaults.maxTokens, 128)
+        XCTAssertEqual(defaults.slo, LoadBench.SLO(ttft: 2, itl: 0.2, silence: 2))
+        XCTAssertNil(defaults.maxSequences, "not passed: the server sizes itself")
+        XCTAssertNil(defaults.queueLimit, "not passed: the server's own queue")
+        let targets = try LoadBench.Options.parse(["--slo-ttft", "1.5", "--slo-itl", "0.1", "--slo-silence", "3"])
+        XCTAssertEqual(targets.slo, LoadBench.SLO(ttft: 1.5, itl: 0.1, silence: 3))
         XCTAssertEqual(try LoadBench.Options.parse(["--turns", "3"]).turns, 3)
         XCTAssertEqual(try LoadBench.Options.parse(["--queue-limit", "0"]).queueLimit, 0)
         XCTAssertEqual(try LoadBench.Options.parse(["--model-name", "m", "--long-every", "2", "--seconds", "1.5"]).seconds, 1.5)
@@ -46,6 +54,11 @@ final class LoadBenchParsingTests: XCTestCase {
             (["--requests", "-2"], "--requests: expected a positive integer, found -2"),
             (["--queue-limit", "-1"], "--queue-limit: expected an integer >= 0, found -1"),
             (["--seconds", "0"], "--seconds: expected a positive number"),
+            (["--slo-ttft", "0"], "--slo-ttft: expected a positive number of seconds, found 0.0"),
+            (["--slo-itl", "-0.2"], "--slo-itl: expected a positive number of seconds, found -0.2"),
+            (["--slo-silence", "nan"], "--slo-silence: expected a positive number of seconds"),
+            (["--slo-ttft", "soon"], "soon"),
+            (["--max-sequences", "0"], "--max-sequences: expected a positive integer, found 0"),
             (["--url", "http://127.0.0.1:1"], "--url needs --key"),
             (["--levels", "1,x"], "expected positive integers separated by commas"),
             (["--levels", "0"], "expected positive integers separated by commas"),
@@ -168,12 +181,21 @@ final class LoadBenchParsingTests: XCTestCase {
         r.completionTokens = 640
         r.seconds = 32
         r.peakRSS = 123
-        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.jsonLine().utf8)) as? [String: Any])
+        r.shortCount = 5
+        r.shortTTFT.p95 = 0.5
+        r.longCount = 5
+        r.longTTFT.p50 = 3
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.jsonLine(slo: LoadBench.SLO()).utf8)) as? [String: Any])
         for key in ["concurrency", "ok", "failed", "rejected_429", "tokens_per_s", "ttft_p50_s", "ttft_p95_s", "itl_p95_s",
-                    "max_gap_s", "peak_rss_bytes", "rejected_429_max_s", "prompt_tokens", "prompt_tokens_per_s"] {
+                    "max_gap_s", "peak_rss_bytes", "rejected_429_max_s", "prompt_tokens", "prompt_tokens_per_s",
+                    "short_ttft_p50_s", "short_ttft_p95_s", "long_ttft_p50_s", "long_ttft_p95_s", "slo_ok", "slo_failed"] {
             XCTAssertNotNil(object[key], key)
         }
         XCTAssertEqual(object["tokens_per_s"] as? Double, 20)
+        XCTAssertEqual(object["short_ttft_p95_s"] as? Double, 0.5)
+        XCTAssertEqual(object["long_ttft_p50_s"] as? Double, 3)
+        XCTAssertEqual(object["slo_ok"] as? Bool, true)
+        XCTAssertEqual(object["slo_failed"] as? [String], [])
     }
 
     func testPromptsHaveTheIntendedSizes() {
@@ -184,6 +206,19 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertGreaterThan(long.count, 2500)
         XCTAssertLessThan(long.count, 3600)
         XCTAssertNotEqual(Prompts.make(long: true, seed: 1), Prompts.make(long: true, seed: 2))
+    }
+
+    /// Capacity and queue reach the server only when given; the bench's SLO options never do, --server-arg always.
+    func testServerArguments() throws {
+        func arguments(_ options: [String]) throws -> [String] {
+            ServerProcess.arguments(port: 9, dataDirectory: "/d", model: "m.sarvam", options: try LoadBench.Options.parse(options))
+        }
+        XCTAssertEqual(try arguments([]), ["serve", "--host", "127.0.0.1", "--port", "9", "--data-dir", "/d", "--model", "m.sarvam",
+                                           "--threads", "2"])
+        let given = try arguments(["--max-sequences", "4", "--queue-limit", "0", "--slo-ttft", "1",
+                                   "--server-arg", "--slo-itl", "--server-arg", "0.1"])
+        XCTAssertEqual(Array(given.suffix(6)), ["--max-sequences", "4", "--queue-limit", "0", "--slo-itl", "0.1"])
+        XCTAssertFalse(given.contains("--slo-ttft"), "the bench's targets judge the results; they are not the server's")
     }
 
     func testFreePortAndProcParsing() throws {

@@ -1,12 +1,8 @@
 // Perplexity of the GPL-3 text (Debian's /usr/share/common-licenses/GPL-3) at ctx 512, computed as
 // llama.cpp's perplexity tool does, against what that tool reports for the default GGUF (5.310): the
-// default conversion within 1%, int8 within 2%; int4 within 6%. int4 measured 5.484-5.491
-// (+3.3-3.4%) with the Q4_K_M-style mix plus the whole first and last layers in int8
-// (QuantizationPolicy.swift has the table of mixes tried); with the first layer only 5.503-5.510,
-// without either 5.630-5.650 (the spread: kernel summation order). Most 4-bit matrices are
-// requantized from the GGUF's Q5_0. Perplexity of this text is not fidelity here: a least-squares
-// int4 encoder (see Int4Quantizer.swift) followed the int8 model more closely (KL 0.055-0.059
-// against 0.086-0.094) yet scored 5.95-6.16 with the old mix.
+// default conversion within 1%, int8 within 2%; int4 within 6%. The int4 mixes measured against
+// this bound, and why a lower weight error did not mean a lower perplexity here, are in
+// docs/decisions.md.
 import Foundation
 import Tensor
 import TestSupport

@@ -1,4 +1,4 @@
-// `bench kernels [--json] [--threads N] [--large-m] [--quick] [--prefetch-sweep] [--cpu-time]`
+// `bench kernels [--json] [--threads N] [--large-m] [--quick] [--prefetch-sweep] [--cpu-time] [--float-only]`
 //
 // Measures, for 1 and 2 threads (or only N with --threads N):
 //   - memory read bandwidth (streaming a 512 MB buffer, far larger than the caches);
@@ -8,7 +8,8 @@
 //     nothing stays cached): one token of decode; GB/s, fraction, and effective GOP/s
 //     (2·N·K·M / time) at M = 1, 4, 8, 16 (and 64, 512 with --large-m); from M = 16 on (the AVX2
 //     GEMM kernels) also the same sweep on the small-M tiles, as a ratio ("1.40x tiles");
-//   - sgemm GFLOP/s for x [512, 896] · W [4864, 896]ᵀ (OpenBLAS with as many threads as the run).
+//   - f32/f16 weights through the own float path and through OpenBLAS's sgemm at M = 1 ... 512
+//     (KernelsBench+Float.swift; `--float-only` runs only this section).
 // Every kernel result is checked against the reference before it is timed; times are medians.
 // With --json the last line is one JSON object for the largest thread count.
 import ArgumentParser
@@ -34,6 +35,8 @@ enum KernelsBench {
         /// throughput per CPU-second: comparable between runs on a machine busy with other work).
         @Flag(name: .customLong("cpu-time"), help: "Time with the process's CPU clock (per CPU-second figures on a busy machine).")
         var cpuTime = false
+        @Flag(name: .customLong("float-only"), help: "Only the float section (f32/f16 own path vs sgemm); skips the quantized weights.")
+        var floatOnly = false
 
         var threadCounts: [Int] { threads.map { [$0] } ?? [1, max(2, ProcessInfo.processInfo.activeProcessorCount)] }
 
@@ -60,6 +63,19 @@ enum KernelsBench {
         let repeats = options.quick ? 3 : 7
         var rng = SplitMix(seed: 42)
         var json: [String: Any] = [:]
+
+        let floatInputs = prepareFloat(rng: &rng)
+        try checkFloat(floatInputs, pool: ThreadPool(threads: 2))
+        log("both float methods match the exact product", options)
+        if options.floatOnly {
+            for threads in options.threadCounts {
+                print("== \(threads) thread\(threads == 1 ? "" : "s") ==")
+                json = measureFloat(floatInputs, pool: ThreadPool(threads: threads), repeats: repeats)
+                json["threads"] = threads
+            }
+            if options.json { print(String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)) }
+            return
+        }
 
         // Quantize each distinct shape once, then copy into separate allocations for the sweep.
         let formats: [WeightFormat] = [.int8, .int5, .int4]
@@ -170,12 +186,7 @@ enum KernelsBench {
                 print(line)
             }
 
-            let blasThreads = BLAS.threadCount
-            BLAS.threadCount = threads
-            let sgemm = measureSgemm(repeats: min(repeats, 5), rng: &rng)
-            BLAS.threadCount = blasThreads
-            print(String(format: "sgemm 512x896 · 896x4864 (OpenBLAS, %d thread%@)  %7.1f GFLOP/s", threads, threads == 1 ? "" : "s", sgemm))
-            record["sgemm_gflops"] = round2(sgemm)
+            record.merge(measureFloat(floatInputs, pool: pool, repeats: repeats)) { $1 }
             json = record
         }
         if options.json {
@@ -281,22 +292,6 @@ enum KernelsBench {
             }
         }
         return Double(count * 4) / t / 1e9
-    }
-
-    static func measureSgemm(repeats: Int, rng: inout SplitMix) -> Double {
-        let m = 512, k = 896, n = 4864
-        var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: n * k)
-        for i in 0..<a.count { a[i] = rng.nextFloat() - 0.5 }
-        for i in 0..<b.count { b[i] = rng.nextFloat() - 0.5 }
-        var c = [Float](repeating: 0, count: m * n)
-        let t = time(repeats: repeats, minimumSeconds: 0.05) {
-            a.withUnsafeBufferPointer { ap in
-                b.withUnsafeBufferPointer { bp in
-                    c.withUnsafeMutableBufferPointer { BLAS.matmulTransposedB(ap.baseAddress!, bp.baseAddress!, $0.baseAddress!, m: m, n: n, k: k) }
-                }
-            }
-        }
-        return 2 * Double(m * n * k) / t / 1e9
     }
 
     static func randomMatrix(rows: Int, cols: Int, format: WeightFormat, rng: inout SplitMix) -> QuantizedMatrix {

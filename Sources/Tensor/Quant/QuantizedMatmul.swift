@@ -262,7 +262,7 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
     precondition(m >= 1, "quantizedMatmul needs at least one activation row, got m = \(m)")
     switch w.format {
     case .f32, .f16:
-        floatMatmul(w, x, m: m, y, pool: pool, path: path)
+        floatMatmul(w, x, m: m, y, pool: pool)
     case .int8, .int5, .int4:
         let layout = activationLayout(w.format, path, m: m)
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)

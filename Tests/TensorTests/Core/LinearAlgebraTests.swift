@@ -2,53 +2,6 @@ import XCTest
 import Tensor
 import TestSupport
 
-final class BLASTests: XCTestCase {
-    /// Float sums of K products in BLAS's order vs a Double sum: error grows like K ulp at worst.
-    private func tolerance(_ k: Int) -> Float { 2e-7 * Float(k) + 1e-6 }
-
-    func testMatmulTransposedBAgainstNaiveLoop() {
-        var rng = SeededGenerator(seed: 20)
-        for m in [1, 3, 17] {
-            for (n, k) in [(1, 1), (7, 5), (33, 31), (65, 896), (3, 4864)] {
-                let a = rng.floats(m * k), b = rng.floats(n * k)
-                var c = [Float](repeating: .nan, count: m * n)   // must be overwritten, NaN included
-                BLAS.matmulTransposedB(a, b, &c, m: m, n: n, k: k)
-                let expected = naiveMatmul(a, b, m: m, n: n, k: k, transposeB: true)
-                XCTAssertNil(mismatch(c, expected, absolute: tolerance(k)), "m \(m) n \(n) k \(k)")
-                // accumulate: C += A Bᵀ
-                let c0 = rng.floats(m * n)
-                var acc = c0
-                BLAS.matmulTransposedB(a, b, &acc, m: m, n: n, k: k, accumulate: true)
-                XCTAssertNil(mismatch(acc, zip(c0, expected).map { $0 + $1 }, absolute: tolerance(k)), "accumulate m \(m) n \(n) k \(k)")
-                // the module's own reference agrees with TestSupport's loop
-                var r = [Float](repeating: 0, count: m * n)
-                BLAS.matmulTransposedBReference(a, b, &r, m: m, n: n, k: k)
-                XCTAssertEqual(r, expected)
-            }
-        }
-    }
-
-    func testGeneralSgemmTransposes() {
-        var rng = SeededGenerator(seed: 21)
-        let m = 5, n = 7, k = 9
-        let a = rng.floats(m * k), b = rng.floats(k * n)          // A [M, K], B [K, N]
-        let expected = naiveMatmul(a, b, m: m, n: n, k: k, transposeB: false)
-        let aT = transposed(a, rows: m, cols: k), bT = transposed(b, rows: k, cols: n)
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            var c = [Float](repeating: 0, count: m * n)
-            BLAS.sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, ta ? aT : a, tb ? bT : b, &c)
-            XCTAssertNil(mismatch(c, expected, absolute: 1e-5), "transposeA \(ta) transposeB \(tb)")
-        }
-        // alpha, beta and a padded leading dimension for C (ldc = 10): only the first 7 columns move.
-        var c = [Float](repeating: 1, count: m * 10)
-        BLAS.sgemm(m: m, n: n, k: k, alpha: 2, a, b, beta: 0.5, &c, ldc: 10)
-        for i in 0..<m {
-            XCTAssertNil(mismatch(Array(c[i * 10 ..< i * 10 + 7]), expected[i * n ..< i * n + n].map { 2 * $0 + 0.5 }, absolute: 1e-5))
-            XCTAssertEqual(Array(c[i * 10 + 7 ..< i * 10 + 10]), [1, 1, 1])
-        }
-    }
-}
-
 final class LAPACKTests: XCTestCase {
     let spd: [Float] = [4, 12, -16, 12, 37, -43, -16, -43, 98]
 
@@ -116,23 +69,5 @@ final class LAPACKTests: XCTestCase {
         XCTAssertThrowsError(try Tensor(zeros: [3, 3]).solveTriangular(Tensor(zeros: [2]), lower: true, transpose: false)) { error in
             XCTAssertTrue("\(error)".contains("right-hand side [3]"), "\(error)")
         }
-    }
-}
-
-final class BLASThreadingTests: XCTestCase {
-    func testThreadCountCanBeSetAndResultsDoNotDependOnIt() {
-        let saved = BLAS.threadCount
-        defer { BLAS.threadCount = saved }
-        var rng = SeededGenerator(seed: 24)
-        let m = 64, n = 96, k = 128
-        let a = rng.floats(m * k), b = rng.floats(n * k)
-        var one = [Float](repeating: 0, count: m * n), two = one
-        BLAS.threadCount = 1
-        XCTAssertEqual(BLAS.threadCount, 1)
-        BLAS.matmulTransposedB(a, b, &one, m: m, n: n, k: k)
-        BLAS.threadCount = 2
-        BLAS.matmulTransposedB(a, b, &two, m: m, n: n, k: k)
-        XCTAssertNil(mismatch(one, two, absolute: 1e-5))
-        XCTAssertNil(mismatch(one, naiveMatmul(a, b, m: m, n: n, k: k, transposeB: true), absolute: 1e-4))
     }
 }

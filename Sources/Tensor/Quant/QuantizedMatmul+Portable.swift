@@ -1,5 +1,5 @@
 // Portable kernels: plain Swift loops over unsafe pointers with wrapping arithmetic, which LLVM
-// auto-vectorizes (see KERNELS.md: the `Int32(Int16(a) &* Int16(b))` form is the one that stays
+// auto-vectorizes (see docs/kernels.md: the `Int32(Int16(a) &* Int16(b))` form is the one that stays
 // vectorized once inlined). They run on every machine and are the fallback when no intrinsic path
 // is compiled in. Shapes as in QuantizedMatmul.swift: weights [N, K], activation codes [M, K],
 // y [M, N]; each call handles output rows `rows` for activation rows `ms`.

@@ -2,9 +2,10 @@
 // Shape letters used below:  M activation rows (tokens), N = w.rows output features,
 // K = w.cols input features, G = K/32 groups per row.  x [M, K] Float32, y [M, N] Float32.
 //
-// Activations are quantized on the fly to int8 per group of 32 (scale = max|x|/127); weight and
-// activation codes are multiplied and summed in Int32 per group (exact), then each group sum is
-// scaled by (weight scale × activation scale) in Float32. Weights are read from memory once per
+// Activations are quantized on the fly to int8 (scale = max|x|/127 per 32 values, per 256 for int4
+// weights: see QuantizedActivations); weight and activation codes are multiplied and summed in
+// Int32 per group (exact), then each group sum is scaled by (weight scale × activation scale) in
+// Float32 (the AVX2 int4 kernels apply the six-bit group scales in Int32 and scale per superblock). Weights are read from memory once per
 // call for all M rows (M is blocked inside each row tile), which is what makes batched decoding
 // pay. Threads split the output rows N.
 
@@ -17,12 +18,14 @@ public enum QuantKernels {
     public enum Path: String, Sendable, CaseIterable {
         /// Plain Swift loops (auto-vectorized): every machine, and the structure of the reference.
         case portable
-        /// Explicit AVX2 intrinsics (vpsignb/vpmaddubsw/vpmaddwd + FMA), compiled under `#if AVX2`.
+        /// Explicit AVX2 intrinsics (vpsignb/vpmaddubsw/vpmaddwd + FMA; vpdpbusd in the int8 decode
+        /// and small-M kernels of AVX512VNNI builds), compiled under `#if AVX2`.
         case avx2
     }
 
-    /// Whether the intrinsic kernels multiply bytes with `vpdpbusd` (AVX-512 VNNI builds) rather
-    /// than `vpmaddubsw` + `vpmaddwd` (AVX2).
+    /// Whether the int8 decode and small-M kernels multiply bytes with `vpdpbusd` (AVX-512 VNNI
+    /// builds) rather than `vpmaddubsw` + `vpmaddwd`; the int5, int4 and GEMM kernels use the
+    /// latter on every build.
     public static var usesVNNI: Bool {
         #if AVX512VNNI && AVX2
         return true
@@ -356,8 +359,8 @@ public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, 
 
 extension QuantizedActivations {
     /// Quantizes all M rows of x, split over `pool` from 8 rows on (batched steps and prefill: the
-    /// other core would idle; measured 1.01-1.02x on batched steps from 8 rows, nothing below,
-    /// where one pool call costs about what it saves).
+    /// other cores would idle; below 8 rows one pool call costs about what it saves, see
+    /// docs/kernels.md).
     func quantize(_ x: UnsafePointer<Float>, pool: ThreadPool) {
         if m >= 8 {
             pool.parallelFor(m) { _, rows in quantize(x, rows: rows) }

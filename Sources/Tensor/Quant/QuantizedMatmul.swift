@@ -5,9 +5,9 @@
 // Activations are quantized on the fly to int8 (scale = max|x|/127 per 32 values, per 256 for int4
 // weights: see QuantizedActivations); weight and activation codes are multiplied and summed in
 // Int32 per group (exact), then each group sum is scaled by (weight scale × activation scale) in
-// Float32 (the AVX2 int4 kernels apply the six-bit group scales in Int32 and scale per superblock). Weights are read from memory once per
-// call for all M rows (M is blocked inside each row tile), which is what makes batched decoding
-// pay. Threads split the output rows N.
+// Float32 (the AVX2 int4 kernels apply the six-bit group scales in Int32 and scale per
+// superblock). Weights are read from memory once per call for all M rows (M is blocked inside each
+// row tile), which is what makes batched decoding pay. Threads split the output rows N.
 
 #if canImport(Glibc)
 import Glibc

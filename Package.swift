@@ -44,12 +44,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
-        // System libraries: module maps only (OpenBLAS's CBLAS, LAPACKE).
+        // System library: a module map only (OpenBLAS's CBLAS).
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
-        .systemLibrary(name: "CLAPACKE", path: "Sources/CLAPACKE"),
 
         // Numeric core: tensors, formats, kernels, thread pool. Knows nothing about models.
-        .target(name: "Tensor", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: nativeFlags),
+        .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: nativeFlags),
         // Model configuration, Sarvam weight file, forward pass, KV cache, sampling, generation.
         .target(name: "Transformer", dependencies: ["Tensor"], swiftSettings: nativeFlags),
         // Text <-> token ids and chat templates. Depends on nothing of ours.

@@ -66,8 +66,8 @@ final class ConvertedDefaultModelTests: XCTestCase {
 
     func testDefaultFileDescribesTheModel() throws {
         let file = try open(nil)
-        XCTAssertEqual(file.description.model.architecture, "qwen2")
-        XCTAssertEqual(file.description.model.ropeLayout, "halves")
+        XCTAssertEqual(file.description.model.architecture, .qwen2)
+        XCTAssertEqual(file.description.model.ropeLayout, .halves)
         XCTAssertEqual(file.description.model.numHiddenLayers, 24)
         // Decoded with the Tokenizer module's own reader, as the runtime does.
         let tokenizer = try TokenizerDescription.decodeJSON(file.description.tokenizer)

@@ -22,8 +22,8 @@ final class HuggingFaceImportTests: XCTestCase {
         for flavour in [TinyModelFixture.Flavour.llama, .qwen2] {
             let (hf, gguf, fixture) = try importBoth(flavour)
             var expected = gguf.configuration
-            XCTAssertEqual(gguf.configuration.ropeLayout, flavour == .llama ? "interleaved" : "halves")
-            expected.ropeLayout = "halves"
+            XCTAssertEqual(gguf.configuration.ropeLayout, flavour == .llama ? .interleaved : .halves)
+            expected.ropeLayout = .halves
             XCTAssertEqual(hf.configuration, expected, "\(flavour): configurations differ only in ropeLayout")
             XCTAssertEqual(hf.configuration.tieWordEmbeddings, fixture.tied)
             XCTAssertEqual(hf.configuration.attentionBias, fixture.bias)

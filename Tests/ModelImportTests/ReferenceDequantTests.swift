@@ -72,7 +72,7 @@ final class ReferenceDequantTests: XCTestCase {
 
 enum ModelConfigurationFixture {
     static let qwen25Coder05B = ModelConfiguration(
-        architecture: "qwen2", numHiddenLayers: 24, hiddenSize: 896, numAttentionHeads: 14, numKeyValueHeads: 2,
-        headDim: 64, intermediateSize: 4864, vocabSize: 151_936, ropeTheta: 1_000_000, ropeLayout: "halves",
+        architecture: .qwen2, numHiddenLayers: 24, hiddenSize: 896, numAttentionHeads: 14, numKeyValueHeads: 2,
+        headDim: 64, intermediateSize: 4864, vocabSize: 151_936, ropeTheta: 1_000_000, ropeLayout: .halves,
         rmsNormEps: 1e-6, maxPositionEmbeddings: 32_768, tieWordEmbeddings: false, attentionBias: true)
 }

@@ -21,10 +21,10 @@ extension GGUFFile {
     /// interleaved pairs: their layout is "interleaved". Qwen2 files keep the NEOX order: "halves".
     public func modelConfiguration() throws -> ModelConfiguration {
         let arch = try require(string("general.architecture"), "general.architecture", "a string")
-        let ropeLayout: String
+        let architecture: ModelConfiguration.Architecture, ropeLayout: ModelConfiguration.RopeLayout
         switch arch {
-        case "llama": ropeLayout = "interleaved"
-        case "qwen2": ropeLayout = "halves"
+        case "llama": (architecture, ropeLayout) = (.llama, .interleaved)
+        case "qwen2": (architecture, ropeLayout) = (.qwen2, .halves)
         default: throw ImportError("\(path): architecture '\(arch)' is not supported (supported: llama, qwen2)")
         }
         func key(_ k: String) -> String { "\(arch).\(k)" }
@@ -49,7 +49,7 @@ extension GGUFFile {
             throw ImportError("\(path): tensor 'token_embd.weight' is missing or not 2-D")
         }
         let configuration = ModelConfiguration(
-            architecture: arch,
+            architecture: architecture,
             numHiddenLayers: try require(int(key("block_count")), key("block_count"), "an integer"),
             hiddenSize: hidden,
             numAttentionHeads: heads,

@@ -132,10 +132,10 @@ public struct HuggingFaceFolder {
             return n
         }
         let architectures = c["architectures"] as? [String] ?? []
-        let architecture: String
+        let architecture: ModelConfiguration.Architecture
         switch architectures.first {
-        case "LlamaForCausalLM": architecture = "llama"
-        case "Qwen2ForCausalLM": architecture = "qwen2"
+        case "LlamaForCausalLM": architecture = .llama
+        case "Qwen2ForCausalLM": architecture = .qwen2
         default:
             throw fail("architecture \(architectures.first.map { "'\($0)'" } ?? "(none)") is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)")
         }
@@ -159,7 +159,7 @@ public struct HuggingFaceFolder {
             intermediateSize: try requiredInt("intermediate_size"),
             vocabSize: try requiredInt("vocab_size"),
             ropeTheta: Float(try double("rope_theta") ?? 10_000),
-            ropeLayout: "halves",
+            ropeLayout: .halves,
             rmsNormEps: Float(try double("rms_norm_eps") ?? 1e-6),
             maxPositionEmbeddings: try int("max_position_embeddings") ?? 4096,
             tieWordEmbeddings: c["tie_word_embeddings"] as? Bool ?? false,

@@ -73,10 +73,8 @@ public final class Model: @unchecked Sendable {
     public init(configuration: ModelConfiguration, weights: ModelWeights, pool: ThreadPool, source: AnyObject? = nil) throws {
         let c = configuration
         switch c.ropeLayout {
-        case "interleaved": ropeLayout = .interleaved
-        case "halves": ropeLayout = .halves
-        default:
-            throw InferenceError.invalidConfiguration("ropeLayout: expected \"interleaved\" or \"halves\", found \"\(c.ropeLayout)\"")
+        case .interleaved: ropeLayout = .interleaved
+        case .halves: ropeLayout = .halves
         }
         guard c.numAttentionHeads > 0, c.numKeyValueHeads > 0, c.numAttentionHeads % c.numKeyValueHeads == 0 else {
             throw InferenceError.invalidConfiguration(

@@ -30,9 +30,9 @@ enum EngineFixture {
     }()
 
     static func configuration(maxPositions: Int = 512) -> ModelConfiguration {
-        ModelConfiguration(architecture: "qwen2", numHiddenLayers: 2, hiddenSize: 64, numAttentionHeads: 4,
+        ModelConfiguration(architecture: .qwen2, numHiddenLayers: 2, hiddenSize: 64, numAttentionHeads: 4,
                            numKeyValueHeads: 2, headDim: 16, intermediateSize: 96, vocabSize: vocabularySize,
-                           ropeTheta: 1_000_000, ropeLayout: "halves", rmsNormEps: 1e-6,
+                           ropeTheta: 1_000_000, ropeLayout: .halves, rmsNormEps: 1e-6,
                            maxPositionEmbeddings: maxPositions, tieWordEmbeddings: false, attentionBias: true)
     }
 

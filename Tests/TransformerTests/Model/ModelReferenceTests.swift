@@ -58,7 +58,7 @@ final class ReferenceSensitivityTests: XCTestCase {
     func testWrongRopeLayoutIsDetected() throws {
         let tiny = try TinyModel(.llama)
         var other = tiny.configuration
-        other.ropeLayout = "halves"
+        other.ropeLayout = .halves
         let wrong = ReferenceTransformer(c: other, w: tiny.tensors).logits(ModelReferenceTests.tokens)
         let actual = try chunkedLogits(tiny.model, cache: try tiny.cache(), tokens: ModelReferenceTests.tokens, chunks: [4])
         XCTAssertNil(mismatch(actual[0], wrong[0], absolute: 1e-4, relative: 1e-4), "position 0 has no rotation")

@@ -80,7 +80,7 @@ struct ReferenceTransformer {
         for head in 0..<heads {
             for i in 0..<(D / 2) {
                 let angle = Double(position) * Foundation.pow(Double(c.ropeTheta), -Double(2 * i) / Double(D))
-                let (a, b) = c.ropeLayout == "interleaved" ? (2 * i, 2 * i + 1) : (i, i + D / 2)
+                let (a, b) = c.ropeLayout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + D / 2)
                 let x0 = x[head * D + a], x1 = x[head * D + b]
                 y[head * D + a] = x0 * Foundation.cos(angle) - x1 * Foundation.sin(angle)
                 y[head * D + b] = x0 * Foundation.sin(angle) + x1 * Foundation.cos(angle)

@@ -7,8 +7,8 @@ import Transformer
 /// Shared fixture: a small weight file with one tensor of each format.
 enum WeightFileFixture {
     static let configuration = ModelConfiguration(
-        architecture: "llama", numHiddenLayers: 1, hiddenSize: 64, numAttentionHeads: 4, numKeyValueHeads: 2,
-        headDim: 16, intermediateSize: 96, vocabSize: 10, ropeTheta: 10_000, ropeLayout: "interleaved",
+        architecture: .llama, numHiddenLayers: 1, hiddenSize: 64, numAttentionHeads: 4, numKeyValueHeads: 2,
+        headDim: 16, intermediateSize: 96, vocabSize: 10, ropeTheta: 10_000, ropeLayout: .interleaved,
         rmsNormEps: 1e-5, maxPositionEmbeddings: 128, tieWordEmbeddings: true, attentionBias: false)
 
     static let description = WeightFileDescription(
@@ -252,13 +252,26 @@ final class ModelConfigurationTests: XCTestCase {
             change(&c)
             XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains(expected), "'\($0)' should contain '\(expected)'") }
         }
-        check({ $0.architecture = "gpt2" }, "architecture 'gpt2' is not supported")
         check({ $0.numHiddenLayers = 0 }, "numHiddenLayers is 0")
         check({ $0.numKeyValueHeads = 3 }, "multiple of numKeyValueHeads")
         check({ $0.headDim = 15 }, "headDim is 15")
-        check({ $0.ropeLayout = "neox" }, "ropeLayout 'neox'")
         check({ $0.rmsNormEps = 0 }, "rmsNormEps")
         check({ $0.ropeTheta = -1 }, "ropeTheta")
         check({ $0.vocabSize = 1 << 30 }, "implausibly large")
+    }
+
+    /// An unknown architecture or RoPE layout fails when the configuration is decoded, with a message
+    /// that names the field, the value found and the values expected.
+    func testUnknownArchitectureAndRopeLayoutAreNamed() throws {
+        let json = String(decoding: try JSONEncoder().encode(WeightFileFixture.configuration), as: UTF8.self)
+        let cases = [("architecture", "llama", "gpt2", "'llama', 'qwen2'"), ("ropeLayout", "interleaved", "neox", "'interleaved', 'halves'")]
+        for (field, stored, unknown, expected) in cases {
+            let edited = json.replacingOccurrences(of: "\"\(field)\":\"\(stored)\"", with: "\"\(field)\":\"\(unknown)\"")
+            XCTAssertNotEqual(edited, json, "the fixture stores \(field) \(stored)")
+            XCTAssertThrowsError(try JSONDecoder().decode(ModelConfiguration.self, from: Data(edited.utf8))) { error in
+                guard case DecodingError.dataCorrupted(let context) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(context.debugDescription, "\(field) is '\(unknown)', expected one of \(expected)")
+            }
+        }
     }
 }

@@ -53,8 +53,8 @@ public final class EngineLoop: @unchecked Sendable {
     private var stepIndex = 0
     /// A forward step wrote into the pool since its unused memory was last released.
     private var cacheTouched = false
-    /// What steps cost, learned from their durations.
-    private(set) var cost: StepCostModel
+    /// What steps cost: measured at warm-up, its speed learned from the steps (tests set it).
+    var cost: StepCostModel
     /// Sequences that run at once: the setting, or what the measured step cost allows at the SLO.
     public private(set) var capacity: Int
     private var planner: StepPlanner
@@ -205,9 +205,9 @@ public final class EngineLoop: @unchecked Sendable {
             let inputs = sequences.enumerated().map { i, s in
                 SequenceInput(sequence: s, tokens: Array(repeating: token, count: i == rows ? chunk : 1))
             }
-            let start = Self.monotonicSeconds()
+            let start = now()
             _ = try model.forward(inputs)
-            return Self.monotonicSeconds() - start
+            return now() - start
         }
         let rows = max(1, min(capacity, blockCount / 2))
         let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - rows) * blockSize))
@@ -215,25 +215,27 @@ public final class EngineLoop: @unchecked Sendable {
         cacheTouched = true
         guard settings.interTokenLatencyTarget != nil else { return }
 
-        // Best of a few runs: the box may be busy.
-        let one = try (0..<3).map { _ in try forward(rows: 1, chunk: 0) }.min()!
-        let many = try (0..<2).map { _ in try forward(rows: rows, chunk: 0) }.min()!
-        let prompt = try (0..<2).map { _ in try forward(rows: 0, chunk: chunk) }.min()!
-        guard one > 0, many > 0, prompt > 0 else { return }
-        let perRow = rows > 1 ? max(0, many - one) / Double(rows - 1) : one / 2
-        let fixed = max(0, one - perRow)
-        // Attention's share of a prompt row follows from the model's shape (see `costGuess`).
-        let guess = Self.costGuess(model.configuration).coefficients
-        let attentionRatio = guess[2] > 0 ? guess[3] / guess[2] : 0
-        let units = Double(StepCostModel.attended(tokens: chunk, from: 0)) / 1024
-        let perToken = max(0, prompt - fixed) / (Double(chunk) + attentionRatio * units)
-        cost.reset(prior: [fixed, perRow, perToken, perToken * attentionRatio])
+        // rows(M) from decode-only steps at position 0 (no attention to speak of) and a prompt
+        // chunk (its attention taken out), best of a few runs: the box may be busy.
+        var curve: [StepCostModel.Point] = []
+        for m in [1, 8, 16, 32, 64] where m <= blockCount / 2 {
+            let seconds = try (0..<(m == 1 ? 3 : 2)).map { _ in try forward(rows: m, chunk: 0) }.min()!
+            curve.append(.init(rows: m, seconds: seconds))
+        }
+        let attention = Self.costGuess(model.configuration)
+        let attentionPer1024 = attention.attentionSecondsPer1024 * (curve.last.map { $0.seconds / attention.rowSeconds($0.rows) } ?? 1)
+        if chunk > (curve.last?.rows ?? 0) {
+            let seconds = try (0..<2).map { _ in try forward(rows: 0, chunk: chunk) }.min()!
+            let attended = Double(StepCostModel.attended(tokens: chunk, from: 0)) / 1024
+            curve.append(.init(rows: chunk, seconds: max(curve.last?.seconds ?? 0, seconds - attentionPer1024 * attended)))
+        }
+        guard !curve.isEmpty, curve.allSatisfy({ $0.seconds > 0 }) else { return }
+        cost = StepCostModel(curve: curve, attentionSecondsPer1024: attentionPer1024)
         updateCapacity()
         publishOutlook()
         logger.info("engine step costs measured", metadata: [
-            "model": "\(modelId)", "step_ms": "\(String(format: "%.1f", fixed * 1e3))",
-            "decode_row_ms": "\(String(format: "%.2f", perRow * 1e3))", "prompt_token_ms": "\(String(format: "%.2f", perToken * 1e3))",
-            "capacity": "\(capacity)",
+            "model": "\(modelId)", "capacity": "\(capacity)",
+            "step_ms_by_rows": "\(curve.map { "\($0.rows):\(String(format: "%.1f", $0.seconds * 1e3))" }.joined(separator: " "))",
         ])
     }
 
@@ -252,13 +254,14 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     /// A first guess of the step costs from the model's shape, before anything is measured: the
-    /// matrix products at 20 GFLOP/s, the weights read at 20 GB/s (about 0.6 byte per weight), and
-    /// attention from its FLOPs per attended position (4 · layers · heads · headDim).
+    /// weights (about 0.6 byte each) read once per step, 2 FLOPs per weight and row, attention's
+    /// FLOPs per attended position (4 · layers · heads · headDim). The warm-up measures the rows
+    /// and keeps attention's ratio to them.
     static func costGuess(_ c: ModelConfiguration) -> StepCostModel {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         let perLayer = c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize
         let parameters = c.numHiddenLayers * perLayer + c.hiddenSize * c.vocabSize
-        return StepCostModel.guess(weightBytes: parameters * 6 / 10, parameters: parameters,
+        return StepCostModel.guess(weightBytes: parameters * 6 / 10, rowFlops: 2 * parameters,
                                    attentionFlopsPerPosition: 4 * c.numHiddenLayers * q)
     }
 
@@ -400,8 +403,7 @@ public final class EngineLoop: @unchecked Sendable {
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
-            cost.record(decodeRows: plan.decode.count, promptTokens: plan.prefill.reduce(0) { $0 + $1.tokens },
-                        attendedPositions: attended, seconds: duration)
+            cost.record(rows: plan.decode.count + plan.prefill.reduce(0) { $0 + $1.tokens }, attendedPositions: attended, seconds: duration)
         }
         updateGauges()
         publishOutlook()

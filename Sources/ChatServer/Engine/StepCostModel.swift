@@ -1,69 +1,76 @@
-// What one engine step costs, learned from the engine's own steps.
+// What one engine step costs: measured at warm-up, scaled by what the steps actually take.
 //
-// A step is one forward over B decode rows and P prompt rows. On a CPU its time is about
+// A step is one forward over M rows (decode rows and prompt tokens alike: every row goes through
+// the same matrix products) that attend to A cached positions in all (a decode row at position p
+// attends p + 1, a chunk of n prompt tokens from position s attends n·s + n(n+1)/2):
 //
-//     T ≈ θ0 + θ1·B + θ2·P + θ3·A/1024
+//     T ≈ speed · (rows(M) + attention · A / 1024)
 //
-// θ0: reading every weight once (what makes batching pay), θ1 and θ2: the matrix products of one
-// decode row and one prompt row, θ3: attention, per 1,024 cached positions a row attends to
-// (A sums, over the rows, the positions each row attends: a decode row at position p attends
-// p + 1, a chunk of n prompt tokens from position s attends n·s + n(n+1)/2).
-//
-// θ is an exponentially weighted least-squares fit over recent steps, pulled towards a prior (the
-// warm-up's measurements, or a rough guess) so that it is defined from the first step and stays
-// sane when recent steps all look alike (say, only decode steps of one batch size). The weights
-// follow the machine, the model and whatever else runs on the box.
+// rows(M): seconds of a step of M rows, measured at warm-up for a few M and interpolated
+// piecewise-linearly (it is concave: the weights are read once per step, and larger M use the
+// cores better); attention: seconds per 1,024 attended positions, from the model's shape (its
+// FLOPs per attended position against its FLOPs per row); speed: how much slower (or faster) the
+// steps run now than at warm-up, an exponential average of actual / predicted over recent steps,
+// so the model follows whatever else runs on the box. The shape is measured, only the speed is
+// learned: a fit of several weights to steps that are all planned to last the same time is not
+// determined, and a wrong fit starves the prompts or the streams.
 
 /// The step cost model. A value owned by the engine thread.
 public struct StepCostModel: Sendable, Equatable {
-    /// Seconds per unit of each feature: [step, decode row, prompt row, 1,024 attended positions].
-    public private(set) var coefficients: [Double]
-    private var prior: [Double]
-    /// Σ w·x·xᵀ and Σ w·x·y over the recorded steps, w decaying by `forgetting` per step.
-    private var xx: [Double]
-    private var xy: [Double]
+    /// (rows, seconds) measured, rows ascending, at least one point.
+    public private(set) var curve: [Point]
+    /// Seconds per 1,024 attended positions at warm-up speed.
+    public private(set) var attentionSecondsPer1024: Double
+    /// Actual / predicted seconds of recent steps.
+    public private(set) var speed = 1.0
     /// Steps recorded (for tests and logs).
     public private(set) var observations = 0
 
-    /// Weight of the previous steps when a new one is recorded: about 1 / (1 − 0.95) = 20 steps of memory.
-    static let forgetting = 0.95
-    /// The prior counts as 0.1% of one step of typical features (enough to define every weight when
-    /// recent steps all look alike, too little to bias a fit of varied steps).
-    static let priorWeight = 0.001
-    static let typicalFeatures: [Double] = [1, 16, 128, 16]
-
-    /// `prior`: seconds per [step, decode row, prompt row, 1,024 attended positions].
-    public init(prior: [Double]) {
-        precondition(prior.count == 4 && prior.allSatisfy { $0 >= 0 && $0.isFinite }, "a prior of 4 non-negative seconds")
-        self.prior = prior
-        coefficients = prior
-        xx = Array(repeating: 0, count: 16)
-        xy = Array(repeating: 0, count: 4)
+    public struct Point: Sendable, Equatable {
+        public var rows: Int
+        public var seconds: Double
+        public init(rows: Int, seconds: Double) {
+            self.rows = rows
+            self.seconds = seconds
+        }
     }
 
-    /// A rough prior for a model of `parameters` weights with attention of `attentionFlopsPerPosition`
-    /// per attended position and token, before any measurement: 20 GFLOP/s per row and a weight read
-    /// at 20 GB/s. The warm-up replaces it with measured values.
-    public static func guess(weightBytes: Int, parameters: Int, attentionFlopsPerPosition: Int) -> StepCostModel {
-        let perRow = 2 * Double(parameters) / 20e9
-        return StepCostModel(prior: [Double(weightBytes) / 20e9, perRow, perRow,
-                                     1024 * Double(attentionFlopsPerPosition) / 20e9])
+    /// Weight of a new step in the speed average (about the last 5 steps).
+    static let smoothing = 0.2
+    /// One step moves the speed towards at most twice or half its value, so a step that stalled
+    /// once (a page fault storm, another process) does not freeze planning; a lasting change is
+    /// followed within a few steps.
+    static let stepRatioBound = 2.0
+
+    /// `curve`: seconds of steps of so many rows (rows ≥ 1, ascending, seconds increasing).
+    public init(curve: [Point], attentionSecondsPer1024: Double) {
+        precondition(!curve.isEmpty && curve.allSatisfy { $0.rows >= 1 && $0.seconds >= 0 && $0.seconds.isFinite },
+                     "a cost curve of at least one point with rows >= 1 and finite seconds")
+        self.curve = curve.sorted { $0.rows < $1.rows }
+        self.attentionSecondsPer1024 = max(0, attentionSecondsPer1024)
     }
 
-    /// Replaces the prior (and the current estimate) with measured values; forgets the recorded steps.
-    public mutating func reset(prior: [Double]) {
-        self = StepCostModel(prior: prior.map { max(0, $0) })
+    /// A straight line `fixed + perRow · M` (a guess before anything is measured, and tests).
+    public init(fixed: Double, perRow: Double, attentionSecondsPer1024: Double = 0) {
+        self.init(curve: [Point(rows: 1, seconds: fixed + perRow), Point(rows: 2, seconds: fixed + 2 * perRow)],
+                  attentionSecondsPer1024: attentionSecondsPer1024)
     }
 
-    /// Predicted seconds of a step.
-    public func predict(decodeRows: Int, promptTokens: Int, attendedPositions: Int) -> Double {
-        let x = Self.features(decodeRows, promptTokens, attendedPositions)
-        return zip(coefficients, x).reduce(0) { $0 + $1.0 * $1.1 }
+    /// Seconds of a step of `rows` rows attending `attendedPositions` positions in all.
+    public func predict(rows: Int, attendedPositions: Int) -> Double {
+        guard rows > 0 else { return 0 }
+        return speed * (rowSeconds(rows) + attentionSecondsPer1024 * Double(attendedPositions) / 1024)
     }
 
-    /// Seconds that `n` prompt tokens from position `start` add to a step.
-    public func promptCost(tokens n: Int, from start: Int) -> Double {
-        coefficients[2] * Double(n) + coefficients[3] * Double(Self.attended(tokens: n, from: start)) / 1024
+    /// rows(M), interpolated; beyond the measured points, extended along the nearest segment (or,
+    /// with one point, proportionally).
+    func rowSeconds(_ m: Int) -> Double {
+        if curve.count == 1 { return curve[0].seconds * Double(m) / Double(curve[0].rows) }
+        var i = 1
+        while i < curve.count - 1 && curve[i].rows < m { i += 1 }
+        let a = curve[i - 1], b = curve[i]
+        let slope = (b.seconds - a.seconds) / Double(b.rows - a.rows)
+        return max(0, a.seconds + slope * Double(m - a.rows))
     }
 
     /// Positions attended by `n` consecutive rows from position `start` (causal attention).
@@ -71,55 +78,20 @@ public struct StepCostModel: Sendable, Equatable {
         n * start + n * (n + 1) / 2
     }
 
-    /// Learns from a finished step.
-    public mutating func record(decodeRows: Int, promptTokens: Int, attendedPositions: Int, seconds: Double) {
-        guard seconds.isFinite, seconds > 0, decodeRows + promptTokens > 0 else { return }
-        let x = Self.features(decodeRows, promptTokens, attendedPositions)
-        for i in 0..<4 {
-            xy[i] = Self.forgetting * xy[i] + x[i] * seconds
-            for j in 0..<4 { xx[i * 4 + j] = Self.forgetting * xx[i * 4 + j] + x[i] * x[j] }
-        }
+    /// Learns from a finished step: the speed moves towards actual / predicted.
+    public mutating func record(rows: Int, attendedPositions: Int, seconds: Double) {
+        guard rows > 0, seconds.isFinite, seconds > 0 else { return }
+        let base = rowSeconds(rows) + attentionSecondsPer1024 * Double(attendedPositions) / 1024
+        guard base > 0 else { return }
+        let ratio = min(max(seconds / base, speed / Self.stepRatioBound), speed * Self.stepRatioBound)
+        speed = min(max(speed + Self.smoothing * (ratio - speed), 1e-6), 1e6)
         observations += 1
-        coefficients = solve()
     }
 
-    private static func features(_ b: Int, _ p: Int, _ a: Int) -> [Double] {
-        [1, Double(b), Double(p), Double(a) / 1024]
-    }
-
-    /// (XᵀWX + Λ) θ = XᵀWy + Λ·prior, Λ = priorWeight · diag(typical²), by Gaussian elimination
-    /// with partial pivoting; negative weights are clamped to 0 (no part of a step saves time).
-    private func solve() -> [Double] {
-        var a = xx
-        var b = xy
-        for i in 0..<4 {
-            let lambda = Self.priorWeight * Self.typicalFeatures[i] * Self.typicalFeatures[i]
-            a[i * 4 + i] += lambda
-            b[i] += lambda * prior[i]
-        }
-        for col in 0..<4 {
-            var pivot = col
-            for row in (col + 1)..<4 where abs(a[row * 4 + col]) > abs(a[pivot * 4 + col]) { pivot = row }
-            if pivot != col {
-                for k in 0..<4 { a.swapAt(col * 4 + k, pivot * 4 + k) }
-                b.swapAt(col, pivot)
-            }
-            let d = a[col * 4 + col]
-            guard abs(d) > 1e-300 else { return coefficients }
-            for row in (col + 1)..<4 {
-                let f = a[row * 4 + col] / d
-                if f == 0 { continue }
-                for k in col..<4 { a[row * 4 + k] -= f * a[col * 4 + k] }
-                b[row] -= f * b[col]
-            }
-        }
-        var theta = [Double](repeating: 0, count: 4)
-        for row in stride(from: 3, through: 0, by: -1) {
-            var s = b[row]
-            for k in (row + 1)..<4 { s -= a[row * 4 + k] * theta[k] }
-            theta[row] = s / a[row * 4 + row]
-        }
-        guard theta.allSatisfy(\.isFinite) else { return coefficients }
-        return theta.map { max(0, $0) }
+    /// A first guess from a model's shape, before anything is measured: the weights read once per
+    /// step at 20 GB/s (`weightBytes`), each row's `rowFlops` at 20 GFLOP/s, attention likewise.
+    public static func guess(weightBytes: Int, rowFlops: Int, attentionFlopsPerPosition: Int) -> StepCostModel {
+        StepCostModel(fixed: Double(weightBytes) / 20e9, perRow: Double(rowFlops) / 20e9,
+                      attentionSecondsPer1024: 1024 * Double(attentionFlopsPerPosition) / 20e9)
     }
 }

@@ -147,7 +147,7 @@ public struct StepPlanner: Sendable, Equatable {
                                       contextPerRow: Int, ceiling: Int) -> Int {
         let budget = stepTarget * (1 - prefillReserve)
         var rows = 1
-        while rows < ceiling && cost.predict(decodeRows: rows + 1, promptTokens: 0, attendedPositions: (rows + 1) * contextPerRow) <= budget {
+        while rows < ceiling && cost.predict(rows: rows + 1, attendedPositions: (rows + 1) * contextPerRow) <= budget {
             rows += 1
         }
         return rows
@@ -190,7 +190,7 @@ public struct StepPlanner: Sendable, Equatable {
             let need = max(0, pool.blocksNeeded(forLength: r.plannedLength) - r.blocksHeld)
             if count > 0 && need + owed > pool.freeBlocks { break }
             if count > 0, let budget = decodeBudget,
-               cost.predict(decodeRows: count + 1, promptTokens: 0, attendedPositions: attended + r.plannedLength) > budget {
+               cost.predict(rows: count + 1, attendedPositions: attended + r.plannedLength) > budget {
                 break
             }
             admitted.append(r.id)
@@ -226,13 +226,17 @@ public struct StepPlanner: Sendable, Equatable {
                 tokensLeft -= n
             }
         } else {
-            var seconds = stepTarget! - cost.predict(decodeRows: plan.decode.count, promptTokens: 0, attendedPositions: attended)
+            var rows = plan.decode.count
             for r in inLine(prefilling) where tokensLeft > 0 {
-                let n = Self.tokensFitting(seconds, cost: cost, from: r.computed, upTo: min(r.pending, tokensLeft))
+                let n = Self.tokensFitting(upTo: min(r.pending, tokensLeft)) { n in
+                    cost.predict(rows: rows + n, attendedPositions: attended + StepCostModel.attended(tokens: n, from: r.computed))
+                        <= stepTarget!
+                }
                 if n == 0 { break }
                 grants[r.id] = n
                 tokensLeft -= n
-                seconds -= cost.promptCost(tokens: n, from: r.computed)
+                rows += n
+                attended += StepCostModel.attended(tokens: n, from: r.computed)
             }
             if grants.isEmpty && starvedSteps >= SchedulerSettings.starvationSteps, let first = inLine(prefilling).first {
                 grants[first.id] = min(first.pending, minPrefillTokens)
@@ -259,14 +263,15 @@ public struct StepPlanner: Sendable, Equatable {
         return plan
     }
 
-    /// The most prompt tokens, up to `limit`, from position `start` whose cost fits `seconds`.
-    static func tokensFitting(_ seconds: Double, cost: StepCostModel, from start: Int, upTo limit: Int) -> Int {
-        guard limit > 0, seconds > 0 else { return 0 }
-        if cost.promptCost(tokens: limit, from: start) <= seconds { return limit }
-        var low = 0, high = limit   // cost(low) fits, cost(high) does not
+    /// The most tokens, up to `limit`, for which `fits` holds (`fits` holds for fewer whenever it
+    /// holds for more: a step's cost grows with its rows).
+    static func tokensFitting(upTo limit: Int, _ fits: (Int) -> Bool) -> Int {
+        guard limit > 0, fits(1) else { return 0 }
+        if fits(limit) { return limit }
+        var low = 1, high = limit   // fits(low), !fits(high)
         while high - low > 1 {
             let mid = (low + high) / 2
-            if cost.promptCost(tokens: mid, from: start) <= seconds { low = mid } else { high = mid }
+            if fits(mid) { low = mid } else { high = mid }
         }
         return low
     }

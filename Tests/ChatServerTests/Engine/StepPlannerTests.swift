@@ -8,8 +8,8 @@ import XCTest
 final class StepPlannerTests: XCTestCase {
     /// 4-position blocks; a waiting request asks room for its tokens plus 4 reply positions.
     private let pool = KVPoolState(freeBlocks: 100, blockSize: 4)
-    /// A step: 20 ms, plus 10 ms per decode row, plus 1 ms per prompt token (attention free).
-    private let cost = StepCostModel(prior: [0.020, 0.010, 0.001, 0])
+    /// A step: 20 ms plus 1 ms per row (decode row or prompt token), attention free.
+    private let cost = StepCostModel(fixed: 0.020, perRow: 0.001)
 
     private func waiting(_ id: UInt64, user: Int64 = 0, tokens: Int, waited: Double = 0) -> PlannerRequest {
         PlannerRequest(id: id, userId: user, tokens: tokens, plannedLength: tokens + 4, waitedSeconds: waited)
@@ -81,13 +81,17 @@ final class StepPlannerTests: XCTestCase {
     }
 
     func testDecodeRowsMustLeaveTheReserveForPrompts() {
-        // Target 0.2 s, reserve 0.3: decode rows may take 0.14 s = 20 ms + 12 rows of 10 ms.
+        // Target 0.2 s, reserve 0.3: decode rows may take 0.14 s = 20 ms + 24 rows of 5 ms.
         let planner = StepPlanner(capacity: 64, stepTarget: 0.2, prefillReserve: 0.3)
-        let busy = (1...10).map { running(UInt64($0), user: Int64($0), tokens: 9, computed: 8, decoding: true) }
-        let queue = (11...15).map { waiting(UInt64($0), user: Int64($0), tokens: 10) }
-        XCTAssertEqual(planner.admissions(waiting: queue, running: busy, pool: pool, cost: cost), [11, 12])
-        XCTAssertEqual(StepPlanner.decodeCapacity(cost: cost, stepTarget: 0.2, prefillReserve: 0.3, contextPerRow: 1000, ceiling: 64), 12)
-        XCTAssertEqual(StepPlanner.decodeCapacity(cost: cost, stepTarget: 0.2, prefillReserve: 0.3, contextPerRow: 1000, ceiling: 5), 5)
+        let fiveMs = StepCostModel(fixed: 0.020, perRow: 0.005)
+        let busy = (1...20).map { running(UInt64($0), user: Int64($0), tokens: 9, computed: 8, decoding: true) }
+        let queue = (21...25).map { waiting(UInt64($0), user: Int64($0), tokens: 10) }
+        XCTAssertEqual(planner.admissions(waiting: queue, running: busy, pool: pool, cost: fiveMs), [21, 22, 23, 24])
+        XCTAssertEqual(StepPlanner.decodeCapacity(cost: fiveMs, stepTarget: 0.2, prefillReserve: 0.3, contextPerRow: 1000, ceiling: 64), 24)
+        XCTAssertEqual(StepPlanner.decodeCapacity(cost: fiveMs, stepTarget: 0.2, prefillReserve: 0.3, contextPerRow: 1000, ceiling: 5), 5)
+        // Attention counts: at 1 ms per 1,024 attended positions, rows of 2,048 positions cost 7 ms.
+        let attending = StepCostModel(fixed: 0.020, perRow: 0.005, attentionSecondsPer1024: 0.001)
+        XCTAssertEqual(StepPlanner.decodeCapacity(cost: attending, stepTarget: 0.2, prefillReserve: 0.3, contextPerRow: 2048, ceiling: 64), 17)
     }
 
     // MARK: Batching: what fits the step
@@ -96,13 +100,13 @@ final class StepPlannerTests: XCTestCase {
         let planner = StepPlanner(capacity: 8, stepTarget: 0.2, maxPrefillTokens: 512)
         let set = [running(1, tokens: 11, computed: 10, decoding: true), running(2, user: 1, tokens: 1000, computed: 0),
                    running(3, tokens: 21, computed: 20, decoding: true)]
-        // 0.2 - (20 + 2 x 10) ms = 160 ms = 160 prompt tokens.
-        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: cost), StepPlan(decode: [1, 3], prefill: [.init(id: 2, tokens: 160)]))
+        // 0.2 s = 20 ms + 180 rows: 2 decode rows and 178 prompt tokens.
+        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: cost), StepPlan(decode: [1, 3], prefill: [.init(id: 2, tokens: 178)]))
         // With attention at 1 ms per 1,024 attended positions, the chunk is the largest whose
         // prompt rows and attention fit beside the decode rows.
-        let attending = StepCostModel(prior: [0.020, 0.010, 0.001, 0.001])
+        let attending = StepCostModel(fixed: 0.020, perRow: 0.001, attentionSecondsPer1024: 0.001)
         let n = planner.batch(running: set, pool: pool, cost: attending).prefill.first!.tokens
-        let seconds = { (k: Int) in attending.predict(decodeRows: 2, promptTokens: k, attendedPositions: 11 + 21 + StepCostModel.attended(tokens: k, from: 0)) }
+        let seconds = { (k: Int) in attending.predict(rows: 2 + k, attendedPositions: 11 + 21 + StepCostModel.attended(tokens: k, from: 0)) }
         XCTAssertLessThanOrEqual(seconds(n), 0.2 + 1e-12)
         XCTAssertGreaterThan(seconds(n + 1), 0.2, "the largest chunk that fits")
     }
@@ -118,31 +122,29 @@ final class StepPlannerTests: XCTestCase {
         let planner = StepPlanner(capacity: 8, stepTarget: 0.2, maxPrefillTokens: 512)
         let set = [running(1, tokens: 11, computed: 10, decoding: true), running(2, user: 1, tokens: 1000, computed: 300),
                    running(3, user: 2, tokens: 40, computed: 0), running(4, user: 3, tokens: 1000, computed: 0, waited: 20)]
-        // 0.2 - 30 ms = 170 tokens: request 4 has waited 20 s (1000 - 2000 < 0): first, and takes them all.
-        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: cost).prefill, [.init(id: 4, tokens: 170)])
+        // 0.2 s = 20 ms + 1 decode row + 179 prompt tokens: request 4 has waited 20 s
+        // (1000 - 2000 < 0): it goes first and takes them all.
+        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: cost).prefill, [.init(id: 4, tokens: 179)])
         var young = set
         young[3].waitedSeconds = 0
-        // Young: 40 tokens (request 3) first, then 130 of request 2's 700.
-        XCTAssertEqual(planner.batch(running: young, pool: pool, cost: cost).prefill, [.init(id: 2, tokens: 130), .init(id: 3, tokens: 40)])
+        // Young: 40 tokens (request 3) first, then 139 of request 2's 700.
+        XCTAssertEqual(planner.batch(running: young, pool: pool, cost: cost).prefill, [.init(id: 2, tokens: 139), .init(id: 3, tokens: 40)])
     }
 
     func testDecodeRowsThatFillTheStepStarveNoPromptForLong() {
         let planner = StepPlanner(capacity: 64, stepTarget: 0.2, minPrefillTokens: 16)
-        let set = (1...20).map { running(UInt64($0), tokens: 9, computed: 8, decoding: true) } + [running(21, tokens: 500, computed: 0)]
-        // 20 + 20 x 10 ms = 0.22 s > 0.2: no prompt token fits.
-        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: cost, starvedSteps: 0).prefill, [])
-        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: cost, starvedSteps: SchedulerSettings.starvationSteps).prefill,
+        let tenMs = StepCostModel(fixed: 0.020, perRow: 0.010)
+        let set = (1...18).map { running(UInt64($0), tokens: 9, computed: 8, decoding: true) } + [running(21, tokens: 500, computed: 0)]
+        // 20 + 18 x 10 ms = 0.2 s: no prompt token fits beside the decode rows.
+        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: tenMs, starvedSteps: 0).prefill, [])
+        XCTAssertEqual(planner.batch(running: set, pool: pool, cost: tenMs, starvedSteps: SchedulerSettings.starvationSteps).prefill,
                        [.init(id: 21, tokens: 16)])
     }
 
     func testTokensFittingIsTheLargestThatFits() {
-        let c = StepCostModel(prior: [0, 0, 0.001, 0.002])
-        for start in [0, 100, 5000] {
-            for seconds in [0.0, 0.0005, 0.01, 0.3] {
-                let n = StepPlanner.tokensFitting(seconds, cost: c, from: start, upTo: 400)
-                XCTAssertLessThanOrEqual(c.promptCost(tokens: n, from: start), seconds + 1e-15)
-                if n < 400 { XCTAssertGreaterThan(c.promptCost(tokens: n + 1, from: start), seconds) }
-            }
+        for bound in [0, 1, 2, 50, 399, 400, 1000] {
+            let n = StepPlanner.tokensFitting(upTo: 400) { $0 * $0 <= bound * bound }
+            XCTAssertEqual(n, min(bound, 400), "bound \(bound)")
         }
     }
 
@@ -174,38 +176,35 @@ final class StepPlannerTests: XCTestCase {
     }
 }
 
-/// The step cost model recovers the costs of steps generated from known coefficients.
+/// The step cost model: a measured curve of rows, attention per attended position, and the
+/// machine's current speed learned from the steps.
 final class StepCostModelTests: XCTestCase {
-    func testLearnsTheCoefficientsOfItsSteps() {
-        let truth = [0.018, 0.0035, 0.0028, 0.0009]
-        var model = StepCostModel(prior: [0.05, 0.001, 0.01, 0])
-        var rng = SeededGenerator(seed: 7)
-        for _ in 0..<200 {
-            let b = Int(rng.next() % 33), p = Int(rng.next() % 257), a = Int(rng.next() % 40_000)
-            guard b + p > 0 else { continue }
-            let t = truth[0] + truth[1] * Double(b) + truth[2] * Double(p) + truth[3] * Double(a) / 1024
-            model.record(decodeRows: b, promptTokens: p, attendedPositions: a, seconds: t)
-        }
-        // The per-row weights within 3 %; the fixed part is the least determined (the prior pulls it a little).
-        for i in 1..<4 {
-            XCTAssertEqual(model.coefficients[i], truth[i], accuracy: truth[i] * 0.03, "coefficients \(model.coefficients), expected \(truth)")
-        }
-        for (b, p, a) in [(1, 0, 1_000), (32, 0, 32_000), (0, 512, 131_000), (16, 64, 20_000)] {
-            let want = truth[0] + truth[1] * Double(b) + truth[2] * Double(p) + truth[3] * Double(a) / 1024
-            XCTAssertEqual(model.predict(decodeRows: b, promptTokens: p, attendedPositions: a), want, accuracy: want * 0.03,
-                           "a step of \(b) decode rows and \(p) prompt tokens")
-        }
+    private let measured = StepCostModel(curve: [.init(rows: 1, seconds: 0.020), .init(rows: 8, seconds: 0.050),
+                                                 .init(rows: 16, seconds: 0.080), .init(rows: 512, seconds: 1.5)],
+                                         attentionSecondsPer1024: 0.002)
+
+    func testTheCurveIsInterpolatedAndExtended() {
+        XCTAssertEqual(measured.predict(rows: 8, attendedPositions: 0), 0.050, accuracy: 1e-12)
+        XCTAssertEqual(measured.predict(rows: 4, attendedPositions: 0), 0.020 + 3 * 0.030 / 7, accuracy: 1e-12)
+        XCTAssertEqual(measured.predict(rows: 12, attendedPositions: 0), 0.065, accuracy: 1e-12)
+        XCTAssertEqual(measured.predict(rows: 1024, attendedPositions: 0), 1.5 + 512 * 1.42 / 496, accuracy: 1e-12,
+                       "beyond the last point along the last segment")
+        XCTAssertEqual(measured.predict(rows: 8, attendedPositions: 4096), 0.050 + 4 * 0.002, accuracy: 1e-12)
+        XCTAssertEqual(measured.predict(rows: 0, attendedPositions: 100), 0, "no rows, no step")
+        XCTAssertEqual(StepCostModel.attended(tokens: 3, from: 10), 11 + 12 + 13)
     }
 
-    func testBeforeAnyStepThePriorIsTheEstimateAndBadSamplesAreIgnored() {
-        var model = StepCostModel(prior: [0.02, 0.01, 0.001, 0])
-        XCTAssertEqual(model.predict(decodeRows: 3, promptTokens: 10, attendedPositions: 0), 0.06, accuracy: 1e-12)
-        model.record(decodeRows: 3, promptTokens: 0, attendedPositions: 0, seconds: .nan)
-        model.record(decodeRows: 0, promptTokens: 0, attendedPositions: 0, seconds: 1)
-        XCTAssertEqual(model.observations, 0)
-        // All steps alike (8 decode rows, 0.5 s): that batch is predicted right, and no weight goes negative.
-        for _ in 0..<50 { model.record(decodeRows: 8, promptTokens: 0, attendedPositions: 8_000, seconds: 0.5) }
-        XCTAssertEqual(model.predict(decodeRows: 8, promptTokens: 0, attendedPositions: 8_000), 0.5, accuracy: 0.02)
-        XCTAssertTrue(model.coefficients.allSatisfy { $0 >= 0 })
+    func testTheSpeedFollowsTheSteps() {
+        var model = measured
+        // The box got busy: every step takes twice the measured time.
+        for _ in 0..<40 { model.record(rows: 16, attendedPositions: 2048, seconds: 2 * (0.080 + 0.004)) }
+        XCTAssertEqual(model.speed, 2, accuracy: 0.01)
+        XCTAssertEqual(model.predict(rows: 8, attendedPositions: 0), 0.100, accuracy: 0.001)
+        // Nonsense is ignored; a stall moves the speed by at most its bound.
+        model.record(rows: 16, attendedPositions: 0, seconds: .nan)
+        model.record(rows: 0, attendedPositions: 0, seconds: 1)
+        XCTAssertEqual(model.observations, 40)
+        model.record(rows: 1, attendedPositions: 0, seconds: 1_000)
+        XCTAssertEqual(model.speed, 2.4, accuracy: 0.001, "one stall counts as a step twice as slow: 2 + 0.2 x (4 - 2)")
     }
 }

@@ -70,9 +70,11 @@ public final class EngineLoop: @unchecked Sendable {
     private let outputs: OutputProcessor
     public private(set) var lastStep = StepReport()
 
-    public init(model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
-                modelId: String, logger: Logger = Logger(label: "sarvam.engine"),
-                now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds) throws {
+    public init(
+        model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
+        modelId: String, logger: Logger = Logger(label: "sarvam.engine"),
+        now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds
+    ) throws {
         try settings.validate()
         self.model = model
         self.cache = cache
@@ -89,9 +91,10 @@ public final class EngineLoop: @unchecked Sendable {
         self.logger = logger
         self.now = now
         metrics = EngineMetrics(model: modelId)
-        outputs = OutputProcessor(metrics: metrics, contextLength: cache.contextLength, now: now,
-                                  timeToFirstTokenTarget: settings.timeToFirstTokenTarget,
-                                  interTokenLatencyTarget: settings.interTokenLatencyTarget)
+        outputs = OutputProcessor(
+            metrics: metrics, contextLength: cache.contextLength, now: now,
+            timeToFirstTokenTarget: settings.timeToFirstTokenTarget,
+            interTokenLatencyTarget: settings.interTokenLatencyTarget)
         metrics.capacity.record(capacity)
         metrics.ttftTarget.record(settings.timeToFirstTokenTarget)
         metrics.itlTarget.record(settings.interTokenLatencyTarget ?? 0)
@@ -132,8 +135,9 @@ public final class EngineLoop: @unchecked Sendable {
             throw ChatEngineError.busy(retryAfterSeconds: retryAfter)
         }
         nextId += 1
-        let request = EngineRequest(id: nextId, job: job, continuation: continuation,
-                                       decoder: tokenizer.makeStreamingDecoder(skipSpecial: true), submittedAt: now())
+        let request = EngineRequest(
+            id: nextId, job: job, continuation: continuation,
+            decoder: tokenizer.makeStreamingDecoder(skipSpecial: true), submittedAt: now())
         let id = nextId
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.cancel(id: id) }
@@ -167,7 +171,8 @@ public final class EngineLoop: @unchecked Sendable {
         let perUser = settings.maxAcceptedPerUser ?? max(1, total / 2)
         if acceptedByUser[userId, default: 0] >= perUser { return seconds(interval) }
         if let since = outlook.overloadedSince, now() - since >= settings.overloadSeconds,
-           let wait = outlook.predictedWait(promptTokens: promptTokens), wait > settings.timeToFirstTokenTarget {
+            let wait = outlook.predictedWait(promptTokens: promptTokens), wait > settings.timeToFirstTokenTarget
+        {
             return seconds(wait)
         }
         return nil
@@ -233,10 +238,12 @@ public final class EngineLoop: @unchecked Sendable {
         cost = StepCostModel(curve: curve, attentionSecondsPer1024: attentionPer1024)
         updateCapacity()
         publishOutlook()
-        logger.info("engine step costs measured", metadata: [
-            "model": "\(modelId)", "capacity": "\(capacity)",
-            "step_ms_by_rows": "\(curve.map { "\($0.rows):\(String(format: "%.1f", $0.seconds * 1e3))" }.joined(separator: " "))",
-        ])
+        logger.info(
+            "engine step costs measured",
+            metadata: [
+                "model": "\(modelId)", "capacity": "\(capacity)",
+                "step_ms_by_rows": "\(curve.map { "\($0.rows):\(String(format: "%.1f", $0.seconds * 1e3))" }.joined(separator: " "))",
+            ])
     }
 
     /// Without a set maximum, the capacity follows the measured step cost: the most decode rows
@@ -245,8 +252,9 @@ public final class EngineLoop: @unchecked Sendable {
     private func updateCapacity() {
         guard settings.maxRunningSequences == nil, let target = settings.stepTargetSeconds else { return }
         let context = running.isEmpty ? 1024 : running.reduce(0) { $0 + $1.tokens.count } / running.count + settings.admissionHeadroomTokens
-        let rows = StepPlanner.decodeCapacity(cost: cost, stepTarget: target, prefillReserve: settings.prefillReserve,
-                                              contextPerRow: min(contextLength, context), ceiling: SchedulerSettings.capacityCeiling)
+        let rows = StepPlanner.decodeCapacity(
+            cost: cost, stepTarget: target, prefillReserve: settings.prefillReserve,
+            contextPerRow: min(contextLength, context), ceiling: SchedulerSettings.capacityCeiling)
         guard rows != capacity else { return }
         capacity = rows
         planner.capacity = rows
@@ -261,8 +269,9 @@ public final class EngineLoop: @unchecked Sendable {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         let perLayer = c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize
         let parameters = c.numHiddenLayers * perLayer + c.hiddenSize * c.vocabSize
-        return StepCostModel.guess(weightBytes: parameters * 6 / 10, rowFlops: 2 * parameters,
-                                   attentionFlopsPerPosition: 4 * c.numHiddenLayers * q)
+        return StepCostModel.guess(
+            weightBytes: parameters * 6 / 10, rowFlops: 2 * parameters,
+            attentionFlopsPerPosition: 4 * c.numHiddenLayers * q)
     }
 
     /// Starts the engine thread (a plain Thread: each step blocks for tens of milliseconds).
@@ -370,9 +379,15 @@ public final class EngineLoop: @unchecked Sendable {
 
         updateCapacity()
         if !waiting.isEmpty {
-            let admitted = planner.admissions(waiting: waiting.map(plannerView), running: running.map(plannerView),
-                                              pool: poolState, cost: cost)
-            for id in admitted { admit(id, &report) }
+            let admission = planner.admissions(
+                waiting: waiting.map(plannerView), running: running.map(plannerView),
+                pool: poolState, cost: cost)
+            for id in admission.displaced {
+                guard let r = running.first(where: { $0.id == id }) else { continue }
+                preempt(r, reason: "a request ahead in line needs its slot")
+                report.preempted.append(r.job.requestId)
+            }
+            for id in admission.admitted { admit(id, &report) }
         }
 
         let views = running.map(plannerView)
@@ -385,8 +400,10 @@ public final class EngineLoop: @unchecked Sendable {
         starvedSteps = !plan.decode.isEmpty && plan.prefill.isEmpty && prefilling ? starvedSteps + 1 : 0
         let byId = Dictionary(uniqueKeysWithValues: running.map { ($0.id, $0) })
         for id in plan.failed {
-            fail(byId[id]!, ChatEngineError.failed(
-                "the reply needs more KV cache than the whole pool holds (\(cache.blockCount) blocks); raise the KV cache budget"))
+            fail(
+                byId[id]!,
+                ChatEngineError.failed(
+                    "the reply needs more KV cache than the whole pool holds (\(cache.blockCount) blocks); raise the KV cache budget"))
         }
         for id in plan.preempted {
             preempt(byId[id]!)
@@ -420,11 +437,12 @@ public final class EngineLoop: @unchecked Sendable {
     /// last request's predicted wait above the time-to-first-token target).
     private func publishOutlook() {
         let t = stepStart
-        var next = QueueOutlook(capacity: capacity, freeSlots: max(0, capacity - running.count),
-                                waitingPriorities: waiting.map { planner.priority(plannerView($0)) }.sorted(),
-                                secondsBetweenEnds: secondsBetweenEnds, agingTokensPerSecond: settings.agingTokensPerSecond)
-        let tailWait = next.predictedWait(position: waiting.count)
-        if let tailWait, tailWait > settings.timeToFirstTokenTarget {
+        var next = QueueOutlook(
+            capacity: capacity, freeSlots: max(0, capacity - running.count),
+            waitingPriorities: waiting.map { planner.priority(plannerView($0)) }.sorted(),
+            displaceablePriorities: running.filter { !$0.promptReported }.map { planner.priority(plannerView($0)) },
+            secondsBetweenEnds: secondsBetweenEnds)
+        if let tailWait = next.tailWait, tailWait > settings.timeToFirstTokenTarget {
             overloadedSince = overloadedSince ?? t
         } else {
             overloadedSince = nil
@@ -445,7 +463,7 @@ public final class EngineLoop: @unchecked Sendable {
         if r.sequence == nil { r.sequence = cache.makeSequence() }
         if settings.prefixCaching && r.sequence.length == 0 {
             let reused = cache.attachCachedPrefix(r.sequence, tokens: r.tokens)
-            if r.admittedAt == nil { r.cachedPromptTokens = reused }   // first admission: reused ≤ prompt - 1
+            if r.admittedAt == nil { r.cachedPromptTokens = reused }  // first admission: reused ≤ prompt - 1
             if reused > 0 {
                 metrics.prefixCacheHitTokens.increment(by: reused)
                 report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: reused))
@@ -463,8 +481,9 @@ public final class EngineLoop: @unchecked Sendable {
     private func run(_ entries: [(request: EngineRequest, count: Int)]) {
         let inputs = entries.map { r, n in
             let start = r.sequence.length
-            return SequenceInput(sequence: r.sequence, tokens: Array(r.tokens[start..<(start + n)]),
-                                 logits: start + n == r.tokens.count ? .last : .none)
+            return SequenceInput(
+                sequence: r.sequence, tokens: Array(r.tokens[start..<(start + n)]),
+                logits: start + n == r.tokens.count ? .last : .none)
         }
         do {
             let logits = try model.forward(inputs)
@@ -534,14 +553,14 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     /// Gives back the request's blocks and queues it first; its tokens so far are recomputed later.
-    private func preempt(_ r: EngineRequest) {
+    private func preempt(_ r: EngineRequest, reason: String = "lack of KV blocks") {
         cache.release(r.sequence)
         running.removeAll { $0 === r }
         waiting.insert(r, at: 0)
         metrics.preemptions.increment()
         metrics.count(outcome: "preempted")
-        logger.info("preempted a request for lack of KV blocks",
-                    metadata: ["request": "\(r.job.requestId)", "tokens": "\(r.tokens.count)"])
+        logger.info(
+            "preempted a request", metadata: ["request": "\(r.job.requestId)", "tokens": "\(r.tokens.count)", "reason": "\(reason)"])
     }
 
     private func updateGauges() {
@@ -574,22 +593,28 @@ struct QueueOutlook: Sendable {
     var freeSlots = 0
     /// The waiting requests' places in line (see `StepPlanner.priority`), ascending.
     var waitingPriorities: [Double] = []
+    /// The places in line of running requests that have not produced a token yet (a request
+    /// ahead of them in line may displace them).
+    var displaceablePriorities: [Double] = []
     /// Seconds between two requests ending (a running slot freeing), nil before two have ended.
     var secondsBetweenEnds: Double?
-    var agingTokensPerSecond = 0.0
     var overloadedSince: Double?
 
-    /// Seconds a request would wait for a running slot behind `position` waiting requests (nil:
-    /// no estimate yet).
-    func predictedWait(position: Int) -> Double? {
-        if position < freeSlots { return 0 }
-        return secondsBetweenEnds.map { Double(position - freeSlots + 1) * $0 }
+    /// Seconds a request waits for a running slot behind `ahead` waiting requests when `slots`
+    /// slots are free or can be taken (nil: no estimate yet).
+    func predictedWait(ahead: Int, slots: Int) -> Double? {
+        if ahead < slots { return 0 }
+        return secondsBetweenEnds.map { Double(ahead - slots + 1) * $0 }
     }
 
-    /// The predicted wait of a new prompt of `promptTokens`: behind the waiting requests whose
-    /// place in line comes before its own.
+    /// The wait of the last request in line (whether the queue is overloaded).
+    var tailWait: Double? { predictedWait(ahead: waitingPriorities.count, slots: freeSlots) }
+
+    /// The predicted wait of a new prompt of `promptTokens`: behind the waiting requests that come
+    /// before it in line, with the free slots and those of running requests it would displace.
     func predictedWait(promptTokens: Int) -> Double? {
         let mine = Double(promptTokens)
-        return predictedWait(position: waitingPriorities.prefix { $0 <= mine }.count)
+        let ahead = waitingPriorities.prefix { $0 <= mine }.count
+        return predictedWait(ahead: ahead, slots: freeSlots + displaceablePriorities.filter { $0 > mine }.count)
     }
 }

@@ -32,8 +32,10 @@ public struct PlannerRequest: Sendable, Equatable {
     /// Seconds since submission.
     public var waitedSeconds: Double
 
-    public init(id: UInt64, userId: Int64, tokens: Int, computed: Int = 0, blocksHeld: Int = 0, releasableBlocks: Int? = nil,
-                plannedLength: Int, promptProcessed: Bool = false, waitedSeconds: Double = 0) {
+    public init(
+        id: UInt64, userId: Int64, tokens: Int, computed: Int = 0, blocksHeld: Int = 0, releasableBlocks: Int? = nil,
+        plannedLength: Int, promptProcessed: Bool = false, waitedSeconds: Double = 0
+    ) {
         self.id = id
         self.userId = userId
         self.tokens = tokens
@@ -96,6 +98,19 @@ public struct StepPlan: Sendable, Equatable {
     public var isEmpty: Bool { decode.isEmpty && prefill.isEmpty }
 }
 
+/// Who joins a step (`StepPlanner.admissions`).
+public struct Admission: Sendable, Equatable {
+    /// Waiting requests that join, in line order.
+    public var admitted: [UInt64] = []
+    /// Running requests that have not produced a token yet and wait again to make room for them.
+    public var displaced: [UInt64] = []
+
+    public init(admitted: [UInt64] = [], displaced: [UInt64] = []) {
+        self.admitted = admitted
+        self.displaced = displaced
+    }
+}
+
 /// The admission and batching policy of one engine (see `SchedulerSettings` for the settings).
 public struct StepPlanner: Sendable, Equatable {
     /// The most sequences that run at once.
@@ -112,8 +127,10 @@ public struct StepPlanner: Sendable, Equatable {
     public var minPrefillTokens: Int
     public var agingTokensPerSecond: Double
 
-    public init(capacity: Int, maxRunningPerUser: Int? = nil, stepTarget: Double? = nil, prefillReserve: Double = 0.3,
-                maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 100) {
+    public init(
+        capacity: Int, maxRunningPerUser: Int? = nil, stepTarget: Double? = nil, prefillReserve: Double = 0.3,
+        maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 100
+    ) {
         self.capacity = capacity
         self.maxRunningPerUser = maxRunningPerUser
         self.stepTarget = stepTarget
@@ -124,9 +141,10 @@ public struct StepPlanner: Sendable, Equatable {
     }
 
     public init(settings: SchedulerSettings, capacity: Int) {
-        self.init(capacity: capacity, maxRunningPerUser: settings.maxRunningPerUser, stepTarget: settings.stepTargetSeconds,
-                  prefillReserve: settings.prefillReserve, maxPrefillTokens: settings.prefillTokensPerStep,
-                  minPrefillTokens: settings.minPrefillTokensPerStep, agingTokensPerSecond: settings.agingTokensPerSecond)
+        self.init(
+            capacity: capacity, maxRunningPerUser: settings.maxRunningPerUser, stepTarget: settings.stepTargetSeconds,
+            prefillReserve: settings.prefillReserve, maxPrefillTokens: settings.prefillTokensPerStep,
+            minPrefillTokens: settings.minPrefillTokensPerStep, agingTokensPerSecond: settings.agingTokensPerSecond)
     }
 
     /// A request's place in line: lower goes first.
@@ -143,8 +161,10 @@ public struct StepPlanner: Sendable, Equatable {
 
     /// The most decode rows of `contextPerRow` positions each that fit the decode budget, within
     /// 1...`ceiling` (the engine's capacity when no maximum is set).
-    public static func decodeCapacity(cost: StepCostModel, stepTarget: Double, prefillReserve: Double,
-                                      contextPerRow: Int, ceiling: Int) -> Int {
+    public static func decodeCapacity(
+        cost: StepCostModel, stepTarget: Double, prefillReserve: Double,
+        contextPerRow: Int, ceiling: Int
+    ) -> Int {
         let budget = stepTarget * (1 - prefillReserve)
         var rows = 1
         while rows < ceiling && cost.predict(rows: rows + 1, attendedPositions: (rows + 1) * contextPerRow) <= budget {
@@ -153,24 +173,31 @@ public struct StepPlanner: Sendable, Equatable {
         return rows
     }
 
-    /// The waiting requests that join this step, in line order (see the file header), while fewer
-    /// than `capacity` run and:
+    /// Who joins this step: the waiting requests admitted, in line order (see the file header), and
+    /// the running ones they displace. A request is admitted while fewer than `capacity` run and:
     /// - its user is under its cap (`maxRunningPerUser`, or else an equal share of `capacity` when
     ///   another user's request waits): a capped user's request is skipped, not blocking others;
     /// - the free KV blocks cover what the running requests still owe to reach their planned
     ///   length plus the newcomer's planned length;
     /// - with a latency target, decode rows for everything running plus the newcomer, at their
     ///   planned lengths, still fit the decode budget.
-    /// A request that fails either of the last two stops admission (nobody overtakes it for room
-    /// alone). An empty engine always takes the first eligible request (its prompt fits the pool:
-    /// checked at submission).
-    public func admissions(waiting: [PlannerRequest], running: [PlannerRequest], pool: KVPoolState,
-                           cost: StepCostModel) -> [UInt64] {
+    /// When the capacity or the decode budget is what stops it, a running request that has not
+    /// produced a token yet (nobody watches it stream) and comes later in line is displaced: it
+    /// waits again, its computed blocks kept in the prefix cache. So a short question does not wait
+    /// behind long pastes that merely occupy the slots. Otherwise, and when the KV pool is short,
+    /// admission stops (nobody overtakes for room alone). An empty engine always takes the first
+    /// eligible request (its prompt fits the pool: checked at submission).
+    public func admissions(
+        waiting: [PlannerRequest], running: [PlannerRequest], pool: KVPoolState,
+        cost: StepCostModel
+    ) -> Admission {
         var owed = 0
         var attended = 0
+        var free = pool.freeBlocks
         var perUser: [Int64: Int] = [:]
+        func owes(_ r: PlannerRequest) -> Int { max(0, pool.blocksNeeded(forLength: r.plannedLength) - r.blocksHeld) }
         for r in running {
-            owed += max(0, pool.blocksNeeded(forLength: r.plannedLength) - r.blocksHeld)
+            owed += owes(r)
             attended += r.plannedLength
             perUser[r.userId, default: 0] += 1
         }
@@ -179,8 +206,10 @@ public struct StepPlanner: Sendable, Equatable {
         let users = Set(perUser.keys).union(waitingUsers.keys).count
         let share = max(1, capacity / max(1, users))
         var count = running.count
-        var admitted: [UInt64] = []
-        for r in inLine(waiting) where count < capacity {
+        // Running requests that may give way, the last in line first.
+        var displaceable = inLine(running.filter { !$0.promptProcessed })
+        var result = Admission()
+        for r in inLine(waiting) {
             let mine = perUser[r.userId, default: 0]
             if let cap = maxRunningPerUser {
                 if mine >= cap { continue }
@@ -188,19 +217,29 @@ public struct StepPlanner: Sendable, Equatable {
                 continue
             }
             let need = max(0, pool.blocksNeeded(forLength: r.plannedLength) - r.blocksHeld)
-            if count > 0 && need + owed > pool.freeBlocks { break }
-            if count > 0, let budget = decodeBudget,
-               cost.predict(rows: count + 1, attendedPositions: attended + r.plannedLength) > budget {
-                break
+            func overBudget() -> Bool {
+                guard count > 0, let budget = decodeBudget else { return false }
+                return cost.predict(rows: count + 1, attendedPositions: attended + r.plannedLength) > budget
             }
-            admitted.append(r.id)
+            while count >= capacity || overBudget(), let victim = displaceable.last, priority(victim) > priority(r) {
+                displaceable.removeLast()
+                result.displaced.append(victim.id)
+                count -= 1
+                perUser[victim.userId, default: 1] -= 1
+                owed -= owes(victim)
+                attended -= victim.plannedLength
+                free += victim.releasableBlocks
+            }
+            if count >= capacity || overBudget() { break }
+            if count > 0 && need + owed > free { break }
+            result.admitted.append(r.id)
             perUser[r.userId, default: 0] += 1
             waitingUsers[r.userId, default: 1] -= 1
             owed += need
             attended += r.plannedLength
             count += 1
         }
-        return admitted
+        return result
     }
 
     /// The step over `running` (in admission order): a decode row for every request whose only
@@ -268,7 +307,7 @@ public struct StepPlanner: Sendable, Equatable {
     static func tokensFitting(upTo limit: Int, _ fits: (Int) -> Bool) -> Int {
         guard limit > 0, fits(1) else { return 0 }
         if fits(limit) { return limit }
-        var low = 1, high = limit   // fits(low), !fits(high)
+        var low = 1, high = limit  // fits(low), !fits(high)
         while high - low > 1 {
             let mid = (low + high) / 2
             if fits(mid) { low = mid } else { high = mid }

@@ -46,7 +46,7 @@ final class SchedulerBatchingTests: XCTestCase {
         // Streams are kept: dropping one is a disconnect, which cancels its request.
         var streams = [try h.scheduler.trySubmit(h.job("short1", prompt: EngineFixture.prompt(6, seed: 11), maxTokens: 30))]
         streams.append(try h.scheduler.trySubmit(h.job("short2", prompt: EngineFixture.prompt(9, seed: 12), maxTokens: 30)))
-        h.scheduler.step()   // both prompts fit in one step's budget
+        h.scheduler.step()  // both prompts fit in one step's budget
         h.scheduler.step()
         XCTAssertEqual(h.scheduler.lastStep.decoded, ["short1", "short2"])
 
@@ -118,7 +118,9 @@ final class SchedulerBatchingTests: XCTestCase {
 final class SchedulerFairnessTests: XCTestCase {
     func testPerUserCapKeepsTheThirdRequestWaiting() throws {
         let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, maxRunningPerUser: 2, prefillTokensPerStep: 4))
-        var streams = try ["a1", "a2", "a3"].map { try h.scheduler.trySubmit(h.job($0, prompt: EngineFixture.prompt(50, seed: 1), maxTokens: 2, user: 1)) }
+        var streams = try ["a1", "a2", "a3"].map {
+            try h.scheduler.trySubmit(h.job($0, prompt: EngineFixture.prompt(50, seed: 1), maxTokens: 2, user: 1))
+        }
         streams.append(try h.scheduler.trySubmit(h.job("b1", prompt: EngineFixture.prompt(50, seed: 2), maxTokens: 2, user: 2)))
         let first = h.scheduler.step()
         XCTAssertEqual(first.admitted, ["a1", "a2", "b1"], "user 1 is capped at 2 running; b1 overtakes a3")
@@ -131,14 +133,42 @@ final class SchedulerFairnessTests: XCTestCase {
     func testWithoutACapAUserGetsAnEqualShareWhileOthersWait() throws {
         let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, queueLimit: 8))
         // User 1 alone: every slot (nobody else waits).
-        var streams = try (0..<4).map { try h.scheduler.trySubmit(h.job("a\($0)", prompt: EngineFixture.prompt(8, seed: 1), maxTokens: 30, user: 1)) }
+        var streams = try (0..<4).map {
+            try h.scheduler.trySubmit(h.job("a\($0)", prompt: EngineFixture.prompt(8, seed: 1), maxTokens: 30, user: 1))
+        }
         XCTAssertEqual(h.scheduler.step().admitted, ["a0", "a1", "a2", "a3"])
         // Users 1 and 2 both wait: a freed slot goes to user 2, whose share (4 / 2 users) is not used.
-        streams += try (4..<6).map { try h.scheduler.trySubmit(h.job("a\($0)", prompt: EngineFixture.prompt(8, seed: 1), maxTokens: 30, user: 1)) }
+        streams += try (4..<6).map {
+            try h.scheduler.trySubmit(h.job("a\($0)", prompt: EngineFixture.prompt(8, seed: 1), maxTokens: 30, user: 1))
+        }
         streams.append(try h.scheduler.trySubmit(h.job("b0", prompt: EngineFixture.prompt(40, seed: 2), maxTokens: 30, user: 2)))
-        _ = streams.removeFirst()   // a0's client goes away (a dropped stream cancels its request)
+        _ = streams.removeFirst()  // a0's client goes away (a dropped stream cancels its request)
         let report = h.scheduler.step()
         XCTAssertEqual(report.admitted, ["b0"], "b0 is longer than a4 and a5, but user 1 holds more than its share")
+        withExtendedLifetime(streams) {}
+    }
+
+    func testALastingOverloadRefusesWithThePredictedWait() throws {
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 1, queueLimit: 64, maxAcceptedPerUser: 64,
+                                                                 timeToFirstTokenTarget: 2, overloadSeconds: 30))
+        // Three quick requests end 10 s apart: a running slot frees every 10 s.
+        var streams = try (0..<3).map { try h.scheduler.trySubmit(h.job("q\($0)", prompt: [1, 2, 3, 4], maxTokens: 1, user: Int64($0))) }
+        for _ in 0..<3 {
+            h.scheduler.step()
+            h.clock.advance(10)
+        }
+        // One long reply runs, four wait: the last one's predicted wait, 4 x 10 s, is over the target.
+        streams += try (0..<5).map { try h.scheduler.trySubmit(h.job("u\($0)", prompt: [1, 2, 3, 4], maxTokens: 400, user: Int64(10 + $0))) }
+        h.scheduler.step()
+        XCTAssertEqual(h.scheduler.waitingRequestIds.count, 4)
+        streams.append(try h.scheduler.trySubmit(h.job("early", prompt: [5, 6], maxTokens: 1, user: 99)))
+        // Still overloaded 30 s later: a newcomer behind the 5 waiting gets a slot after 6 more
+        // ends (the running reply's, then theirs), 60 s: refused, told so.
+        h.clock.advance(31)
+        h.scheduler.step()
+        XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("late", prompt: [5, 6], maxTokens: 1, user: 100))) {
+            XCTAssertEqual($0 as? ChatEngineError, .busy(retryAfterSeconds: 60))
+        }
         withExtendedLifetime(streams) {}
     }
 
@@ -155,9 +185,11 @@ final class SchedulerFairnessTests: XCTestCase {
     }
 
     func testShortPromptOvertakesLongPrefillsOfOtherUsers() throws {
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 32, interTokenLatencyTarget: nil))
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 32, interTokenLatencyTarget: nil))
         var streams = try (0..<3).map {
-            try h.scheduler.trySubmit(h.job("long\($0)", prompt: EngineFixture.prompt(300, seed: UInt64($0)), maxTokens: 2, user: Int64($0)))
+            try h.scheduler.trySubmit(
+                h.job("long\($0)", prompt: EngineFixture.prompt(300, seed: UInt64($0)), maxTokens: 2, user: Int64($0)))
         }
         h.scheduler.step()
         h.clock.advance(0.01)
@@ -172,14 +204,17 @@ final class SchedulerFairnessTests: XCTestCase {
 
     func testALongPromptIsNotStarvedByAStreamOfShortOnes() throws {
         // Aging at 100 tokens/s: a 300-token prompt goes ahead of prompts submitted 3 s after it.
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 1, maxRunningPerUser: 1, queueLimit: 64,
-                                                                 maxAcceptedPerUser: 64, prefillTokensPerStep: 512, interTokenLatencyTarget: nil))
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(
+                maxRunningSequences: 1, maxRunningPerUser: 1, queueLimit: 64,
+                maxAcceptedPerUser: 64, prefillTokensPerStep: 512, interTokenLatencyTarget: nil))
         var streams = [try h.scheduler.trySubmit(h.job("first", prompt: EngineFixture.prompt(4, seed: 1), maxTokens: 1, user: 1))]
         streams.append(try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(300, seed: 2), maxTokens: 1, user: 2)))
         var admittedAt: Double?
         for i in 0..<100 where admittedAt == nil {
             // A new short question every 0.5 s, each from another user.
-            streams.append(try h.scheduler.trySubmit(h.job("s\(i)", prompt: EngineFixture.prompt(6, seed: 3), maxTokens: 1, user: Int64(100 + i))))
+            streams.append(
+                try h.scheduler.trySubmit(h.job("s\(i)", prompt: EngineFixture.prompt(6, seed: 3), maxTokens: 1, user: Int64(100 + i))))
             if h.scheduler.step().admitted.contains("long") { admittedAt = h.clock.now }
             h.clock.advance(0.5)
         }
@@ -190,9 +225,11 @@ final class SchedulerFairnessTests: XCTestCase {
     }
 
     func testBesideStreamingRepliesAStepFitsTheTarget() throws {
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 256,
-                                                                 interTokenLatencyTarget: 0.5, stepMargin: 1),
-                                     blocks: 400, model: EngineFixture.model(maxPositions: 2048))
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(
+                maxRunningSequences: 2, prefillTokensPerStep: 256,
+                interTokenLatencyTarget: 0.5, stepMargin: 1),
+            blocks: 400, model: EngineFixture.model(maxPositions: 2048))
         // Steps cost 0.295 s + 10 ms per row (the clock stands still, so the speed stays 1):
         // beside one decode row, 19 prompt tokens fit in 0.5 s.
         h.scheduler.cost = StepCostModel(fixed: 0.295, perRow: 0.01)
@@ -213,9 +250,11 @@ final class SchedulerFairnessTests: XCTestCase {
     }
 
     func testWhenDecodeRowsFillTheStepPromptsStillProgress() throws {
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 2, prefillTokensPerStep: 256,
-                                                                 interTokenLatencyTarget: 0.5, stepMargin: 1),
-                                     blocks: 400, model: EngineFixture.model(maxPositions: 2048))
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(
+                maxRunningSequences: 2, prefillTokensPerStep: 256,
+                interTokenLatencyTarget: 0.5, stepMargin: 1),
+            blocks: 400, model: EngineFixture.model(maxPositions: 2048))
         h.scheduler.cost = StepCostModel(fixed: 0.1, perRow: 0.01)
         let short = try h.scheduler.trySubmit(h.job("short", prompt: EngineFixture.prompt(6, seed: 4), maxTokens: 12))
         let long = try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(600, seed: 5), maxTokens: 1))
@@ -226,18 +265,21 @@ final class SchedulerFairnessTests: XCTestCase {
         for _ in 0..<10 {
             chunks.append(h.scheduler.step().prefilled.first { $0.requestId == "long" }?.tokens ?? 0)
         }
-        XCTAssertEqual(chunks, [0, 0, 0, 0, 16, 0, 0, 0, 0, 16], "the minimum chunk after every \(SchedulerSettings.starvationSteps) starved steps")
+        XCTAssertEqual(
+            chunks, [0, 0, 0, 0, 16, 0, 0, 0, 0, 16], "the minimum chunk after every \(SchedulerSettings.starvationSteps) starved steps")
         withExtendedLifetime((short, long)) {}
     }
 
     func testShortPromptIsNotStuckBehindTheSameUsersLongPrompt() throws {
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 32, interTokenLatencyTarget: nil))
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 32, interTokenLatencyTarget: nil))
         let long = try h.scheduler.trySubmit(h.job("long", prompt: EngineFixture.prompt(200, seed: 6), maxTokens: 2))
         let short = try h.scheduler.trySubmit(h.job("short", prompt: EngineFixture.prompt(6, seed: 7), maxTokens: 3))
         let first = h.scheduler.step()
         XCTAssertEqual(first.admitted, ["short", "long"], "shortest remaining prompt first")
-        XCTAssertEqual(first.prefilled, [.init(requestId: "short", tokens: 6), .init(requestId: "long", tokens: 26)],
-                       "the short prompt is prefilled in the first step; the long one takes the rest of the budget")
+        XCTAssertEqual(
+            first.prefilled, [.init(requestId: "short", tokens: 6), .init(requestId: "long", tokens: 26)],
+            "the short prompt is prefilled in the first step; the long one takes the rest of the budget")
         let second = h.scheduler.step()
         XCTAssertEqual(second.decoded, ["short"])
         XCTAssertEqual(second.prefilled, [.init(requestId: "long", tokens: 32)])
@@ -248,8 +290,11 @@ final class SchedulerFairnessTests: XCTestCase {
     }
 
     func testFullQueueIsRefusedAtOnce() async throws {
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 1, queueLimit: 2, maxAcceptedPerUser: 3, retryAfterSeconds: 3))
-        let streams = try (0..<3).map { try h.scheduler.trySubmit(h.job("ok\($0)", prompt: EngineFixture.prompt(4, seed: 1), maxTokens: 1)) }
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(maxRunningSequences: 1, queueLimit: 2, maxAcceptedPerUser: 3, retryAfterSeconds: 3))
+        let streams = try (0..<3).map {
+            try h.scheduler.trySubmit(h.job("ok\($0)", prompt: EngineFixture.prompt(4, seed: 1), maxTokens: 1))
+        }
         XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("late", prompt: [1], maxTokens: 1))) {
             XCTAssertEqual($0 as? ChatEngineError, .busy(retryAfterSeconds: 3))
         }
@@ -314,7 +359,8 @@ final class SchedulerLifecycleTests: XCTestCase {
     func testWarmUpRunsTheLargestStepThatFitsAndGivesTheBlocksBack() throws {
         // 6 blocks of 4 positions: the full step (512 prompt rows + 7 decode rows) cannot fit; the
         // warm-up shrinks to what the pool holds (4 prompt rows + 5 decode rows) instead of failing.
-        let small = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 512), blocks: 6, contextLength: 64)
+        let small = try SchedulerHarness(
+            settings: SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 512), blocks: 6, contextLength: 64)
         XCTAssertNoThrow(try small.scheduler.warmUp())
         XCTAssertEqual(small.cache.freeBlockCount, small.cache.blockCount)
         let roomy = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 40), blocks: 64)

@@ -9,7 +9,7 @@ import Foundation
 // portable Swift path, which is also the reference, is always there.
 let cpuFlags: Set<Substring> = {
     guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
     else { return [] }
     return Set(line.split(separator: " "))
 }()
@@ -92,9 +92,12 @@ let package = Package(
 
         .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/TestSupport", swiftSettings: nativeFlags),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"], swiftSettings: nativeFlags),
-        .testTarget(name: "TransformerTests", dependencies: ["Transformer", "Tensor", "Tokenizer", "TestSupport"], swiftSettings: nativeFlags),
+        .testTarget(
+            name: "TransformerTests", dependencies: ["Transformer", "Tensor", "Tokenizer", "TestSupport"], swiftSettings: nativeFlags),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "ModelImport", "TestSupport"], swiftSettings: nativeFlags),
-        .testTarget(name: "ModelImportTests", dependencies: ["ModelImport", "Transformer", "Tensor", "Tokenizer", "TestSupport"], swiftSettings: nativeFlags),
+        .testTarget(
+            name: "ModelImportTests", dependencies: ["ModelImport", "Transformer", "Tensor", "Tokenizer", "TestSupport"],
+            swiftSettings: nativeFlags),
         .testTarget(
             name: "ChatServerTests",
             dependencies: [

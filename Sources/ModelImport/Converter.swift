@@ -36,16 +36,19 @@ public enum Converter {
     }
 
     /// Converts `model` into a Sarvam weight file at `output` (written to a temporary name, then renamed).
-    public static func convert(_ model: ImportedModel, to output: String, policy: QuantizationPolicy = .auto,
-                               progress: ((ConversionProgress) -> Void)? = nil) throws -> ConversionSummary {
+    public static func convert(
+        _ model: ImportedModel, to output: String, policy: QuantizationPolicy = .auto,
+        progress: ((ConversionProgress) -> Void)? = nil
+    ) throws -> ConversionSummary {
         let start = Date()
         // The Codable shape, which the Tokenizer module's `TokenizerDescription.decodeJSON` reads.
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let tokenizerJSON = try encoder.encode(model.tokenizer)
-        let description = WeightFileDescription(model: model.configuration, tokenizer: tokenizerJSON,
-                                                chatTemplate: model.chatTemplate, source: model.source,
-                                                quantization: policy.summary)
+        let description = WeightFileDescription(
+            model: model.configuration, tokenizer: tokenizerJSON,
+            chatTemplate: model.chatTemplate, source: model.source,
+            quantization: policy.summary)
         var formats: [WeightFormat: Int] = [:]
         var parameters = 0
         var tensorBytes = 0
@@ -59,13 +62,16 @@ public enum Converter {
             sources.append(tensorSource(t, format: format, requantized: requantized))
         }
         try WeightFile.write(to: output, description: description, tensors: sources) { p in
-            progress?(ConversionProgress(tensorNumber: p.tensorNumber, tensorCount: p.tensorCount, tensorName: p.tensorName,
-                                         bytesWritten: p.bytesWritten, totalBytes: p.totalBytes))
+            progress?(
+                ConversionProgress(
+                    tensorNumber: p.tensorNumber, tensorCount: p.tensorCount, tensorName: p.tensorName,
+                    bytesWritten: p.bytesWritten, totalBytes: p.totalBytes))
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
-        return ConversionSummary(parameters: parameters, fileBytes: size,
-                                 bitsPerWeight: parameters > 0 ? Double(tensorBytes * 8) / Double(parameters) : 0,
-                                 seconds: Date().timeIntervalSince(start), formats: formats, requantizedGroups: requantized.value)
+        return ConversionSummary(
+            parameters: parameters, fileBytes: size,
+            bitsPerWeight: parameters > 0 ? Double(tensorBytes * 8) / Double(parameters) : 0,
+            seconds: Date().timeIntervalSince(start), formats: formats, requantizedGroups: requantized.value)
     }
 
     /// Counts requantized groups across a conversion.
@@ -92,7 +98,9 @@ public enum Converter {
     /// else dequantize a chunk of rows to Float32 and encode it in `format`.
     public static func tensorSource(_ t: SourceTensor, format: WeightFormat, requantized: Counter) -> WeightFileTensorSource {
         let outRow = QuantizedMatrix.bytesPerRow(format: format, cols: t.cols)
-        func rowwise(_ body: @escaping (_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ rows: Int) -> Void) -> WeightFileTensorSource {
+        func rowwise(
+            _ body: @escaping (_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ rows: Int) -> Void
+        ) -> WeightFileTensorSource {
             WeightFileTensorSource(name: t.name, format: format, rows: t.rows, cols: t.cols) { emit in
                 let step = chunkRows(t.cols)
                 let buffer = UnsafeMutableRawPointer.allocate(byteCount: outRow * step, alignment: 64)

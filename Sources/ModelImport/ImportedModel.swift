@@ -101,7 +101,8 @@ func arrange(_ found: [String: SourceTensor], configuration: ModelConfiguration,
             throw ImportError("\(source): tensor '\(e.name)' has shape [\(t.rows), \(t.cols)], expected \(e.shape) from the configuration")
         }
         guard t.type.traits != nil else {
-            throw ImportError("\(source): tensor '\(e.name)' has type \(t.type), which is not supported (supported: \(GGMLType.supportedNames))")
+            throw ImportError(
+                "\(source): tensor '\(e.name)' has type \(t.type), which is not supported (supported: \(GGMLType.supportedNames))")
         }
         out.append(t)
     }

@@ -33,10 +33,12 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
     public var summary: String {
         switch self {
         case .auto:
-            return "auto: matrices keep the source precision (Q8_0/Q4_0 → int8 exact, Q5_0 → int5 exact, Q6_K → int8 exact where the scales allow, Q5_1/Q4_1/Q5_K → int8, Q4_K → int4 exact, F16/BF16 → f16, F32 → f32); norms and biases f32"
+            return
+                "auto: matrices keep the source precision (Q8_0/Q4_0 → int8 exact, Q5_0 → int5 exact, Q6_K → int8 exact where the scales allow, Q5_1/Q4_1/Q5_K → int8, Q4_K → int4 exact, F16/BF16 → f16, F32 → f32); norms and biases f32"
         case .int8, .int4, .f16, .f32:
             if self == .int4 {
-                return "int4: matrices in int4 except output, token_embd, attn_v, ffn_down and all of the first and last layers in int8, or exactly in int4/int5 when their source is Q4_K/Q5_0 (Q4_K_M's mix plus the first and last layers); norms and biases f32"
+                return
+                    "int4: matrices in int4 except output, token_embd, attn_v, ffn_down and all of the first and last layers in int8, or exactly in int4/int5 when their source is Q4_K/Q5_0 (Q4_K_M's mix plus the first and last layers); norms and biases f32"
             }
             return "\(rawValue): every matrix in \(rawValue) (exact where the source allows); norms and biases f32"
         }
@@ -78,7 +80,10 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
     /// Q4_K_M's sensitive kinds, the token embedding, and everything in the first and last layers.
     static func isPrecisionSensitive(_ name: String, layers: Int?) -> Bool {
         if name == "output.weight" || name == "token_embd.weight" || name.hasPrefix("blk.0.")
-            || name.hasSuffix(".attn_v.weight") || name.hasSuffix(".ffn_down.weight") { return true }
+            || name.hasSuffix(".attn_v.weight") || name.hasSuffix(".ffn_down.weight")
+        {
+            return true
+        }
         if let layers, layers > 1, name.hasPrefix("blk.\(layers - 1).") { return true }
         return false
     }

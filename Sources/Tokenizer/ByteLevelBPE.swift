@@ -45,7 +45,7 @@ struct ByteLevelBPE {
         }
         if cacheable {
             if scratch.cache.count >= BPEScratch.cacheEntryLimit || scratch.cachedIds.count >= BPEScratch.cachedIdLimit {
-                scratch.clearCache()   // bounds the memory of a cache that sees endless new words
+                scratch.clearCache()  // bounds the memory of a cache that sees endless new words
             }
             scratch.cache.set(p, n, Int32(scratch.cachedIds.count))
             scratch.cachedIds.append(Int32(out.count - first))
@@ -155,12 +155,12 @@ struct BPEScratch: ~Copyable {
     static let cachedIdLimit = 1 << 20
 
     private(set) var capacity = 0
-    var symbol = UnsafeMutablePointer<Int32>.allocate(capacity: 1)    // token id of symbol k; -2 once merged into its left neighbour
-    var next = UnsafeMutablePointer<Int32>.allocate(capacity: 1)      // index of the next symbol, -1 at the end
+    var symbol = UnsafeMutablePointer<Int32>.allocate(capacity: 1)  // token id of symbol k; -2 once merged into its left neighbour
+    var next = UnsafeMutablePointer<Int32>.allocate(capacity: 1)  // index of the next symbol, -1 at the end
     var previous = UnsafeMutablePointer<Int32>.allocate(capacity: 1)  // index of the previous symbol, -1 at the start
-    var rank = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)     // merge rank of (k, next[k]), UInt32.max if none
-    var merged = UnsafeMutablePointer<Int32>.allocate(capacity: 1)    // the token that merge produces
-    var heap: [UInt64] = []     // rank << 32 | position, min at 0
+    var rank = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)  // merge rank of (k, next[k]), UInt32.max if none
+    var merged = UnsafeMutablePointer<Int32>.allocate(capacity: 1)  // the token that merge produces
+    var heap: [UInt64] = []  // rank << 32 | position, min at 0
     /// Direct-mapped cache of merge look-ups: [key, packed value] per line, key UInt64.max if empty.
     static let pairCacheLines = 1 << 14
     let pairCache: UnsafeMutablePointer<UInt64> = {

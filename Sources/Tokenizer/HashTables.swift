@@ -9,7 +9,7 @@ func hashBytes(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
     // FNV-1a: words are a handful of bytes, so a byte loop beats block hashing set-up.
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for i in 0..<n { h = (h ^ UInt64(p[i])) &* 0x0000_0100_0000_01B3 }
-    return (h ^ (h >> 32)) &* 0x9E37_79B9_7F4A_7C15   // mixed: low bits pick the slot, high bits are the tag
+    return (h ^ (h >> 32)) &* 0x9E37_79B9_7F4A_7C15  // mixed: low bits pick the slot, high bits are the tag
 }
 
 /// Byte comparison inlined for the short keys of the word cache (a memcmp call costs more).
@@ -37,7 +37,7 @@ nonisolated(unsafe) private let emptyKey = UnsafePointer<UInt8>(bitPattern: 0x10
 /// only when the tags agree.
 struct ByteStringMap {
     private struct Entry {
-        var start: Int32    // offset of the key in `arena`
+        var start: Int32  // offset of the key in `arena`
         var length: Int32
         var value: Int32
     }

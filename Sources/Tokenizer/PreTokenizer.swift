@@ -69,25 +69,29 @@ public enum PreTokenizerPattern: String, Sendable, CaseIterable {
     /// End (scalar index) of a contraction `'s 't 're 've 'm 'll 'd` starting at scalar i, or nil.
     /// An ASCII byte at a scalar's offset is the whole scalar (multi-byte scalars start at >= 0xC0).
     @inline(__always)
-    static func contraction(_ t: UnsafePointer<UInt8>, _ o: UnsafePointer<Int32>, _ i: Int, _ n: Int,
-                            ignoreCase: Bool) -> Int? {
+    static func contraction(
+        _ t: UnsafePointer<UInt8>, _ o: UnsafePointer<Int32>, _ i: Int, _ n: Int,
+        ignoreCase: Bool
+    ) -> Int? {
         guard t[Int(o[i])] == 0x27, i + 1 < n else { return nil }
         func lower(_ k: Int) -> UInt8 {
             let v = t[Int(o[k])]
             return ignoreCase && v >= 0x41 && v <= 0x5A ? v | 0x20 : v
         }
         switch lower(i + 1) {
-        case 0x73, 0x74, 0x6D, 0x64: return i + 2                                   // s t m d
-        case 0x72, 0x76: return i + 2 < n && lower(i + 2) == 0x65 ? i + 3 : nil     // re ve
-        case 0x6C: return i + 2 < n && lower(i + 2) == 0x6C ? i + 3 : nil           // ll
+        case 0x73, 0x74, 0x6D, 0x64: return i + 2  // s t m d
+        case 0x72, 0x76: return i + 2 < n && lower(i + 2) == 0x65 ? i + 3 : nil  // re ve
+        case 0x6C: return i + 2 < n && lower(i + 2) == 0x6C ? i + 3 : nil  // ll
         default: return nil
         }
     }
 
     /// One match of the qwen2 / llama3 pattern at scalar i; returns its end.
     @inline(__always)
-    static func nextLlama3Style(_ t: UnsafePointer<UInt8>, _ c: UnsafePointer<UInt8>, _ o: UnsafePointer<Int32>,
-                                _ i: Int, _ n: Int, maxDigits: Int) -> Int {
+    static func nextLlama3Style(
+        _ t: UnsafePointer<UInt8>, _ c: UnsafePointer<UInt8>, _ o: UnsafePointer<Int32>,
+        _ i: Int, _ n: Int, maxDigits: Int
+    ) -> Int {
         let k = c[i]
         let nextClass = i + 1 < n ? c[i + 1] : 0xFF
         // [^\r\n\p{L}\p{N}]?\p{L}+
@@ -126,8 +130,10 @@ public enum PreTokenizerPattern: String, Sendable, CaseIterable {
 
     /// One match of the GPT-2 pattern at scalar i; returns its end.
     @inline(__always)
-    static func nextGPT2(_ t: UnsafePointer<UInt8>, _ c: UnsafePointer<UInt8>, _ o: UnsafePointer<Int32>,
-                         _ i: Int, _ n: Int) -> Int {
+    static func nextGPT2(
+        _ t: UnsafePointer<UInt8>, _ c: UnsafePointer<UInt8>, _ o: UnsafePointer<Int32>,
+        _ i: Int, _ n: Int
+    ) -> Int {
         if c[i] == ScalarClass.other, let j = contraction(t, o, i, n, ignoreCase: false) { return j }
         var k = c[i]
         var j = i
@@ -152,8 +158,8 @@ public enum PreTokenizerPattern: String, Sendable, CaseIterable {
 /// Raw memory (not arrays) because filling them is the pre-tokenizer's inner loop.
 struct PreTokenizerScratch: ~Copyable {
     private(set) var capacity = 0
-    var classes = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)   // ScalarClass of scalar k
-    var offsets = UnsafeMutablePointer<Int32>.allocate(capacity: 1)   // byte offset of scalar k; offsets[count] = byte length
+    var classes = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)  // ScalarClass of scalar k
+    var offsets = UnsafeMutablePointer<Int32>.allocate(capacity: 1)  // byte offset of scalar k; offsets[count] = byte length
 
     deinit {
         classes.deallocate()

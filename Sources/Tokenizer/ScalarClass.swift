@@ -6,13 +6,13 @@ enum ScalarClass {
     static let other: UInt8 = 0
     static let letter: UInt8 = 1
     static let number: UInt8 = 2
-    static let space: UInt8 = 3     // \s other than \r and \n
-    static let newline: UInt8 = 4   // \r or \n
+    static let space: UInt8 = 3  // \s other than \r and \n
+    static let newline: UInt8 = 4  // \r or \n
 
     /// Classes of the Basic Multilingual Plane, built once from the standard library's Unicode data
     /// (about 65k property look-ups, a few milliseconds). [0x10000]
     static let basicPlane: [UInt8] = (0..<0x10000).map { v in
-        Unicode.Scalar(UInt32(v)).map(compute) ?? other   // surrogates never occur in a String
+        Unicode.Scalar(UInt32(v)).map(compute) ?? other  // surrogates never occur in a String
     }
 
     @inline(__always)

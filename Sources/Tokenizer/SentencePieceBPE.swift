@@ -16,7 +16,7 @@ struct SentencePieceBPE {
     private struct Bigram {
         var score: Float
         var left: Int32
-        var size: Int32   // byte length of the pair when pushed (stale if the symbols changed since)
+        var size: Int32  // byte length of the pair when pushed (stale if the symbols changed since)
         var id: Int32
 
         /// Heap order: higher score first, then leftmost.
@@ -81,7 +81,7 @@ struct SentencePieceBPE {
                 } else if (0..<n).allSatisfy({ byteTokens[Int(p[$0])] >= 0 }) {
                     for b in 0..<n { out.append(Int(byteTokens[Int(p[b])])) }
                 } else if let unknownTokenId {
-                    out.append(Int(unknownTokenId))   // one unknown token per unknown character
+                    out.append(Int(unknownTokenId))  // one unknown token per unknown character
                 }
                 k = Int(next[k])
             }

@@ -9,7 +9,7 @@
 public struct StreamingDecoder {
     private let tokenizer: Tokenizer
     private let skipSpecial: Bool
-    private var pending: [UInt8] = []   // bytes not yet returned: at most one incomplete sequence + new token bytes
+    private var pending: [UInt8] = []  // bytes not yet returned: at most one incomplete sequence + new token bytes
     private var first = true
 
     init(tokenizer: Tokenizer, skipSpecial: Bool) {

@@ -75,7 +75,8 @@ public final class Tokenizer: @unchecked Sendable {
         addsBosToken = d.addBosToken
         addSpacePrefix = d.addSpacePrefix
         tokenTexts = d.tokens
-        let types: [UInt8] = d.tokenTypes.isEmpty
+        let types: [UInt8] =
+            d.tokenTypes.isEmpty
             ? [UInt8](repeating: UInt8(TokenizerDescription.TokenType.normal.rawValue), count: n)
             : d.tokenTypes.map { UInt8(clamping: $0) }
         tokenTypes = types
@@ -105,7 +106,7 @@ public final class Tokenizer: @unchecked Sendable {
                     bytes.append(contentsOf: raw)
                 }
             } else {
-                bytes.append(contentsOf: text.utf8)   // added tokens are spelled raw
+                bytes.append(contentsOf: text.utf8)  // added tokens are spelled raw
             }
             starts.append(Int32(bytes.count))
         }
@@ -126,16 +127,19 @@ public final class Tokenizer: @unchecked Sendable {
         switch d.kind {
         case .byteLevelBPE:
             guard let pattern = PreTokenizerPattern(ggufName: d.preTokenizer) else {
-                throw TokenizerError("tokenizer description: expected a pre-tokenizer of "
-                    + "\(PreTokenizerPattern.allCases.map(\.rawValue)) (or llama.cpp's aliases), found '\(d.preTokenizer)'")
+                throw TokenizerError(
+                    "tokenizer description: expected a pre-tokenizer of "
+                        + "\(PreTokenizerPattern.allCases.map(\.rawValue)) (or llama.cpp's aliases), found '\(d.preTokenizer)'")
             }
             preTokenizer = pattern
             sentencePiece = nil
-            bpe = try Self.buildByteLevelBPE(d, types: types, pieceBytes: bytes, pieceStart: starts,
-                                             ignoreMerges: pattern == .llama3, unknown: unknown)
+            bpe = try Self.buildByteLevelBPE(
+                d, types: types, pieceBytes: bytes, pieceStart: starts,
+                ignoreMerges: pattern == .llama3, unknown: unknown)
         case .sentencePiece:
             guard d.scores.count == n else {
-                throw TokenizerError("tokenizer description: SentencePiece needs one score per token: expected \(n), found \(d.scores.count)")
+                throw TokenizerError(
+                    "tokenizer description: SentencePiece needs one score per token: expected \(n), found \(d.scores.count)")
             }
             preTokenizer = nil
             bpe = nil
@@ -154,8 +158,10 @@ public final class Tokenizer: @unchecked Sendable {
         return UInt8(String(decoding: u[3..<5], as: UTF8.self), radix: 16)
     }
 
-    private static func buildByteLevelBPE(_ d: TokenizerDescription, types: [UInt8], pieceBytes: [UInt8],
-                                          pieceStart: [Int32], ignoreMerges: Bool, unknown: Int32?) throws -> ByteLevelBPE {
+    private static func buildByteLevelBPE(
+        _ d: TokenizerDescription, types: [UInt8], pieceBytes: [UInt8],
+        pieceStart: [Int32], ignoreMerges: Bool, unknown: Int32?
+    ) throws -> ByteLevelBPE {
         let n = d.tokens.count
         let normal = UInt8(TokenizerDescription.TokenType.normal.rawValue)
         // Vocabulary spelling (byte-level text) -> id, for resolving merges; raw bytes -> id for words.
@@ -193,8 +199,9 @@ public final class Tokenizer: @unchecked Sendable {
             }
             merges.insertIfAbsent(left: l, right: r, rank: Int32(rank), merged: m)
         }
-        return ByteLevelBPE(byteTokens: byteTokens, merges: merges, vocabulary: vocabulary,
-                            ignoreMerges: ignoreMerges, unknownTokenId: unknown)
+        return ByteLevelBPE(
+            byteTokens: byteTokens, merges: merges, vocabulary: vocabulary,
+            ignoreMerges: ignoreMerges, unknownTokenId: unknown)
     }
 
     // MARK: - Encoding
@@ -226,7 +233,7 @@ public final class Tokenizer: @unchecked Sendable {
             text += part.text
             guard part.isTemplate else { continue }
             if let last = ranges.last, last.upperBound == start {
-                ranges[ranges.count - 1] = last.lowerBound..<text.utf8.count   // adjacent template parts are one
+                ranges[ranges.count - 1] = last.lowerBound..<text.utf8.count  // adjacent template parts are one
             } else {
                 ranges.append(start..<text.utf8.count)
             }
@@ -287,8 +294,10 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Encodes text without special tokens. `afterSpecial`: the segment starts the text or follows a
     /// special token (SentencePiece then adds its space prefix, as llama.cpp does).
-    private func encodeSegment(_ bytes: UnsafeBufferPointer<UInt8>, afterSpecial: Bool, _ scratch: EncoderScratch,
-                               _ out: inout [Int]) {
+    private func encodeSegment(
+        _ bytes: UnsafeBufferPointer<UInt8>, afterSpecial: Bool, _ scratch: EncoderScratch,
+        _ out: inout [Int]
+    ) {
         guard !bytes.isEmpty else { return }
         if let sentencePiece {
             sentencePiece.encode(bytes, addSpacePrefix: addSpacePrefix && afterSpecial, out: &out)
@@ -330,7 +339,10 @@ public final class Tokenizer: @unchecked Sendable {
         if skipSpecial {
             let t = tokenTypes[id]
             if t == UInt8(TokenizerDescription.TokenType.control.rawValue)
-                || t == UInt8(TokenizerDescription.TokenType.unused.rawValue) { return }
+                || t == UInt8(TokenizerDescription.TokenType.unused.rawValue)
+            {
+                return
+            }
         }
         var s = Int(pieceStart[id])
         let e = Int(pieceStart[id + 1])

@@ -85,9 +85,10 @@ struct DescriptionJSONParser {
             try expect(0x7D, "',' or '}'")
         }
         guard let kind, let preTokenizer, let tokens else {
-            throw TokenizerError("tokenizer description JSON: expected keys kind, preTokenizer and tokens; "
-                + "found kind \(kind == nil ? "absent" : "present"), preTokenizer \(preTokenizer == nil ? "absent" : "present"), "
-                + "tokens \(tokens == nil ? "absent" : "present")")
+            throw TokenizerError(
+                "tokenizer description JSON: expected keys kind, preTokenizer and tokens; "
+                    + "found kind \(kind == nil ? "absent" : "present"), preTokenizer \(preTokenizer == nil ? "absent" : "present"), "
+                    + "tokens \(tokens == nil ? "absent" : "present")")
         }
         d.kind = kind
         d.preTokenizer = preTokenizer
@@ -140,7 +141,7 @@ struct DescriptionJSONParser {
                     if (0xDC00..<0xE000).contains(low) {
                         v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)
                     } else {
-                        appendScalar(0xFFFD)   // unpaired high surrogate
+                        appendScalar(0xFFFD)  // unpaired high surrogate
                         v = low
                     }
                 }
@@ -172,7 +173,7 @@ struct DescriptionJSONParser {
     }
 
     mutating func appendScalar(_ v: UInt32) {
-        let scalar = Unicode.Scalar(v) ?? "\u{FFFD}"   // lone surrogates
+        let scalar = Unicode.Scalar(v) ?? "\u{FFFD}"  // lone surrogates
         stringBuffer.append(contentsOf: String(scalar).utf8)
     }
 
@@ -206,7 +207,8 @@ struct DescriptionJSONParser {
         skipSpace()
         let start = i
         while i < bytes.count, let c = Optional(bytes[i]),
-              (c >= 0x30 && c <= 0x39) || c == 0x2D || c == 0x2B || c == 0x2E || c == 0x65 || c == 0x45 { i += 1 }
+            (c >= 0x30 && c <= 0x39) || c == 0x2D || c == 0x2B || c == 0x2E || c == 0x65 || c == 0x45
+        { i += 1 }
         guard i > start, let v = Double(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)) else {
             throw fail("a number")
         }
@@ -220,7 +222,8 @@ struct DescriptionJSONParser {
             return true
         }
         if i + 5 <= bytes.count && bytes[i] == 0x66 && bytes[i + 1] == 0x61 && bytes[i + 2] == 0x6C && bytes[i + 3] == 0x73
-            && bytes[i + 4] == 0x65 {
+            && bytes[i + 4] == 0x65
+        {
             i += 5
             return false
         }

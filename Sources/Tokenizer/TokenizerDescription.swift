@@ -34,10 +34,12 @@ public struct TokenizerDescription: Codable, Sendable, Equatable {
     /// SentencePiece: prepend `▁` to the text (GGUF `tokenizer.ggml.add_space_prefix`).
     public var addSpacePrefix: Bool
 
-    public init(kind: Kind, preTokenizer: String, tokens: [String], tokenTypes: [Int], merges: [String] = [],
-                scores: [Float] = [], bosTokenId: Int? = nil, eosTokenId: Int? = nil, padTokenId: Int? = nil,
-                unknownTokenId: Int? = nil, endOfTurnTokenIds: [Int] = [], addBosToken: Bool = false,
-                addSpacePrefix: Bool = true) {
+    public init(
+        kind: Kind, preTokenizer: String, tokens: [String], tokenTypes: [Int], merges: [String] = [],
+        scores: [Float] = [], bosTokenId: Int? = nil, eosTokenId: Int? = nil, padTokenId: Int? = nil,
+        unknownTokenId: Int? = nil, endOfTurnTokenIds: [Int] = [], addBosToken: Bool = false,
+        addSpacePrefix: Bool = true
+    ) {
         self.kind = kind
         self.preTokenizer = preTokenizer
         self.tokens = tokens

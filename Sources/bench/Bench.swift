@@ -42,7 +42,9 @@ struct Bench: ParsableCommand {
     struct Load: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "load",
-            abstract: "Many concurrent streaming chats against `sarvam serve` (started here, or --url with --key): whether each level held the SLO, and the streams held at it.")
+            abstract:
+                "Many concurrent streaming chats against `sarvam serve` (started here, or --url with --key): whether each level held the SLO, and the streams held at it."
+        )
         @OptionGroup var options: LoadBench.Options
         func run() throws { try LoadBench.run(options) }
     }

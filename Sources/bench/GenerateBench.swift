@@ -15,9 +15,11 @@ enum GenerateBench {
     struct Options: ParsableArguments {
         @Flag(help: "One JSON object per model instead of the table.")
         var json = false
-        @Option(name: .customLong("model"), help: ArgumentHelp(
-            "A weight file to measure (repeatable; default: the default model and its -int4 and -int8 variants in weights/).",
-            valueName: "path"))
+        @Option(
+            name: .customLong("model"),
+            help: ArgumentHelp(
+                "A weight file to measure (repeatable; default: the default model and its -int4 and -int8 variants in weights/).",
+                valueName: "path"))
         var models: [String] = []
         @Option(parsing: .unconditional, help: "Threads of the kernels' pool.")
         var threads = 2
@@ -40,7 +42,8 @@ enum GenerateBench {
             models = ["", "-int4", "-int8"].map { "weights/qwen2.5-coder-0.5b-instruct\($0).sarvam" }
         }
         for path in models where !FileManager.default.fileExists(atPath: path) {
-            throw GenerateBenchError("no model at \(path): fetch the default model and its test variants with `tools/fetch-model default --test-variants`")
+            throw GenerateBenchError(
+                "no model at \(path): fetch the default model and its test variants with `tools/fetch-model default --test-variants`")
         }
 
         let pool = ThreadPool(threads: threads)
@@ -62,9 +65,11 @@ enum GenerateBench {
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print(String(format: "%-6@  %17.1f  %11.1f  %13.1f  %7.1f  %7.1f  %7.1f  %7.0f  %17.1f   %8.2f",
-                             r.quant, r.prefill, r.prefill4096, r.decode, r.batch[4] ?? 0, r.batch[8] ?? 0, r.batch[16] ?? 0,
-                             Double(r.rss) / 1e6, Double(r.bytesPerToken) / 1e6, r.rooflineFraction))
+                print(
+                    String(
+                        format: "%-6@  %17.1f  %11.1f  %13.1f  %7.1f  %7.1f  %7.1f  %7.0f  %17.1f   %8.2f",
+                        r.quant, r.prefill, r.prefill4096, r.decode, r.batch[4] ?? 0, r.batch[8] ?? 0, r.batch[16] ?? 0,
+                        Double(r.rss) / 1e6, Double(r.bytesPerToken) / 1e6, r.rooflineFraction))
             }
         }
     }
@@ -87,8 +92,9 @@ enum GenerateBench {
         let quant = label.isEmpty || label.contains(" ") ? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent : label
         var result = Result(quant: quant)
         result.bytesPerToken = model.weights.bytesReadPerToken
-        let cache = try KVCache(configuration: c, blockCount: 80, precision: .float16, blockSize: 16,
-                                contextLength: 1024)
+        let cache = try KVCache(
+            configuration: c, blockCount: 80, precision: .float16, blockSize: 16,
+            contextLength: 1024)
         // Token ids drawn from the ordinary vocabulary (the first 100k ids are plain BPE pieces).
         var rng = SamplingRNG(seed: 2024)
         let vocab = min(c.vocabSize, 100_000)
@@ -98,24 +104,30 @@ enum GenerateBench {
 
         // Prefill: one step of 512 tokens.
         let prompt = tokens(512)
-        result.prefill = try 512 / median(repeats) {
-            let s = cache.makeSequence()
-            defer { cache.release(s) }
-            _ = try model.forward([SequenceInput(sequence: s, tokens: prompt, logits: .last)])
-        }
+        result.prefill =
+            try 512
+            / median(repeats) {
+                let s = cache.makeSequence()
+                defer { cache.release(s) }
+                _ = try model.forward([SequenceInput(sequence: s, tokens: prompt, logits: .last)])
+            }
 
         // Prefill of a 4,096-token prompt in chunks of 512 (as the server's chunked prefill), one
         // run (about half a minute): attention over the growing history must not dominate.
         if long4096 {
-            let longCache = try KVCache(configuration: c, blockCount: 4096 / 16 + 1, precision: .float16, blockSize: 16,
-                                        contextLength: 4096)
+            let longCache = try KVCache(
+                configuration: c, blockCount: 4096 / 16 + 1, precision: .float16, blockSize: 16,
+                contextLength: 4096)
             let longPrompt = tokens(4096)
             let s = longCache.makeSequence()
             defer { longCache.release(s) }
             let start = DispatchTime.now().uptimeNanoseconds
             for chunk in stride(from: 0, to: 4096, by: 512) {
-                _ = try model.forward([SequenceInput(sequence: s, tokens: Array(longPrompt[chunk..<chunk + 512]),
-                                                     logits: chunk + 512 == 4096 ? .last : .none)])
+                _ = try model.forward([
+                    SequenceInput(
+                        sequence: s, tokens: Array(longPrompt[chunk..<chunk + 512]),
+                        logits: chunk + 512 == 4096 ? .last : .none)
+                ])
             }
             result.prefill4096 = 4096 / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
@@ -193,7 +205,8 @@ enum GenerateBench {
                 difference = max(difference, abs(batched[v] - alone[e][v]))
             }
             if difference > 0.05 * max(largest, 1) {
-                throw GenerateBenchError("batched step disagrees with a lone step for sequence \(e): logits differ by \(difference) (largest \(largest))")
+                throw GenerateBenchError(
+                    "batched step disagrees with a lone step for sequence \(e): logits differ by \(difference) (largest \(largest))")
             }
         }
     }

@@ -11,8 +11,10 @@ import Tensor
 
 extension KernelsBench {
     /// The default model's matrix shapes, and one layer's matrices in order (indices into them).
-    static let floatShapes: [(name: String, rows: Int, cols: Int)] = [("896x896", 896, 896), ("128x896", 128, 896),
-                                                                      ("4864x896", 4864, 896), ("896x4864", 896, 4864)]
+    static let floatShapes: [(name: String, rows: Int, cols: Int)] = [
+        ("896x896", 896, 896), ("128x896", 128, 896),
+        ("4864x896", 4864, 896), ("896x4864", 896, 4864),
+    ]
     static let floatLayer = [0, 1, 1, 0, 2, 2, 3]
     static let floatLayers = 4
     static let floatRows = [1, 4, 8, 16, 32, 64, 512]
@@ -37,7 +39,8 @@ extension KernelsBench {
             }
         }
         for format in [WeightFormat.f32, .f16] {
-            inputs.sweep[format] = (0..<floatLayers).flatMap { _ in floatLayer.map { copy(inputs.matrices[format]![floatShapes[$0].name]!) } }
+            inputs.sweep[format] = (0..<floatLayers).flatMap { _ in floatLayer.map { copy(inputs.matrices[format]![floatShapes[$0].name]!) }
+            }
         }
         inputs.x = (0..<floatRows.max()! * 4864).map { _ in rng.nextFloat() * 2 - 1 }
         return inputs
@@ -64,11 +67,14 @@ extension KernelsBench {
                     for method in FloatKernels.Method.allCases {
                         var got = [Float](repeating: .nan, count: m * w.rows)
                         inputs.x.withUnsafeBufferPointer { xp in
-                            got.withUnsafeMutableBufferPointer { floatMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pool, method: method) }
+                            got.withUnsafeMutableBufferPointer {
+                                floatMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pool, method: method)
+                            }
                         }
                         let bound = Double(w.cols) * 0x1p-24
                         for i in got.indices where !(abs(Double(got[i]) - exact[i]) <= bound * magnitude[i] + 1e-6) {
-                            throw BenchError(description: "float \(format) \(name) M=\(m) \(method): y[\(i)] = \(got[i]), exact \(exact[i])")
+                            throw BenchError(
+                                description: "float \(format) \(name) M=\(m) \(method): y[\(i)] = \(got[i]), exact \(exact[i])")
                         }
                     }
                 }
@@ -97,17 +103,21 @@ extension KernelsBench {
             }
             return samples.map(median)
         }
-        print("float matmul, \(floatLayers) layers swept from memory: own path vs OpenBLAS sgemm (ms per call, GFLOP/s; own/sgemm > 1: sgemm faster)")
+        print(
+            "float matmul, \(floatLayers) layers swept from memory: own path vs OpenBLAS sgemm (ms per call, GFLOP/s; own/sgemm > 1: sgemm faster)"
+        )
         print("  format shape           M    own ms  GFLOP/s   sgemm ms  GFLOP/s   own/sgemm")
         for format in [WeightFormat.f32, .f16] {
             var crossover = 0
             for m in floatRows {
                 let own = sweep(format, m: m, .own), sgemm = sweep(format, m: m, .sgemm)
                 func line(_ name: String, calls: Int, flops: Double, own: Double, sgemm: Double) {
-                    print(String(format: "  %@    %@ %5d  %8.3f  %7.1f   %8.3f  %7.1f   %9.2f", format.rawValue as NSString,
-                                 name.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, m,
-                                 own / Double(calls) * 1e3, flops * Double(calls) / own / 1e9,
-                                 sgemm / Double(calls) * 1e3, flops * Double(calls) / sgemm / 1e9, own / sgemm))
+                    print(
+                        String(
+                            format: "  %@    %@ %5d  %8.3f  %7.1f   %8.3f  %7.1f   %9.2f", format.rawValue as NSString,
+                            name.padding(toLength: 12, withPad: " ", startingAt: 0) as NSString, m,
+                            own / Double(calls) * 1e3, flops * Double(calls) / own / 1e9,
+                            sgemm / Double(calls) * 1e3, flops * Double(calls) / sgemm / 1e9, own / sgemm))
                 }
                 for (i, s) in floatShapes.enumerated() {
                     let calls = floatLayers * floatLayer.filter { $0 == i }.count
@@ -125,7 +135,9 @@ extension KernelsBench {
                     crossover = 0
                 }
             }
-            print("  \(format): sgemm faster on one layer from M = \(crossover == 0 ? "-" : "\(crossover)") on (of \(floatRows)); the float path switches at M = \(FloatKernels.sgemmMinimumRows)")
+            print(
+                "  \(format): sgemm faster on one layer from M = \(crossover == 0 ? "-" : "\(crossover)") on (of \(floatRows)); the float path switches at M = \(FloatKernels.sgemmMinimumRows)"
+            )
             record["float_\(format)_sgemm_from_m"] = crossover
         }
 
@@ -143,8 +155,11 @@ extension KernelsBench {
             }
             BLAS.threadCount = 1
             let flops = 2 * Double(512 * w.rows * w.cols)
-            print(String(format: "  sgemm f32 4864x896 M=512: split over our %d threads %.1f GFLOP/s, one call on OpenBLAS's %d threads %.1f GFLOP/s",
-                         pool.threads, flops / split / 1e9, pool.threads, flops / own / 1e9))
+            print(
+                String(
+                    format:
+                        "  sgemm f32 4864x896 M=512: split over our %d threads %.1f GFLOP/s, one call on OpenBLAS's %d threads %.1f GFLOP/s",
+                    pool.threads, flops / split / 1e9, pool.threads, flops / own / 1e9))
             record["float_sgemm_split_gflops"] = round2(flops / split / 1e9)
             record["float_sgemm_openblas_threads_gflops"] = round2(flops / own / 1e9)
         }

@@ -73,7 +73,9 @@ enum KernelsBench {
                 json = measureFloat(floatInputs, pool: ThreadPool(threads: threads), repeats: repeats)
                 json["threads"] = threads
             }
-            if options.json { print(String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)) }
+            if options.json {
+                print(String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self))
+            }
             return
         }
 
@@ -128,8 +130,10 @@ enum KernelsBench {
             print("== \(threads) thread\(threads == 1 ? "" : "s") (kernel path \(QuantKernels.activePath.rawValue)) ==")
             let bandwidth = measureBandwidth(pool: pool, repeats: repeats)
             print(String(format: "memory read bandwidth          %7.1f GB/s", bandwidth))
-            var record: [String: Any] = ["threads": threads, "bandwidth_gbs": round2(bandwidth),
-                                         "kernel_path": QuantKernels.activePath.rawValue + (QuantKernels.usesVNNI ? "+vnni" : "")]
+            var record: [String: Any] = [
+                "threads": threads, "bandwidth_gbs": round2(bandwidth),
+                "kernel_path": QuantKernels.activePath.rawValue + (QuantKernels.usesVNNI ? "+vnni" : ""),
+            ]
             if let load { record["load_average"] = load }
 
             print("matrix-vector (M = 1)  " + formats.map { "          \($0) GB/s  frac" }.joined())
@@ -268,7 +272,7 @@ enum KernelsBench {
     /// Read bandwidth: every thread sums its share of a 512 MB buffer with 4 independent 16-lane
     /// accumulators (the loads, not the adds, are the limit).
     static func measureBandwidth(pool: ThreadPool, repeats: Int) -> Double {
-        let count = 128 * 1024 * 1024   // floats = 512 MB
+        let count = 128 * 1024 * 1024  // floats = 512 MB
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
         pool.parallelFor(count, alignment: 4096) { _, range in
@@ -300,13 +304,19 @@ enum KernelsBench {
             // the error-minimizing int4 quantizer would spend minutes on these 650 M weights).
             let storage = QuantizedStorage(byteCount: format.bytesPerRow(cols: cols) * rows)
             let rowBytes = format.bytesPerRow(cols: cols)
-            for i in stride(from: 0, to: rowBytes * rows - 7, by: 8) { storage.bytes.storeBytes(of: rng.next(), toByteOffset: i, as: UInt64.self) }
+            for i in stride(from: 0, to: rowBytes * rows - 7, by: 8) {
+                storage.bytes.storeBytes(of: rng.next(), toByteOffset: i, as: UInt64.self)
+            }
             for r in 0..<rows {
                 var offset = r * rowBytes
                 while offset < (r + 1) * rowBytes {
                     // d, dmin: small positive halves, as quantized weights of magnitude ~0.05 have.
-                    storage.bytes.storeBytes(of: floatToFloat16(0.0005 + 0.0005 * rng.nextFloat()), toByteOffset: offset + Int4Superblock.dOffset, as: UInt16.self)
-                    storage.bytes.storeBytes(of: floatToFloat16(0.0005 + 0.0005 * rng.nextFloat()), toByteOffset: offset + Int4Superblock.dminOffset, as: UInt16.self)
+                    storage.bytes.storeBytes(
+                        of: floatToFloat16(0.0005 + 0.0005 * rng.nextFloat()), toByteOffset: offset + Int4Superblock.dOffset,
+                        as: UInt16.self)
+                    storage.bytes.storeBytes(
+                        of: floatToFloat16(0.0005 + 0.0005 * rng.nextFloat()), toByteOffset: offset + Int4Superblock.dminOffset,
+                        as: UInt16.self)
                     offset += Int4Superblock.bytes
                 }
             }

@@ -39,13 +39,16 @@ enum LoadBench {
         var modelName: String?
         @Option(help: ArgumentHelp("The sarvam executable to start (default: the one beside this binary).", valueName: "path"))
         var sarvam: String?
-        @Option(help: ArgumentHelp("Target a running server instead of starting one (loopback only; needs --key).",
-                                   valueName: "http://127.0.0.1:port"))
+        @Option(
+            help: ArgumentHelp(
+                "Target a running server instead of starting one (loopback only; needs --key).",
+                valueName: "http://127.0.0.1:port"))
         var url: String?
         @Option(help: "An API key of the server given by --url.")
         var key: String?
-        @Option(help: ArgumentHelp("Concurrency levels, comma-separated (default: 1,4,8,16,32).", valueName: "c1,c2,..."),
-                transform: LoadBench.parseLevels)
+        @Option(
+            help: ArgumentHelp("Concurrency levels, comma-separated (default: 1,4,8,16,32).", valueName: "c1,c2,..."),
+            transform: LoadBench.parseLevels)
         var levels: [Int] = [1, 4, 8, 16, 32]
         /// Requests per level; nil = max(8, 3 × C).
         @Option(parsing: .unconditional, help: "Requests per level (default: max(8, 3 × the level)).")
@@ -55,21 +58,28 @@ enum LoadBench {
         var seconds = 180.0
         @Option(parsing: .unconditional, help: "max_tokens of every request; 128 is the SLO mix.")
         var maxTokens = 128
-        @Option(parsing: .unconditional,
-                help: "Every K-th conversation opens with a ~1,000-token paste, the others with a short question; 2 is the SLO mix, half and half.")
+        @Option(
+            parsing: .unconditional,
+            help:
+                "Every K-th conversation opens with a ~1,000-token paste, the others with a short question; 2 is the SLO mix, half and half."
+        )
         var longEvery = 2
         /// Requests per conversation (each later turn resends the history).
         @Option(parsing: .unconditional, help: "Requests per conversation; each later turn resends the history with a follow-up question.")
         var turns = 1
-        @Option(name: .customLong("slo-ttft"), parsing: .unconditional,
-                help: ArgumentHelp("SLO: seconds to the first token of short prompts, p95 (judges the results; the server's own target is --server-arg --slo-ttft).",
-                                   valueName: "seconds"))
+        @Option(
+            name: .customLong("slo-ttft"), parsing: .unconditional,
+            help: ArgumentHelp(
+                "SLO: seconds to the first token of short prompts, p95 (judges the results; the server's own target is --server-arg --slo-ttft).",
+                valueName: "seconds"))
         var sloTTFT = 2.0
-        @Option(name: .customLong("slo-itl"), parsing: .unconditional,
-                help: ArgumentHelp("SLO: seconds between two tokens of a stream, p95.", valueName: "seconds"))
+        @Option(
+            name: .customLong("slo-itl"), parsing: .unconditional,
+            help: ArgumentHelp("SLO: seconds between two tokens of a stream, p95.", valueName: "seconds"))
         var sloITL = 0.2
-        @Option(name: .customLong("slo-silence"), parsing: .unconditional,
-                help: ArgumentHelp("SLO: longest silence of a stream after its first token.", valueName: "seconds"))
+        @Option(
+            name: .customLong("slo-silence"), parsing: .unconditional,
+            help: ArgumentHelp("SLO: longest silence of a stream after its first token.", valueName: "seconds"))
         var sloSilence = 2.0
         @Option(parsing: .unconditional, help: "--threads of the started server.")
         var threads = 2
@@ -79,13 +89,16 @@ enum LoadBench {
         /// nil: not passed, the server's own queue limit.
         @Option(parsing: .unconditional, help: "--queue-limit of the started server (default: not passed, the server's own).")
         var queueLimit: Int?
-        @Option(name: .customLong("server-arg"), parsing: .unconditionalSingleValue,
-                help: ArgumentHelp("One more argument for the started server (repeatable; may start with --).", valueName: "arg"))
+        @Option(
+            name: .customLong("server-arg"), parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("One more argument for the started server (repeatable; may start with --).", valueName: "arg"))
         var serverArguments: [String] = []
 
         func validate() throws {
-            let positive: [(String, Int?)] = [("--requests", requests), ("--max-tokens", maxTokens), ("--long-every", longEvery),
-                                              ("--turns", turns), ("--threads", threads), ("--max-sequences", maxSequences)]
+            let positive: [(String, Int?)] = [
+                ("--requests", requests), ("--max-tokens", maxTokens), ("--long-every", longEvery),
+                ("--turns", turns), ("--threads", threads), ("--max-sequences", maxSequences),
+            ]
             for case let (name, value?) in positive where value < 1 {
                 throw ValidationError("\(name): expected a positive integer, found \(value)")
             }
@@ -146,10 +159,16 @@ enum LoadBench {
         let idleBefore = memory.sample()
         let slo = o.slo
         if !o.json {
-            print("bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(ordinal(o.longEvery)) conversation opens with ~1,000 tokens, \(o.turns) turn(s) per conversation")
-            print("SLO: short-prompt ttft p95 <= \(seconds(slo.ttft)) s, itl p95 <= \(seconds(slo.itl)) s, no stream silent > \(seconds(slo.silence)) s, no failure, no 429")
+            print(
+                "bench load: http://\(host):\(port), levels \(o.levels), max_tokens \(o.maxTokens), every \(ordinal(o.longEvery)) conversation opens with ~1,000 tokens, \(o.turns) turn(s) per conversation"
+            )
+            print(
+                "SLO: short-prompt ttft p95 <= \(seconds(slo.ttft)) s, itl p95 <= \(seconds(slo.itl)) s, no stream silent > \(seconds(slo.silence)) s, no failure, no 429"
+            )
             print("idle server RSS: \(idleBefore.map { "\($0 >> 20) MiB" } ?? "unknown")")
-            print("    C  SLO     ok  fail   429    tok/s   ×C=1  ttft p50    p95    p99  short p50    p95  long p50    p95  itl p50    p95  max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95  cached prompt")
+            print(
+                "    C  SLO     ok  fail   429    tok/s   ×C=1  ttft p50    p95    p99  short p50    p95  long p50    p95  itl p50    p95  max gap  429 max  prompt tok/s  peak RSS  later-turn ttft p50/p95  cached prompt"
+            )
         }
         var single: Double?
         var verdicts: [(concurrency: Int, held: Bool)] = []
@@ -166,15 +185,20 @@ enum LoadBench {
                 func pair(_ p: Percentiles, _ count: Int, width: Int) -> String {
                     right(count > 0 ? String(format: "%.2f %6.2f", p.p50, p.p95) : "-      -", width)
                 }
-                let later = result.laterTurnCount > 0 ? String(format: "%.2f / %.2f", result.laterTurnTTFT.p50, result.laterTurnTTFT.p95) : "-"
-                let cached = result.promptTokens > 0 ? String(format: "%.0f%%", 100 * Double(result.cachedPromptTokens) / Double(result.promptTokens)) : "-"
-                print(String(format: "%5d  %@ %6d %5d %5d %8.1f  %@  %8.2f %6.2f %6.2f  %@  %@  %7.3f %6.3f  %7.2f  %7.3f  %12.1f  %@  %@  %@",
-                             level, failures.isEmpty ? "yes" : " no", result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
-                             result.ttft.p50, result.ttft.p95, result.ttft.p99,
-                             pair(result.shortTTFT, result.shortCount, width: 16), pair(result.longTTFT, result.longCount, width: 15),
-                             result.itl.p50, result.itl.p95, result.maxGap,
-                             result.maxRejectSeconds, result.promptTokensPerSecond,
-                             right(result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", 8), later, cached))
+                let later =
+                    result.laterTurnCount > 0 ? String(format: "%.2f / %.2f", result.laterTurnTTFT.p50, result.laterTurnTTFT.p95) : "-"
+                let cached =
+                    result.promptTokens > 0
+                    ? String(format: "%.0f%%", 100 * Double(result.cachedPromptTokens) / Double(result.promptTokens)) : "-"
+                print(
+                    String(
+                        format: "%5d  %@ %6d %5d %5d %8.1f  %@  %8.2f %6.2f %6.2f  %@  %@  %7.3f %6.3f  %7.2f  %7.3f  %12.1f  %@  %@  %@",
+                        level, failures.isEmpty ? "yes" : " no", result.ok, result.failed, result.rejected, result.tokensPerSecond, ratio,
+                        result.ttft.p50, result.ttft.p95, result.ttft.p99,
+                        pair(result.shortTTFT, result.shortCount, width: 16), pair(result.longTTFT, result.longCount, width: 15),
+                        result.itl.p50, result.itl.p95, result.maxGap,
+                        result.maxRejectSeconds, result.promptTokensPerSecond,
+                        right(result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", 8), later, cached))
                 if !failures.isEmpty { print("        SLO missed: " + failures.joined(separator: "; ")) }
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
@@ -183,7 +207,9 @@ enum LoadBench {
         let idleAfter = memory.sample()
         let streams = streamsAtSLO(verdicts)
         if o.json {
-            let fields = ["idle_rss_before_bytes": idleBefore.map { "\($0)" } ?? "null", "idle_rss_after_bytes": idleAfter.map { "\($0)" } ?? "null"]
+            let fields = [
+                "idle_rss_before_bytes": idleBefore.map { "\($0)" } ?? "null", "idle_rss_after_bytes": idleAfter.map { "\($0)" } ?? "null",
+            ]
             print("{" + fields.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}")
             print(streamsJSONLine(streams: streams, slo: slo))
         } else {
@@ -234,7 +260,8 @@ enum LoadBench {
     /// The run's last JSON line: `{"streams_at_slo": N, "slo": {...}}`.
     static func streamsJSONLine(streams: Int, slo: SLO) -> String {
         func number(_ x: Double) -> String { String(format: "%.4f", x) }
-        return "{\"streams_at_slo\": \(streams), \"slo\": {\"ttft_s\": \(number(slo.ttft)), \"itl_s\": \(number(slo.itl)), \"silence_s\": \(number(slo.silence))}}"
+        return
+            "{\"streams_at_slo\": \(streams), \"slo\": {\"ttft_s\": \(number(slo.ttft)), \"itl_s\": \(number(slo.itl)), \"silence_s\": \(number(slo.silence))}}"
     }
 
     static func sarvamPath(_ given: String?) throws -> String {
@@ -242,7 +269,8 @@ enum LoadBench {
         let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         let beside = me.deletingLastPathComponent().appendingPathComponent("sarvam").path
         guard FileManager.default.isExecutableFile(atPath: beside) else {
-            throw BenchError("no sarvam executable beside the bench binary (\(beside)); build it (swift build -c release) or pass --sarvam PATH")
+            throw BenchError(
+                "no sarvam executable beside the bench binary (\(beside)); build it (swift build -c release) or pass --sarvam PATH")
         }
         return beside
     }
@@ -399,9 +427,14 @@ enum LoadBench {
                     guard let n else { return }
                     let turn = history.count / 2
                     // Every `longEvery`-th conversation opens with the ~1,000-token paste.
-                    let conversation = turn == 0 ? state.lock.withLock { state.conversations += 1; return state.conversations } : 0
+                    let conversation =
+                        turn == 0
+                        ? state.lock.withLock {
+                            state.conversations += 1; return state.conversations
+                        } : 0
                     if turn == 0 { long = conversation % o.longEvery == 0 }
-                    let question = turn == 0
+                    let question =
+                        turn == 0
                         ? Prompts.make(long: long, seed: n * 7919 + worker)
                         : Prompts.followUps[(n + turn) % Prompts.followUps.count]
                     history.append(["role": "user", "content": question])
@@ -423,8 +456,9 @@ enum LoadBench {
             thread.start()
         }
         group.wait()
-        var result = LevelResult(concurrency: concurrency, seconds: Date().timeIntervalSince(start),
-                                 outcomes: state.lock.withLock { state.outcomes })
+        var result = LevelResult(
+            concurrency: concurrency, seconds: Date().timeIntervalSince(start),
+            outcomes: state.lock.withLock { state.outcomes })
         result.peakRSS = sampler.stop()
         return result
     }
@@ -538,8 +572,10 @@ final class ServerProcess: @unchecked Sendable {
     /// the bench measures the server's own; the bench's SLO options are not passed (the server's
     /// targets go through --server-arg).
     static func arguments(port: Int, dataDirectory: String, model: String, options o: LoadBench.Options) -> [String] {
-        var arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", dataDirectory, "--model", model,
-                         "--threads", "\(o.threads)"]
+        var arguments = [
+            "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", dataDirectory, "--model", model,
+            "--threads", "\(o.threads)",
+        ]
         if let n = o.maxSequences { arguments += ["--max-sequences", "\(n)"] }
         if let n = o.queueLimit { arguments += ["--queue-limit", "\(n)"] }
         return arguments + o.serverArguments
@@ -571,7 +607,7 @@ final class ServerProcess: @unchecked Sendable {
 
     func stop() {
         if process.isRunning {
-            process.interrupt()   // SIGINT: the graceful path
+            process.interrupt()  // SIGINT: the graceful path
             let deadline = Date().addingTimeInterval(20)
             while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
             if process.isRunning { process.terminate() }
@@ -623,7 +659,11 @@ final class MemoryProbe: @unchecked Sendable {
         private var done = false
         func record(_ v: Int?) { lock.withLock { if let v { peak = max(peak ?? 0, v) } } }
         var isDone: Bool { lock.withLock { done } }
-        func stop() -> Int? { lock.withLock { done = true; return peak } }
+        func stop() -> Int? {
+            lock.withLock {
+                done = true; return peak
+            }
+        }
     }
 
     /// Samples every 200 ms (every second through /metrics) until `stop()`; returns the peak.
@@ -712,8 +752,11 @@ final class LoadClient: @unchecked Sendable {
         let start = Date()
         do {
             let connection = try SocketConnection(host: host, port: port, timeout: timeout)
-            try connection.send(Array(HTTPRequestWriter.make(method: "POST", path: "/v1/chat/completions", host: "\(host):\(port)",
-                                                             key: key, body: body, accept: "text/event-stream")))
+            try connection.send(
+                Array(
+                    HTTPRequestWriter.make(
+                        method: "POST", path: "/v1/chat/completions", host: "\(host):\(port)",
+                        key: key, body: body, accept: "text/event-stream")))
             var reader = HTTPResponseReader()
             var events = SSEParser()
             var check = ChatStreamChecker()
@@ -732,7 +775,7 @@ final class LoadClient: @unchecked Sendable {
                 }
                 let now = Date()
                 for event in events.feed(bytes) {
-                    if try check.accept(event) {   // a content delta: one or more tokens
+                    if try check.accept(event) {  // a content delta: one or more tokens
                         if let last = lastToken {
                             outcome.interTokenGaps.append(now.timeIntervalSince(last))
                         } else {
@@ -769,7 +812,8 @@ final class LoadClient: @unchecked Sendable {
 
 enum HTTPRequestWriter {
     static func make(method: String, path: String, host: String, key: String, body: Data?, accept: String = "*/*") -> Data {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nAuthorization: Bearer \(key)\r\nAccept: \(accept)\r\nConnection: close\r\n"
+        var head =
+            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nAuthorization: Bearer \(key)\r\nAccept: \(accept)\r\nConnection: close\r\n"
         if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         head += "\r\n"
         var data = Data(head.utf8)
@@ -843,9 +887,9 @@ struct HTTPResponseReader {
     private(set) var head: Head?
     private(set) var isComplete = false
     private var pending: [UInt8] = []
-    private var remainingLength: Int?       // Content-Length left
+    private var remainingLength: Int?  // Content-Length left
     private var chunked = false
-    private var chunkLeft = 0                // bytes of the current chunk left (+2 for its CRLF handled separately)
+    private var chunkLeft = 0  // bytes of the current chunk left (+2 for its CRLF handled separately)
     private var awaitingChunkCRLF = false
 
     mutating func close() { isComplete = true }
@@ -866,7 +910,9 @@ struct HTTPResponseReader {
             while !isComplete {
                 if awaitingChunkCRLF {
                     guard pending.count >= 2 else { break }
-                    guard pending[0] == 13 && pending[1] == 10 else { throw LoadBench.BenchError("chunked body: expected CRLF after a chunk") }
+                    guard pending[0] == 13 && pending[1] == 10 else {
+                        throw LoadBench.BenchError("chunked body: expected CRLF after a chunk")
+                    }
                     pending.removeFirst(2)
                     awaitingChunkCRLF = false
                 }
@@ -874,7 +920,9 @@ struct HTTPResponseReader {
                     guard let lineEnd = Self.find([13, 10], in: pending) else { break }
                     let line = String(decoding: pending[..<lineEnd], as: UTF8.self)
                     let sizeText = line.split(separator: ";").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
-                    guard let size = Int(sizeText, radix: 16) else { throw LoadBench.BenchError("chunked body: bad chunk size \(line.debugDescription)") }
+                    guard let size = Int(sizeText, radix: 16) else {
+                        throw LoadBench.BenchError("chunked body: bad chunk size \(line.debugDescription)")
+                    }
                     pending.removeFirst(lineEnd + 2)
                     if size == 0 { isComplete = true; break }
                     chunkLeft = size
@@ -978,7 +1026,7 @@ struct ChatStreamChecker {
 
     /// Accepts one event; true when it carried reply text (a token arrival).
     mutating func accept(_ event: SSEParser.Event) throws -> Bool {
-        guard case .data(let payload) = event else { return false }   // `: ping`
+        guard case .data(let payload) = event else { return false }  // `: ping`
         if done { throw Violation(description: "data after [DONE]") }
         if payload == "[DONE]" { done = true; return false }
         guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] else {

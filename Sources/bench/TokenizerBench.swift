@@ -9,8 +9,9 @@ import Transformer
 /// text) before timing; reports the median of the repeats.
 enum TokenizerBench {
     struct Options: ParsableArguments {
-        @Option(name: .customLong("description"),
-                help: ArgumentHelp("A TokenizerDescription JSON file to measure instead of a weight file's tokenizer.", valueName: "path"))
+        @Option(
+            name: .customLong("description"),
+            help: ArgumentHelp("A TokenizerDescription JSON file to measure instead of a weight file's tokenizer.", valueName: "path"))
         var descriptionPath: String?
         @Option(help: ArgumentHelp("The weight file whose tokenizer is measured.", valueName: "path"))
         var model = "weights/qwen2.5-coder-0.5b-instruct.sarvam"
@@ -47,8 +48,10 @@ enum TokenizerBench {
         start = Date()
         let tokenizer = try Tokenizer(description: description)
         let buildSeconds = Date().timeIntervalSince(start)
-        print(String(format: "tokenizer: load description %.0f ms, build %.0f ms (%d tokens)",
-                     loadSeconds * 1000, buildSeconds * 1000, tokenizer.vocabularySize))
+        print(
+            String(
+                format: "tokenizer: load description %.0f ms, build %.0f ms (%d tokens)",
+                loadSeconds * 1000, buildSeconds * 1000, tokenizer.vocabularySize))
 
         let text = mixedText(bytes: Int(megabytes * 1_000_000))
         let bytes = Double(text.utf8.count)
@@ -84,11 +87,15 @@ enum TokenizerBench {
         }
         let mb = bytes / 1e6
         func line(_ name: String, _ t: Timing, _ note: String = "") {
-            print(String(format: "%@ %7.1f MB/s CPU time  (%7.1f MB/s wall)%@", name.padding(toLength: 22, withPad: " ", startingAt: 0),
-                         mb / t.cpu, mb / t.wall, note))
+            print(
+                String(
+                    format: "%@ %7.1f MB/s CPU time  (%7.1f MB/s wall)%@", name.padding(toLength: 22, withPad: " ", startingAt: 0),
+                    mb / t.cpu, mb / t.wall, note))
         }
-        print(String(format: "text: %.2f MB mixed prose/code/CJK, %d tokens (%.2f bytes/token), single thread", mb, ids.count,
-                     bytes / Double(ids.count)))
+        print(
+            String(
+                format: "text: %.2f MB mixed prose/code/CJK, %d tokens (%.2f bytes/token), single thread", mb, ids.count,
+                bytes / Double(ids.count)))
         line("encode (cold cache):", coldTime)
         line("encode (warm cache):", median(encodeTimes), "  median of \(repeats)")
         line("decode:", median(decodeTimes), "  median of \(repeats)")
@@ -117,13 +124,18 @@ enum TokenizerBench {
     /// identifiers are random, so the word cache sees realistic repetition.
     static func mixedText(bytes: Int) -> String {
         var rng = Random(seed: 7)
-        let english = ("the of and to in is that for it as was with be by on not he this are or his from at which "
+        let english =
+            ("the of and to in is that for it as was with be by on not he this are or his from at which "
             + "but have an they you were her she there been one all we their has would when if so no will what "
             + "model token text language machine learning computer program memory server request response network "
             + "people government system because between through however another important different example").split(separator: " ")
-        let keywords = ["let", "var", "func", "return", "if", "else", "for", "in", "while", "struct", "import", "def",
-                        "class", "self", "print", "guard", "switch", "case", "try", "await"]
-        let cjk = Array("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非流每青管夫连远资队跑快".unicodeScalars)
+        let keywords = [
+            "let", "var", "func", "return", "if", "else", "for", "in", "while", "struct", "import", "def",
+            "class", "self", "print", "guard", "switch", "case", "try", "await",
+        ]
+        let cjk = Array(
+            "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非流每青管夫连远资队跑快"
+                .unicodeScalars)
         let kana = Array("あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをんアイウエオカキクケコ".unicodeScalars)
         var s = ""
         s.reserveCapacity(bytes + 1000)
@@ -147,7 +159,8 @@ enum TokenizerBench {
                 s += "func compute_\(rng.int(0...9999))(\(name): Int, scale: Double = \(rng.int(0...100)).5) -> [Int] {\n"
                 for _ in 0..<rng.int(2...8) {
                     let keyword = keywords[rng.int(0...(keywords.count - 1))]
-                    s += "    \(keyword) item_\(rng.int(0...500)) = \(name) * \(rng.int(0...65535)) + 0x\(String(rng.int(0...0xFFFF), radix: 16)) // \(english[rng.int(0...(english.count - 1))])\n"
+                    s +=
+                        "    \(keyword) item_\(rng.int(0...500)) = \(name) * \(rng.int(0...65535)) + 0x\(String(rng.int(0...0xFFFF), radix: 16)) // \(english[rng.int(0...(english.count - 1))])\n"
                 }
                 s += "    return [\(name), \(rng.int(-50...50))]\n}\n\n"
             default:

@@ -25,7 +25,8 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         guard QuantizationPolicy(rawValue: quant) != nil else {
-            throw ValidationError("--quant must be one of \(QuantizationPolicy.allCases.map(\.rawValue).joined(separator: ", ")), found '\(quant)'")
+            throw ValidationError(
+                "--quant must be one of \(QuantizationPolicy.allCases.map(\.rawValue).joined(separator: ", ")), found '\(quant)'")
         }
     }
 
@@ -39,14 +40,17 @@ struct ConvertCommand: ParsableCommand {
             model = try Converter.load(input)
             let c = model.configuration
             printError("\(model.source)")
-            printError("\(c.architecture): \(c.numHiddenLayers) layers, hidden \(c.hiddenSize), \(c.numAttentionHeads)/\(c.numKeyValueHeads) heads, vocab \(c.vocabSize); policy \(policy.rawValue)")
+            printError(
+                "\(c.architecture): \(c.numHiddenLayers) layers, hidden \(c.hiddenSize), \(c.numAttentionHeads)/\(c.numKeyValueHeads) heads, vocab \(c.vocabSize); policy \(policy.rawValue)"
+            )
             var lastDraw = Date.distantPast
             summary = try Converter.convert(model, to: output, policy: policy) { p in
                 let now = Date()
                 guard onTerminal, now.timeIntervalSince(lastDraw) > 0.1 || p.tensorNumber == p.tensorCount else { return }
                 lastDraw = now
-                let line = String(format: "\r  tensor %d/%d  %@ / %@  %.1fs  %@", p.tensorNumber, p.tensorCount,
-                                  formatBytes(p.bytesWritten), formatBytes(p.totalBytes), now.timeIntervalSince(start), p.tensorName)
+                let line = String(
+                    format: "\r  tensor %d/%d  %@ / %@  %.1fs  %@", p.tensorNumber, p.tensorCount,
+                    formatBytes(p.bytesWritten), formatBytes(p.totalBytes), now.timeIntervalSince(start), p.tensorName)
                 FileHandle.standardError.write(Data((line.padding(toLength: 100, withPad: " ", startingAt: 0)).utf8))
             }
             if onTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
@@ -55,9 +59,12 @@ struct ConvertCommand: ParsableCommand {
             printError("error: \(error)")
             throw ExitCode.failure
         }
-        let formats = summary.formats.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key.rawValue)" }.joined(separator: ", ")
-        print(String(format: "wrote %@: %@ parameters, %@, %.2f bits/weight, %.1f s", output,
-                     formatCount(summary.parameters), formatBytes(summary.fileBytes), summary.bitsPerWeight, Date().timeIntervalSince(start)))
+        let formats = summary.formats.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key.rawValue)" }.joined(
+            separator: ", ")
+        print(
+            String(
+                format: "wrote %@: %@ parameters, %@, %.2f bits/weight, %.1f s", output,
+                formatCount(summary.parameters), formatBytes(summary.fileBytes), summary.bitsPerWeight, Date().timeIntervalSince(start)))
         print("tensors: \(formats)" + (summary.requantizedGroups > 0 ? "; \(summary.requantizedGroups) groups of 32 requantized" : ""))
         print("policy: \(policy.summary)")
     }

@@ -66,9 +66,10 @@ struct SamplingOptions: ParsableArguments {
     var kvPrecision: String = "float16"
 
     func parameters() throws -> SamplingParameters {
-        let p = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
-                                   repetitionPenalty: repetitionPenalty, presencePenalty: presencePenalty,
-                                   frequencyPenalty: frequencyPenalty, seed: seed)
+        let p = SamplingParameters(
+            temperature: temperature, topK: topK, topP: topP, minP: minP,
+            repetitionPenalty: repetitionPenalty, presencePenalty: presencePenalty,
+            frequencyPenalty: frequencyPenalty, seed: seed)
         do { try p.validate() } catch { throw ValidationError("\(error)") }
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be >= 0, found \(maxTokens)") }
         return p
@@ -119,8 +120,9 @@ private func stopReasonName(_ reason: StopReason) -> String {
 }
 
 private func timingLine(_ s: GenerationStats) -> String {
-    String(format: "prompt: %d tokens, %.1f tokens/s | generated: %d tokens, %.1f tokens/s",
-           s.promptTokens, s.promptTokensPerSecond, s.generatedTokens, s.generatedTokensPerSecond)
+    String(
+        format: "prompt: %d tokens, %.1f tokens/s | generated: %d tokens, %.1f tokens/s",
+        s.promptTokens, s.promptTokensPerSecond, s.generatedTokens, s.generatedTokensPerSecond)
 }
 
 struct GenerateCommand: ParsableCommand {
@@ -148,7 +150,8 @@ struct GenerateCommand: ParsableCommand {
         let tokenizer = loaded.tokenizer
         let promptIds: [Int]
         if chat {
-            promptIds = tokenizer.encode(prompt: loaded.template.renderPrompt([ChatMessage(role: .user, content: prompt)]), addBos: tokenizer.addsBosToken)
+            promptIds = tokenizer.encode(
+                prompt: loaded.template.renderPrompt([ChatMessage(role: .user, content: prompt)]), addBos: tokenizer.addsBosToken)
         } else if special {
             promptIds = tokenizer.encodeTrusted(template: prompt, addBos: tokenizer.addsBosToken)
         } else {
@@ -167,8 +170,9 @@ struct GenerateCommand: ParsableCommand {
         var text = ""
         let result = try generator.generate(
             prompt: promptIds,
-            parameters: GenerationParameters(maxTokens: sampling.maxTokens, sampling: parameters,
-                                             stopTokenIds: Set(tokenizer.stopTokenIds(for: loaded.template))),
+            parameters: GenerationParameters(
+                maxTokens: sampling.maxTokens, sampling: parameters,
+                stopTokenIds: Set(tokenizer.stopTokenIds(for: loaded.template))),
             isCancelled: { interrupt.flag.isSet },
             onToken: { token in
                 let (piece, hit) = matcher.feed(decoder.append(token))
@@ -231,10 +235,13 @@ struct ChatCommand: ParsableCommand {
         let sequence = cache.makeSequence()
         let stopIds = Set(tokenizer.stopTokenIds(for: loaded.template))
         let busy = CancelFlag()
-        let interrupt = InterruptHandler(onIdle: { printError("\n(type /exit or press Ctrl-D to quit)") },
-                                         isBusy: { busy.isSet })
+        let interrupt = InterruptHandler(
+            onIdle: { printError("\n(type /exit or press Ctrl-D to quit)") },
+            isBusy: { busy.isSet })
         var history: [ChatMessage] = system.map { [ChatMessage(role: .system, content: $0)] } ?? []
-        printError("\(loaded.path) loaded in \(String(format: "%.1f", loaded.loadSeconds)) s; context \(cache.contextLength) tokens. /reset clears the history, /exit quits.")
+        printError(
+            "\(loaded.path) loaded in \(String(format: "%.1f", loaded.loadSeconds)) s; context \(cache.contextLength) tokens. /reset clears the history, /exit quits."
+        )
         while true {
             writeOut("> ")
             guard let line = readLine() else { writeOut("\n"); break }
@@ -332,8 +339,10 @@ struct PerplexityCommand: ParsableCommand {
         let tokens = loaded.tokenizer.encode(text: text, addBos: loaded.tokenizer.addsBosToken)
         let bos = loaded.tokenizer.addsBosToken ? loaded.tokenizer.bosTokenId : nil
         if !json { printError("\(tokens.count) tokens, \(tokens.count / ctx) chunks of \(ctx)") }
-        let result = try Perplexity.evaluate(model: loaded.model, tokens: tokens, context: ctx, bosTokenId: bos, batch: batch,
-                                             cachePrecision: precision) { chunk, _, running in
+        let result = try Perplexity.evaluate(
+            model: loaded.model, tokens: tokens, context: ctx, bosTokenId: bos, batch: batch,
+            cachePrecision: precision
+        ) { chunk, _, running in
             if !json { printError(String(format: "[%d]%.4f", chunk, running)) }
         }
         let seconds = Date().timeIntervalSince(start)
@@ -347,8 +356,10 @@ struct PerplexityCommand: ParsableCommand {
             let out = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: out, as: UTF8.self))
         } else {
-            print(String(format: "Final estimate: PPL = %.4f +/- %.5f (%d chunks of %d tokens, %.1f s)",
-                         result.perplexity, result.standardError, result.chunks, ctx, seconds))
+            print(
+                String(
+                    format: "Final estimate: PPL = %.4f +/- %.5f (%d chunks of %d tokens, %.1f s)",
+                    result.perplexity, result.standardError, result.chunks, ctx, seconds))
         }
     }
 }

@@ -19,12 +19,16 @@ struct InfoCommand: ParsableCommand {
     @Flag(help: "Print the description as JSON.")
     var json = false
 
-    @Option(help: "Fail unless the file was converted with this --quant policy as it is now defined (tools/fetch-model uses it to redo stale conversions).")
+    @Option(
+        help:
+            "Fail unless the file was converted with this --quant policy as it is now defined (tools/fetch-model uses it to redo stale conversions)."
+    )
     var expectPolicy: String?
 
     func validate() throws {
         if let name = expectPolicy, QuantizationPolicy(rawValue: name) == nil {
-            throw ValidationError("--expect-policy must be one of \(QuantizationPolicy.allCases.map(\.rawValue).joined(separator: ", ")), found '\(name)'")
+            throw ValidationError(
+                "--expect-policy must be one of \(QuantizationPolicy.allCases.map(\.rawValue).joined(separator: ", ")), found '\(name)'")
         }
     }
 
@@ -44,7 +48,9 @@ struct InfoCommand: ParsableCommand {
         }
         // A converted file records its policy's summary, which names the mix (see QuantizationPolicy).
         if let name = expectPolicy, let policy = QuantizationPolicy(rawValue: name), file.description.quantization != policy.summary {
-            printError("error: \(model) was converted with the policy \"\(file.description.quantization)\", expected the current \(name) policy \"\(policy.summary)\": convert it again")
+            printError(
+                "error: \(model) was converted with the policy \"\(file.description.quantization)\", expected the current \(name) policy \"\(policy.summary)\": convert it again"
+            )
             throw ExitCode.failure
         }
         let report = WeightFileReport(file: file, tokenizer: tokenizer, verified: verify)
@@ -97,9 +103,10 @@ struct WeightFileReport: Encodable {
         formats = groups.mapValues { counts in
             counts.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) ×\($0.value)" }.joined(separator: ", ")
         }
-        self.tokenizer = TokenizerSummary(kind: tokenizer.kind.rawValue, preTokenizer: tokenizer.preTokenizer, tokens: tokenizer.tokens.count,
-                                          merges: tokenizer.merges.count, bosTokenId: tokenizer.bosTokenId, eosTokenId: tokenizer.eosTokenId,
-                                          endOfTurnTokenIds: tokenizer.endOfTurnTokenIds, addBosToken: tokenizer.addBosToken)
+        self.tokenizer = TokenizerSummary(
+            kind: tokenizer.kind.rawValue, preTokenizer: tokenizer.preTokenizer, tokens: tokenizer.tokens.count,
+            merges: tokenizer.merges.count, bosTokenId: tokenizer.bosTokenId, eosTokenId: tokenizer.eosTokenId,
+            endOfTurnTokenIds: tokenizer.endOfTurnTokenIds, addBosToken: tokenizer.addBosToken)
         chatTemplate = Self.templateFamily(file.description.chatTemplate)
         source = file.description.source
         quantization = file.description.quantization
@@ -133,7 +140,9 @@ struct WeightFileReport: Encodable {
         ]
         for key in formats.keys.sorted() { lines.append("  \(key.padding(toLength: 12, withPad: " ", startingAt: 0)) \(formats[key]!)") }
         let tk = tokenizer
-        lines.append("tokenizer:  \(tk.kind) (pre \(tk.preTokenizer)), \(tk.tokens) tokens, \(tk.merges) merges, bos \(tk.bosTokenId.map(String.init) ?? "none"), eos \(tk.eosTokenId.map(String.init) ?? "none"), end of turn \(tk.endOfTurnTokenIds), add BOS \(tk.addBosToken)")
+        lines.append(
+            "tokenizer:  \(tk.kind) (pre \(tk.preTokenizer)), \(tk.tokens) tokens, \(tk.merges) merges, bos \(tk.bosTokenId.map(String.init) ?? "none"), eos \(tk.eosTokenId.map(String.init) ?? "none"), end of turn \(tk.endOfTurnTokenIds), add BOS \(tk.addBosToken)"
+        )
         lines.append("chat:       \(chatTemplate) template")
         lines.append("source:     \(source)")
         lines.append("quant:      \(quantization)")

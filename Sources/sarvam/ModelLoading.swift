@@ -15,7 +15,8 @@ enum DefaultModel {
         let resolved = path ?? Self.path
         guard FileManager.default.fileExists(atPath: resolved) else {
             if path == nil {
-                throw ValidationError("no model at \(resolved): fetch the default model with `tools/fetch-model default`, or pass --model PATH")
+                throw ValidationError(
+                    "no model at \(resolved): fetch the default model with `tools/fetch-model default`, or pass --model PATH")
             }
             throw ValidationError("no model at \(resolved) (expected a Sarvam weight file; convert one with `sarvam convert`)")
         }

@@ -8,10 +8,10 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve the chat page and the OpenAI-compatible API.",
         discussion: """
-        Every option can also be set through the environment variable named beside it; the option wins.
-        On the first start with an empty database an admin account is created and its key printed once
-        (SARVAM_ADMIN_KEY, when set, becomes that key instead). SIGINT/SIGTERM stop the server gracefully.
-        """)
+            Every option can also be set through the environment variable named beside it; the option wins.
+            On the first start with an empty database an admin account is created and its key printed once
+            (SARVAM_ADMIN_KEY, when set, becomes that key instead). SIGINT/SIGTERM stop the server gracefully.
+            """)
 
     static let defaultModelPath = DefaultModel.relativePath
 
@@ -19,7 +19,9 @@ struct ServeCommand: AsyncParsableCommand {
     var host: String?
     @Option(name: .long, help: "Port (env SARVAM_PORT; default 8080; 0 picks a free one).")
     var port: Int?
-    @Option(name: .long, help: "Sarvam weight file to serve; repeat for several (env SARVAM_MODEL, comma-separated; default \(defaultModelPath)).")
+    @Option(
+        name: .long,
+        help: "Sarvam weight file to serve; repeat for several (env SARVAM_MODEL, comma-separated; default \(defaultModelPath)).")
     var model: [String] = []
     @OptionGroup var data: DataOptions
     @Option(name: .long, help: "Context length per sequence (env SARVAM_CONTEXT; default: the model's).")
@@ -30,7 +32,9 @@ struct ServeCommand: AsyncParsableCommand {
     var sloTtft: Double?
     @Option(name: .long, help: "Target seconds between two tokens of a streaming reply, p95 (env SARVAM_SLO_ITL; default 0.2).")
     var sloItl: Double?
-    @Option(name: .long, help: "Replies generated at once at most (env SARVAM_MAX_SEQUENCES; default: what the measured step cost allows at the SLO).")
+    @Option(
+        name: .long,
+        help: "Replies generated at once at most (env SARVAM_MAX_SEQUENCES; default: what the measured step cost allows at the SLO).")
     var maxSequences: Int?
     @Option(name: .long, help: "Requests that may wait for a free sequence; more get 429 (env SARVAM_QUEUE_LIMIT; default 64).")
     var queueLimit: Int?
@@ -40,15 +44,30 @@ struct ServeCommand: AsyncParsableCommand {
     var drainSeconds: Int?
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (env SARVAM_LOG_LEVEL; default info).")
     var logLevel: String?
-    @Option(name: .long, help: "Running replies one user may have; the rest wait (env SARVAM_MAX_SEQUENCES_PER_USER; default: an equal share while others wait).")
+    @Option(
+        name: .long,
+        help:
+            "Running replies one user may have; the rest wait (env SARVAM_MAX_SEQUENCES_PER_USER; default: an equal share while others wait)."
+    )
     var maxSequencesPerUser: Int?
-    @Option(name: .long, help: "Requests one user may have running or waiting; more get 429 (env SARVAM_MAX_REQUESTS_PER_USER; default: half of the sequences plus the queue).")
+    @Option(
+        name: .long,
+        help:
+            "Requests one user may have running or waiting; more get 429 (env SARVAM_MAX_REQUESTS_PER_USER; default: half of the sequences plus the queue)."
+    )
     var maxRequestsPerUser: Int?
-    @Option(name: .long, help: "KV cache memory per model in MiB (env SARVAM_KV_CACHE_MB; default: max-sequences full contexts, at most 1/4 of RAM).")
+    @Option(
+        name: .long,
+        help: "KV cache memory per model in MiB (env SARVAM_KV_CACHE_MB; default: max-sequences full contexts, at most 1/4 of RAM).")
     var kvCacheMb: Int?
-    @Option(name: .long, help: "Prompt tokens per engine step when no reply streams, and the ceiling otherwise (env SARVAM_PREFILL_TOKENS_PER_STEP; default 512).")
+    @Option(
+        name: .long,
+        help:
+            "Prompt tokens per engine step when no reply streams, and the ceiling otherwise (env SARVAM_PREFILL_TOKENS_PER_STEP; default 512)."
+    )
     var prefillTokensPerStep: Int?
-    @Option(name: .long, help: "on or off: share cached KV blocks between requests with a common prefix (env SARVAM_PREFIX_CACHE; default on).")
+    @Option(
+        name: .long, help: "on or off: share cached KV blocks between requests with a common prefix (env SARVAM_PREFIX_CACHE; default on).")
     var prefixCache: String?
     @Option(name: .long, help: "Cached prefixes kept while requests run, in MiB (env SARVAM_PREFIX_CACHE_MB; default 256).")
     var prefixCacheMb: Int?
@@ -75,7 +94,9 @@ struct ServeCommand: AsyncParsableCommand {
         let drainSeconds = try settings.int(self.drainSeconds, "SARVAM_DRAIN_SECONDS", in: 0...Int.max) ?? 15
         let levelName = settings.string(self.logLevel, "SARVAM_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {
-            throw ValidationError("--log-level / SARVAM_LOG_LEVEL: expected one of trace, debug, info, notice, warning, error, critical; found \(levelName.debugDescription)")
+            throw ValidationError(
+                "--log-level / SARVAM_LOG_LEVEL: expected one of trace, debug, info, notice, warning, error, critical; found \(levelName.debugDescription)"
+            )
         }
         var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
 

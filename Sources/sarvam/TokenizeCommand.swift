@@ -26,7 +26,8 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         let tokenizer = try loadTokenizer(modelPath: model)
-        let encode: (String) -> [Int] = special
+        let encode: (String) -> [Int] =
+            special
             ? { tokenizer.encodeTrusted(template: $0) }
             : { tokenizer.encode(text: $0) }
         if jsonl {
@@ -80,8 +81,9 @@ struct DetokenizeCommand: ParsableCommand {
             do {
                 ids = try JSONDecoder().decode([Int].self, from: data)
             } catch {
-                throw TokenizerError("expected a JSON array of token ids on standard input, e.g. [9707, 11], found "
-                    + String(decoding: data.prefix(80), as: UTF8.self).debugDescription)
+                throw TokenizerError(
+                    "expected a JSON array of token ids on standard input, e.g. [9707, 11], found "
+                        + String(decoding: data.prefix(80), as: UTF8.self).debugDescription)
             }
             FileHandle.standardOutput.write(Data(tokenizer.decode(ids, skipSpecial: skipSpecial).utf8))
         }

@@ -10,8 +10,10 @@ import XCTest
 final class LoadBenchParsingTests: XCTestCase {
     /// `bench load`'s command line through ArgumentParser, as `bench load ...` parses it.
     func testOptions() throws {
-        let o = try LoadBench.Options.parse(["--levels", "1, 4,8", "--json", "--url", "http://localhost:9000", "--key", "k",
-                                             "--server-arg", "--queue-limit", "--server-arg", "16", "--max-tokens", "32"])
+        let o = try LoadBench.Options.parse([
+            "--levels", "1, 4,8", "--json", "--url", "http://localhost:9000", "--key", "k",
+            "--server-arg", "--queue-limit", "--server-arg", "16", "--max-tokens", "32",
+        ])
         XCTAssertEqual(o.levels, [1, 4, 8])
         XCTAssertTrue(o.json)
         XCTAssertEqual(o.serverArguments, ["--queue-limit", "16"], "--server-arg takes its value even when it looks like a flag")
@@ -125,7 +127,9 @@ final class LoadBenchParsingTests: XCTestCase {
         XCTAssertEqual(events, [.data("{\"x\":1}"), .comment("ping"), .data("a\nb")])
     }
 
-    private func chunk(_ id: String, role: Bool = false, content: String? = nil, finish: String? = nil, usage: Int? = nil) -> SSEParser.Event {
+    private func chunk(
+        _ id: String, role: Bool = false, content: String? = nil, finish: String? = nil, usage: Int? = nil
+    ) -> SSEParser.Event {
         var delta: [String: Any] = [:]
         if role { delta["role"] = "assistant" }
         if let content { delta["content"] = content }
@@ -133,8 +137,10 @@ final class LoadBenchParsingTests: XCTestCase {
         choice["finish_reason"] = finish ?? NSNull()
         var object: [String: Any] = ["id": id, "object": "chat.completion.chunk", "choices": usage == nil ? [choice] : []]
         if let usage {
-            object["usage"] = ["prompt_tokens": 5, "completion_tokens": usage, "total_tokens": 5 + usage,
-                               "prompt_tokens_details": ["cached_tokens": 3]]
+            object["usage"] = [
+                "prompt_tokens": 5, "completion_tokens": usage, "total_tokens": 5 + usage,
+                "prompt_tokens_details": ["cached_tokens": 3],
+            ]
         }
         return .data(String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self))
     }
@@ -186,9 +192,11 @@ final class LoadBenchParsingTests: XCTestCase {
         r.longCount = 5
         r.longTTFT.p50 = 3
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.jsonLine(slo: LoadBench.SLO()).utf8)) as? [String: Any])
-        for key in ["concurrency", "ok", "failed", "rejected_429", "tokens_per_s", "ttft_p50_s", "ttft_p95_s", "itl_p95_s",
-                    "max_gap_s", "peak_rss_bytes", "rejected_429_max_s", "prompt_tokens", "prompt_tokens_per_s",
-                    "short_ttft_p50_s", "short_ttft_p95_s", "long_ttft_p50_s", "long_ttft_p95_s", "slo_ok", "slo_failed"] {
+        for key in [
+            "concurrency", "ok", "failed", "rejected_429", "tokens_per_s", "ttft_p50_s", "ttft_p95_s", "itl_p95_s",
+            "max_gap_s", "peak_rss_bytes", "rejected_429_max_s", "prompt_tokens", "prompt_tokens_per_s",
+            "short_ttft_p50_s", "short_ttft_p95_s", "long_ttft_p50_s", "long_ttft_p95_s", "slo_ok", "slo_failed",
+        ] {
             XCTAssertNotNil(object[key], key)
         }
         XCTAssertEqual(object["tokens_per_s"] as? Double, 20)
@@ -213,10 +221,16 @@ final class LoadBenchParsingTests: XCTestCase {
         func arguments(_ options: [String]) throws -> [String] {
             ServerProcess.arguments(port: 9, dataDirectory: "/d", model: "m.sarvam", options: try LoadBench.Options.parse(options))
         }
-        XCTAssertEqual(try arguments([]), ["serve", "--host", "127.0.0.1", "--port", "9", "--data-dir", "/d", "--model", "m.sarvam",
-                                           "--threads", "2"])
-        let given = try arguments(["--max-sequences", "4", "--queue-limit", "0", "--slo-ttft", "1",
-                                   "--server-arg", "--slo-itl", "--server-arg", "0.1"])
+        XCTAssertEqual(
+            try arguments([]),
+            [
+                "serve", "--host", "127.0.0.1", "--port", "9", "--data-dir", "/d", "--model", "m.sarvam",
+                "--threads", "2",
+            ])
+        let given = try arguments([
+            "--max-sequences", "4", "--queue-limit", "0", "--slo-ttft", "1",
+            "--server-arg", "--slo-itl", "--server-arg", "0.1",
+        ])
         XCTAssertEqual(Array(given.suffix(6)), ["--max-sequences", "4", "--queue-limit", "0", "--slo-itl", "0.1"])
         XCTAssertFalse(given.contains("--slo-ttft"), "the bench's targets judge the results; they are not the server's")
     }
@@ -225,12 +239,15 @@ final class LoadBenchParsingTests: XCTestCase {
         let port = try ServerProcess.freeLoopbackPort()
         XCTAssertTrue((1024...65535).contains(port), "\(port)")
         XCTAssertEqual(MemoryProbe.kilobytes("VmHWM:\t 10 kB\nVmRSS:\t  2048 kB\n", field: "VmRSS"), 2048 * 1024)
-        XCTAssertEqual(MemoryProbe.metric("# TYPE x gauge\nsarvam_process_resident_memory_bytes 4096.0\n", name: "sarvam_process_resident_memory_bytes"), 4096)
+        XCTAssertEqual(
+            MemoryProbe.metric(
+                "# TYPE x gauge\nsarvam_process_resident_memory_bytes 4096.0\n", name: "sarvam_process_resident_memory_bytes"), 4096)
     }
 
     /// A 429 counts as rejected only with a Retry-After header, and the time it took is kept.
     func test429NeedsRetryAfter() throws {
-        let with = try OneShotServer(response: "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy")
+        let with = try OneShotServer(
+            response: "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy")
         let rejected = LoadClient(host: "127.0.0.1", port: with.port, key: "k").streamChat(body: Data("{}".utf8), timeout: 5)
         XCTAssertEqual(rejected.status, .rejected(retryAfter: 2))
         XCTAssertGreaterThan(rejected.seconds, 0)
@@ -268,7 +285,8 @@ final class OneShotServer: @unchecked Sendable {
                 request += buffer[0..<n]
                 if let end = HTTPResponseReader.find([13, 10, 13, 10], in: request) {
                     let head = String(decoding: request[..<end], as: UTF8.self).lowercased()
-                    let length = head.components(separatedBy: "\r\n").first { $0.hasPrefix("content-length:") }
+                    let length =
+                        head.components(separatedBy: "\r\n").first { $0.hasPrefix("content-length:") }
                         .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
                     if request.count >= end + 4 + length { break }
                 }

@@ -4,7 +4,7 @@ import XCTest
 @testable import bench
 
 final class LoadBenchSLOTests: XCTestCase {
-    let slo = LoadBench.SLO()   // 2 s, 0.2 s, 2 s
+    let slo = LoadBench.SLO()  // 2 s, 0.2 s, 2 s
 
     /// A level that holds every condition, each value just at or under its target.
     func holding() -> LoadBench.LevelResult {
@@ -14,7 +14,7 @@ final class LoadBenchSLOTests: XCTestCase {
         r.shortCount = 6
         r.shortTTFT = LoadBench.Percentiles([0.3, 0.4, 0.5, 0.6, 1.0, 2.0])
         r.longCount = 6
-        r.longTTFT = LoadBench.Percentiles([3, 4, 5, 6, 7, 9])   // long pastes are not held to the target
+        r.longTTFT = LoadBench.Percentiles([3, 4, 5, 6, 7, 9])  // long pastes are not held to the target
         r.ttft = LoadBench.Percentiles([0.3, 0.4, 0.5, 0.6, 1.0, 2.0, 3, 4, 5, 6, 7, 9])
         r.itl = LoadBench.Percentiles([0.05, 0.1, 0.2])
         r.maxGap = 2.0
@@ -49,7 +49,8 @@ final class LoadBenchSLOTests: XCTestCase {
 
     func testTargetsComeFromTheOptions() throws {
         let strict = try LoadBench.Options.parse(["--slo-ttft", "0.5", "--slo-itl", "0.05", "--slo-silence", "1"]).slo
-        XCTAssertEqual(holding().sloFailures(strict), ["short_ttft_p95 2.00 s > 0.5 s", "itl_p95 0.200 s > 0.05 s", "max_gap 2.00 s > 1 s"])
+        XCTAssertEqual(
+            holding().sloFailures(strict), ["short_ttft_p95 2.00 s > 0.5 s", "itl_p95 0.200 s > 0.05 s", "max_gap 2.00 s > 1 s"])
     }
 
     /// Without a short prompt's first token the level cannot claim the time-to-first-token condition.
@@ -83,8 +84,10 @@ final class LoadBenchSLOTests: XCTestCase {
         }
         var rejected = StreamOutcome(status: .rejected(retryAfter: 1))
         rejected.seconds = 0.01
-        let outcomes = [ok(0.2, long: false), ok(0.4, long: false, gaps: [0.1, 2.5]), ok(5, long: true), ok(7, long: true, turn: 1),
-                        ok(0.3, long: false, turn: 1), rejected, StreamOutcome(status: .failed("boom"))]
+        let outcomes = [
+            ok(0.2, long: false), ok(0.4, long: false, gaps: [0.1, 2.5]), ok(5, long: true), ok(7, long: true, turn: 1),
+            ok(0.3, long: false, turn: 1), rejected, StreamOutcome(status: .failed("boom")),
+        ]
         let r = LoadBench.LevelResult(concurrency: 2, seconds: 10, outcomes: outcomes)
         XCTAssertEqual(r.ok, 5)
         XCTAssertEqual(r.rejected, 1)
@@ -120,7 +123,8 @@ final class LoadBenchSLOTests: XCTestCase {
     }
 
     func testOrdinals() {
-        XCTAssertEqual([1, 2, 3, 4, 11, 12, 13, 21, 22, 112].map(LoadBench.ordinal),
-                       ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "112th"])
+        XCTAssertEqual(
+            [1, 2, 3, 4, 11, 12, 13, 21, 22, 112].map(LoadBench.ordinal),
+            ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "112th"])
     }
 }

@@ -72,8 +72,9 @@ final class ChatCompletionsTests: XCTestCase {
     func testMaxTokensStopsWithLength() async throws {
         let f = try await ServerFixture()
         try await f.test { client in
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"hi there"}],"max_tokens":2}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"hi there"}],"max_tokens":2}"#)
             let choice = (r.object["choices"] as? [[String: Any]])?.first
             XCTAssertEqual(choice?["finish_reason"] as? String, "length")
             XCTAssertEqual((choice?["message"] as? [String: Any])?["content"] as? String, "You said: ")
@@ -84,8 +85,9 @@ final class ChatCompletionsTests: XCTestCase {
     func testStopStringCutsTheReply() async throws {
         let f = try await ServerFixture()
         try await f.test { client in
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"hi there"}],"stop":"id: h"}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"hi there"}],"stop":"id: h"}"#)
             let choice = (r.object["choices"] as? [[String: Any]])?.first
             XCTAssertEqual(choice?["finish_reason"] as? String, "stop")
             XCTAssertEqual((choice?["message"] as? [String: Any])?["content"] as? String, "You sa")
@@ -96,13 +98,16 @@ final class ChatCompletionsTests: XCTestCase {
     func testContentPartsDeveloperRoleAndUnknownFields() async throws {
         let f = try await ServerFixture()
         try await f.test { client in
-            let body = #"{"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],"logit_bias":{},"user":"x","temperature":0.5,"top_p":0.9,"seed":7,"presence_penalty":0.1,"frequency_penalty":0.2,"max_completion_tokens":50}"#
+            let body =
+                #"{"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],"logit_bias":{},"user":"x","temperature":0.5,"top_p":0.9,"seed":7,"presence_penalty":0.1,"frequency_penalty":0.2,"max_completion_tokens":50}"#
             let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA, json: body)
             XCTAssertEqual(r.status, .ok, r.text)
             let request = try XCTUnwrap(f.engine.requests.last)
-            XCTAssertEqual(request.messages, [ChatMessage(role: .system, content: "be brief"), ChatMessage(role: .user, content: "hi there")])
+            XCTAssertEqual(
+                request.messages, [ChatMessage(role: .system, content: "be brief"), ChatMessage(role: .user, content: "hi there")])
             XCTAssertEqual(request.maxTokens, 50)
-            XCTAssertEqual(request.sampling, SamplingParameters(temperature: 0.5, topP: 0.9, seed: 7, presencePenalty: 0.1, frequencyPenalty: 0.2))
+            XCTAssertEqual(
+                request.sampling, SamplingParameters(temperature: 0.5, topP: 0.9, seed: 7, presencePenalty: 0.1, frequencyPenalty: 0.2))
         }
     }
 
@@ -122,8 +127,10 @@ final class ChatCompletionsTests: XCTestCase {
 }
 
 /// Checks the status and OpenAI's error shape.
-func assertError(_ r: TestResponse, _ status: HTTPResponse.Status, param: String? = nil, code: String? = nil,
-                 file: StaticString = #filePath, line: UInt = #line) {
+func assertError(
+    _ r: TestResponse, _ status: HTTPResponse.Status, param: String? = nil, code: String? = nil,
+    file: StaticString = #filePath, line: UInt = #line
+) {
     XCTAssertEqual(r.status, status, r.text, file: file, line: line)
     let e = r.error
     XCTAssertNotNil(e["message"] as? String, "error.message missing: \(r.text)", file: file, line: line)
@@ -159,14 +166,16 @@ final class APIErrorStatusTests: XCTestCase {
     func testContextLengthExceeded() async throws {
         let f = try await ServerFixture(engine: FakeEngine(contextLength: 64))
         try await f.test { client in
-            let long = String(repeating: "abcd", count: 100)   // 100 tokens
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"\#(long)"}]}"#)
+            let long = String(repeating: "abcd", count: 100)  // 100 tokens
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"\#(long)"}]}"#)
             assertError(r, .badRequest, code: "context_length_exceeded")
             let message = r.error["message"] as? String ?? ""
-            XCTAssertTrue(message.contains("64") && message.contains("106"), message)   // limit and 2 + 4 + 100
-            let r2 = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                           json: #"{"messages":[{"role":"user","content":"hi"}],"max_tokens":60}"#)
+            XCTAssertTrue(message.contains("64") && message.contains("106"), message)  // limit and 2 + 4 + 100
+            let r2 = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"hi"}],"max_tokens":60}"#)
             assertError(r2, .badRequest, code: "context_length_exceeded")
         }
     }
@@ -190,8 +199,9 @@ final class APIErrorStatusTests: XCTestCase {
     func testNotFound() async throws {
         let f = try await ServerFixture()
         try await f.test { client in
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#)
             assertError(r, .notFound, param: "model", code: "model_not_found")
             assertError(try await client.send(.get, "/v1/nothing-here", key: f.keyA), .notFound)
             assertError(try await client.send(.get, "/api/conversations/conv_missing", key: f.keyA), .notFound)
@@ -204,8 +214,9 @@ final class APIErrorStatusTests: XCTestCase {
         let f = try await ServerFixture(configuration: configuration)
         try await f.test { client in
             let big = String(repeating: "x", count: 2000)
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"\#(big)"}]}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"\#(big)"}]}"#)
             assertError(r, .contentTooLarge, code: "request_too_large")
         }
     }
@@ -215,18 +226,21 @@ final class APIErrorStatusTests: XCTestCase {
         let f = try await ServerFixture(engine: engine)
         try await f.test { client in
             let slow = Task {
-                try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                      json: #"{"messages":[{"role":"user","content":"one two three four five six seven eight"}]}"#)
+                try await client.send(
+                    .post, "/v1/chat/completions", key: f.keyA,
+                    json: #"{"messages":[{"role":"user","content":"one two three four five six seven eight"}]}"#)
             }
             try await eventually("first reply running") { f.engine.activeGenerations == 1 }
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyB,
-                                          json: #"{"messages":[{"role":"user","content":"x"}]}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyB,
+                json: #"{"messages":[{"role":"user","content":"x"}]}"#)
             assertError(r, .tooManyRequests, code: "rate_limit_exceeded")
             XCTAssertNotNil(r.headers[.retryAfter].flatMap(Int.init))
             let first = try await slow.value
             XCTAssertEqual(first.status, .ok)
             // Once the first is done, a new one is admitted.
-            let again = try await client.send(.post, "/v1/chat/completions", key: f.keyB, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
+            let again = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyB, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
             XCTAssertEqual(again.status, .ok)
         }
     }
@@ -234,8 +248,9 @@ final class APIErrorStatusTests: XCTestCase {
     func testEngineRefusalIsA429BeforeTheStreamStarts() async throws {
         let f = try await ServerFixture(engine: FakeEngine(script: .init(refusal: .busy(retryAfterSeconds: 7))))
         try await f.test { client in
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"x"}],"stream":true}"#)
             assertError(r, .tooManyRequests, code: "rate_limit_exceeded")
             XCTAssertEqual(r.headers[.retryAfter], "7")
             let id = try await create(client, key: f.keyA)
@@ -256,14 +271,16 @@ final class APIErrorStatusTests: XCTestCase {
             let health = try await client.send(.get, "/health", key: nil)
             XCTAssertEqual(health.status, .serviceUnavailable)
             XCTAssertEqual(health.object["status"] as? String, "loading")
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
             assertError(r, .serviceUnavailable, code: "model_loading")
             XCTAssertNotNil(r.headers[.retryAfter])
             catalog.setReady([engine])
             let ready = try await client.send(.get, "/health", key: nil)
             XCTAssertEqual(ready.status, .ok)
             XCTAssertEqual(ready.object["status"] as? String, "ok")
-            let ok = try await client.send(.post, "/v1/chat/completions", key: f.keyA, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
+            let ok = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
             XCTAssertEqual(ok.status, .ok)
         }
     }
@@ -272,10 +289,12 @@ final class APIErrorStatusTests: XCTestCase {
         let engine = FakeEngine(script: .init(failure: .failed("kv cache exhausted")))
         let f = try await ServerFixture(engine: engine)
         try await f.test { client in
-            let r = try await client.send(.post, "/v1/chat/completions", key: f.keyA, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
+            let r = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA, json: #"{"messages":[{"role":"user","content":"x"}]}"#)
             assertError(r, .internalServerError)
-            let s = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            let s = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"x"}],"stream":true}"#)
             let frames = parseSSE(s.text).compactMap(\.data)
             XCTAssertEqual(frames.last, "[DONE]")
             XCTAssertTrue(frames.contains { $0.contains("kv cache exhausted") }, "\(frames)")

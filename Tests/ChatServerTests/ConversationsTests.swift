@@ -54,8 +54,9 @@ final class ConversationsTests: XCTestCase {
         let f = try await ServerFixture(engine: FakeEngine(script: .init(promptDelay: .milliseconds(120))))
         try await f.test { client in
             let id = try await create(client, key: f.keyA, json: #"{"system_prompt":"You are terse."}"#)
-            let r = try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA,
-                                          json: #"{"content":"Plan a   trip\nto the mountains for the whole family next summer please"}"#)
+            let r = try await client.send(
+                .post, "/api/conversations/\(id)/messages", key: f.keyA,
+                json: #"{"content":"Plan a   trip\nto the mountains for the whole family next summer please"}"#)
             XCTAssertEqual(r.status, .ok)
             XCTAssertEqual(r.headers[.contentType], "text/event-stream")
             let frames = parseSSE(r.text)
@@ -92,9 +93,13 @@ final class ConversationsTests: XCTestCase {
             _ = try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"My name is Ada."}"#)
             _ = try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"What is my name?"}"#)
             let sent = try XCTUnwrap(f.engine.requests.last).messages
-            XCTAssertEqual(sent, [ChatMessage(role: .system, content: "sys"), ChatMessage(role: .user, content: "My name is Ada."),
-                                  ChatMessage(role: .assistant, content: "You said: My name is Ada."),
-                                  ChatMessage(role: .user, content: "What is my name?")])
+            XCTAssertEqual(
+                sent,
+                [
+                    ChatMessage(role: .system, content: "sys"), ChatMessage(role: .user, content: "My name is Ada."),
+                    ChatMessage(role: .assistant, content: "You said: My name is Ada."),
+                    ChatMessage(role: .user, content: "What is my name?"),
+                ])
         }
     }
 
@@ -128,8 +133,9 @@ final class ConversationsTests: XCTestCase {
         let f = try await ServerFixture(engine: FakeEngine(contextLength: 64))
         try await f.test { client in
             let id = try await create(client, key: f.keyA)
-            let r = try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA,
-                                          json: #"{"content":"\#(String(repeating: "word ", count: 60))"}"#)
+            let r = try await client.send(
+                .post, "/api/conversations/\(id)/messages", key: f.keyA,
+                json: #"{"content":"\#(String(repeating: "word ", count: 60))"}"#)
             XCTAssertEqual(r.status, .badRequest)
             XCTAssertEqual(r.error["code"] as? String, "context_length_exceeded")
             let awaited16 = try await f.store.messages(conversationId: id).count
@@ -164,7 +170,9 @@ final class ConversationsTests: XCTestCase {
         try await f.test { client in
             let id = try await create(client, key: f.keyA)
             let long = (0..<40).map { "w\($0)" }.joined(separator: " ")
-            let running = Task { try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#) }
+            let running = Task {
+                try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#)
+            }
             try await eventually("some text streamed") { engine.piecesEmitted >= 3 }
             let conflict = try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"again"}"#)
             XCTAssertEqual(conflict.status, .conflict)
@@ -194,7 +202,9 @@ final class ConversationsTests: XCTestCase {
             let id = try await create(client, key: f.keyA)
             let long = (0..<40).map { "w\($0)" }.joined(separator: " ")
             // The request's task is cancelled mid-stream, as when the connection goes away.
-            let running = Task { try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#) }
+            let running = Task {
+                try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#)
+            }
             try await eventually("some text streamed") { engine.piecesEmitted >= 3 }
             running.cancel()
             _ = try? await running.value
@@ -218,8 +228,11 @@ final class ConversationsTests: XCTestCase {
         let f = try await ServerFixture(engine: engine)
         try await f.test { client in
             let id = try await create(client, key: f.keyA)
-            let running = Task { try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA,
-                                                       json: #"{"content":"\#((0..<40).map { "w\($0)" }.joined(separator: " "))"}"#) }
+            let running = Task {
+                try await client.send(
+                    .post, "/api/conversations/\(id)/messages", key: f.keyA,
+                    json: #"{"content":"\#((0..<40).map { "w\($0)" }.joined(separator: " "))"}"#)
+            }
             try await eventually("some text streamed") { engine.piecesEmitted >= 2 }
             let cancelled = await f.service.registry.drain(timeout: .milliseconds(100))
             XCTAssertEqual(cancelled, 1)

@@ -20,9 +20,11 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
         /// real engine's full queue does.
         public var capacity: Int?
 
-        public init(promptDelay: Duration = .zero, tokenDelay: Duration = .zero,
-                    reply: @escaping @Sendable ([ChatMessage]) -> [String] = FakeEngine.echoReply,
-                    failure: ChatEngineError? = nil, refusal: ChatEngineError? = nil, capacity: Int? = nil) {
+        public init(
+            promptDelay: Duration = .zero, tokenDelay: Duration = .zero,
+            reply: @escaping @Sendable ([ChatMessage]) -> [String] = FakeEngine.echoReply,
+            failure: ChatEngineError? = nil, refusal: ChatEngineError? = nil, capacity: Int? = nil
+        ) {
             self.promptDelay = promptDelay
             self.tokenDelay = tokenDelay
             self.reply = reply

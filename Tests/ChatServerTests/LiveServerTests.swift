@@ -52,7 +52,8 @@ final class LiveServerTests: XCTestCase {
             let id = try await create(client, key: f.keyA)
             let long = (0..<60).map { "w\($0)" }.joined(separator: " ")
             let body = #"{"content":"\#(long)"}"#
-            let request = "POST /api/conversations/\(id)/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(f.keyA)\r\n"
+            let request =
+                "POST /api/conversations/\(id)/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(f.keyA)\r\n"
                 + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
             let received = try await Self.readThenHangUp(port: port, request: request) {
                 $0.components(separatedBy: "event: delta").count > 4
@@ -83,7 +84,8 @@ final class LiveServerTests: XCTestCase {
             let piece = #"{"messages":[{"role":"user","content":""# + String(repeating: "x", count: 600)
             let chunks = [piece, String(repeating: "x", count: 600), #""}]}"#]
             let body = chunks.map { String($0.utf8.count, radix: 16) + "\r\n" + $0 + "\r\n" }.joined() + "0\r\n\r\n"
-            let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(f.keyA)\r\n"
+            let request =
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(f.keyA)\r\n"
                 + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + body
             let received = try await Self.readThenHangUp(port: port, request: request) { $0.contains("request_too_large") }
             XCTAssertTrue(received.hasPrefix("HTTP/1.1 413"), received)

@@ -24,8 +24,9 @@ final class RealModelServerTests: XCTestCase {
         let store = GRDBChatStore(database: database)
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let service = ChatService(catalog: EngineCatalog(engines: engines), store: store,
-                                  configuration: ChatServerConfiguration(), logger: logger)
+        let service = ChatService(
+            catalog: EngineCatalog(engines: engines), store: store,
+            configuration: ChatServerConfiguration(), logger: logger)
         let accounts = Accounts(store: store)
         let user = try await accounts.addUser(name: "priya")
         let key = try await accounts.issueKey(for: user, key: nil).key
@@ -34,12 +35,14 @@ final class RealModelServerTests: XCTestCase {
         try await buildApplication(service, host: "127.0.0.1", port: 0).test(.live) { client in
             // Greedy and short, so the check is about memory of the first turn, not luck.
             let id = try await create(client, key: key, json: #"{"temperature": 0, "max_tokens": 48}"#)
-            let first = try await client.send(.post, "/api/conversations/\(id)/messages", key: key,
-                                              json: #"{"content": "My name is Priya. Please remember it."}"#)
+            let first = try await client.send(
+                .post, "/api/conversations/\(id)/messages", key: key,
+                json: #"{"content": "My name is Priya. Please remember it."}"#)
             XCTAssertEqual(first.status, .ok, first.text)
             let hitsBefore = Self.prefixCacheHits(model: engines[0].modelInfo.id)
-            let second = try await client.send(.post, "/api/conversations/\(id)/messages", key: key,
-                                               json: #"{"content": "What is my name? Answer with the name only."}"#)
+            let second = try await client.send(
+                .post, "/api/conversations/\(id)/messages", key: key,
+                json: #"{"content": "What is my name? Answer with the name only."}"#)
             XCTAssertEqual(second.status, .ok, second.text)
             // The first turn's prompt (system prompt, question: ~45 tokens) and reply fill at least
             // two 16-position blocks that the second turn resends.

@@ -12,8 +12,10 @@ final class ResponseShapeTests: XCTestCase {
     static let errorKeys: Set<String> = ["message", "type", "param", "code"]
     static let conversationKeys: Set<String> = ["id", "object", "title", "model", "settings", "created_at", "updated_at"]
     static let settingsKeys: Set<String> = ["temperature", "top_p", "max_tokens"]
-    static let messageKeys: Set<String> = ["id", "role", "content", "status", "token_count", "prompt_tokens", "generation_seconds",
-                                           "tokens_per_second", "finish_reason", "dropped_turns", "model", "error", "created_at"]
+    static let messageKeys: Set<String> = [
+        "id", "role", "content", "status", "token_count", "prompt_tokens", "generation_seconds",
+        "tokens_per_second", "finish_reason", "dropped_turns", "model", "error", "created_at",
+    ]
 
     func testChatCompletion() async throws {
         let f = try await ServerFixture()
@@ -45,10 +47,13 @@ final class ResponseShapeTests: XCTestCase {
                 let choices = try XCTUnwrap(chunk["choices"] as? [[String: Any]])
                 XCTAssertEqual(choices.count, 1)
                 let finished = i == chunks.count - 2
-                assertKeys(choices[0], ["index", "delta", "logprobs", "finish_reason"],
-                           nulls: finished ? ["logprobs"] : ["logprobs", "finish_reason"])
+                assertKeys(
+                    choices[0], ["index", "delta", "logprobs", "finish_reason"],
+                    nulls: finished ? ["logprobs"] : ["logprobs", "finish_reason"])
             }
-            func delta(_ i: Int) -> [String: Any] { ((chunks[i]["choices"] as? [[String: Any]])?[0]["delta"] as? [String: Any]) ?? ["missing": 0] }
+            func delta(_ i: Int) -> [String: Any] {
+                ((chunks[i]["choices"] as? [[String: Any]])?[0]["delta"] as? [String: Any]) ?? ["missing": 0]
+            }
             assertKeys(delta(0), ["role", "content"])
             XCTAssertEqual(delta(0)["content"] as? String, "")
             assertKeys(delta(1), ["content"])
@@ -67,8 +72,9 @@ final class ResponseShapeTests: XCTestCase {
             assertKeys(missing.object, ["error"])
             assertKeys(missing.error, Self.errorKeys, nulls: ["param"])
 
-            let s = try await client.send(.post, "/v1/chat/completions", key: f.keyA,
-                                          json: #"{"messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            let s = try await client.send(
+                .post, "/v1/chat/completions", key: f.keyA,
+                json: #"{"messages":[{"role":"user","content":"x"}],"stream":true}"#)
             let frame = try XCTUnwrap(parseSSE(s.text).first { $0.data?.contains("error") == true })
             assertKeys(frame.json, ["error"])
             assertKeys(try XCTUnwrap(frame.json["error"] as? [String: Any]), Self.errorKeys, nulls: ["param"])
@@ -89,8 +95,9 @@ final class ResponseShapeTests: XCTestCase {
         try await f.test { client in
             let models = try await client.send(.get, "/v1/models", key: f.keyA)
             assertKeys(models.object, ["object", "data"])
-            assertKeys(try XCTUnwrap((models.object["data"] as? [[String: Any]])?.first),
-                       ["id", "object", "created", "owned_by", "context_length"])
+            assertKeys(
+                try XCTUnwrap((models.object["data"] as? [[String: Any]])?.first),
+                ["id", "object", "created", "owned_by", "context_length"])
             let me = try await client.send(.get, "/api/me", key: f.keyA)
             assertKeys(me.object, ["id", "name", "is_admin", "models"])
             XCTAssertEqual(me.object["models"] as? [String], ["fake-model"])
@@ -118,8 +125,9 @@ final class ResponseShapeTests: XCTestCase {
             XCTAssertEqual(created.status, .created)
             XCTAssertEqual(created.headers[.contentType], "application/json")
             assertKeys(created.object, Self.conversationKeys)
-            assertKeys(try XCTUnwrap(created.object["settings"] as? [String: Any]), Self.settingsKeys,
-                       nulls: ["temperature", "top_p", "max_tokens"])
+            assertKeys(
+                try XCTUnwrap(created.object["settings"] as? [String: Any]), Self.settingsKeys,
+                nulls: ["temperature", "top_p", "max_tokens"])
             let id = try XCTUnwrap(created.object["id"] as? String)
 
             let tuned = try await client.send(.post, "/api/conversations", key: f.keyA, json: #"{"temperature":0.5,"max_tokens":64}"#)
@@ -135,8 +143,12 @@ final class ResponseShapeTests: XCTestCase {
             let reply = try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"hi there"}"#)
             let frames = parseSSE(reply.text)
             let userMessage = try XCTUnwrap(frames.first { $0.event == "user_message" }).json
-            assertKeys(userMessage, Self.messageKeys, nulls: ["prompt_tokens", "generation_seconds", "tokens_per_second",
-                                                              "finish_reason", "dropped_turns", "model", "error"])
+            assertKeys(
+                userMessage, Self.messageKeys,
+                nulls: [
+                    "prompt_tokens", "generation_seconds", "tokens_per_second",
+                    "finish_reason", "dropped_turns", "model", "error",
+                ])
             assertKeys(try XCTUnwrap(frames.first { $0.event == "start" }).json, ["model", "prompt_tokens", "dropped_turns"])
             assertKeys(try XCTUnwrap(frames.first { $0.event == "delta" }).json, ["content"])
             let done = try XCTUnwrap(frames.first { $0.event == "done" }).json
@@ -165,7 +177,9 @@ final class ResponseShapeTests: XCTestCase {
         try await f.test { client in
             let id = try await create(client, key: f.keyA)
             let long = (0..<40).map { "w\($0)" }.joined(separator: " ")
-            let reply = Task { try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#) }
+            let reply = Task {
+                try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#)
+            }
             try await eventually("some text streamed") { engine.piecesEmitted >= 2 }
             _ = try await client.send(.post, "/api/conversations/\(id)/stop", key: f.keyA)
             let text = try await reply.value.text
@@ -178,8 +192,10 @@ final class ResponseShapeTests: XCTestCase {
 
 /// `object` has exactly `keys`; the values under `nulls` are JSON null and no others are (`nulls: nil`
 /// checks only the keys).
-func assertKeys(_ object: [String: Any], _ keys: Set<String>, nulls: Set<String>? = [],
-                file: StaticString = #filePath, line: UInt = #line) {
+func assertKeys(
+    _ object: [String: Any], _ keys: Set<String>, nulls: Set<String>? = [],
+    file: StaticString = #filePath, line: UInt = #line
+) {
     XCTAssertEqual(Set(object.keys), keys, "keys of \(object)", file: file, line: line)
     guard let nulls else { return }
     XCTAssertEqual(Set(object.filter { $0.value is NSNull }.keys), nulls, "null values of \(object)", file: file, line: line)

@@ -13,17 +13,24 @@ struct ServerFixture {
     let keyA: String
     let keyB: String
 
-    static let fastConfiguration = ChatServerConfiguration(maxBodyBytes: 64 * 1024,
-                                                           pingInterval: .milliseconds(40), drainTimeout: .seconds(1),
-                                                           replyReserve: 16)
+    static let fastConfiguration = ChatServerConfiguration(
+        maxBodyBytes: 64 * 1024,
+        pingInterval: .milliseconds(40), drainTimeout: .seconds(1),
+        replyReserve: 16)
 
-    init(engine: FakeEngine = FakeEngine(), configuration: ChatServerConfiguration = ServerFixture.fastConfiguration,
-         catalog: EngineCatalog? = nil) async throws {
+    init(
+        engine: FakeEngine = FakeEngine(), configuration: ChatServerConfiguration = ServerFixture.fastConfiguration,
+        catalog: EngineCatalog? = nil
+    ) async throws {
         self.engine = engine
         database = try ChatDatabase()
         let store = GRDBChatStore(database: database)
-        service = ChatService(catalog: catalog ?? EngineCatalog(engines: [engine]), store: store,
-                              configuration: configuration, logger: { var l = Logger(label: "test"); l.logLevel = .warning; return l }())
+        service = ChatService(
+            catalog: catalog ?? EngineCatalog(engines: [engine]), store: store,
+            configuration: configuration,
+            logger: {
+                var l = Logger(label: "test"); l.logLevel = .warning; return l
+            }())
         let accounts = Accounts(store: store)
         let a = try await accounts.addUser(name: "alice")
         let b = try await accounts.addUser(name: "bob")
@@ -75,17 +82,23 @@ func parseSSE(_ text: String) -> [SSEFrame] {
     text.components(separatedBy: "\n\n").filter { !$0.isEmpty }.map { block in
         var frame = SSEFrame()
         for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix(":") { frame.comment = String(line.dropFirst()).trimmingCharacters(in: .whitespaces) }
-            else if line.hasPrefix("event:") { frame.event = String(line.dropFirst(6)).trimmingCharacters(in: .whitespaces) }
-            else if line.hasPrefix("data:") { frame.data = String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces) }
+            if line.hasPrefix(":") {
+                frame.comment = String(line.dropFirst()).trimmingCharacters(in: .whitespaces)
+            } else if line.hasPrefix("event:") {
+                frame.event = String(line.dropFirst(6)).trimmingCharacters(in: .whitespaces)
+            } else if line.hasPrefix("data:") {
+                frame.data = String(line.dropFirst(5)).trimmingCharacters(in: .whitespaces)
+            }
         }
         return frame
     }
 }
 
 /// Polls `condition` every 10 ms for up to `timeout` seconds.
-func eventually(timeout: Double = 5, _ message: String, _ condition: @Sendable () async throws -> Bool,
-                file: StaticString = #filePath, line: UInt = #line) async throws {
+func eventually(
+    timeout: Double = 5, _ message: String, _ condition: @Sendable () async throws -> Bool,
+    file: StaticString = #filePath, line: UInt = #line
+) async throws {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try await condition() { return }

@@ -10,7 +10,11 @@ final class DatabaseMigrationTests: XCTestCase {
         let database = try ChatDatabase()
         XCTAssertEqual(try database.appliedMigrations(), expected)
         let tables = try database.writer.read { db in
-            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name")
+            try String.fetchAll(
+                db,
+                sql:
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name"
+            )
         }
         XCTAssertEqual(tables, ["api_keys", "conversations", "messages", "users"])
         XCTAssertEqual(try database.writer.read { db in try Bool.fetchOne(db, sql: "PRAGMA foreign_keys") }, true)
@@ -66,7 +70,10 @@ final class DatabaseMigrationTests: XCTestCase {
         _ = try await store.createConversation(Conversation(id: "d", userId: user.userId, title: "t", model: "m"), systemPrompt: nil)
         do {
             try await database.writer.write { db in
-                try db.execute(sql: "INSERT INTO messages (conversationId, role, content, status, createdAt) VALUES ('d', 'user', 'x', 'weird', CURRENT_TIMESTAMP)")
+                try db.execute(
+                    sql:
+                        "INSERT INTO messages (conversationId, role, content, status, createdAt) VALUES ('d', 'user', 'x', 'weird', CURRENT_TIMESTAMP)"
+                )
             }
             XCTFail("an unknown status was stored")
         } catch {}

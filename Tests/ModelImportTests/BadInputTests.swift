@@ -23,7 +23,8 @@ final class BadInputTests: XCTestCase {
             _ = try GGUFFile(path: path)
             XCTFail("expected an error containing '\(expected)'", file: file, line: line)
         } catch let error as GGUFError {
-            XCTAssertTrue(error.message.contains(expected), "message '\(error.message)' should contain '\(expected)'", file: file, line: line)
+            XCTAssertTrue(
+                error.message.contains(expected), "message '\(error.message)' should contain '\(expected)'", file: file, line: line)
             XCTAssertFalse(error.description.contains("\n"), "one line", file: file, line: line)
         } catch {
             XCTFail("unexpected error type: \(error)", file: file, line: line)
@@ -78,7 +79,7 @@ final class BadInputTests: XCTestCase {
         var b = GGUFBuilder()
         b.set("big", .array(.int32([1])))
         bytes = b.bytes()
-        let countOffset = 24 + 8 + 3 + 4 + 4    // header, key length + "big", value type, element type
+        let countOffset = 24 + 8 + 3 + 4 + 4  // header, key length + "big", value type, element type
         bytes.replaceSubrange(countOffset..<countOffset + 8, with: le(UInt64(1) << 60))
         expectError(bytes, "claims")
         b = GGUFBuilder()

@@ -9,7 +9,9 @@ import Transformer
 /// The quantization policy table, and the converted default model in weights/ against its GGUF.
 final class QuantizationPolicyTests: XCTestCase {
     func tensor(_ type: GGMLType, cols: Int = 256, vector: Bool = false, name: String = "t") -> SourceTensor {
-        SourceTensor(name: name, type: type, rows: vector ? 1 : 4, cols: cols, isVector: vector, data: UnsafeRawPointer(bitPattern: 64)!, owner: NSObject())
+        SourceTensor(
+            name: name, type: type, rows: vector ? 1 : 4, cols: cols, isVector: vector, data: UnsafeRawPointer(bitPattern: 64)!,
+            owner: NSObject())
     }
 
     func testAutoKeepsTheSourcePrecision() {
@@ -91,7 +93,7 @@ final class ConvertedDefaultModelTests: XCTestCase {
             let stored = try file.tensor(named: source.name)
             let expectedFormat = QuantizationPolicy.auto.format(for: source) { true }
             XCTAssertEqual(stored.format, expectedFormat, source.name)
-            guard source.type != .Q6_K else { continue }   // requantized, not exact
+            guard source.type != .Q6_K else { continue }  // requantized, not exact
             var a = [Float](repeating: 0, count: source.cols), b = a
             for r in stride(from: 0, to: source.rows, by: source.rows > 10_000 ? 1009 : 7) {
                 source.dequantizeRow(r, into: &a)
@@ -116,12 +118,14 @@ final class ConvertedDefaultModelTests: XCTestCase {
         // int5, exactly; its ffn_down is Q4_K or Q6_K by layer); everything else int4. The file records the policy as it is now
         // defined, else it is stale: tools/fetch-model converts it again.
         let int4 = try open("int4")
-        XCTAssertEqual(int4.description.quantization, QuantizationPolicy.int4.summary,
-                       "\(int4.path) was converted with another int4 policy: run tools/fetch-model default --test-variants")
+        XCTAssertEqual(
+            int4.description.quantization, QuantizationPolicy.int4.summary,
+            "\(int4.path) was converted with another int4 policy: run tools/fetch-model default --test-variants")
         XCTAssertEqual(int8.description.quantization, QuantizationPolicy.int8.summary)
         let gguf = try GGUFFile(path: defaultGGUFPath().path)
         for t in int4.tensors where t.rows > 1 {
-            let sensitive = t.name == "output.weight" || t.name == "token_embd.weight" || t.name.hasSuffix("attn_v.weight")
+            let sensitive =
+                t.name == "output.weight" || t.name == "token_embd.weight" || t.name.hasSuffix("attn_v.weight")
                 || t.name.hasSuffix("ffn_down.weight") || t.name.hasPrefix("blk.0.") || t.name.hasPrefix("blk.23.")
             let type = gguf.tensorInfo(named: t.name)?.type
             let expected: WeightFormat = !sensitive || type == .Q4_K ? .int4 : type == .Q5_0 ? .int5 : .int8

@@ -84,8 +84,10 @@ enum HandBuiltBlocks {
 
     /// Q6_K: d = 0.25, sub-block scales sc[s] = s − 8, q[i] = (7i mod 64) − 32  →  w[i] = 0.25·sc[i / 16]·q[i].
     /// Packed per the spec: for each half h and l < 32 the four weights 128h + l + 32n (n = 0...3).
-    static func q6_K(scales: [Int8] = (0..<16).map { Int8($0 - 8) }, q: [Int] = (0..<256).map { ($0 * 7) % 64 - 32 },
-                     d: Float = 0.25) -> ([UInt8], [Float]) {
+    static func q6_K(
+        scales: [Int8] = (0..<16).map { Int8($0 - 8) }, q: [Int] = (0..<256).map { ($0 * 7) % 64 - 32 },
+        d: Float = 0.25
+    ) -> ([UInt8], [Float]) {
         var ql = [UInt8](repeating: 0, count: 128), qh = [UInt8](repeating: 0, count: 64)
         for h in 0..<2 {
             for l in 0..<32 {

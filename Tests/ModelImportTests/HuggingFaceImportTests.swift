@@ -91,7 +91,8 @@ final class HuggingFaceImportTests: XCTestCase {
         let fa = try WeightFile.open(a, verify: true), fb = try WeightFile.open(b, verify: true)
         XCTAssertEqual(fa.description.model, fb.description.model)
         XCTAssertEqual(fa.description.tokenizer, fb.description.tokenizer)
-        XCTAssertEqual(try TokenizerDescription.decodeJSON(fa.description.tokenizer), hf.tokenizer, "the Tokenizer module reads back what was stored")
+        XCTAssertEqual(
+            try TokenizerDescription.decodeJSON(fa.description.tokenizer), hf.tokenizer, "the Tokenizer module reads back what was stored")
         XCTAssertEqual(fa.description.chatTemplate, hf.chatTemplate)
         XCTAssertEqual(fa.tensors.map(\.checksum), fb.tensors.map(\.checksum), "identical tensor bytes")
         // BF16 matrices are stored as f16 under auto (these values fit), norms and biases as f32.
@@ -103,10 +104,13 @@ final class HuggingFaceImportTests: XCTestCase {
         let fixture = TinyModelFixture(flavour: .llama)
         let folder = temporaryPath("hf-bad-\(UUID().uuidString)")
         try fixture.writeHuggingFace(to: folder)
-        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/config.json"))) as! [String: Any]
+        var config =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/config.json"))) as! [String: Any]
         config["architectures"] = ["MistralForCausalLM"]
         try fixture.write(json: config, to: folder + "/config.json")
-        XCTAssertThrowsError(try Converter.load(folder)) { XCTAssertTrue("\($0)".contains("'MistralForCausalLM' is not supported"), "\($0)") }
+        XCTAssertThrowsError(try Converter.load(folder)) {
+            XCTAssertTrue("\($0)".contains("'MistralForCausalLM' is not supported"), "\($0)")
+        }
         config["architectures"] = ["LlamaForCausalLM"]
         config["rope_scaling"] = ["rope_type": "llama3", "factor": 8.0]
         try fixture.write(json: config, to: folder + "/config.json")

@@ -30,8 +30,10 @@ final class RepackTests: XCTestCase {
 
     /// Converts `rows × cols` of `type` into `format` through the converter's own path, then compares
     /// Tensor's dequantization with the GGUF dequantization bit for bit.
-    func checkExact(_ type: GGMLType, bytes: [UInt8], rows: Int, cols: Int, format: WeightFormat, file: StaticString = #filePath, line: UInt = #line) throws {
-        let owner = NSObject()   // keep-alive object for the SourceTensor (the bytes outlive the call)
+    func checkExact(
+        _ type: GGMLType, bytes: [UInt8], rows: Int, cols: Int, format: WeightFormat, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
+        let owner = NSObject()  // keep-alive object for the SourceTensor (the bytes outlive the call)
         try bytes.withUnsafeBytes { raw in
             let t = SourceTensor(name: "w", type: type, rows: rows, cols: cols, isVector: false, data: raw.baseAddress!, owner: owner)
             let q = try repacked(t, format: format)
@@ -39,7 +41,9 @@ final class RepackTests: XCTestCase {
             for r in 0..<rows {
                 t.dequantizeRow(r, into: &a)
                 q.dequantizeRow(r, into: &b)
-                XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(type) → \(format) row \(r): \(mismatch(b, a) ?? "")", file: file, line: line)
+                XCTAssertEqual(
+                    a.map(\.bitPattern), b.map(\.bitPattern), "\(type) → \(format) row \(r): \(mismatch(b, a) ?? "")", file: file,
+                    line: line)
             }
         }
     }
@@ -105,7 +109,9 @@ final class RepackTests: XCTestCase {
                 // Requantization error: at most half an int8 step of the group's max (plus Float16 rounding of the scale).
                 for gi in 0..<16 {
                     let amax = a[32 * gi..<32 * gi + 32].map(abs).max()!
-                    XCTAssertNil(mismatch(b[32 * gi..<32 * gi + 32], a[32 * gi..<32 * gi + 32], absolute: amax / 127 * 0.51 + 1e-6), "row \(r) group \(gi)")
+                    XCTAssertNil(
+                        mismatch(b[32 * gi..<32 * gi + 32], a[32 * gi..<32 * gi + 32], absolute: amax / 127 * 0.51 + 1e-6),
+                        "row \(r) group \(gi)")
                 }
             }
         }

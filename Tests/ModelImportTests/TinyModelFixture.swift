@@ -90,7 +90,9 @@ struct TinyModelFixture {
             try writeSafeTensors(Array(all[..<half]), dtype: dtype, to: folder + "/model-00001-of-00002.safetensors")
             try writeSafeTensors(Array(all[half...]), dtype: dtype, to: folder + "/model-00002-of-00002.safetensors")
             var map: [String: String] = [:]
-            for (i, w) in all.enumerated() { map[w.name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors" }
+            for (i, w) in all.enumerated() {
+                map[w.name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors"
+            }
             try write(json: ["metadata": ["total_size": 0], "weight_map": map], to: folder + "/model.safetensors.index.json")
         } else {
             try writeSafeTensors(all, dtype: dtype, to: folder + "/model.safetensors")
@@ -101,10 +103,13 @@ struct TinyModelFixture {
         for (i, t) in tokens.enumerated() where !special.contains(t) && t != "<tool_call>" { vocabMap[t] = i }
         let added: [[String: Any]] = tokens.enumerated().compactMap { i, t in
             guard special.contains(t) || t == "<tool_call>" else { return nil }
-            return ["id": i, "content": t, "special": t != "<tool_call>", "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false]
+            return [
+                "id": i, "content": t, "special": t != "<tool_call>", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false,
+            ]
         }
-        let regex = flavour == .llama
+        let regex =
+            flavour == .llama
             ? "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
             : "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
         // Merges in the older "a b" form for Llama, the newer ["a", "b"] form for Qwen2.
@@ -113,10 +118,13 @@ struct TinyModelFixture {
             "version": "1.0",
             "added_tokens": added,
             "normalizer": NSNull(),
-            "pre_tokenizer": ["type": "Sequence", "pretokenizers": [
-                ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false],
-                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false],
-            ]],
+            "pre_tokenizer": [
+                "type": "Sequence",
+                "pretokenizers": [
+                    ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false],
+                    ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false],
+                ],
+            ],
             "model": ["type": "BPE", "vocab": vocabMap, "merges": merges, "byte_fallback": false],
         ]
         try write(json: tokenizer, to: folder + "/tokenizer.json")
@@ -147,7 +155,7 @@ struct TinyModelFixture {
         var header: [String: Any] = ["__metadata__": ["format": "pt"]]
         var data: [UInt8] = []
         for t in tensors {
-            let type = t.shape.count == 1 ? "F32" : dtype    // norms and biases in F32, as many checkpoints ship them
+            let type = t.shape.count == 1 ? "F32" : dtype  // norms and biases in F32, as many checkpoints ship them
             let bytes = encode(t.values, dtype: type)
             header[t.name] = ["dtype": type, "shape": t.shape, "data_offsets": [data.count, data.count + bytes.count]]
             data += bytes

@@ -17,7 +17,9 @@ final class TokenizerImportTests: XCTestCase {
         b.set("tokenizer.ggml.bos_token_id", .uint32(1))
         b.set("tokenizer.ggml.eos_token_id", .uint32(2))
         b.set("tokenizer.ggml.unknown_token_id", .uint32(0))
-        b.metadata.removeAll { ["tokenizer.ggml.merges", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.padding_token_id"].contains($0.key) }
+        b.metadata.removeAll {
+            ["tokenizer.ggml.merges", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.padding_token_id"].contains($0.key)
+        }
         let t = try openGGUF(b).importModel().tokenizer
         XCTAssertEqual(t.kind, .sentencePiece)
         XCTAssertEqual(t.tokens, pieces)
@@ -34,7 +36,9 @@ final class TokenizerImportTests: XCTestCase {
     func testUnknownTokenizerModelIsRefused() throws {
         var b = try TinyModelFixture(flavour: .llama).ggufBuilder()
         b.set("tokenizer.ggml.model", .string("bert"))
-        XCTAssertThrowsError(try openGGUF(b).importModel()) { XCTAssertTrue("\($0)".contains("tokenizer model 'bert' is not supported"), "\($0)") }
+        XCTAssertThrowsError(try openGGUF(b).importModel()) {
+            XCTAssertTrue("\($0)".contains("tokenizer model 'bert' is not supported"), "\($0)")
+        }
     }
 
     func testSentencePieceFromHuggingFaceTokenizerJSON() throws {
@@ -44,9 +48,14 @@ final class TokenizerImportTests: XCTestCase {
         var vocab: [String: Int] = [:]
         for (i, p) in pieces.enumerated() where p != "<|im_end|>" { vocab[p] = i }
         let tokenizer: [String: Any] = [
-            "added_tokens": [["id": 0, "content": "<unk>", "special": true], ["id": 1, "content": "<s>", "special": true],
-                             ["id": 2, "content": "</s>", "special": true], ["id": 9, "content": "<|im_end|>", "special": true]],
-            "normalizer": ["type": "Sequence", "normalizers": [["type": "Prepend", "prepend": "▁"], ["type": "Replace", "pattern": ["String": " "], "content": "▁"]]],
+            "added_tokens": [
+                ["id": 0, "content": "<unk>", "special": true], ["id": 1, "content": "<s>", "special": true],
+                ["id": 2, "content": "</s>", "special": true], ["id": 9, "content": "<|im_end|>", "special": true],
+            ],
+            "normalizer": [
+                "type": "Sequence",
+                "normalizers": [["type": "Prepend", "prepend": "▁"], ["type": "Replace", "pattern": ["String": " "], "content": "▁"]],
+            ],
             "pre_tokenizer": NSNull(),
             "model": ["type": "BPE", "vocab": vocab, "merges": ["▁ a", "a b", "▁ ab"], "byte_fallback": true, "unk_token": "<unk>"],
         ]
@@ -55,7 +64,8 @@ final class TokenizerImportTests: XCTestCase {
         let t = try Converter.load(folder).tokenizer
         XCTAssertEqual(t.kind, .sentencePiece)
         XCTAssertEqual(Array(t.tokens.prefix(pieces.count)), pieces)
-        XCTAssertEqual(Array(t.tokenTypes.prefix(pieces.count)), [2, 3, 3, 6, 1, 1, 1, 1, 1, 3], "<unk> is unknown (2), as in Llama 2 GGUF files")
+        XCTAssertEqual(
+            Array(t.tokenTypes.prefix(pieces.count)), [2, 3, 3, 6, 1, 1, 1, 1, 1, 3], "<unk> is unknown (2), as in Llama 2 GGUF files")
         XCTAssertEqual(t.merges, ["▁ a", "a b", "▁ ab"])
         XCTAssertEqual(t.scores.count, t.tokens.count)
         XCTAssertGreaterThan(t.scores[4], t.scores[5], "earlier pieces rank higher")

@@ -47,7 +47,10 @@ public enum Disassembly {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw Failure(description: "objdump -d \(executable) exited with status \(process.terminationStatus); is binutils installed (apt-get install binutils)?")
+            throw Failure(
+                description:
+                    "objdump -d \(executable) exited with status \(process.terminationStatus); is binutils installed (apt-get install binutils)?"
+            )
         }
         // objdump prints each function as "<address> <symbol>:" followed by its instruction lines.
         var result: [Function] = []
@@ -74,7 +77,10 @@ public enum Disassembly {
     public static func function(containing fragments: [String]) throws -> Function {
         let found = try functions(containing: fragments)
         guard found.count == 1 else {
-            throw Failure(description: "expected one function matching \(fragments) in the test executable, found \(found.count): \(found.map(\.name).prefix(5))")
+            throw Failure(
+                description:
+                    "expected one function matching \(fragments) in the test executable, found \(found.count): \(found.map(\.name).prefix(5))"
+            )
         }
         return found[0]
     }

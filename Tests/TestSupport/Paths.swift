@@ -8,7 +8,8 @@ public func repositoryRoot(file: StaticString = #filePath) -> URL {
     let fm = FileManager.default
     while url.path != "/" {
         if fm.fileExists(atPath: url.appendingPathComponent("Package.swift").path),
-           fm.fileExists(atPath: url.appendingPathComponent(".git").path) {
+            fm.fileExists(atPath: url.appendingPathComponent(".git").path)
+        {
             return url
         }
         url.deleteLastPathComponent()
@@ -45,7 +46,8 @@ public func defaultModelPath(variant: String? = nil) -> URL {
 
 /// The default model's GGUF in the download cache (`~/.cache/sarvam`, or `SARVAM_CACHE`).
 public func defaultGGUFPath() -> URL {
-    let cache = ProcessInfo.processInfo.environment["SARVAM_CACHE"]
+    let cache =
+        ProcessInfo.processInfo.environment["SARVAM_CACHE"]
         ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/sarvam").path
     return URL(fileURLWithPath: cache).appendingPathComponent("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 }

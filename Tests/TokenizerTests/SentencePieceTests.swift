@@ -27,9 +27,10 @@ final class SentencePieceTests: XCTestCase {
             types.append(1)
             scores.append(score)
         }
-        return TokenizerDescription(kind: .sentencePiece, preTokenizer: "default", tokens: tokens, tokenTypes: types,
-                                    scores: scores, bosTokenId: 1, eosTokenId: 2, unknownTokenId: 0,
-                                    endOfTurnTokenIds: [2], addBosToken: true, addSpacePrefix: addSpacePrefix)
+        return TokenizerDescription(
+            kind: .sentencePiece, preTokenizer: "default", tokens: tokens, tokenTypes: types,
+            scores: scores, bosTokenId: 1, eosTokenId: 2, unknownTokenId: 0,
+            endOfTurnTokenIds: [2], addBosToken: true, addSpacePrefix: addSpacePrefix)
     }
 
     func pieceTexts(_ tokenizer: Tokenizer, _ ids: [Int]) -> [String] { ids.map { tokenizer.tokenText($0)! } }

@@ -37,10 +37,14 @@ final class SpecialTokenTests: XCTestCase {
         for family in ChatTemplateFamily.allCases {
             let template = ChatTemplate(family: family, defaultSystemPrompt: "Be kind.")
             for content in ["Hi", "  leading spaces", "\n\nnewlines\n", "你好，世界", "trailing \n", "x"] {
-                let prompt = template.renderPrompt([ChatMessage(role: .user, content: content),
-                                                    ChatMessage(role: .assistant, content: content),
-                                                    ChatMessage(role: .user, content: content)])
-                XCTAssertEqual(tokenizer.encode(prompt: prompt), tokenizer.encodeTrusted(template: prompt.text), "\(family) \(content.debugDescription)")
+                let prompt = template.renderPrompt([
+                    ChatMessage(role: .user, content: content),
+                    ChatMessage(role: .assistant, content: content),
+                    ChatMessage(role: .user, content: content),
+                ])
+                XCTAssertEqual(
+                    tokenizer.encode(prompt: prompt), tokenizer.encodeTrusted(template: prompt.text),
+                    "\(family) \(content.debugDescription)")
             }
         }
     }

@@ -42,7 +42,8 @@ final class StreamingDecoderTests: XCTestCase {
         var rng = SeededGenerator(seed: 32)
         for _ in 0..<3000 {
             let ids = (0..<Int.random(in: 0...12, using: &rng)).map { _ in
-                Int.random(in: 0..<8, using: &rng) == 0 ? Int.random(in: 0...255, using: &rng)  // Qwen2's single-byte tokens
+                Int.random(in: 0..<8, using: &rng) == 0
+                    ? Int.random(in: 0...255, using: &rng)  // Qwen2's single-byte tokens
                     : Int.random(in: -2..<(tokenizer.vocabularySize + 2), using: &rng)
             }
             let (text, _) = streamed(tokenizer, ids)

@@ -61,8 +61,9 @@ public struct Accounts: Sendable {
 
     public func issueKey(for user: User, key: String?) async throws -> IssuedKey {
         let key = key ?? Self.generateKey()
-        let record = APIKeyRecord(id: Self.generateKeyId(), userId: user.userId, hash: SHA256.hash(key),
-                                  prefix: String(key.prefix(Self.keyPrefix.count + 4)))
+        let record = APIKeyRecord(
+            id: Self.generateKeyId(), userId: user.userId, hash: SHA256.hash(key),
+            prefix: String(key.prefix(Self.keyPrefix.count + 4)))
         try await store.insertKey(record)
         return IssuedKey(record: record, key: key)
     }

@@ -8,7 +8,9 @@ struct AuthMiddleware: RouterMiddleware {
     typealias Context = ServerContext
     let accounts: Accounts
 
-    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+    func handle(
+        _ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response
+    ) async throws -> Response {
         guard let header = request.headers[.authorization] else {
             throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.")
         }
@@ -32,4 +34,3 @@ struct AuthMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 }
-

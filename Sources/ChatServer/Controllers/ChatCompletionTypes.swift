@@ -24,12 +24,17 @@ struct ChatCompletionRequest: Decodable, Sendable {
                 do {
                     parts = try c.decode([TextPart].self, forKey: .content)
                 } catch {
-                    throw DecodingError.typeMismatch(String.self, .init(codingPath: c.codingPath + [CodingKeys.content],
-                        debugDescription: "expected a string or an array of text parts"))
+                    throw DecodingError.typeMismatch(
+                        String.self,
+                        .init(
+                            codingPath: c.codingPath + [CodingKeys.content],
+                            debugDescription: "expected a string or an array of text parts"))
                 }
                 if let other = parts.first(where: { $0.type != "text" }) {
-                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.content],
-                        debugDescription: "only text content is supported; found a part of type '\(other.type)'"))
+                    throw DecodingError.dataCorrupted(
+                        .init(
+                            codingPath: c.codingPath + [CodingKeys.content],
+                            debugDescription: "only text content is supported; found a part of type '\(other.type)'"))
                 }
                 content = parts.compactMap(\.text).joined()
             }
@@ -41,7 +46,11 @@ struct ChatCompletionRequest: Decodable, Sendable {
         var values: [String]
         init(from decoder: Decoder) throws {
             let c = try decoder.singleValueContainer()
-            if c.decodeNil() { values = [] } else if let s = try? c.decode(String.self) { values = [s] } else {
+            if c.decodeNil() {
+                values = []
+            } else if let s = try? c.decode(String.self) {
+                values = [s]
+            } else {
                 values = try c.decode([String].self)
             }
         }
@@ -94,8 +103,9 @@ struct SamplingFields {
         if let p = frequencyPenalty, !(-2...2).contains(p) {
             throw APIError.invalidRequest("frequency_penalty must be between -2 and 2; got \(p).", param: "frequency_penalty")
         }
-        return SamplingParameters(temperature: temperature, topP: topP, seed: seed.map { UInt64(bitPattern: $0) },
-                                  presencePenalty: presencePenalty ?? 0, frequencyPenalty: frequencyPenalty ?? 0)
+        return SamplingParameters(
+            temperature: temperature, topP: topP, seed: seed.map { UInt64(bitPattern: $0) },
+            presencePenalty: presencePenalty ?? 0, frequencyPenalty: frequencyPenalty ?? 0)
     }
 }
 

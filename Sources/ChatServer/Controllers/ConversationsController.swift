@@ -73,14 +73,17 @@ struct ConversationsController: Sendable {
         let limit = try Self.intParameter(query.get("limit"), name: "limit", default: 20, range: 1...100)
         let offset = try Self.intParameter(query.get("offset"), name: "offset", default: 0, range: 0...Int.max)
         let page = try await store.conversations(userId: user.userId, limit: limit, offset: offset)
-        return ConversationListResponse(data: page.items.map { ConversationResponse($0) }, total: page.total, limit: limit,
-                                        offset: offset, hasMore: offset + page.items.count < page.total)
+        return ConversationListResponse(
+            data: page.items.map { ConversationResponse($0) }, total: page.total, limit: limit,
+            offset: offset, hasMore: offset + page.items.count < page.total)
     }
 
     static func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
         guard let text else { return value }
         guard let n = Int(text), range.contains(n) else {
-            throw APIError.invalidRequest("Query parameter '\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound == Int.max ? "" : String(range.upperBound)); got '\(text)'.", param: name)
+            throw APIError.invalidRequest(
+                "Query parameter '\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound == Int.max ? "" : String(range.upperBound)); got '\(text)'.",
+                param: name)
         }
         return n
     }
@@ -100,8 +103,9 @@ struct ConversationsController: Sendable {
         let settings = ConversationSettings(temperature: body.temperature, topP: body.topP, maxTokens: body.maxTokens)
         let now = Date()
         let conversation = try await store.createConversation(
-            Conversation(id: "conv_" + randomHex(bytes: 12), userId: user.userId, title: title, model: model,
-                         settings: settings.encoded, createdAt: now, updatedAt: now),
+            Conversation(
+                id: "conv_" + randomHex(bytes: 12), userId: user.userId, title: title, model: model,
+                settings: settings.encoded, createdAt: now, updatedAt: now),
             systemPrompt: body.systemPrompt)
         return EditedResponse(status: .created, response: ConversationResponse(conversation))
     }
@@ -116,13 +120,15 @@ struct ConversationsController: Sendable {
     func get(context: ServerContext) async throws -> ConversationResponse {
         let (_, conversation) = try await owned(context)
         let messages = try await store.messages(conversationId: conversation.id)
-        return ConversationResponse(conversation, messages: messages,
-                                    running: await service.registry.isRunning(conversationId: conversation.id))
+        return ConversationResponse(
+            conversation, messages: messages,
+            running: await service.registry.isRunning(conversationId: conversation.id))
     }
 
     func rename(_ request: Request, context: ServerContext) async throws -> ConversationResponse {
         let (user, conversation) = try await owned(context)
-        let body = try decodeBody(RenameConversationBody.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
+        let body = try decodeBody(
+            RenameConversationBody.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
         let title = body.title.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !title.isEmpty, title.count <= 200 else {
             throw APIError.invalidRequest("'title' must have 1 to 200 characters.", param: "title")
@@ -153,21 +159,29 @@ struct ConversationsController: Sendable {
             throw APIError.invalidRequest("'content' must be a non-empty string.", param: "content")
         }
         let stored = try await store.messages(conversationId: conversation.id)
-        let plan = try makePlan(conversation: conversation, history: stored.map { $0 } + [StoredMessage(conversationId: conversation.id, role: .user, content: content)], body: body, requestId: context.id)
+        let plan = try makePlan(
+            conversation: conversation,
+            history: stored.map { $0 } + [StoredMessage(conversationId: conversation.id, role: .user, content: content)], body: body,
+            requestId: context.id)
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
         let stream = try await startGeneration(engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
         // The user's message is committed before generation starts.
         let userMessage: StoredMessage
         do {
-            let ownTokens = (try? plan.engine.countTokens([ChatMessage(role: .user, content: content)])).map { $0 - ((try? plan.engine.countTokens([])) ?? 0) }
-            userMessage = try await store.appendMessage(StoredMessage(conversationId: conversation.id, role: .user, content: content,
-                                                                      tokenCount: ownTokens))
+            let ownTokens = (try? plan.engine.countTokens([ChatMessage(role: .user, content: content)])).map {
+                $0 - ((try? plan.engine.countTokens([])) ?? 0)
+            }
+            userMessage = try await store.appendMessage(
+                StoredMessage(
+                    conversationId: conversation.id, role: .user, content: content,
+                    tokenCount: ownTokens))
         } catch {
             abandon(stream)
             await service.registry.finish(ticket)
             throw error
         }
-        return streamReply(plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, context: context)
+        return streamReply(
+            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, context: context)
     }
 
     func regenerate(_ request: Request, context: ServerContext) async throws -> Response {
@@ -205,32 +219,40 @@ struct ConversationsController: Sendable {
     func makePlan(conversation: Conversation, history: [StoredMessage], body: ReplyBody, requestId: String) throws -> Plan {
         let settings = ConversationSettings.decode(conversation.settings)
         let maxTokens = body.maxTokens ?? settings.maxTokens
-        let sampling = try SamplingFields(maxTokens: maxTokens, temperature: body.temperature ?? settings.temperature,
-                                          topP: body.topP ?? settings.topP, seed: body.seed).validated()
+        let sampling = try SamplingFields(
+            maxTokens: maxTokens, temperature: body.temperature ?? settings.temperature,
+            topP: body.topP ?? settings.topP, seed: body.seed
+        ).validated()
         let engine: any ChatEngine
         if let name = body.model, !name.isEmpty {
             engine = try service.catalog.engine(named: name)
         } else if let named = try? service.catalog.engine(named: conversation.model) {
             engine = named
         } else {
-            engine = try service.catalog.engine(named: nil)   // the conversation's model is gone: use the default
+            engine = try service.catalog.engine(named: nil)  // the conversation's model is gone: use the default
         }
         // What the model sees: replies the user saw (complete or interrupted), never failed ones.
         let messages = history.filter { $0.status != .error && !($0.role == .assistant && $0.content.isEmpty) }.map(\.chatMessage)
         let context = engine.modelInfo.contextLength
         let reserve = service.replyReserve(requested: maxTokens, contextLength: context)
         let fitted: HistoryWindow.Fitted
-        do { fitted = try HistoryWindow.fit(messages, engine: engine, replyReserve: reserve) } catch let error as APIError { throw error } catch {
+        do { fitted = try HistoryWindow.fit(messages, engine: engine, replyReserve: reserve) } catch let error as APIError {
+            throw error
+        } catch {
             throw APIError.from(engine: error)
         }
         let room = context - fitted.promptTokens
-        let request = GenerationRequest(messages: fitted.messages, maxTokens: min(maxTokens ?? room, room), sampling: sampling,
-                                        userId: conversation.userId, requestId: requestId)
+        let request = GenerationRequest(
+            messages: fitted.messages, maxTokens: min(maxTokens ?? room, room), sampling: sampling,
+            userId: conversation.userId, requestId: requestId)
         return Plan(engine: engine, fitted: fitted, request: request)
     }
 
-    func streamReply(plan: Plan, stream: AsyncThrowingStream<GenerationEvent, Error>, conversation: Conversation, ticket: GenerationRegistry.Ticket, userMessage: StoredMessage?,
-                     context: ServerContext) -> Response {
+    func streamReply(
+        plan: Plan, stream: AsyncThrowingStream<GenerationEvent, Error>, conversation: Conversation, ticket: GenerationRegistry.Ticket,
+        userMessage: StoredMessage?,
+        context: ServerContext
+    ) -> Response {
         let registry = service.registry
         let store = self.store
         let stats = context.stats
@@ -280,8 +302,12 @@ struct ConversationsController: Sendable {
             if let error = outcome.error {
                 try await write(SSE.event("error", ReplyEvent.Failure(error: error.body.error, message: message)))
             } else {
-                try await write(SSE.event("done", ReplyEvent.Done(message: message, finishReason: outcome.finishReason,
-                                                                  interrupted: outcome.interrupted)))
+                try await write(
+                    SSE.event(
+                        "done",
+                        ReplyEvent.Done(
+                            message: message, finishReason: outcome.finishReason,
+                            interrupted: outcome.interrupted)))
             }
         }
     }

@@ -39,8 +39,10 @@ struct GenerationOutcome: Sendable {
 
 /// Starts a generation on `engine` for an admitted ticket, releasing the ticket if the engine
 /// refuses (the refusal becomes the HTTP error: 429, 400...).
-func startGeneration(engine: any ChatEngine, request: GenerationRequest, ticket: GenerationRegistry.Ticket,
-                     registry: GenerationRegistry) async throws -> AsyncThrowingStream<GenerationEvent, Error> {
+func startGeneration(
+    engine: any ChatEngine, request: GenerationRequest, ticket: GenerationRegistry.Ticket,
+    registry: GenerationRegistry
+) async throws -> AsyncThrowingStream<GenerationEvent, Error> {
     do {
         return try engine.startGeneration(request)
     } catch {
@@ -80,7 +82,7 @@ func driveGeneration(
         var produced = 0
         do {
             for try await event in stream {
-                if done { continue }   // a stop string matched: wait to be cancelled
+                if done { continue }  // a stop string matched: wait to be cancelled
                 switch event {
                 case .promptProcessed(let n):
                     promptTokens = n

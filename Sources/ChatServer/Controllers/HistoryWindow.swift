@@ -27,9 +27,11 @@ struct HistoryWindow {
             }
             if dropped + 1 >= turns.count {
                 // Even the last turn alone does not fit: say by how much.
-                throw APIError(status: .badRequest,
-                               message: "This model's maximum context length is \(limit) tokens. However, the latest message needs \(tokens) prompt tokens plus \(replyReserve) reserved for the reply. Please shorten the message.",
-                               type: "invalid_request_error", param: "content", code: "context_length_exceeded")
+                throw APIError(
+                    status: .badRequest,
+                    message:
+                        "This model's maximum context length is \(limit) tokens. However, the latest message needs \(tokens) prompt tokens plus \(replyReserve) reserved for the reply. Please shorten the message.",
+                    type: "invalid_request_error", param: "content", code: "context_length_exceeded")
             }
             dropped += 1
         }

@@ -17,7 +17,8 @@ struct OpenAIController: Sendable {
 
     func chatCompletions(_ request: Request, context: ServerContext) async throws -> Response {
         let user = try context.requireUser()
-        let body = try decodeBody(ChatCompletionRequest.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
+        let body = try decodeBody(
+            ChatCompletionRequest.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
 
         // Fields.
         guard !body.messages.isEmpty else { throw APIError.invalidRequest("'messages' must hold at least one message.", param: "messages") }
@@ -29,8 +30,9 @@ struct OpenAIController: Sendable {
             case "user": role = .user
             case "assistant": role = .assistant
             default:
-                throw APIError.invalidRequest("messages[\(i)].role must be 'system', 'user' or 'assistant'; got '\(m.role)'.",
-                                              param: "messages[\(i)].role")
+                throw APIError.invalidRequest(
+                    "messages[\(i)].role must be 'system', 'user' or 'assistant'; got '\(m.role)'.",
+                    param: "messages[\(i)].role")
             }
             messages.append(ChatMessage(role: role, content: m.content))
         }
@@ -38,8 +40,10 @@ struct OpenAIController: Sendable {
         let stops = body.stop?.values ?? []
         if stops.count > 4 { throw APIError.invalidRequest("'stop' takes at most 4 sequences; got \(stops.count).", param: "stop") }
         let requestedMax = body.maxCompletionTokens ?? body.maxTokens
-        let sampling = try SamplingFields(maxTokens: requestedMax, temperature: body.temperature, topP: body.topP, seed: body.seed,
-                                          presencePenalty: body.presencePenalty, frequencyPenalty: body.frequencyPenalty).validated()
+        let sampling = try SamplingFields(
+            maxTokens: requestedMax, temperature: body.temperature, topP: body.topP, seed: body.seed,
+            presencePenalty: body.presencePenalty, frequencyPenalty: body.frequencyPenalty
+        ).validated()
         if let m = body.maxCompletionTokens, m < 1 {
             throw APIError.invalidRequest("max_completion_tokens must be at least 1; got \(m).", param: "max_completion_tokens")
         }
@@ -53,12 +57,15 @@ struct OpenAIController: Sendable {
             throw APIError.contextLengthExceeded(promptTokens: promptTokens, limit: info.contextLength)
         }
         if let requestedMax, promptTokens + requestedMax > info.contextLength {
-            throw APIError(status: .badRequest,
-                           message: "This model's maximum context length is \(info.contextLength) tokens. However, you requested \(promptTokens + requestedMax) tokens (\(promptTokens) in the messages, \(requestedMax) in the completion). Please reduce the length of the messages or completion.",
-                           type: "invalid_request_error", param: "messages", code: "context_length_exceeded")
+            throw APIError(
+                status: .badRequest,
+                message:
+                    "This model's maximum context length is \(info.contextLength) tokens. However, you requested \(promptTokens + requestedMax) tokens (\(promptTokens) in the messages, \(requestedMax) in the completion). Please reduce the length of the messages or completion.",
+                type: "invalid_request_error", param: "messages", code: "context_length_exceeded")
         }
-        let generation = GenerationRequest(messages: messages, maxTokens: requestedMax ?? (info.contextLength - promptTokens),
-                                           sampling: sampling, userId: user.userId, requestId: context.id)
+        let generation = GenerationRequest(
+            messages: messages, maxTokens: requestedMax ?? (info.contextLength - promptTokens),
+            sampling: sampling, userId: user.userId, requestId: context.id)
 
         let ticket = try await service.registry.admit(userId: user.userId)
         let registry = service.registry
@@ -69,16 +76,20 @@ struct OpenAIController: Sendable {
         let stats = context.stats
 
         guard body.stream == true else {
-            let outcome = await driveGeneration(stream: stream, stops: stops, pingInterval: pingInterval,
-                                                registerCancel: { await registry.attach(ticket, cancel: $0) }, emit: { _ in })
+            let outcome = await driveGeneration(
+                stream: stream, stops: stops, pingInterval: pingInterval,
+                registerCancel: { await registry.attach(ticket, cancel: $0) }, emit: { _ in })
             await registry.finish(ticket)
             stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
             if let error = outcome.error { throw error }
-            guard let finish = outcome.finishReason else { throw APIError.unavailable("The reply was interrupted (the server is shutting down).") }
-            return try jsonResponse(ChatCompletionResponse(
-                id: id, created: created, model: info.id,
-                choices: [.init(message: .init(content: outcome.text), finishReason: finish)],
-                usage: UsageResponse(outcome.usage)))
+            guard let finish = outcome.finishReason else {
+                throw APIError.unavailable("The reply was interrupted (the server is shutting down).")
+            }
+            return try jsonResponse(
+                ChatCompletionResponse(
+                    id: id, created: created, model: info.id,
+                    choices: [.init(message: .init(content: outcome.text), finishReason: finish)],
+                    usage: UsageResponse(outcome.usage)))
         }
 
         let includeUsage = body.streamOptions?.includeUsage == true
@@ -101,12 +112,18 @@ struct OpenAIController: Sendable {
             if let finish = outcome.finishReason {
                 try await write(SSE.data(chunk(.init(), finish: finish)))
                 if includeUsage {
-                    try await write(SSE.data(ChatCompletionChunk(id: id, created: created, model: info.id, choices: [],
-                                                                 usage: UsageResponse(outcome.usage))))
+                    try await write(
+                        SSE.data(
+                            ChatCompletionChunk(
+                                id: id, created: created, model: info.id, choices: [],
+                                usage: UsageResponse(outcome.usage))))
                 }
             } else {
-                let error = outcome.error ?? APIError(status: .serviceUnavailable, message: "The reply was interrupted.",
-                                                      type: "server_error", code: "interrupted")
+                let error =
+                    outcome.error
+                    ?? APIError(
+                        status: .serviceUnavailable, message: "The reply was interrupted.",
+                        type: "server_error", code: "interrupted")
                 try await write(SSE.data(error.body))
             }
             try await write(SSE.done)

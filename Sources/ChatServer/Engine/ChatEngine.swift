@@ -44,8 +44,10 @@ public struct SamplingParameters: Sendable, Equatable {
     public var presencePenalty: Double
     public var frequencyPenalty: Double
 
-    public init(temperature: Double? = nil, topP: Double? = nil, seed: UInt64? = nil,
-                presencePenalty: Double = 0, frequencyPenalty: Double = 0) {
+    public init(
+        temperature: Double? = nil, topP: Double? = nil, seed: UInt64? = nil,
+        presencePenalty: Double = 0, frequencyPenalty: Double = 0
+    ) {
         self.temperature = temperature
         self.topP = topP
         self.seed = seed
@@ -68,8 +70,10 @@ public struct GenerationRequest: Sendable {
     /// The HTTP request id, for the engine's logs.
     public var requestId: String
 
-    public init(messages: [ChatMessage], maxTokens: Int, sampling: SamplingParameters = .init(),
-                userId: Int64 = 0, requestId: String = "") {
+    public init(
+        messages: [ChatMessage], maxTokens: Int, sampling: SamplingParameters = .init(),
+        userId: Int64 = 0, requestId: String = ""
+    ) {
         self.messages = messages
         self.maxTokens = maxTokens
         self.sampling = sampling

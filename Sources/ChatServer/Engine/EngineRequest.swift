@@ -29,8 +29,10 @@ final class EngineRequest {
     var firstTokenAt: Double?
     var lastTokenAt: Double?
 
-    init(id: UInt64, job: SchedulerJob, continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation,
-         decoder: StreamingDecoder, submittedAt: Double) {
+    init(
+        id: UInt64, job: SchedulerJob, continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation,
+        decoder: StreamingDecoder, submittedAt: Double
+    ) {
         self.id = id
         self.job = job
         self.continuation = continuation

@@ -59,8 +59,9 @@ struct OutputProcessor {
             EngineMetrics.record(metrics.timePerOutputToken, seconds: (last - first) / Double(r.generatedCount - 1))
         }
         EngineMetrics.record(metrics.latency, seconds: now() - r.submittedAt)
-        let usage = GenerationUsage(promptTokens: r.job.prompt.count, completionTokens: r.generatedCount,
-                                    cachedPromptTokens: r.cachedPromptTokens)
+        let usage = GenerationUsage(
+            promptTokens: r.job.prompt.count, completionTokens: r.generatedCount,
+            cachedPromptTokens: r.cachedPromptTokens)
         r.continuation.yield(.finished(reason, usage))
     }
 }

@@ -68,8 +68,10 @@ public enum SarvamMetrics {
     /// Counts one HTTP response. `route` is the router's pattern (`/v1/chat/completions`,
     /// `/api/conversations/{id}`), never the raw path, so the label set stays small.
     public static func recordRequest(route: String, method: String, status: Int, duration: Duration) {
-        CoreMetrics.Counter(label: "sarvam_http_requests_total",
-                dimensions: [("route", route), ("method", method), ("status", String(status))]).increment()
+        CoreMetrics.Counter(
+            label: "sarvam_http_requests_total",
+            dimensions: [("route", route), ("method", method), ("status", String(status))]
+        ).increment()
         CoreMetrics.Timer(label: "sarvam_http_request_duration_seconds", dimensions: [("route", route)]).record(duration: duration)
     }
 

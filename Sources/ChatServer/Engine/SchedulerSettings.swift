@@ -65,12 +65,14 @@ public struct SchedulerSettings: Sendable, Equatable {
     /// Steps in a row without prompt progress before `minPrefillTokensPerStep` is granted anyway.
     public static let starvationSteps = 4
 
-    public init(maxRunningSequences: Int? = nil, maxRunningPerUser: Int? = nil, queueLimit: Int = 64,
-                maxAcceptedPerUser: Int? = nil, prefillTokensPerStep: Int = 512, minPrefillTokensPerStep: Int = 16,
-                timeToFirstTokenTarget: Double = 2, interTokenLatencyTarget: Double? = 0.2,
-                stepMargin: Double = 0.8, prefillReserve: Double = 0.3, agingTokensPerSecond: Double = 100,
-                overloadSeconds: Double = 30, admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 1,
-                prefixCaching: Bool = true, maxCachedPrefixBytes: Int = 256 << 20, idleCachedPrefixBytes: Int = 64 << 20) {
+    public init(
+        maxRunningSequences: Int? = nil, maxRunningPerUser: Int? = nil, queueLimit: Int = 64,
+        maxAcceptedPerUser: Int? = nil, prefillTokensPerStep: Int = 512, minPrefillTokensPerStep: Int = 16,
+        timeToFirstTokenTarget: Double = 2, interTokenLatencyTarget: Double? = 0.2,
+        stepMargin: Double = 0.8, prefillReserve: Double = 0.3, agingTokensPerSecond: Double = 10,
+        overloadSeconds: Double = 30, admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 1,
+        prefixCaching: Bool = true, maxCachedPrefixBytes: Int = 256 << 20, idleCachedPrefixBytes: Int = 64 << 20
+    ) {
         self.maxRunningSequences = maxRunningSequences
         self.maxRunningPerUser = maxRunningPerUser
         self.queueLimit = queueLimit
@@ -106,8 +108,9 @@ public struct SchedulerSettings: Sendable, Equatable {
         try check(prefillTokensPerStep >= 1, "prefillTokensPerStep", prefillTokensPerStep, ">= 1")
         try check(minPrefillTokensPerStep >= 1, "minPrefillTokensPerStep", minPrefillTokensPerStep, ">= 1")
         try check(seconds(timeToFirstTokenTarget), "timeToFirstTokenTarget", timeToFirstTokenTarget, "a positive number of seconds")
-        try check(interTokenLatencyTarget.map(seconds) ?? true, "interTokenLatencyTarget", interTokenLatencyTarget ?? 0,
-                  "a positive number of seconds")
+        try check(
+            interTokenLatencyTarget.map(seconds) ?? true, "interTokenLatencyTarget", interTokenLatencyTarget ?? 0,
+            "a positive number of seconds")
         try check(stepMargin > 0 && stepMargin <= 1, "stepMargin", stepMargin, "a share in (0, 1]")
         try check(prefillReserve >= 0 && prefillReserve < 1, "prefillReserve", prefillReserve, "a share in [0, 1)")
         try check(agingTokensPerSecond >= 0 && agingTokensPerSecond.isFinite, "agingTokensPerSecond", agingTokensPerSecond, ">= 0")
@@ -133,9 +136,11 @@ public struct SchedulerJob: Sendable {
     /// Called on the engine thread with every generated token (tests, tracing). Must not block.
     public var onToken: (@Sendable (Int) -> Void)?
 
-    public init(prompt: [Int], maxTokens: Int, sampling: Transformer::SamplingParameters = .greedy,
-                stopTokenIds: Set<Int> = [], userId: Int64 = 0, requestId: String = "",
-                onToken: (@Sendable (Int) -> Void)? = nil) {
+    public init(
+        prompt: [Int], maxTokens: Int, sampling: Transformer::SamplingParameters = .greedy,
+        stopTokenIds: Set<Int> = [], userId: Int64 = 0, requestId: String = "",
+        onToken: (@Sendable (Int) -> Void)? = nil
+    ) {
         self.prompt = prompt
         self.maxTokens = maxTokens
         self.sampling = sampling

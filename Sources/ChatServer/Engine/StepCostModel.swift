@@ -44,16 +44,18 @@ public struct StepCostModel: Sendable, Equatable {
 
     /// `curve`: seconds of steps of so many rows (rows ≥ 1, ascending, seconds increasing).
     public init(curve: [Point], attentionSecondsPer1024: Double) {
-        precondition(!curve.isEmpty && curve.allSatisfy { $0.rows >= 1 && $0.seconds >= 0 && $0.seconds.isFinite },
-                     "a cost curve of at least one point with rows >= 1 and finite seconds")
+        precondition(
+            !curve.isEmpty && curve.allSatisfy { $0.rows >= 1 && $0.seconds >= 0 && $0.seconds.isFinite },
+            "a cost curve of at least one point with rows >= 1 and finite seconds")
         self.curve = curve.sorted { $0.rows < $1.rows }
         self.attentionSecondsPer1024 = max(0, attentionSecondsPer1024)
     }
 
     /// A straight line `fixed + perRow · M` (a guess before anything is measured, and tests).
     public init(fixed: Double, perRow: Double, attentionSecondsPer1024: Double = 0) {
-        self.init(curve: [Point(rows: 1, seconds: fixed + perRow), Point(rows: 2, seconds: fixed + 2 * perRow)],
-                  attentionSecondsPer1024: attentionSecondsPer1024)
+        self.init(
+            curve: [Point(rows: 1, seconds: fixed + perRow), Point(rows: 2, seconds: fixed + 2 * perRow)],
+            attentionSecondsPer1024: attentionSecondsPer1024)
     }
 
     /// Seconds of a step of `rows` rows attending `attendedPositions` positions in all.
@@ -91,7 +93,8 @@ public struct StepCostModel: Sendable, Equatable {
     /// A first guess from a model's shape, before anything is measured: the weights read once per
     /// step at 20 GB/s (`weightBytes`), each row's `rowFlops` at 20 GFLOP/s, attention likewise.
     public static func guess(weightBytes: Int, rowFlops: Int, attentionFlopsPerPosition: Int) -> StepCostModel {
-        StepCostModel(fixed: Double(weightBytes) / 20e9, perRow: Double(rowFlops) / 20e9,
-                      attentionSecondsPer1024: 1024 * Double(attentionFlopsPerPosition) / 20e9)
+        StepCostModel(
+            fixed: Double(weightBytes) / 20e9, perRow: Double(rowFlops) / 20e9,
+            attentionSecondsPer1024: 1024 * Double(attentionFlopsPerPosition) / 20e9)
     }
 }

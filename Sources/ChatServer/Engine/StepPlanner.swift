@@ -129,7 +129,7 @@ public struct StepPlanner: Sendable, Equatable {
 
     public init(
         capacity: Int, maxRunningPerUser: Int? = nil, stepTarget: Double? = nil, prefillReserve: Double = 0.3,
-        maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 100
+        maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 10
     ) {
         self.capacity = capacity
         self.maxRunningPerUser = maxRunningPerUser

@@ -16,8 +16,10 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
     /// Used for each field the client leaves out (see `SamplingDefaults`).
     public let samplingDefaults: SamplingDefaults
 
-    public init(id: String, scheduler: EngineLoop, tokenizer: Tokenizer, template: ChatTemplate,
-                samplingDefaults: SamplingDefaults? = nil) {
+    public init(
+        id: String, scheduler: EngineLoop, tokenizer: Tokenizer, template: ChatTemplate,
+        samplingDefaults: SamplingDefaults? = nil
+    ) {
         self.scheduler = scheduler
         self.tokenizer = tokenizer
         self.template = template
@@ -59,9 +61,10 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
         let prompt = promptTokens(request.messages)
         let limit = scheduler.contextLength
         if prompt.count >= limit { throw ChatEngineError.contextLengthExceeded(promptTokens: prompt.count, limit: limit) }
-        let job = SchedulerJob(prompt: prompt, maxTokens: min(max(0, request.maxTokens), limit - prompt.count + 1),
-                               sampling: try samplingDefaults.parameters(for: request.sampling),
-                               stopTokenIds: stopTokenIds, userId: request.userId, requestId: request.requestId)
+        let job = SchedulerJob(
+            prompt: prompt, maxTokens: min(max(0, request.maxTokens), limit - prompt.count + 1),
+            sampling: try samplingDefaults.parameters(for: request.sampling),
+            stopTokenIds: stopTokenIds, userId: request.userId, requestId: request.requestId)
         return try scheduler.trySubmit(job)
     }
 
@@ -136,9 +139,11 @@ public struct TransformerEngineSettings: Sendable {
     public var scheduler: SchedulerSettings
     public var logger: Logger
 
-    public init(contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
-                kvCacheBytes: Int? = nil, kvPrecision: KVCache.Precision = .float16,
-                scheduler: SchedulerSettings = SchedulerSettings(), logger: Logger = Logger(label: "sarvam.engine")) {
+    public init(
+        contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+        kvCacheBytes: Int? = nil, kvPrecision: KVCache.Precision = .float16,
+        scheduler: SchedulerSettings = SchedulerSettings(), logger: Logger = Logger(label: "sarvam.engine")
+    ) {
         self.contextLength = contextLength
         self.threads = threads
         self.kvCacheBytes = kvCacheBytes
@@ -180,24 +185,32 @@ public func loadTransformerEngine(path: String, settings: TransformerEngineSetti
 }
 
 /// An engine over an already built model (the tests' synthetic ones too): cache, scheduler, warm-up, thread.
-public func makeTransformerEngine(id: String, model: Model, tokenizer: Tokenizer, template: ChatTemplate,
-                                  settings: TransformerEngineSettings, startThread: Bool = true) throws -> TransformerChatEngine {
+public func makeTransformerEngine(
+    id: String, model: Model, tokenizer: Tokenizer, template: ChatTemplate,
+    settings: TransformerEngineSettings, startThread: Bool = true
+) throws -> TransformerChatEngine {
     let c = model.configuration
     guard tokenizer.vocabularySize <= c.vocabSize else {
         throw ChatEngineError.failed("the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(c.vocabSize)")
     }
     let context = min(settings.contextLength ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings)
     let perPosition = KVCache.bytesPerPosition(c, precision: settings.kvPrecision)
-    let budget = settings.kvCacheBytes
-        ?? min(Int(ProcessInfo.processInfo.physicalMemory / 4), (settings.scheduler.maxRunningSequences ?? SchedulerSettings.capacityCeiling) * context * perPosition)
+    let budget =
+        settings.kvCacheBytes
+        ?? min(
+            Int(ProcessInfo.processInfo.physicalMemory / 4),
+            (settings.scheduler.maxRunningSequences ?? SchedulerSettings.capacityCeiling) * context * perPosition)
     let cache = try model.makeCache(memoryBudget: budget, precision: settings.kvPrecision, contextLength: context)
-    let scheduler = try EngineLoop(model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
-                                       modelId: id, logger: settings.logger)
+    let scheduler = try EngineLoop(
+        model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
+        modelId: id, logger: settings.logger)
     try scheduler.warmUp()
     if startThread { scheduler.start() }
-    settings.logger.info("engine ready", metadata: [
-        "model": "\(id)", "context": "\(cache.contextLength)", "kvBlocks": "\(cache.blockCount)",
-        "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)", "capacity": "\(scheduler.capacity)",
-    ])
+    settings.logger.info(
+        "engine ready",
+        metadata: [
+            "model": "\(id)", "context": "\(cache.contextLength)", "kvBlocks": "\(cache.blockCount)",
+            "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)", "capacity": "\(scheduler.capacity)",
+        ])
     return TransformerChatEngine(id: id, scheduler: scheduler, tokenizer: tokenizer, template: template)
 }

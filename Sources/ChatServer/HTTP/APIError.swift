@@ -14,8 +14,10 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
     /// Seconds for the `Retry-After` header (429, 503).
     public var retryAfter: Int?
 
-    public init(status: HTTPResponse.Status, message: String, type: String, param: String? = nil,
-                code: String? = nil, retryAfter: Int? = nil) {
+    public init(
+        status: HTTPResponse.Status, message: String, type: String, param: String? = nil,
+        code: String? = nil, retryAfter: Int? = nil
+    ) {
         self.status = status
         self.message = message
         self.type = type
@@ -32,9 +34,11 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
         APIError(status: .badRequest, message: message, type: "invalid_request_error", param: param, code: code)
     }
     public static func contextLengthExceeded(promptTokens: Int, limit: Int, param: String = "messages") -> APIError {
-        APIError(status: .badRequest,
-                 message: "This model's maximum context length is \(limit) tokens. However, your messages resulted in \(promptTokens) tokens. Please reduce the length of the messages.",
-                 type: "invalid_request_error", param: param, code: "context_length_exceeded")
+        APIError(
+            status: .badRequest,
+            message:
+                "This model's maximum context length is \(limit) tokens. However, your messages resulted in \(promptTokens) tokens. Please reduce the length of the messages.",
+            type: "invalid_request_error", param: param, code: "context_length_exceeded")
     }
     public static func unauthorized(_ message: String) -> APIError {
         APIError(status: .unauthorized, message: message, type: "invalid_request_error", code: "invalid_api_key")
@@ -43,26 +47,31 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
         APIError(status: .notFound, message: message, type: "invalid_request_error", param: param, code: code)
     }
     public static func modelNotFound(_ model: String, available: [String]) -> APIError {
-        notFound("The model '\(model)' does not exist. Available: \(available.joined(separator: ", ")).",
-                 param: "model", code: "model_not_found")
+        notFound(
+            "The model '\(model)' does not exist. Available: \(available.joined(separator: ", ")).",
+            param: "model", code: "model_not_found")
     }
     public static let conversationNotFound = notFound("No such conversation.", code: "conversation_not_found")
     public static func conflict(_ message: String) -> APIError {
         APIError(status: .conflict, message: message, type: "invalid_request_error", code: "conflict")
     }
     public static func payloadTooLarge(limit: Int) -> APIError {
-        APIError(status: .contentTooLarge, message: "The request body is larger than the limit of \(limit) bytes.",
-                 type: "invalid_request_error", code: "request_too_large")
+        APIError(
+            status: .contentTooLarge, message: "The request body is larger than the limit of \(limit) bytes.",
+            type: "invalid_request_error", code: "request_too_large")
     }
     public static func busy(retryAfter: Int) -> APIError {
-        APIError(status: .tooManyRequests,
-                 message: "The server is busy with other replies. Retry in \(retryAfter) s.",
-                 type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: retryAfter)
+        APIError(
+            status: .tooManyRequests,
+            message: "The server is busy with other replies. Retry in \(retryAfter) s.",
+            type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: retryAfter)
     }
-    public static let loading = APIError(status: .serviceUnavailable, message: "The model is still loading. Retry shortly.",
-                                         type: "server_error", code: "model_loading", retryAfter: 5)
-    public static let shuttingDown = APIError(status: .serviceUnavailable, message: "The server is shutting down.",
-                                              type: "server_error", code: "shutting_down", retryAfter: 10)
+    public static let loading = APIError(
+        status: .serviceUnavailable, message: "The model is still loading. Retry shortly.",
+        type: "server_error", code: "model_loading", retryAfter: 5)
+    public static let shuttingDown = APIError(
+        status: .serviceUnavailable, message: "The server is shutting down.",
+        type: "server_error", code: "shutting_down", retryAfter: 10)
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: .serviceUnavailable, message: message, type: "server_error", code: "unavailable")
     }

@@ -25,22 +25,28 @@ struct DrainService: Service {
 
 /// The HTTP application over `service`: what `sarvam serve` runs and what the tests drive
 /// (`app.test(.router)` or `.live`). `onServerRunning` gets the bound port (0 picks a free one).
-public func buildApplication(_ service: ChatService, host: String, port: Int,
-                             onServerRunning: @escaping @Sendable (_ port: Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-    Application(router: buildRouter(service),
-                configuration: .init(address: .hostname(host, port: port), serverName: "sarvam"),
-                onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
-                logger: service.logger)
+public func buildApplication(
+    _ service: ChatService, host: String, port: Int,
+    onServerRunning: @escaping @Sendable (_ port: Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    Application(
+        router: buildRouter(service),
+        configuration: .init(address: .hostname(host, port: port), serverName: "sarvam"),
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
+        logger: service.logger)
 }
 
 /// Runs the server until SIGINT/SIGTERM, then drains (see `DrainService`). The caller closes the
 /// database afterwards.
-public func runChatServer(_ service: ChatService, host: String, port: Int,
-                          onServerRunning: @escaping @Sendable (_ port: Int) async -> Void = { _ in }) async throws {
+public func runChatServer(
+    _ service: ChatService, host: String, port: Int,
+    onServerRunning: @escaping @Sendable (_ port: Int) async -> Void = { _ in }
+) async throws {
     let app = buildApplication(service, host: host, port: port, onServerRunning: onServerRunning)
-    let group = ServiceGroup(configuration: .init(
-        services: [app, DrainService(registry: service.registry, timeout: service.configuration.drainTimeout, logger: service.logger)],
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: service.logger))
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [app, DrainService(registry: service.registry, timeout: service.configuration.drainTimeout, logger: service.logger)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: service.logger))
     try await group.run()
 }

@@ -13,8 +13,10 @@ public struct ChatServerConfiguration: Sendable {
     /// Tokens kept free for the reply when a conversation's history is fitted into the context.
     public var replyReserve: Int
 
-    public init(maxBodyBytes: Int = 4 << 20, pingInterval: Duration = .seconds(3),
-                drainTimeout: Duration = .seconds(15), replyReserve: Int = 512) {
+    public init(
+        maxBodyBytes: Int = 4 << 20, pingInterval: Duration = .seconds(3),
+        drainTimeout: Duration = .seconds(15), replyReserve: Int = 512
+    ) {
         self.maxBodyBytes = maxBodyBytes
         self.pingInterval = pingInterval
         self.drainTimeout = drainTimeout
@@ -31,8 +33,10 @@ public struct ChatService: Sendable {
     public let configuration: ChatServerConfiguration
     public let logger: Logger
 
-    public init(catalog: EngineCatalog, store: any ChatStore, configuration: ChatServerConfiguration = .init(),
-                logger: Logger = Logger(label: "sarvam.server")) {
+    public init(
+        catalog: EngineCatalog, store: any ChatStore, configuration: ChatServerConfiguration = .init(),
+        logger: Logger = Logger(label: "sarvam.server")
+    ) {
         self.catalog = catalog
         self.store = store
         self.accounts = Accounts(store: store)
@@ -95,7 +99,7 @@ func sseResponse(_ produce: @escaping @Sendable (_ write: @Sendable (String) asy
     var headers = HTTPFields()
     headers[.contentType] = "text/event-stream"
     headers[.cacheControl] = "no-cache"
-    headers[HTTPField.Name("X-Accel-Buffering")!] = "no"   // nginx: do not buffer the stream
+    headers[HTTPField.Name("X-Accel-Buffering")!] = "no"  // nginx: do not buffer the stream
     let body = ResponseBody { writer in
         let box = WriterBox(writer)
         try await produce { frame in try await box.write(frame) }

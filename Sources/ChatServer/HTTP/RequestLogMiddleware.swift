@@ -9,7 +9,9 @@ struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = ServerContext
     let logger: Logger
 
-    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+    func handle(
+        _ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response
+    ) async throws -> Response {
         let start = ContinuousClock.now
         let requestId = context.id
         let method = request.method.rawValue
@@ -28,8 +30,9 @@ struct RequestLogMiddleware: RouterMiddleware {
             if let o = s.outcome { metadata["outcome"] = "\(o)" }
             if let note { metadata["note"] = "\(note)" }
             logger.info("request", metadata: metadata)
-            SarvamMetrics.recordRequest(route: metricsRoute(path), method: method, status: status,
-                                        duration: ContinuousClock.now - start)
+            SarvamMetrics.recordRequest(
+                route: metricsRoute(path), method: method, status: status,
+                duration: ContinuousClock.now - start)
         }
         do {
             var response = try await next(request, context)
@@ -54,8 +57,9 @@ struct RequestLogMiddleware: RouterMiddleware {
         } catch let error as HTTPResponseError {
             // Hummingbird's own errors (no such route, bad method...) in the API's error shape.
             let message = error.status == .notFound ? "No route for \(method) \(path)." : "\(error.status.reasonPhrase)."
-            let api = APIError(status: error.status, message: message,
-                               type: error.status.code >= 500 ? "server_error" : "invalid_request_error")
+            let api = APIError(
+                status: error.status, message: message,
+                type: error.status.code >= 500 ? "server_error" : "invalid_request_error")
             log(status: Int(error.status.code), note: "\(error)")
             var response = try api.response(from: request, context: context)
             response.headers[HTTPField.Name("x-request-id")!] = requestId

@@ -47,4 +47,3 @@ public struct ServerContext: RequestContext {
         return user
     }
 }
-

@@ -176,7 +176,7 @@ public struct GRDBChatStore: ChatStore {
     public func authenticate(keyHash: Data) async throws -> User? {
         try await writer.read { db in
             guard let key = try APIKeyRecord.filter(Column("hash") == keyHash && Column("revokedAt") == nil).fetchOne(db),
-                  constantTimeEquals(key.hash, keyHash)
+                constantTimeEquals(key.hash, keyHash)
             else { return nil }
             return try User.fetchOne(db, key: key.userId)
         }
@@ -186,8 +186,9 @@ public struct GRDBChatStore: ChatStore {
         try await writer.write { db in
             try conversation.insert(db)
             if let systemPrompt, !systemPrompt.isEmpty {
-                var message = StoredMessage(conversationId: conversation.id, role: .system, content: systemPrompt,
-                                            createdAt: conversation.createdAt)
+                var message = StoredMessage(
+                    conversationId: conversation.id, role: .system, content: systemPrompt,
+                    createdAt: conversation.createdAt)
                 try message.insert(db)
             }
             return conversation

@@ -56,8 +56,10 @@ public struct Conversation: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var createdAt: Date
     public var updatedAt: Date
 
-    public init(id: String, userId: Int64, title: String, model: String, settings: String = "{}",
-                createdAt: Date = Date(), updatedAt: Date = Date()) {
+    public init(
+        id: String, userId: Int64, title: String, model: String, settings: String = "{}",
+        createdAt: Date = Date(), updatedAt: Date = Date()
+    ) {
         self.id = id
         self.userId = userId
         self.title = title
@@ -97,10 +99,12 @@ public struct StoredMessage: Codable, Sendable, Equatable, FetchableRecord, Muta
     public var error: String?
     public var createdAt: Date
 
-    public init(id: Int64? = nil, conversationId: String, role: ChatMessage.Role, content: String,
-                status: MessageStatus = .complete, tokenCount: Int? = nil, promptTokens: Int? = nil,
-                generationSeconds: Double? = nil, finishReason: String? = nil, droppedTurns: Int? = nil,
-                model: String? = nil, error: String? = nil, createdAt: Date = Date()) {
+    public init(
+        id: Int64? = nil, conversationId: String, role: ChatMessage.Role, content: String,
+        status: MessageStatus = .complete, tokenCount: Int? = nil, promptTokens: Int? = nil,
+        generationSeconds: Double? = nil, finishReason: String? = nil, droppedTurns: Int? = nil,
+        model: String? = nil, error: String? = nil, createdAt: Date = Date()
+    ) {
         self.id = id
         self.conversationId = conversationId
         self.role = role

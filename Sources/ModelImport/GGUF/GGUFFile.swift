@@ -230,7 +230,9 @@ public final class GGUFFile: @unchecked Sendable {
                 throw fail("metadata '\(key)' has unknown value type \(rawType) (expected 0...12)")
             }
             let value = try r.value(type, key: key, depth: 0)
-            if metadata.updateValue(value, forKey: key) == nil { keys.append(key) } else {
+            if metadata.updateValue(value, forKey: key) == nil {
+                keys.append(key)
+            } else {
                 throw fail("metadata key '\(key)' appears twice")
             }
         }
@@ -256,7 +258,9 @@ public final class GGUFFile: @unchecked Sendable {
                 let ne = try r.u64("dimension \(d) of '\(name)'")
                 guard ne > 0, ne <= 1 << 40 else { throw fail("tensor '\(name)' has dimension \(d) = \(ne), expected 1...2^40") }
                 let (product, overflow) = elements.multipliedReportingOverflow(by: Int(ne))
-                guard !overflow, product <= 1 << 42 else { throw fail("tensor '\(name)' has an absurd element count (dimensions \(dims + [Int(ne)]))") }
+                guard !overflow, product <= 1 << 42 else {
+                    throw fail("tensor '\(name)' has an absurd element count (dimensions \(dims + [Int(ne)]))")
+                }
                 elements = product
                 dims.append(Int(ne))
             }
@@ -271,7 +275,8 @@ public final class GGUFFile: @unchecked Sendable {
             var byteLength = 0
             if let traits = type.traits {
                 guard dims[0] % traits.blockSize == 0 else {
-                    throw fail("tensor '\(name)' (\(type)) has \(dims[0]) columns, expected a multiple of its block size \(traits.blockSize)")
+                    throw fail(
+                        "tensor '\(name)' (\(type)) has \(dims[0]) columns, expected a multiple of its block size \(traits.blockSize)")
                 }
                 byteLength = elements / traits.blockSize * traits.bytesPerBlock
             }
@@ -286,7 +291,9 @@ public final class GGUFFile: @unchecked Sendable {
             let start = dataOffset + t.offset
             let (end, overflow) = start.addingReportingOverflow(t.byteLength)
             guard !overflow, end <= mapping.size else {
-                throw fail("tensor '\(t.name)' data (\(t.byteLength) bytes at file offset \(start)) runs past the end of the \(mapping.size)-byte file (truncated?)")
+                throw fail(
+                    "tensor '\(t.name)' data (\(t.byteLength) bytes at file offset \(start)) runs past the end of the \(mapping.size)-byte file (truncated?)"
+                )
             }
         }
         self.path = path
@@ -305,7 +312,9 @@ public final class GGUFFile: @unchecked Sendable {
     /// Start of a tensor's bytes in the mapping. The type must be one this reader understands (else throws).
     public func data(of tensor: GGUFTensorInfo) throws -> UnsafeRawPointer {
         guard tensor.type.traits != nil else {
-            throw GGUFError(path: path, message: "tensor '\(tensor.name)' has type \(tensor.type), which is not supported (supported: \(GGMLType.supportedNames))")
+            throw GGUFError(
+                path: path,
+                message: "tensor '\(tensor.name)' has type \(tensor.type), which is not supported (supported: \(GGMLType.supportedNames))")
         }
         return mapping.base + dataOffset + tensor.offset
     }
@@ -337,7 +346,10 @@ struct GGUFCursor {
 
     private func need(_ count: Int, _ what: String) throws {
         guard count >= 0, count <= bytes.count - offset else {
-            throw GGUFError(path: path, message: "file ends at byte \(bytes.count) while reading \(what) (\(count) bytes at offset \(offset)): truncated or corrupted")
+            throw GGUFError(
+                path: path,
+                message:
+                    "file ends at byte \(bytes.count) while reading \(what) (\(count) bytes at offset \(offset)): truncated or corrupted")
         }
     }
 
@@ -359,7 +371,11 @@ struct GGUFCursor {
     mutating func string(_ what: String) throws -> String {
         let length = try u64("length of \(what)")
         guard length <= UInt64(bytes.count - offset) else {
-            throw GGUFError(path: path, message: "\(what) claims \(length) bytes at offset \(offset - 8), past the end of the \(bytes.count)-byte file (truncated or corrupted)")
+            throw GGUFError(
+                path: path,
+                message:
+                    "\(what) claims \(length) bytes at offset \(offset - 8), past the end of the \(bytes.count)-byte file (truncated or corrupted)"
+            )
         }
         return String(decoding: try self.bytes(Int(length), what), as: UTF8.self)
     }
@@ -396,7 +412,11 @@ struct GGUFCursor {
         // rest of the file cannot hold before reserving memory for them.
         let minimum = UInt64(type.fixedSize ?? (type == .string ? 8 : 12))
         guard count64 <= UInt64(bytes.count - offset) / minimum else {
-            throw GGUFError(path: path, message: "metadata '\(key)' claims \(count64) elements of type \(type), more than the rest of the file can hold (truncated or corrupted)")
+            throw GGUFError(
+                path: path,
+                message:
+                    "metadata '\(key)' claims \(count64) elements of type \(type), more than the rest of the file can hold (truncated or corrupted)"
+            )
         }
         let count = Int(count64)
         func fixed<T: FixedWidthInteger>(_ t: T.Type) throws -> [T] {

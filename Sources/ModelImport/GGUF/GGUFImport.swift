@@ -59,7 +59,8 @@ extension GGUFFile {
             vocabSize: embedding.dimensions[1],
             ropeTheta: Float(float(key("rope.freq_base")) ?? 10_000),
             ropeLayout: ropeLayout,
-            rmsNormEps: Float(try require(float(key("attention.layer_norm_rms_epsilon")), key("attention.layer_norm_rms_epsilon"), "a number")),
+            rmsNormEps: Float(
+                try require(float(key("attention.layer_norm_rms_epsilon")), key("attention.layer_norm_rms_epsilon"), "a number")),
             maxPositionEmbeddings: int(key("context_length")) ?? 4096,
             tieWordEmbeddings: tensorInfo(named: "output.weight") == nil,
             attentionBias: tensorInfo(named: "blk.0.attn_q.bias") != nil)
@@ -74,9 +75,12 @@ extension GGUFFile {
         switch model {
         case "gpt2": kind = .byteLevelBPE
         case "llama": kind = .sentencePiece
-        default: throw ImportError("\(path): tokenizer model '\(model)' is not supported (supported: gpt2 = byte-level BPE, llama = SentencePiece)")
+        default:
+            throw ImportError(
+                "\(path): tokenizer model '\(model)' is not supported (supported: gpt2 = byte-level BPE, llama = SentencePiece)")
         }
-        let tokens = try require(metadata["tokenizer.ggml.tokens"]?.arrayValue?.stringValues, "tokenizer.ggml.tokens", "an array of strings")
+        let tokens = try require(
+            metadata["tokenizer.ggml.tokens"]?.arrayValue?.stringValues, "tokenizer.ggml.tokens", "an array of strings")
         var types = metadata["tokenizer.ggml.token_type"]?.arrayValue?.intValues ?? Array(repeating: 1, count: tokens.count)
         guard types.count == tokens.count else {
             throw ImportError("\(path): tokenizer.ggml.token_type has \(types.count) entries, expected one per token (\(tokens.count))")
@@ -130,7 +134,9 @@ extension GGUFFile {
         if tokenizer.tokens.count != configuration.vocabSize {
             // Some files pad the embedding beyond the vocabulary; the reverse cannot work.
             guard tokenizer.tokens.count < configuration.vocabSize else {
-                throw ImportError("\(path): the tokenizer has \(tokenizer.tokens.count) tokens but token_embd.weight only \(configuration.vocabSize) rows")
+                throw ImportError(
+                    "\(path): the tokenizer has \(tokenizer.tokens.count) tokens but token_embd.weight only \(configuration.vocabSize) rows"
+                )
             }
         }
         var found: [String: SourceTensor] = [:]
@@ -139,14 +145,18 @@ extension GGUFFile {
                 throw ImportError("\(path): tensor '\(t.name)' has \(t.dimensions.count) dimensions \(t.dimensions), expected 1 or 2")
             }
             guard t.type.traits != nil else {
-                throw ImportError("\(path): tensor '\(t.name)' has type \(t.type), which is not supported (supported: \(GGMLType.supportedNames))")
+                throw ImportError(
+                    "\(path): tensor '\(t.name)' has type \(t.type), which is not supported (supported: \(GGMLType.supportedNames))")
             }
-            found[t.name] = SourceTensor(name: t.name, type: t.type, rows: t.rows, cols: t.cols, isVector: t.dimensions.count == 1,
-                                         data: try data(of: t), owner: mapping)
+            found[t.name] = SourceTensor(
+                name: t.name, type: t.type, rows: t.rows, cols: t.cols, isVector: t.dimensions.count == 1,
+                data: try data(of: t), owner: mapping)
         }
         let arranged = try arrange(found, configuration: configuration, source: path)
-        return ImportedModel(configuration: configuration, tokenizer: tokenizer, chatTemplate: string("tokenizer.chat_template"),
-                             source: "GGUF v\(version) \(URL(fileURLWithPath: path).lastPathComponent) (\(string("general.name") ?? "unnamed"), \(mapping.size) bytes)",
-                             tensors: arranged)
+        return ImportedModel(
+            configuration: configuration, tokenizer: tokenizer, chatTemplate: string("tokenizer.chat_template"),
+            source:
+                "GGUF v\(version) \(URL(fileURLWithPath: path).lastPathComponent) (\(string("general.name") ?? "unnamed"), \(mapping.size) bytes)",
+            tensors: arranged)
     }
 }

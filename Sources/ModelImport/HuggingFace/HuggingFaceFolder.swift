@@ -41,8 +41,9 @@ public struct HuggingFaceFolder {
         let tokenizerJSON = try readJSON("tokenizer.json", required: true)!
         let tokenizerConfig = try readJSON("tokenizer_config.json", required: false) ?? [:]
         let generationConfig = try readJSON("generation_config.json", required: false) ?? [:]
-        let tokenizer = try tokenizerDescription(tokenizerJSON, config: tokenizerConfig, generation: generationConfig,
-                                                 vocabSize: configuration.vocabSize)
+        let tokenizer = try tokenizerDescription(
+            tokenizerJSON, config: tokenizerConfig, generation: generationConfig,
+            vocabSize: configuration.vocabSize)
         var found: [String: SourceTensor] = [:]
         for (hfName, t) in tensors {
             guard let name = try Self.sarvamName(hfName) else { continue }
@@ -51,9 +52,10 @@ public struct HuggingFaceFolder {
         // Tied checkpoints sometimes still carry lm_head.weight (a copy of the embedding).
         if configuration.tieWordEmbeddings { found["output.weight"] = nil }
         let arranged = try arrange(found, configuration: configuration, source: path)
-        return ImportedModel(configuration: configuration, tokenizer: tokenizer, chatTemplate: try chatTemplate(tokenizerConfig),
-                             source: "Hugging Face \(folder.lastPathComponent) (\(Set(tensors.values.map { $0.file.path }).count) safetensors files)",
-                             tensors: arranged)
+        return ImportedModel(
+            configuration: configuration, tokenizer: tokenizer, chatTemplate: try chatTemplate(tokenizerConfig),
+            source: "Hugging Face \(folder.lastPathComponent) (\(Set(tensors.values.map { $0.file.path }).count) safetensors files)",
+            tensors: arranged)
     }
 
     // MARK: tensors
@@ -96,7 +98,7 @@ public struct HuggingFaceFolder {
             throw ImportError("unexpected tensor '\(name)' (not part of a Llama/Qwen2 checkpoint as supported here)")
         }
         let rest = parts[3...].joined(separator: ".")
-        if rest == "self_attn.rotary_emb.inv_freq" { return nil }   // recomputed from ropeTheta
+        if rest == "self_attn.rotary_emb.inv_freq" { return nil }  // recomputed from ropeTheta
         let map = [
             "input_layernorm.weight": "attn_norm.weight",
             "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
@@ -137,7 +139,9 @@ public struct HuggingFaceFolder {
         case "LlamaForCausalLM": architecture = .llama
         case "Qwen2ForCausalLM": architecture = .qwen2
         default:
-            throw fail("architecture \(architectures.first.map { "'\($0)'" } ?? "(none)") is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)")
+            throw fail(
+                "architecture \(architectures.first.map { "'\($0)'" } ?? "(none)") is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)"
+            )
         }
         if let scaling = c["rope_scaling"], !(scaling is NSNull) {
             let type = (scaling as? [String: Any]).flatMap { ($0["rope_type"] ?? $0["type"]) as? String } ?? "\(scaling)"
@@ -170,7 +174,9 @@ public struct HuggingFaceFolder {
 
     // MARK: tokenizer
 
-    func tokenizerDescription(_ json: [String: Any], config: [String: Any], generation: [String: Any], vocabSize: Int) throws -> TokenizerDescription {
+    func tokenizerDescription(
+        _ json: [String: Any], config: [String: Any], generation: [String: Any], vocabSize: Int
+    ) throws -> TokenizerDescription {
         func fail(_ message: String) -> ImportError { ImportError("\(path)/tokenizer.json: \(message)") }
         guard let model = json["model"] as? [String: Any] else { throw fail("no 'model' object") }
         let type = model["type"] as? String ?? "BPE"
@@ -189,7 +195,9 @@ public struct HuggingFaceFolder {
             tokens[id] = text
         }
         for t in added {
-            guard let id = t["id"] as? Int, id >= 0, let content = t["content"] as? String else { throw fail("malformed added_tokens entry \(t)") }
+            guard let id = t["id"] as? Int, id >= 0, let content = t["content"] as? String else {
+                throw fail("malformed added_tokens entry \(t)")
+            }
             tokens[id] = content
             types[id] = (t["special"] as? Bool ?? false) ? 3 : 4
         }
@@ -231,15 +239,21 @@ public struct HuggingFaceFolder {
         }
         let bos = tokenId("bos_token"), eos = tokenId("eos_token")
         var declared: [Int?] = [eos]
-        if let ids = generation["eos_token_id"] as? [Int] { declared += ids.map { $0 } } else if let id = generation["eos_token_id"] as? Int { declared.append(id) }
+        if let ids = generation["eos_token_id"] as? [Int] {
+            declared += ids.map { $0 }
+        } else if let id = generation["eos_token_id"] as? Int {
+            declared.append(id)
+        }
         var addBos = config["add_bos_token"] as? Bool
         if addBos == nil, let bos, let post = json["post_processor"] {
             addBos = "\(post)".contains(texts[bos])
         }
         // SentencePiece prepends ▁ through a Prepend normalizer (Llama 2) or a Metaspace pre-tokenizer.
-        let addSpacePrefix = isSentencePiece && (stageTypes.contains("Prepend")
-            || stages.contains { $0.key == "prepend_scheme" && ($0.value as? String) != "never" }
-            || stages.contains { $0.key == "add_prefix_space" && ($0.value as? Bool) == true })
+        let addSpacePrefix =
+            isSentencePiece
+            && (stageTypes.contains("Prepend")
+                || stages.contains { $0.key == "prepend_scheme" && ($0.value as? String) != "never" }
+                || stages.contains { $0.key == "add_prefix_space" && ($0.value as? Bool) == true })
         return TokenizerDescription(
             kind: isSentencePiece ? .sentencePiece : .byteLevelBPE,
             preTokenizer: pre,

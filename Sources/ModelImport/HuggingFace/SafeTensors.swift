@@ -29,7 +29,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard mapping.size >= 8 else { throw fail("file is \(mapping.size) bytes, too short for a safetensors header") }
         let headerLength = UInt64(littleEndian: mapping.base.loadUnaligned(as: UInt64.self))
         guard headerLength <= UInt64(mapping.size - 8), headerLength <= 100 << 20 else {
-            throw fail("safetensors header length \(headerLength) does not fit in the \(mapping.size)-byte file (truncated or not safetensors)")
+            throw fail(
+                "safetensors header length \(headerLength) does not fit in the \(mapping.size)-byte file (truncated or not safetensors)")
         }
         let dataStart = 8 + Int(headerLength)
         let json = Data(bytes: mapping.base + 8, count: Int(headerLength))
@@ -39,7 +40,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         var entries: [String: SafeTensorsEntry] = [:]
         for (name, value) in header where name != "__metadata__" {
             guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
+                let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
+            else {
                 throw fail("tensor '\(name)' has a malformed entry (expected dtype, shape, data_offsets)")
             }
             guard let type = Self.types[dtype] else {
@@ -65,8 +67,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// A tensor as a SourceTensor under `sarvamName`, borrowed from the mapping.
     func sourceTensor(_ entry: SafeTensorsEntry, sarvamName: String) -> SourceTensor {
         let isVector = entry.shape.count == 1
-        return SourceTensor(name: sarvamName, type: Self.types[entry.dtype]!, rows: isVector ? 1 : entry.shape[0],
-                            cols: isVector ? entry.shape[0] : entry.shape[1], isVector: isVector,
-                            data: mapping.base + entry.offset, owner: mapping)
+        return SourceTensor(
+            name: sarvamName, type: Self.types[entry.dtype]!, rows: isVector ? 1 : entry.shape[0],
+            cols: isVector ? entry.shape[0] : entry.shape[1], isVector: isVector,
+            data: mapping.base + entry.offset, owner: mapping)
     }
 }

@@ -17,9 +17,11 @@
 public enum AttentionTiles {
     /// S[i, j] = Σ_d q[i, d] · kt[d, j] for i < rows, j < keys.
     /// q: rows × depth (row stride ldq); kt: depth × keys (row stride ldk); s: rows × keys (stride lds).
-    public static func scores(q: UnsafePointer<Float>, ldq: Int, rows: Int,
-                              kt: UnsafePointer<Float>, ldk: Int, keys: Int, depth: Int,
-                              s: UnsafeMutablePointer<Float>, lds: Int) {
+    public static func scores(
+        q: UnsafePointer<Float>, ldq: Int, rows: Int,
+        kt: UnsafePointer<Float>, ldk: Int, keys: Int, depth: Int,
+        s: UnsafeMutablePointer<Float>, lds: Int
+    ) {
         precondition(rows % 4 == 0 && keys % 16 == 0, "scores: rows must be a multiple of 4, keys of 16")
         var i = 0
         while i < rows {
@@ -34,9 +36,11 @@ public enum AttentionTiles {
 
     /// O[i, :] += Σ_j p[i, j] · v[j, :] for i < rows, over `keys` keys and `width` columns.
     /// p: rows × keys (stride ldp); v: keys × width (stride ldv); o: rows × width (stride ldo).
-    public static func accumulate(p: UnsafePointer<Float>, ldp: Int, rows: Int, keys: Int,
-                                  v: UnsafePointer<Float>, ldv: Int, width: Int,
-                                  o: UnsafeMutablePointer<Float>, ldo: Int) {
+    public static func accumulate(
+        p: UnsafePointer<Float>, ldp: Int, rows: Int, keys: Int,
+        v: UnsafePointer<Float>, ldv: Int, width: Int,
+        o: UnsafeMutablePointer<Float>, ldo: Int
+    ) {
         precondition(rows % 4 == 0 && width % 16 == 0, "accumulate: rows must be a multiple of 4, width of 16")
         var i = 0
         while i < rows {
@@ -64,8 +68,10 @@ public enum AttentionTiles {
     /// B = values, C accumulates onto the outputs). Per k: two B loads, four broadcast A values,
     /// eight vfmadd231ps into 8 ymm accumulators.
     @inline(__always)
-    private static func block4x16(_ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                                  _ depth: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool) {
+    private static func block4x16(
+        _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+        _ depth: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool
+    ) {
         let c0 = c, c1 = c + ldc, c2 = c + 2 * ldc, c3 = c + 3 * ldc
         var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a10 = SIMD8<Float>(), a11 = SIMD8<Float>()
         var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a30 = SIMD8<Float>(), a31 = SIMD8<Float>()
@@ -93,9 +99,11 @@ public enum AttentionTiles {
 
     // MARK: - Plain references (the tests compare the kernels against these)
 
-    public static func scoresReference(q: UnsafePointer<Float>, ldq: Int, rows: Int,
-                                       kt: UnsafePointer<Float>, ldk: Int, keys: Int, depth: Int,
-                                       s: UnsafeMutablePointer<Float>, lds: Int) {
+    public static func scoresReference(
+        q: UnsafePointer<Float>, ldq: Int, rows: Int,
+        kt: UnsafePointer<Float>, ldk: Int, keys: Int, depth: Int,
+        s: UnsafeMutablePointer<Float>, lds: Int
+    ) {
         for i in 0..<rows {
             for j in 0..<keys {
                 var sum: Double = 0
@@ -105,9 +113,11 @@ public enum AttentionTiles {
         }
     }
 
-    public static func accumulateReference(p: UnsafePointer<Float>, ldp: Int, rows: Int, keys: Int,
-                                           v: UnsafePointer<Float>, ldv: Int, width: Int,
-                                           o: UnsafeMutablePointer<Float>, ldo: Int) {
+    public static func accumulateReference(
+        p: UnsafePointer<Float>, ldp: Int, rows: Int, keys: Int,
+        v: UnsafePointer<Float>, ldv: Int, width: Int,
+        o: UnsafeMutablePointer<Float>, ldo: Int
+    ) {
         for i in 0..<rows {
             for c in 0..<width {
                 var sum = Double(o[i * ldo + c])

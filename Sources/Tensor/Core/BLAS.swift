@@ -6,13 +6,16 @@ public enum BLAS {
     /// C[M, N] = A[M, K] · Bᵀ with B stored [N, K] row-major (x · Wᵀ, the nn.Linear convention),
     /// C's rows `ldc` floats apart (default N; more when C is a column slice of a wider output).
     /// Runs on the calling thread (see `threadCount`).
-    public static func matmulTransposedB(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                                         m: Int, n: Int, k: Int, ldc: Int? = nil) {
+    public static func matmulTransposedB(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+        m: Int, n: Int, k: Int, ldc: Int? = nil
+    ) {
         let ldc = ldc ?? n
         precondition(m >= 1 && n >= 1 && k >= 1 && ldc >= n, "sgemm shapes m \(m) n \(n) k \(k) ldc \(ldc)")
         _ = callerThreadOnly
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(m), blasInt(n), blasInt(k),
-                    1, a, blasInt(k), b, blasInt(k), 0, c, blasInt(ldc))
+        cblas_sgemm(
+            CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(m), blasInt(n), blasInt(k),
+            1, a, blasInt(k), b, blasInt(k), 0, c, blasInt(ldc))
     }
 
     /// Threads OpenBLAS may use inside one call (process-wide). The bridge sets 1 before its first

@@ -5,7 +5,9 @@ import Foundation
 // the fallback to read when an optimized version is in doubt.
 extension Ops {
     /// out = x / sqrt(mean(x²) + epsilon) * weight, sum of squares in Double.
-    public static func rmsNormReference(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int, epsilon: Float) {
+    public static func rmsNormReference(
+        _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int, epsilon: Float
+    ) {
         var sum = 0.0
         for i in 0..<count { sum += Double(x[i]) * Double(x[i]) }
         let scale = Float(1.0 / (sum / Double(count) + Double(epsilon)).squareRoot())
@@ -14,7 +16,9 @@ extension Ops {
 
     /// RoPE straight from the definition: for each head and pair i, freq = theta^(-2i/Dh) by pow,
     /// angle = position * freq, both in Double.
-    public static func ropeReference(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, position: Int, theta: Float, layout: RopeLayout) {
+    public static func ropeReference(
+        _ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, position: Int, theta: Float, layout: RopeLayout
+    ) {
         let half = headDim / 2
         for h in 0..<heads {
             let v = x + h * headDim
@@ -72,7 +76,8 @@ extension Ops {
         for i in 0..<count { out[i] = a[i] + b[i] }
     }
 
-    public static func multiplyReference(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int) {
+    public static func multiplyReference(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int)
+    {
         for i in 0..<count { out[i] = a[i] * b[i] }
     }
 

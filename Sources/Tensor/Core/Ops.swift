@@ -26,7 +26,9 @@ public enum Ops {
     /// blocked sum: Float vector lanes within blocks of 256 elements (8 terms per lane, then a
     /// pairwise lane sum), block sums added in Double, so the Float rounding error stays that of a
     /// 256-term sum whatever D is (896..8192 here). Vector loop: vfmadd231ps ymm.
-    public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int, epsilon: Float) {
+    public static func rmsNorm(
+        _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int, epsilon: Float
+    ) {
         precondition(count > 0, "rmsNorm of an empty vector")
         let sum = sumOfSquares(x, count: count)
         let scale = Float(1.0 / (sum / Double(count) + Double(epsilon)).squareRoot())
@@ -219,8 +221,8 @@ public enum Ops {
         while i < count {
             let n = min(8, count - i)
             let v = n == 8 ? vectorLoad8(x + i) : vectorLoadPartial(x + i, n)
-            let u = v.addingProduct(FloatVector8(repeating: 0.044715) * v, v * v)             // x + 0.044715 x³
-            let e = vectorExp8(FloatVector8(repeating: -2 * 0.797_884_560_802_865_4) * u)     // e^(-2 sqrt(2/pi) u)
+            let u = v.addingProduct(FloatVector8(repeating: 0.044715) * v, v * v)  // x + 0.044715 x³
+            let e = vectorExp8(FloatVector8(repeating: -2 * 0.797_884_560_802_865_4) * u)  // e^(-2 sqrt(2/pi) u)
             let g = v / (FloatVector8(repeating: 1) + e)
             if n == 8 { vectorStore8(g, x + i) } else { vectorStorePartial(g, x + i, n) }
             i += n

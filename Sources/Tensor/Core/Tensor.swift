@@ -76,8 +76,9 @@ public struct Tensor: @unchecked Sendable {
 
     init(storage: TensorStorage, offset: Int, shape: [Int]) {
         let n = Tensor.checkedCount(shape)
-        precondition(offset >= 0 && offset + n <= storage.capacity,
-                     "view of \(n) elements at offset \(offset) exceeds storage of \(storage.capacity)")
+        precondition(
+            offset >= 0 && offset + n <= storage.capacity,
+            "view of \(n) elements at offset \(offset) exceeds storage of \(storage.capacity)")
         self.storage = storage
         self.offset = offset
         self.shape = shape
@@ -113,8 +114,9 @@ public struct Tensor: @unchecked Sendable {
     /// A view of rows `range` of the leading dimension, no copy. Shape [range.count, rest...].
     public func rows(_ range: Range<Int>) -> Tensor {
         precondition(!shape.isEmpty, "rows(_:) on a scalar tensor")
-        precondition(range.lowerBound >= 0 && range.upperBound <= shape[0],
-                     "rows \(range) out of 0..<\(shape[0])")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= shape[0],
+            "rows \(range) out of 0..<\(shape[0])")
         var s = shape
         s[0] = range.count
         return Tensor(storage: storage, offset: offset + range.lowerBound * strides[0], shape: s)

@@ -39,8 +39,10 @@ func floatMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: U
 }
 
 /// As above with an explicit method (tests compare them, `bench kernels` times them).
-public func floatMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
-                        pool: ThreadPool, method: FloatKernels.Method) {
+public func floatMatmul(
+    _ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
+    pool: ThreadPool, method: FloatKernels.Method
+) {
     precondition(!w.format.traits.isQuantized, "floatMatmul takes f32/f16 weights, got \(w.format)")
     precondition(m >= 1, "floatMatmul needs at least one activation row, got m = \(m)")
     switch method {
@@ -80,12 +82,14 @@ func sgemmFloatMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _
     if w.format == .f16 { slice = min(slice, max(16, FloatKernels.f16SliceBytes / (4 * k) / 16 * 16)) }
     pool.dynamicFor(n, grain: slice) { _, rows in
         if w.format == .f32 {
-            BLAS.matmulTransposedB(x, w.rowPointer(rows.lowerBound).assumingMemoryBound(to: Float.self), y + rows.lowerBound,
-                                   m: m, n: rows.count, k: k, ldc: n)
+            BLAS.matmulTransposedB(
+                x, w.rowPointer(rows.lowerBound).assumingMemoryBound(to: Float.self), y + rows.lowerBound,
+                m: m, n: rows.count, k: k, ldc: n)
         } else {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: rows.count * k) { buffer in
-                convertFloat16ToFloat(w.rowPointer(rows.lowerBound).assumingMemoryBound(to: UInt16.self), buffer.baseAddress!,
-                                      count: rows.count * k)
+                convertFloat16ToFloat(
+                    w.rowPointer(rows.lowerBound).assumingMemoryBound(to: UInt16.self), buffer.baseAddress!,
+                    count: rows.count * k)
                 BLAS.matmulTransposedB(x, buffer.baseAddress!, y + rows.lowerBound, m: m, n: rows.count, k: k, ldc: n)
             }
         }
@@ -99,10 +103,12 @@ func floatDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) 
     var i = 0
     let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
     while i + 32 <= count {
-        acc0.addProduct(ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
-                        rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
-        acc1.addProduct(ra.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self),
-                        rb.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self))
+        acc0.addProduct(
+            ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
+            rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+        acc1.addProduct(
+            ra.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self),
+            rb.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self))
         i += 32
     }
     var s = (acc0 + acc1).sum()

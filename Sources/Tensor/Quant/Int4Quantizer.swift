@@ -18,8 +18,9 @@ func quantizeInt4Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutab
         while superblock * 8 < groups {
             let count = min(8, groups - superblock * 8)
             encodeInt4SuperblockCovering(w + superblock * 256, groups: count, into: scratch.baseAddress!)
-            (dst + superblock * Int4Superblock.bytes).copyMemory(from: scratch.baseAddress!,
-                                                                 byteCount: Int4Superblock.headerBytes + 16 * count)
+            (dst + superblock * Int4Superblock.bytes).copyMemory(
+                from: scratch.baseAddress!,
+                byteCount: Int4Superblock.headerBytes + 16 * count)
             superblock += 1
         }
     }
@@ -48,7 +49,7 @@ func encodeInt4SuperblockCovering(_ w: UnsafePointer<Float>, groups count: Int, 
     for j in 0..<count {
         let m = dmin > 0 ? min(63, (-lows[j] / dmin).rounded(.up)) : 0
         mins[j] = UInt8(m)
-        needs[j] = highs[j] + dmin * m            // span the 15 steps must reach
+        needs[j] = highs[j] + dmin * m  // span the 15 steps must reach
     }
     let d = roundUpHalf((needs.max() ?? 0) / (15 * 63))
     for j in 0..<count {
@@ -56,11 +57,13 @@ func encodeInt4SuperblockCovering(_ w: UnsafePointer<Float>, groups count: Int, 
     }
     storeHalf(d, sb + Int4Superblock.dOffset)
     storeHalf(dmin, sb + Int4Superblock.dminOffset)
-    Int4Superblock.packScaleMin(scales: scales, mins: mins,
-                                into: (sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self))
+    Int4Superblock.packScaleMin(
+        scales: scales, mins: mins,
+        into: (sb + Int4Superblock.scalesOffset).assumingMemoryBound(to: UInt8.self))
     for j in 0..<count {
-        writeNearestCodes(w + j * 32, step: d * Float(scales[j]), offset: dmin * Float(mins[j]),
-                          into: (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self))
+        writeNearestCodes(
+            w + j * 32, step: d * Float(scales[j]), offset: dmin * Float(mins[j]),
+            into: (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self))
     }
 }
 

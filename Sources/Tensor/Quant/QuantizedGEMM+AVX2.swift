@@ -71,8 +71,10 @@ private func prefetchAhead(_ sb: UnsafeRawPointer, _ distance: Int) {
 /// The per-group s and o of one superblock's `count` (≤ 8) groups, to scale/offset[g0 ..< g0 + count]
 /// (lanes past `count` lie past the row and are not stored).
 @inline(__always)
-private func storeGroupFactors(_ s: __m256, _ o: __m256, scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>,
-                               g0: Int, count: Int) {
+private func storeGroupFactors(
+    _ s: __m256, _ o: __m256, scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>,
+    g0: Int, count: Int
+) {
     if count == 8 {
         UnsafeMutableRawPointer(scale + g0).storeBytes(of: s, as: __m256.self)
         UnsafeMutableRawPointer(offset + g0).storeBytes(of: o, as: __m256.self)
@@ -84,8 +86,10 @@ private func storeGroupFactors(_ s: __m256, _ o: __m256, scale: UnsafeMutablePoi
 
 /// One int5 row to codes q (0...31), s = d, o = 16·d.
 @inline(__always)
-private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
-                           scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>, prefetchDistance: Int) {
+private func unpackInt5Row(
+    _ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
+    scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>, prefetchDistance: Int
+) {
     let groups = cols / 32
     var g0 = 0, s = 0
     while g0 < groups {
@@ -97,7 +101,7 @@ private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
         storeGroupFactors(d, _mm256_mul_ps(d, _mm256_set1_ps(16)), scale: scale, offset: offset, g0: g0, count: count)
         let qh = load256(sb + Int5Superblock.highBitsOffset)
         for p in 0..<count / 2 {
-            let (lo, hi) = int5Pair(sb, qh, p)   // the decode kernels' unpacking (QuantizedMatmul+AVX2.swift)
+            let (lo, hi) = int5Pair(sb, qh, p)  // the decode kernels' unpacking (QuantizedMatmul+AVX2.swift)
             storePair(lo, hi, codes + (g0 + 2 * p) * 32)
         }
         if count & 1 == 1 {
@@ -111,8 +115,10 @@ private func unpackInt5Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMuta
 
 /// One int4 row to codes q (0...15), s = d·sc[j], o = dmin·m[j].
 @inline(__always)
-private func unpackInt4Row(_ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
-                           scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>, prefetchDistance: Int) {
+private func unpackInt4Row(
+    _ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
+    scale: UnsafeMutablePointer<Float>, offset: UnsafeMutablePointer<Float>, prefetchDistance: Int
+) {
     let groups = cols / 32
     let mask = _mm256_set1_epi8(0x0F)
     var g0 = 0, s = 0
@@ -212,8 +218,10 @@ private struct TileInputs {
 /// One unpacked row (codes `c`, per-group s and o) × `tiles` (1, 2 or 4) activation tiles starting
 /// at tile `t`, over groups `g0 ..< g1`. Each broadcast of 4 weight codes feeds `tiles` products.
 @inline(__always)
-private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                               _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: TileAccumulators) {
+private func unsignedCodesTile(
+    _ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+    _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: TileAccumulators
+) {
     let inputs = TileInputs(a, t: t, tiles: tiles)
     let ones = _mm256_set1_epi16(1)
     let code = UnsafeRawPointer(c)
@@ -240,8 +248,9 @@ private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Flo
         }
         let sg = _mm256_set1_ps(s[g]), og = _mm256_set1_ps(o[g])
         @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
-            f = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8)),
-                                _mm256_fnmadd_ps(og, loadFloats(inputs.sx(i) + g &* 8), f))
+            f = _mm256_fmadd_ps(
+                sg, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8)),
+                _mm256_fnmadd_ps(og, loadFloats(inputs.sx(i) + g &* 8), f))
         }
         add(&f0, d0, 0)
         if tiles > 1 { add(&f1, d1, 1) }
@@ -254,8 +263,10 @@ private func unsignedCodesTile(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Flo
 /// One int8 row (its Q8_0 blocks at `row`) × `tiles` (1, 2 or 4) activation tiles starting at
 /// tile t, over groups g0 ..< g1.
 @inline(__always)
-private func int8GEMMTile(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int,
-                          acc: TileAccumulators, prefetchDistance: Int) {
+private func int8GEMMTile(
+    _ row: UnsafeRawPointer, _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int,
+    acc: TileAccumulators, prefetchDistance: Int
+) {
     let inputs = TileInputs(a, t: t, tiles: tiles)
     let ones = _mm256_set1_epi16(1)
     var (f0, f1, f2, f3) = acc.start(tiles: tiles)
@@ -288,43 +299,57 @@ private func int8GEMMTile(_ row: UnsafeRawPointer, _ a: QuantizedActivations, t:
 }
 
 // One specialization per tile count, so the accumulators stay in registers.
-private typealias UnsignedTileFunction = (UnsafePointer<UInt8>, UnsafePointer<Float>, UnsafePointer<Float>, QuantizedActivations,
-                                          Int, Int, Int, TileAccumulators) -> Void
+private typealias UnsignedTileFunction = (
+    UnsafePointer<UInt8>, UnsafePointer<Float>, UnsafePointer<Float>, QuantizedActivations,
+    Int, Int, Int, TileAccumulators
+) -> Void
 private typealias Int8TileFunction = (UnsafeRawPointer, QuantizedActivations, Int, Int, Int, TileAccumulators, Int) -> Void
 
 @inline(never)
-private func unsignedCodesTiles1(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                                 _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators) {
+private func unsignedCodesTiles1(
+    _ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
     unsignedCodesTile(c, s, o, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
-private func unsignedCodesTiles2(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                                 _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators) {
+private func unsignedCodesTiles2(
+    _ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
     unsignedCodesTile(c, s, o, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
-private func unsignedCodesTiles4(_ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
-                                 _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators) {
+private func unsignedCodesTiles4(
+    _ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
     unsignedCodesTile(c, s, o, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
-private func int8GEMMTiles1(_ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
-                            _ acc: TileAccumulators, _ prefetchDistance: Int) {
+private func int8GEMMTiles1(
+    _ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
+    _ acc: TileAccumulators, _ prefetchDistance: Int
+) {
     int8GEMMTile(row, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
 }
 
 @inline(never)
-private func int8GEMMTiles2(_ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
-                            _ acc: TileAccumulators, _ prefetchDistance: Int) {
+private func int8GEMMTiles2(
+    _ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
+    _ acc: TileAccumulators, _ prefetchDistance: Int
+) {
     int8GEMMTile(row, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
 }
 
 @inline(never)
-private func int8GEMMTiles4(_ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
-                            _ acc: TileAccumulators, _ prefetchDistance: Int) {
+private func int8GEMMTiles4(
+    _ row: UnsafeRawPointer, _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int,
+    _ acc: TileAccumulators, _ prefetchDistance: Int
+) {
     int8GEMMTile(row, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc, prefetchDistance: prefetchDistance)
 }
 
@@ -362,8 +387,10 @@ func avx2GEMM(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
 }
 
 /// The loop nest of `avx2GEMM` over its scratch.
-private func gemmBlocks(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>,
-                        scratch base: UnsafeMutableRawPointer, bytes: Int) {
+private func gemmBlocks(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>,
+    scratch base: UnsafeMutableRawPointer, bytes: Int
+) {
     let distance = QuantKernels.prefetchDistance
     let cols = w.cols, groups = cols / 32, block = gemmRowsPerBlock
     let firstTile = ms.lowerBound / 8, tileEnd = (ms.upperBound + 7) / 8
@@ -380,11 +407,13 @@ private func gemmBlocks(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
             for n in r0..<r1 {
                 let i = n - r0
                 if w.format == .int5 {
-                    unpackInt5Row(w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
-                                  offset: offset + i * groups, prefetchDistance: distance)
+                    unpackInt5Row(
+                        w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
+                        offset: offset + i * groups, prefetchDistance: distance)
                 } else {
-                    unpackInt4Row(w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
-                                  offset: offset + i * groups, prefetchDistance: distance)
+                    unpackInt4Row(
+                        w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
+                        offset: offset + i * groups, prefetchDistance: distance)
                 }
             }
         }
@@ -403,9 +432,12 @@ private func gemmBlocks(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
                 let g1 = min(groups, g0 + gemmGroupsPerChunk)
                 for n in r0..<r1 {
                     let i = n - r0
-                    let acc = TileAccumulators(partial: partial + i * 32, out: transposed + i, stride: block, first: g0 == 0, last: g1 == groups)
+                    let acc = TileAccumulators(
+                        partial: partial + i * 32, out: transposed + i, stride: block, first: g0 == 0, last: g1 == groups)
                     if unpacks {
-                        unsignedTile(UnsafePointer(codes + i * cols), UnsafePointer(scale + i * groups), UnsafePointer(offset + i * groups), a, t, g0, g1, acc)
+                        unsignedTile(
+                            UnsafePointer(codes + i * cols), UnsafePointer(scale + i * groups), UnsafePointer(offset + i * groups), a, t,
+                            g0, g1, acc)
                     } else {
                         // int8 reads its blocks in place: the first tiles stream them from memory and prefetch.
                         int8Tile(w.rowPointer(n), a, t, g0, g1, acc, t == firstTile ? distance : 0)

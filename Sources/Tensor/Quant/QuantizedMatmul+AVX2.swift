@@ -94,7 +94,8 @@ private func groupCodesAVX2(_ x: UnsafePointer<Float>, inverse: Float) -> __m256
 /// Σ of 32 codes: sign-extended to Int16 and added.
 @inline(__always)
 private func codeSumAVX2(_ codes: __m256i) -> Int32 {
-    let first = _mm256_castsi256_si128(codes), second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(codes, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
+    let first = _mm256_castsi256_si128(codes),
+        second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(codes, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
     let wide = _mm256_add_epi16(_mm256_cvtepi8_epi16(first), _mm256_cvtepi8_epi16(second))
     let sum32 = unsafeBitCast(_mm256_madd_epi16(wide, _mm256_set1_epi16(1)), to: SIMD8<Int32>.self)
     return sum32.wrappedSum()
@@ -103,9 +104,12 @@ private func codeSumAVX2(_ codes: __m256i) -> Int32 {
 /// One group of 32 activations to int8 codes: the first 16 to `low`, the last 16 to `high`.
 /// Returns Σ codes.
 @inline(__always)
-func quantizeGroupAVX2(_ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutablePointer<Int8>, high: UnsafeMutablePointer<Int8>) -> Int32 {
+func quantizeGroupAVX2(
+    _ x: UnsafePointer<Float>, inverse: Float, low: UnsafeMutablePointer<Int8>, high: UnsafeMutablePointer<Int8>
+) -> Int32 {
     let ordered = groupCodesAVX2(x, inverse: inverse)
-    let first = _mm256_castsi256_si128(ordered), second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(ordered, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
+    let first = _mm256_castsi256_si128(ordered),
+        second = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(ordered, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)))
     UnsafeMutableRawPointer(low).storeBytes(of: first, as: __m128i.self)
     UnsafeMutableRawPointer(high).storeBytes(of: second, as: __m128i.self)
     return codeSumAVX2(ordered)
@@ -129,7 +133,8 @@ func maxMagnitudeAVX2(_ x: UnsafePointer<Float>, count: Int) -> Float {
     let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF))
     var m = _mm256_setzero_ps()
     for i in stride(from: 0, to: count, by: 8) { m = _mm256_max_ps(m, _mm256_and_ps(loadFloats(x + i), magnitude)) }
-    var h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_castps256_ps128(_mm256_permutevar8x32_ps(m, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3))))
+    var h = _mm_max_ps(
+        _mm256_castps256_ps128(m), _mm256_castps256_ps128(_mm256_permutevar8x32_ps(m, _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3))))
     h = _mm_max_ps(h, _mm_movehl_ps(h, h))
     h = _mm_max_ss(h, _mm_movehdup_ps(h))
     return _mm_cvtss_f32(h)
@@ -149,8 +154,10 @@ func broadcastHalf(_ p: UnsafeRawPointer) -> __m256 {
 /// One tile over the whole row: R output rows (n, n+1) × MB activation rows (m0 ..< m0+MB), with
 /// R·MB ≤ 8 accumulators c0...c7 (index r·MB + i; R = 2 only with MB ≤ 2) that stay in registers.
 @inline(__always)
-private func int8Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                      n: Int, m0: Int, R: Int, MB: Int, prefetchDistance: Int) {
+private func int8Tile(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    n: Int, m0: Int, R: Int, MB: Int, prefetchDistance: Int
+) {
     let groups = w.cols / 32, cols = w.cols
     let row0 = w.rowPointer(n), row1 = w.rowPointer(R > 1 ? n + 1 : n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
@@ -202,8 +209,10 @@ private func int8Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Unsa
 /// of 8 group dots, so the float conversion, the scale multiply and the FMA happen once per
 /// (row, group) instead of once per (row, activation row, group). acc_r += float(dots) · dw·[dx_m].
 @inline(__always)
-private func int8Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                       n: Int, m0: Int, R: Int, prefetchDistance: Int) {
+private func int8Tile8(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    n: Int, m0: Int, R: Int, prefetchDistance: Int
+) {
     let groups = w.cols / 32, cols = w.cols
     let row0 = w.rowPointer(n), row1 = w.rowPointer(R > 1 ? n + 1 : n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
@@ -221,14 +230,16 @@ private func int8Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
         let b0 = row0 + g * Int8Block.bytes
         prefetchForRead(b0 + prefetchDistance)
         let w0 = load256(b0 + Int8Block.quantsOffset)
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(w0, _mm256_sign_epi8(w0, w0), g)),
-                               _mm256_mul_ps(broadcastHalf(b0), scales), acc0)
+        acc0 = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(reduce8(w0, _mm256_sign_epi8(w0, w0), g)),
+            _mm256_mul_ps(broadcastHalf(b0), scales), acc0)
         if R > 1 {
             let b1 = row1 + g * Int8Block.bytes
             prefetchForRead(b1 + prefetchDistance)
             let w1 = load256(b1 + Int8Block.quantsOffset)
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(w1, _mm256_sign_epi8(w1, w1), g)),
-                                   _mm256_mul_ps(broadcastHalf(b1), scales), acc1)
+            acc1 = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(reduce8(w1, _mm256_sign_epi8(w1, w1), g)),
+                _mm256_mul_ps(broadcastHalf(b1), scales), acc1)
         }
     }
     for i in 0..<8 {
@@ -239,9 +250,11 @@ private func int8Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
 
 /// Writes accumulator r·MB + i (its 8 lanes summed) to y[m0 + i][n + r].
 @inline(__always)
-private func storeTile(_ y: UnsafeMutablePointer<Float>, rows: Int, n: Int, m0: Int, R: Int, MB: Int,
-                       _ c0: __m256, _ c1: __m256, _ c2: __m256, _ c3: __m256,
-                       _ c4: __m256, _ c5: __m256, _ c6: __m256, _ c7: __m256) {
+private func storeTile(
+    _ y: UnsafeMutablePointer<Float>, rows: Int, n: Int, m0: Int, R: Int, MB: Int,
+    _ c0: __m256, _ c1: __m256, _ c2: __m256, _ c3: __m256,
+    _ c4: __m256, _ c5: __m256, _ c6: __m256, _ c7: __m256
+) {
     @inline(__always) func put(_ c: __m256, _ k: Int) {
         if k < R * MB { y[(m0 + k % MB) * rows + n + k / MB] = horizontalSum(c) }
     }
@@ -252,24 +265,33 @@ private func storeTile(_ y: UnsafeMutablePointer<Float>, rows: Int, n: Int, m0: 
 /// 128-bit halves added: vinserti128 + vperm2i128 + vpaddd). Used where accumulator lanes are
 /// activation rows or groups, so the float work is once per 8 of them.
 @inline(__always)
-private func laneSums8(_ v0: __m256i, _ v1: __m256i, _ v2: __m256i, _ v3: __m256i,
-                       _ v4: __m256i, _ v5: __m256i, _ v6: __m256i, _ v7: __m256i) -> __m256i {
+private func laneSums8(
+    _ v0: __m256i, _ v1: __m256i, _ v2: __m256i, _ v3: __m256i,
+    _ v4: __m256i, _ v5: __m256i, _ v6: __m256i, _ v7: __m256i
+) -> __m256i {
     let h0123 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3)), to: SIMD8<Int32>.self)
     let h4567 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7)), to: SIMD8<Int32>.self)
     // h0123 = [v0..v3 over lanes 0-3 | v0..v3 over lanes 4-7], h4567 likewise.
-    let sum = SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf) &+ SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf)
+    let sum =
+        SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf) &+ SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf)
     return unsafeBitCast(sum, to: __m256i.self)
 }
 
 // One specialization per tile shape, so each keeps its accumulators in registers.
 private typealias Int8TileFunction = @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int, Int) -> Void
 private let int8Tiles: [Int8TileFunction] = [
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 1, prefetchDistance: $5) }, { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 2, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 3, prefetchDistance: $5) }, { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 4, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 5, prefetchDistance: $5) }, { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 6, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 7, prefetchDistance: $5) }, { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 8, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 2, MB: 1, prefetchDistance: $5) }, { int8Tile($0, $1, $2, n: $3, m0: $4, R: 2, MB: 2, prefetchDistance: $5) },
-    { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 1, prefetchDistance: $5) }, { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 2, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 1, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 2, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 3, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 4, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 5, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 6, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 7, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 8, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 2, MB: 1, prefetchDistance: $5) },
+    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 2, MB: 2, prefetchDistance: $5) },
+    { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 1, prefetchDistance: $5) },
+    { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 2, prefetchDistance: $5) },
 ]
 
 /// Decode (M = 1), one int8 row, eight groups per step: the eight groups' Int32 partial sums are
@@ -279,8 +301,10 @@ private let int8Tiles: [Int8TileFunction] = [
 /// Prefetches one line per 64 bytes `prefetchDistance` ahead. Groups past the last multiple of 8
 /// go one at a time.
 @inline(never)
-private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int,
-                        prefetchDistance: Int) {
+private func int8Decode(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int,
+    prefetchDistance: Int
+) {
     let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m * cols)
@@ -296,9 +320,10 @@ private func int8Decode(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Un
             let wv = load256(b + k * Int8Block.bytes + Int8Block.quantsOffset)
             return dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(x + (g + k) * 32), wv), ones)
         }
-        let dots = laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))   // lane k = group k
+        let dots = laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))  // lane k = group k
         @inline(__always) func scaleBits(_ k: Int) -> Int16 { Int16(bitPattern: (b + k * Int8Block.bytes).loadUnaligned(as: UInt16.self)) }
-        let halves = _mm_setr_epi16(scaleBits(0), scaleBits(1), scaleBits(2), scaleBits(3), scaleBits(4), scaleBits(5), scaleBits(6), scaleBits(7))
+        let halves = _mm_setr_epi16(
+            scaleBits(0), scaleBits(1), scaleBits(2), scaleBits(3), scaleBits(4), scaleBits(5), scaleBits(6), scaleBits(7))
         let scales = _mm256_mul_ps(_mm256_cvtph_ps(halves), loadFloats(xs + g))
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scales, acc)
         g += 8
@@ -362,8 +387,9 @@ private func int4Header(_ sb: UnsafeRawPointer) -> (__m256i, __m256, Float) {
 /// over the high 128 bits (0x80: zero the high byte); add j to every byte for pair (j, j+1).
 @inline(__always)
 private func int4ScaleSpread() -> __m256i {
-    _mm256_setr_epi8(0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
-                     1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128)
+    _mm256_setr_epi8(
+        0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
+        1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128)
 }
 
 /// The Int32 products of one superblock (its `count` ≤ 8 groups of nibbles at `nib`) with `rows` ≤ 8
@@ -372,9 +398,12 @@ private func int4ScaleSpread() -> __m256i {
 /// 2 vpmaddubsw (x from memory), vpaddw, vpmaddwd (by the six-bit scales), vpaddd; the nibble
 /// unpacking and the scale shuffle are shared by the rows. Results past `rows` are zero.
 @inline(__always)
-private func int4SuperblockProducts(_ nib: UnsafeRawPointer, _ scaleBytes: __m256i, count: Int, x: UnsafeRawPointer,
-                                    cols: Int, rows: Int)
-    -> (__m256i, __m256i, __m256i, __m256i, __m256i, __m256i, __m256i, __m256i) {
+private func int4SuperblockProducts(
+    _ nib: UnsafeRawPointer, _ scaleBytes: __m256i, count: Int, x: UnsafeRawPointer,
+    cols: Int, rows: Int
+)
+    -> (__m256i, __m256i, __m256i, __m256i, __m256i, __m256i, __m256i, __m256i)
+{
     let nibbleMask = _mm256_set1_epi8(0x0F)
     let spread = int4ScaleSpread()
     var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0
@@ -423,8 +452,10 @@ private func int4SuperblockProducts(_ nib: UnsafeRawPointer, _ scaleBytes: __m25
 /// Used for the rows left over after full 8-row tiles (`int4Tile8`, which reduces once per
 /// superblock).
 @inline(__always)
-private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
-                           prefetchDistance: Int) {
+private func int4BlockTile(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
+    prefetchDistance: Int
+) {
     let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
@@ -437,8 +468,9 @@ private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
         prefetchSuperblock(sb, prefetchDistance)
         let (scaleBytes, negMins, d) = int4Header(sb)
         let nib = sb + Int4Superblock.nibblesOffset
-        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(nib, scaleBytes, count: count,
-                                                                      x: x + s * 256, cols: cols, rows: MB)
+        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(
+            nib, scaleBytes, count: count,
+            x: x + s * 256, cols: cols, rows: MB)
         let sumMask = _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count)), lanes)
         @inline(__always) func finish(_ f: inout __m256, _ acc: __m256i, _ i: Int) {
             let base = (m0 + i) * groups + s * 8
@@ -465,8 +497,10 @@ private func int4BlockTile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
 /// The 1 × MB tile instead converts, scales and adds per activation row, and keeps 8 float
 /// accumulators beside the 8 Int32 ones: more than AVX2's 16 registers, so it spills.
 @inline(never)
-private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int,
-                       prefetchDistance: Int) {
+private func int4Tile8(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int,
+    prefetchDistance: Int
+) {
     let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
@@ -479,8 +513,9 @@ private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
         prefetchSuperblock(sb, prefetchDistance)
         let (scaleBytes, negMins, d) = int4Header(sb)
         let nib = sb + Int4Superblock.nibblesOffset
-        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(nib, scaleBytes, count: count,
-                                                                      x: x + s * 256, cols: cols, rows: 8)
+        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(
+            nib, scaleBytes, count: count,
+            x: x + s * 256, cols: cols, rows: 8)
         let g0 = s * 8
         let dots = laneSums8(i0, i1, i2, i3, i4, i5, i6, i7)
         f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(_mm256_set1_ps(d), loadFloats(dxs + g0 * 8)), f)
@@ -499,12 +534,17 @@ private func int4Tile8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Uns
     for i in 0..<8 { y[(m0 + i) * w.rows + n] = out[i] }
 }
 
-private typealias Int4BlockTileFunction = @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int, Int) -> Void
+private typealias Int4BlockTileFunction =
+    @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int, Int) -> Void
 private let int4BlockTiles: [Int4BlockTileFunction] = [
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) }, { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) }, { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) }, { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) }, { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
+    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
 ]
 
 /// The header of a superblock decoded in vector registers from one 16-byte load of
@@ -518,8 +558,9 @@ func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
     // [q0..3 | q8..11 | q4..7 | q8..11] (q_k is header byte 4 + k)
     let a = _mm_shuffle_epi8(h, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15))
     // sc0..3 = q0..3 & 63, sc4..7 low = q8..11 & 15, m0..3 = q4..7 & 63, m4..7 low = q8..11 >> 4
-    let low = _mm_or_si128(_mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-                           _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)))
+    let low = _mm_or_si128(
+        _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+        _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)))
     // high bits: sc4..7 |= (q0..3 >> 6) << 4, m4..7 |= (q4..7 >> 6) << 4; (x & 0xC0) >> 2 per byte
     // (the 16-bit shift moves only zeros across bytes once the low six bits are cleared)
     let c = _mm_shuffle_epi8(h, _mm_setr_epi8(-128, -128, -128, -128, 4, 5, 6, 7, -128, -128, -128, -128, 8, 9, 10, 11))
@@ -535,8 +576,10 @@ func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
 /// One row at a time keeps every value in a register (two rows' state would spill), and the loop
 /// counters use wrapping arithmetic (no overflow branches).
 @inline(never)
-private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
-                           _ prefetchDistance: Int) {
+private func int4DecodeRow(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
+    _ prefetchDistance: Int
+) {
     let groups = w.cols / 32
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m &* w.cols)
@@ -547,8 +590,9 @@ private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
     var acc = _mm256_setzero_ps(), minAcc = acc
     @inline(__always) func pairStep(_ part: inout __m256i, _ nib: UnsafeRawPointer, _ xg: UnsafeRawPointer, _ sc16: __m256i) {
         let v = load256(nib)
-        let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, nibbleMask), load256(xg)),
-                                   _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask), load256(xg + 32)))
+        let p16 = _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_and_si256(v, nibbleMask), load256(xg)),
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask), load256(xg + 32)))
         part = _mm256_add_epi32(part, _mm256_madd_epi16(p16, sc16))
     }
     var s = 0, g0 = 0
@@ -571,7 +615,9 @@ private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
         } else {
             var j = 0
             while j &+ 2 <= count {
-                pairStep(&part, nib + j &* 16, xs + j &* 32, _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(truncatingIfNeeded: j)))))
+                pairStep(
+                    &part, nib + j &* 16, xs + j &* 32,
+                    _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(truncatingIfNeeded: j)))))
                 j &+= 2
             }
             if j < count {
@@ -579,11 +625,13 @@ private func int4DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
                 let mask = _mm_set1_epi8(0x0F)
                 let v = load128(nib + j &* 16)
                 let u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask))
-                let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(truncatingIfNeeded: j))))
+                let sc16 = _mm256_shuffle_epi8(
+                    scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(truncatingIfNeeded: j))))
                 part = _mm256_add_epi32(part, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load256(xs + j &* 32)), sc16))
             }
             // Lanes ≥ count of the sums are zero, so the (unused) mins there add nothing.
-            t = _mm256_maskload_ps(sums + g0, _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
+            t = _mm256_maskload_ps(
+                sums + g0, _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
         }
         let ddWide = _mm256_castps128_ps256(dd)
         let dx = _mm256_set1_ps(scales[g0])
@@ -607,7 +655,7 @@ private func prefetchSuperblock(_ sb: UnsafeRawPointer, _ distance: Int) {
 func avx2Int4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int4 activation blocks must start at a multiple of 8 rows")
     if ms.count == 1 {
-        let distance = QuantKernels.prefetchDistance   // once per call (see avx2Int8)
+        let distance = QuantKernels.prefetchDistance  // once per call (see avx2Int8)
         for n in rows { int4DecodeRow(w, a, y, n, ms.lowerBound, distance) }
         return
     }
@@ -647,8 +695,10 @@ private func int5FifthBits(_ qh: __m256i, _ k: Int) -> __m256i {
 func int5Pair(_ sb: UnsafeRawPointer, _ qh: __m256i, _ p: Int) -> (__m256i, __m256i) {
     let mask = _mm256_set1_epi8(0x0F)
     let v = load256(sb + Int5Superblock.nibblesOffset + 32 * p)
-    return (_mm256_or_si256(_mm256_and_si256(v, mask), int5FifthBits(qh, 2 * p)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), int5FifthBits(qh, 2 * p + 1)))
+    return (
+        _mm256_or_si256(_mm256_and_si256(v, mask), int5FifthBits(qh, 2 * p)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), int5FifthBits(qh, 2 * p + 1))
+    )
 }
 
 /// Int32 lanes whose low half sums to A's dot with one activation row and high half to B's
@@ -672,8 +722,10 @@ private func int5UnpairedDot(_ sb: UnsafeRawPointer, _ j: Int, _ x: UnsafePointe
 /// three vphaddd and a vpermd give one vector of the 8 group dots, and the float work is once per
 /// superblock: acc += d[0..<8] · (float(dots) · sx[0..<8] − 16 · (sx·Σqx)[0..<8]).
 @inline(never)
-private func int5DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
-                           _ prefetchDistance: Int) {
+private func int5DecodeRow(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
+    _ prefetchDistance: Int
+) {
     let groups = w.cols / 32
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m &* w.cols)
@@ -730,8 +782,10 @@ private func int5DecodeRow(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
 /// Rows past MB are zero vectors in the reduction (a few idle vphaddd), which was faster than a
 /// separate per-row tile for the leftover rows (docs/decisions.md).
 @inline(__always)
-private func int5Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
-                      prefetchDistance: Int) {
+private func int5Tile(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
+    prefetchDistance: Int
+) {
     let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m0 * cols)
@@ -755,10 +809,14 @@ private func int5Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Unsa
             let xp = x + (g0 + 2 * p) * 32
             @inline(__always) func q(_ i: Int) -> __m256i { i < MB ? int5PairDots(lo, hi, xp + i * cols, ones) : _mm256_setzero_si256() }
             // low halves: A's dots for rows 0-3 / 4-7, high halves: B's (vinserti128 / vperm2i128)
-            let h0123 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(q(0), q(1)), _mm256_hadd_epi32(q(2), q(3))), to: SIMD8<Int32>.self)
-            let h4567 = unsafeBitCast(_mm256_hadd_epi32(_mm256_hadd_epi32(q(4), q(5)), _mm256_hadd_epi32(q(6), q(7))), to: SIMD8<Int32>.self)
+            let h0123 = unsafeBitCast(
+                _mm256_hadd_epi32(_mm256_hadd_epi32(q(0), q(1)), _mm256_hadd_epi32(q(2), q(3))), to: SIMD8<Int32>.self)
+            let h4567 = unsafeBitCast(
+                _mm256_hadd_epi32(_mm256_hadd_epi32(q(4), q(5)), _mm256_hadd_epi32(q(6), q(7))), to: SIMD8<Int32>.self)
             add(&fa, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf), to: __m256i.self), d[2 * p], g0 + 2 * p)
-            add(&fb, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf), to: __m256i.self), d[2 * p + 1], g0 + 2 * p + 1)
+            add(
+                &fb, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf), to: __m256i.self), d[2 * p + 1],
+                g0 + 2 * p + 1)
         }
         if count == 8 {
             pair(0); pair(1); pair(2); pair(3)
@@ -779,15 +837,19 @@ private func int5Tile(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: Unsa
 }
 
 private let int5Tiles: [Int4BlockTileFunction] = [
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) }, { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) }, { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) }, { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) }, { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
+    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
 ]
 
 func avx2Int5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int5 activation blocks must start at a multiple of 8 rows")
-    let distance = QuantKernels.prefetchDistance   // once per call (see avx2Int8)
+    let distance = QuantKernels.prefetchDistance  // once per call (see avx2Int8)
     if ms.count == 1 {
         for n in rows { int5DecodeRow(w, a, y, n, ms.lowerBound, distance) }
         return

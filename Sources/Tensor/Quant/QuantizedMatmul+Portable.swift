@@ -21,8 +21,10 @@ func dot32(_ u: UnsafePointer<UInt8>, _ b: UnsafePointer<Int8>) -> Int32 {
 }
 
 /// M is walked in blocks of 4 so that one loaded weight group feeds four activation rows.
-func portableInt8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                  rows: Range<Int>, ms: Range<Int>) {
+func portableInt8(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    rows: Range<Int>, ms: Range<Int>
+) {
     let groups = w.cols / 32, cols = w.cols
     for n in rows {
         let row = w.rowPointer(n)
@@ -50,10 +52,14 @@ func portableInt8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMu
 /// int4 and int5 (unsigned codes with an offset): each row's codes are unpacked once into a K-byte
 /// buffer (weight order) with per-group `scale` and `offset` (w = scale·q − offset), then reused
 /// for every activation row; the offset term uses the per-group activation sums.
-func portableUnsignedCodes(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                           rows: Range<Int>, ms: Range<Int>,
-                           unpackRow: (_ row: UnsafeRawPointer, _ codes: UnsafeMutablePointer<UInt8>,
-                                       _ scale: UnsafeMutablePointer<Float>, _ offset: UnsafeMutablePointer<Float>) -> Void) {
+func portableUnsignedCodes(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    rows: Range<Int>, ms: Range<Int>,
+    unpackRow: (
+        _ row: UnsafeRawPointer, _ codes: UnsafeMutablePointer<UInt8>,
+        _ scale: UnsafeMutablePointer<Float>, _ offset: UnsafeMutablePointer<Float>
+    ) -> Void
+) {
     let groups = w.cols / 32, cols = w.cols
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { buffer in
         let unpacked = buffer.baseAddress!
@@ -83,8 +89,10 @@ func portableUnsignedCodes(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y:
 }
 
 /// int4: scale d·sc[g], offset dmin·m[g], codes the nibbles (0...15).
-func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                  rows: Range<Int>, ms: Range<Int>) {
+func portableInt4(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    rows: Range<Int>, ms: Range<Int>
+) {
     portableUnsignedCodes(w, a, y, rows: rows, ms: ms) { row, codes, scale, offset in
         for g in 0..<w.cols / 32 {
             let sb = row + (g / 8) * Int4Superblock.bytes
@@ -102,8 +110,10 @@ func portableInt4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMu
 }
 
 /// int5: w = d·(q − 16): scale d, offset 16·d, codes 0...31.
-func portableInt5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                  rows: Range<Int>, ms: Range<Int>) {
+func portableInt5(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    rows: Range<Int>, ms: Range<Int>
+) {
     portableUnsignedCodes(w, a, y, rows: rows, ms: ms) { row, codes, scale, offset in
         for g in 0..<w.cols / 32 {
             let sb = row + (g / 8) * Int5Superblock.bytes

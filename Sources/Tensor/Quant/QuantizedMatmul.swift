@@ -111,7 +111,8 @@ public struct QuantizedActivations {
     public static func byteCount(m: Int, cols: Int, layout: Layout) -> Int {
         let g = m * (cols / 32)
         let byGroup = align64((m + 7) / 8 * 8 * (cols / 32) * 4)
-        return align64(codeCount(m: m, cols: cols, layout: layout)) + 2 * align64(g * 4) + align64(g * 4 * scaleRepeat(layout)) + 2 * byGroup
+        return align64(codeCount(m: m, cols: cols, layout: layout)) + 2 * align64(g * 4) + align64(g * 4 * scaleRepeat(layout)) + 2
+            * byGroup
     }
 
     /// Codes stored: M × K, or whole tiles of 8 rows for `interleavedRows`.
@@ -254,14 +255,18 @@ func quantizeGroupInterleaved(_ x: UnsafePointer<Float>, inverse: Float, to: Uns
 }
 
 /// y [M, N] = x [M, K] · Wᵀ with W = `w` [N, K]. See the file comment for the arithmetic.
-public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
-                            pool: ThreadPool) {
+public func quantizedMatmul(
+    _ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
+    pool: ThreadPool
+) {
     quantizedMatmul(w, x, m: m, y, pool: pool, path: QuantKernels.activePath)
 }
 
 /// As above, with an explicit kernel path (tests compare every path with the reference).
-public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
-                            pool: ThreadPool, path: QuantKernels.Path) {
+public func quantizedMatmul(
+    _ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>,
+    pool: ThreadPool, path: QuantKernels.Path
+) {
     precondition(m >= 1, "quantizedMatmul needs at least one activation row, got m = \(m)")
     switch w.format {
     case .f32, .f16:
@@ -270,8 +275,9 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
         let layout = activationLayout(w.format, path, m: m)
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)
         withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
-            let a = QuantizedActivations(m: m, cols: w.cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
-                                         buffer: buffer.baseAddress!)
+            let a = QuantizedActivations(
+                m: m, cols: w.cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
+                buffer: buffer.baseAddress!)
             a.quantize(x, pool: pool)
             quantizedMatmul(w, a, y, pool: pool, path: path)
         }
@@ -280,13 +286,17 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: 
 
 /// The integer kernels on already-quantized activations (exposed so tests and benches can time the
 /// kernel alone and compare paths on identical codes).
-public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-                            pool: ThreadPool, path: QuantKernels.Path) {
+public func quantizedMatmul(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    pool: ThreadPool, path: QuantKernels.Path
+) {
     precondition(w.format.traits.isQuantized, "integer kernels take int8/int5/int4 weights, got \(w.format)")
     precondition(a.cols == w.cols, "activations have \(a.cols) columns, weights \(w.cols)")
     precondition(a.layout == activationLayout(w.format, path, m: a.m), "activations quantized in the wrong layout for this kernel")
-    precondition(a.scaleBlock == QuantizedActivations.scaleBlock(for: w.format),
-                 "\(w.format) weights take activations with one scale per \(QuantizedActivations.scaleBlock(for: w.format)) values, got \(a.scaleBlock)")
+    precondition(
+        a.scaleBlock == QuantizedActivations.scaleBlock(for: w.format),
+        "\(w.format) weights take activations with one scale per \(QuantizedActivations.scaleBlock(for: w.format)) values, got \(a.scaleBlock)"
+    )
     // Rows are claimed in chunks (a multiple of 8 rows, about 8 chunks per thread) rather than
     // split statically, so a thread descheduled on a busy machine does not hold up the call.
     pool.dynamicFor(w.rows, grain: rowGrain(w, pool)) { _, rows in
@@ -299,8 +309,10 @@ public func quantizedMatmul(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y
 /// the formats need and ONE pool call covers the rows of every matrix: a decode step wakes the threads once instead
 /// of three times, and the small matrices (k, v: 128 rows) are balanced together with the big one.
 /// Float-format matrices are computed one by one (as `quantizedMatmul`).
-public func quantizedMatmul(_ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, m: Int, _ ys: [UnsafeMutablePointer<Float>],
-                            pool: ThreadPool) {
+public func quantizedMatmul(
+    _ ws: [QuantizedMatrix], _ x: UnsafePointer<Float>, m: Int, _ ys: [UnsafeMutablePointer<Float>],
+    pool: ThreadPool
+) {
     precondition(ws.count == ys.count, "\(ws.count) matrices but \(ys.count) outputs")
     precondition(m >= 1, "quantizedMatmul needs at least one activation row, got m = \(m)")
     guard let cols = ws.first?.cols, ws.allSatisfy({ $0.format.traits.isQuantized && $0.cols == cols }) else {
@@ -381,8 +393,10 @@ func rowGrain(_ w: QuantizedMatrix, _ pool: ThreadPool) -> Int {
 /// block, so each weight byte is read once per call. (A multiple of 8 rows: the kernels' 8-row
 /// tiles index per-8-row scale vectors.)
 @inline(__always)
-func runRows(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>,
-             path: QuantKernels.Path) {
+func runRows(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>,
+    path: QuantKernels.Path
+) {
     // (A multiple of 16 rows, so that a block's 8-row tiles split into the GEMM kernels' groups of
     // 4 and 2 tiles without a lone one, except at the end of M.)
     let mBlock = a.m <= 16 ? a.m : max(16, min(a.m, (256 * 1024) / a.cols) / 16 * 16)
@@ -406,8 +420,10 @@ public func activationLayout(_ format: WeightFormat, _ path: QuantKernels.Path, 
 }
 
 @inline(__always)
-func runKernel(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-               rows: Range<Int>, ms: Range<Int>, path: QuantKernels.Path) {
+func runKernel(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    rows: Range<Int>, ms: Range<Int>, path: QuantKernels.Path
+) {
     switch (path, w.format) {
     case (.portable, .int8): portableInt8(w, a, y, rows: rows, ms: ms)
     case (.portable, .int5): portableInt5(w, a, y, rows: rows, ms: ms)
@@ -453,8 +469,9 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Fl
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: .natural)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         defer { buffer.deallocate() }
-        let a = QuantizedActivations(m: m, cols: w.cols, layout: .natural, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
-                                     buffer: buffer)
+        let a = QuantizedActivations(
+            m: m, cols: w.cols, layout: .natural, scaleBlock: QuantizedActivations.scaleBlock(for: w.format),
+            buffer: buffer)
         a.quantize(x, rows: 0..<m)
         quantizedMatmulReference(w, a, y)
     }
@@ -488,7 +505,8 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ a: QuantizedActivat
                     let nib = (sb + Int4Superblock.nibblesOffset + 16 * j).assumingMemoryBound(to: UInt8.self)
                     var dot: Int32 = 0
                     for i in 0..<16 {
-                        dot += Int32(nib[i] & 0xF) * Int32(a.codes[a.position(mi, g * 32 + i)])
+                        dot +=
+                            Int32(nib[i] & 0xF) * Int32(a.codes[a.position(mi, g * 32 + i)])
                             + Int32(nib[i] >> 4) * Int32(a.codes[a.position(mi, g * 32 + 16 + i)])
                     }
                     let d = loadHalf(sb + Int4Superblock.dOffset), dmin = loadHalf(sb + Int4Superblock.dminOffset)

@@ -27,8 +27,9 @@ public struct QuantizedMatrix: @unchecked Sendable {
 
     /// Borrows `rows * bytesPerRow(format, cols)` bytes at `data` (no copy, validates only shapes).
     public init(format: WeightFormat, rows: Int, cols: Int, data: UnsafeRawPointer, owner: AnyObject?) {
-        precondition(rows > 0 && format.supports(cols: cols),
-                     "\(format) matrix needs rows > 0 and cols a positive multiple of 32 (float formats: > 0); got \(rows)×\(cols)")
+        precondition(
+            rows > 0 && format.supports(cols: cols),
+            "\(format) matrix needs rows > 0 and cols a positive multiple of 32 (float formats: > 0); got \(rows)×\(cols)")
         self.format = format
         self.rows = rows
         self.cols = cols
@@ -52,8 +53,9 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// int4: see `quantizeInt4Row` in Int4Quantizer.swift (a grid that covers each group's range, error
     /// ≤ half a step).
     public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {
-        precondition(rows > 0 && format.supports(cols: cols),
-                     "cannot store \(rows)×\(cols) as \(format): quantized formats need cols % 32 == 0")
+        precondition(
+            rows > 0 && format.supports(cols: cols),
+            "cannot store \(rows)×\(cols) as \(format): quantized formats need cols % 32 == 0")
         let stride = format.bytesPerRow(cols: cols)
         let storage = QuantizedStorage(byteCount: rows * stride)
         for r in 0..<rows {

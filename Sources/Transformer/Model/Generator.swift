@@ -12,8 +12,10 @@ public struct GenerationParameters: Sendable {
     /// Prompt tokens per prefill step (bounds the scratch and the step time).
     public var prefillChunk: Int
 
-    public init(maxTokens: Int = 256, sampling: SamplingParameters = SamplingParameters(),
-                stopTokenIds: Set<Int> = [], prefillChunk: Int = 256) {
+    public init(
+        maxTokens: Int = 256, sampling: SamplingParameters = SamplingParameters(),
+        stopTokenIds: Set<Int> = [], prefillChunk: Int = 256
+    ) {
         self.maxTokens = maxTokens
         self.sampling = sampling
         self.stopTokenIds = stopTokenIds
@@ -76,9 +78,11 @@ public final class Generator: @unchecked Sendable {
     /// Generates a continuation of `prompt`. With `sequence`, reuses its cached tokens that match
     /// the start of the prompt (chat history) and leaves it holding prompt + reply; without, uses
     /// a fresh sequence released at the end. `isCancelled` is polled between steps.
-    public func generate(prompt: [Int], parameters: GenerationParameters, sequence: KVSequence? = nil,
-                         isCancelled: () -> Bool = { false },
-                         onToken: (Int) -> GenerationControl = { _ in .proceed }) throws -> GenerationResult {
+    public func generate(
+        prompt: [Int], parameters: GenerationParameters, sequence: KVSequence? = nil,
+        isCancelled: () -> Bool = { false },
+        onToken: (Int) -> GenerationControl = { _ in .proceed }
+    ) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw InferenceError.invalidBatch("empty prompt") }
         try parameters.sampling.validate()
         guard parameters.maxTokens >= 0, parameters.prefillChunk > 0 else {
@@ -109,8 +113,11 @@ public final class Generator: @unchecked Sendable {
             }
             let end = min(prompt.count, position + parameters.prefillChunk)
             let last = end == prompt.count
-            let logits = try model.forward([SequenceInput(sequence: seq, tokens: Array(prompt[position..<end]),
-                                                          logits: last ? .last : .none)])
+            let logits = try model.forward([
+                SequenceInput(
+                    sequence: seq, tokens: Array(prompt[position..<end]),
+                    logits: last ? .last : .none)
+            ])
             if last, parameters.maxTokens > 0 { next = sampler.sample(logits.last(entry: 0)!) }
             position = end
         }

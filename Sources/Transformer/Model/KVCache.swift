@@ -83,22 +83,27 @@ public final class KVCache: @unchecked Sendable {
     }
 
     /// A pool of as many blocks as `memoryBudget` bytes hold.
-    public convenience init(configuration: ModelConfiguration, memoryBudget: Int, precision: Precision = .float16,
-                            blockSize: Int = 16, contextLength: Int? = nil) throws {
+    public convenience init(
+        configuration: ModelConfiguration, memoryBudget: Int, precision: Precision = .float16,
+        blockSize: Int = 16, contextLength: Int? = nil
+    ) throws {
         let perBlock = Self.bytesPerPosition(configuration, precision: precision) * blockSize
         guard perBlock > 0, memoryBudget >= perBlock else {
             throw InferenceError.invalidConfiguration("KV cache budget of \(memoryBudget) bytes holds no block of \(perBlock) bytes")
         }
-        try self.init(configuration: configuration, blockCount: memoryBudget / perBlock, precision: precision,
-                      blockSize: blockSize, contextLength: contextLength)
+        try self.init(
+            configuration: configuration, blockCount: memoryBudget / perBlock, precision: precision,
+            blockSize: blockSize, contextLength: contextLength)
     }
 
-    public init(configuration c: ModelConfiguration, blockCount: Int, precision: Precision = .float16,
-                blockSize: Int = 16, contextLength: Int? = nil) throws {
+    public init(
+        configuration c: ModelConfiguration, blockCount: Int, precision: Precision = .float16,
+        blockSize: Int = 16, contextLength: Int? = nil
+    ) throws {
         guard blockSize > 0, blockCount > 0 else {
             throw InferenceError.invalidConfiguration("KV cache needs blockSize > 0 and blockCount > 0, found \(blockSize), \(blockCount)")
         }
-        guard blockCount <= Int(Int32.max) else {   // block ids are Int32
+        guard blockCount <= Int(Int32.max) else {  // block ids are Int32
             throw InferenceError.invalidConfiguration("a KV cache of \(blockCount) blocks is too large (at most \(Int32.max))")
         }
         if let contextLength, contextLength <= 0 {
@@ -114,7 +119,8 @@ public final class KVCache: @unchecked Sendable {
         blockElements = layers * 2 * kvHeads * blockSize * headDim
         storageBytes = blockCount * blockElements * precision.bytes
         guard let pointer = mmap(nil, storageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              pointer != MAP_FAILED else {
+            pointer != MAP_FAILED
+        else {
             throw InferenceError.invalidConfiguration(
                 "cannot reserve \(storageBytes >> 20) MiB for the KV cache (\(blockCount) blocks): \(String(cString: strerror(errno)))")
         }
@@ -241,7 +247,7 @@ public final class KVCache: @unchecked Sendable {
         while sequence.publishedBlocks < full {
             let i = sequence.publishedBlocks
             let parent = i == 0 ? 0 : prefix.nodes[Int(sequence.blocks[i - 1])]
-            if i > 0 && parent == 0 { return }   // cannot happen: published blocks stay registered
+            if i > 0 && parent == 0 { return }  // cannot happen: published blocks stay registered
             let mine = sequence.blocks[i]
             if !prefix.isRegistered(mine) {
                 let key = PrefixKey(parent: parent, tokens: Array(sequence.tokens[(i * blockSize)..<((i + 1) * blockSize)]))
@@ -328,8 +334,10 @@ public final class KVCache: @unchecked Sendable {
     /// transposed into `keys` (D rows of stride `ldk`, columns count..<ldk zero), and their values
     /// into `values` (rows of stride `ldv`, rows count..<ldk and columns D..<ldv zero). `first` is a
     /// multiple of the block size; `blocks` is the sequence's block table.
-    func gatherTile(blocks: [Int32], first: Int, count: Int, layer: Int, head: Int,
-                    keys: UnsafeMutablePointer<Float>, ldk: Int, values: UnsafeMutablePointer<Float>, ldv: Int) {
+    func gatherTile(
+        blocks: [Int32], first: Int, count: Int, layer: Int, head: Int,
+        keys: UnsafeMutablePointer<Float>, ldk: Int, values: UnsafeMutablePointer<Float>, ldv: Int
+    ) {
         let D = headDim, B = blockSize
         var position = first
         while position < first + count {

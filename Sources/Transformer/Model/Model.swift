@@ -19,9 +19,9 @@ import Tensor
 
 /// Which logits an entry of a batch wants back.
 public enum LogitsRequest: Sendable {
-    case none   // prefill chunk that is not the end of the prompt
-    case last   // the next-token distribution (decode, last chunk of a prompt)
-    case all    // every position (perplexity, tests)
+    case none  // prefill chunk that is not the end of the prompt
+    case last  // the next-token distribution (decode, last chunk of a prompt)
+    case all  // every position (perplexity, tests)
 }
 
 /// One entry of a forward step: the tokens to append to a sequence (1 for decoding, many for a
@@ -99,10 +99,13 @@ public final class Model: @unchecked Sendable {
     }
 
     /// A cache shaped for this model.
-    public func makeCache(memoryBudget: Int, precision: KVCache.Precision = .float16, blockSize: Int = 16,
-                          contextLength: Int? = nil) throws -> KVCache {
-        try KVCache(configuration: configuration, memoryBudget: memoryBudget, precision: precision,
-                    blockSize: blockSize, contextLength: contextLength)
+    public func makeCache(
+        memoryBudget: Int, precision: KVCache.Precision = .float16, blockSize: Int = 16,
+        contextLength: Int? = nil
+    ) throws -> KVCache {
+        try KVCache(
+            configuration: configuration, memoryBudget: memoryBudget, precision: precision,
+            blockSize: blockSize, contextLength: contextLength)
     }
 
     // MARK: - Forward step
@@ -183,8 +186,9 @@ public final class Model: @unchecked Sendable {
                 let position = w.rowPosition[r]
                 Ops.rope(w.q + r * Q, heads: c.numAttentionHeads, headDim: D, position: position, theta: c.ropeTheta, layout: ropeLayout)
                 Ops.rope(w.k + r * KV, heads: c.numKeyValueHeads, headDim: D, position: position, theta: c.ropeTheta, layout: ropeLayout)
-                cache.store(sequence: batch[w.rowEntry[r]].sequence, position: position, layer: l,
-                            key: w.k + r * KV, value: w.v + r * KV)
+                cache.store(
+                    sequence: batch[w.rowEntry[r]].sequence, position: position, layer: l,
+                    key: w.k + r * KV, value: w.v + r * KV)
             }
             attention(batch: batch, layer: l, cache: cache)
             quantizedMatmul(layer.attentionOutput, w.attention, m: rows, w.projection, pool: pool)
@@ -215,11 +219,12 @@ public final class Model: @unchecked Sendable {
         var out = 0
         for (e, entry) in batch.enumerated() {
             let first = w.entryStart[e], n = entry.tokens.count
-            let wanted: Range<Int> = switch entry.logits {
-            case .none: first..<first
-            case .last: (first + n - 1)..<(first + n)
-            case .all: first..<(first + n)
-            }
+            let wanted: Range<Int> =
+                switch entry.logits {
+                case .none: first..<first
+                case .last: (first + n - 1)..<(first + n)
+                case .all: first..<(first + n)
+                }
             entryRows.append(out..<(out + wanted.count))
             for r in wanted {
                 Ops.rmsNorm(w.x + r * H, weight: weights.outputNorm.pointer, out: w.h + out * H, count: H, epsilon: c.rmsNormEps)
@@ -317,19 +322,21 @@ public final class Model: @unchecked Sendable {
         for i in 0..<paddedRows { maximum[i] = -.infinity; sums[i] = 0 }
         output.update(repeating: 0, count: paddedRows * Dp)
 
-        let end = start + item.tokens.upperBound   // positions 0..<end are attended to
+        let end = start + item.tokens.upperBound  // positions 0..<end are attended to
         var first = 0
         while first < end {
             let count = min(tile, end - first)
             let keys = (count + 15) & ~15
-            cache.gatherTile(blocks: blocks, first: first, count: count, layer: layer, head: g,
-                             keys: keyTile, ldk: ldk, values: valueTile, ldv: Dp)
+            cache.gatherTile(
+                blocks: blocks, first: first, count: count, layer: layer, head: g,
+                keys: keyTile, ldk: ldk, values: valueTile, ldv: Dp)
             // Token t sees positions <= start + t: rows before `firstRow` see nothing of this tile.
             let firstToken = max(t0, first - start)
             let firstRow = ((firstToken - t0) * rep) & ~3
             let active = paddedRows - firstRow
-            AttentionTiles.scores(q: queries + firstRow * Dp, ldq: Dp, rows: active, kt: keyTile, ldk: ldk,
-                                  keys: keys, depth: D, s: scores + firstRow * ldk, lds: ldk)
+            AttentionTiles.scores(
+                q: queries + firstRow * Dp, ldq: Dp, rows: active, kt: keyTile, ldk: ldk,
+                keys: keys, depth: D, s: scores + firstRow * ldk, lds: ldk)
             for i in firstRow..<paddedRows {
                 let row = scores + i * ldk
                 let visible = i < rows ? min(count, start + t0 + i / rep + 1 - first) : 0
@@ -351,8 +358,9 @@ public final class Model: @unchecked Sendable {
                 sums[i] += sum
                 maximum[i] = newMax
             }
-            AttentionTiles.accumulate(p: scores + firstRow * ldk, ldp: ldk, rows: active, keys: keys,
-                                      v: valueTile, ldv: Dp, width: Dp, o: output + firstRow * Dp, ldo: Dp)
+            AttentionTiles.accumulate(
+                p: scores + firstRow * ldk, ldp: ldk, rows: active, keys: keys,
+                v: valueTile, ldv: Dp, width: Dp, o: output + firstRow * Dp, ldo: Dp)
             first += count
         }
         for t in item.tokens {
@@ -380,13 +388,13 @@ final class AttentionScratch: @unchecked Sendable {
     let keyTile: Int
     let paddedKeyTile: Int
     let paddedDim: Int
-    let queries: UnsafeMutablePointer<Float>   // [R, Dp] packed, scaled queries
-    let keys: UnsafeMutablePointer<Float>      // [D, K] transposed key tile
-    let values: UnsafeMutablePointer<Float>    // [K, Dp] value tile
-    let scores: UnsafeMutablePointer<Float>    // [R, K] scores, then probabilities
-    let output: UnsafeMutablePointer<Float>    // [R, Dp] unnormalized outputs
-    let maximum: UnsafeMutablePointer<Float>   // [R] running max
-    let sum: UnsafeMutablePointer<Float>       // [R] running sum of exp
+    let queries: UnsafeMutablePointer<Float>  // [R, Dp] packed, scaled queries
+    let keys: UnsafeMutablePointer<Float>  // [D, K] transposed key tile
+    let values: UnsafeMutablePointer<Float>  // [K, Dp] value tile
+    let scores: UnsafeMutablePointer<Float>  // [R, K] scores, then probabilities
+    let output: UnsafeMutablePointer<Float>  // [R, Dp] unnormalized outputs
+    let maximum: UnsafeMutablePointer<Float>  // [R] running max
+    let sum: UnsafeMutablePointer<Float>  // [R] running sum of exp
 
     /// Key tile: whole cache blocks, about 64 positions (with head dim 64, a 64-key tile of K and V
     /// is 32 KB in Float32 and stays in L1/L2 while every query row of the item uses it).
@@ -416,16 +424,16 @@ final class Workspace: @unchecked Sendable {
     let c: ModelConfiguration
     private(set) var rowCapacity = 0
     private(set) var logitCapacity = 0
-    var x: UnsafeMutablePointer<Float> = .allocate(capacity: 1)          // [M, H] residual stream
-    var h: UnsafeMutablePointer<Float> = .allocate(capacity: 1)          // [M, H] normed (also [R, H] before output)
-    var q: UnsafeMutablePointer<Float> = .allocate(capacity: 1)          // [M, Q]
-    var k: UnsafeMutablePointer<Float> = .allocate(capacity: 1)          // [M, KV]
-    var v: UnsafeMutablePointer<Float> = .allocate(capacity: 1)          // [M, KV]
+    var x: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, H] residual stream
+    var h: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, H] normed (also [R, H] before output)
+    var q: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, Q]
+    var k: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, KV]
+    var v: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, KV]
     var attention: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, Q]
-    var projection: UnsafeMutablePointer<Float> = .allocate(capacity: 1) // [M, H]
-    var gate: UnsafeMutablePointer<Float> = .allocate(capacity: 1)       // [M, F]
-    var up: UnsafeMutablePointer<Float> = .allocate(capacity: 1)         // [M, F]
-    var logits: UnsafeMutablePointer<Float> = .allocate(capacity: 1)     // [R, V]
+    var projection: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, H]
+    var gate: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, F]
+    var up: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [M, F]
+    var logits: UnsafeMutablePointer<Float> = .allocate(capacity: 1)  // [R, V]
     var rowEntry: [Int] = []
     var rowPosition: [Int] = []
     var entryStart: [Int] = []

@@ -27,22 +27,22 @@ public final class FloatVector: @unchecked Sendable {
 }
 
 public struct LayerWeights: @unchecked Sendable {
-    public var attentionNorm: FloatVector                  // [hidden]
-    public var query: QuantizedMatrix                      // [heads*headDim, hidden]
-    public var key: QuantizedMatrix                        // [kvHeads*headDim, hidden]
-    public var value: QuantizedMatrix                      // [kvHeads*headDim, hidden]
-    public var queryBias, keyBias, valueBias: FloatVector? // present when attentionBias
-    public var attentionOutput: QuantizedMatrix            // [hidden, heads*headDim]
-    public var feedForwardNorm: FloatVector                // [hidden]
-    public var gate: QuantizedMatrix                       // [ffn, hidden]
-    public var up: QuantizedMatrix                         // [ffn, hidden]
-    public var down: QuantizedMatrix                       // [hidden, ffn]
+    public var attentionNorm: FloatVector  // [hidden]
+    public var query: QuantizedMatrix  // [heads*headDim, hidden]
+    public var key: QuantizedMatrix  // [kvHeads*headDim, hidden]
+    public var value: QuantizedMatrix  // [kvHeads*headDim, hidden]
+    public var queryBias, keyBias, valueBias: FloatVector?  // present when attentionBias
+    public var attentionOutput: QuantizedMatrix  // [hidden, heads*headDim]
+    public var feedForwardNorm: FloatVector  // [hidden]
+    public var gate: QuantizedMatrix  // [ffn, hidden]
+    public var up: QuantizedMatrix  // [ffn, hidden]
+    public var down: QuantizedMatrix  // [hidden, ffn]
 }
 
 public struct ModelWeights: @unchecked Sendable {
-    public var tokenEmbedding: QuantizedMatrix   // [vocab, hidden]
-    public var outputNorm: FloatVector           // [hidden]
-    public var output: QuantizedMatrix           // [vocab, hidden]; the embedding itself when tied
+    public var tokenEmbedding: QuantizedMatrix  // [vocab, hidden]
+    public var outputNorm: FloatVector  // [hidden]
+    public var output: QuantizedMatrix  // [vocab, hidden]; the embedding itself when tied
     public var layers: [LayerWeights]
 
     /// Tensor names (GGUF spelling) and their [rows, cols] for a configuration, in file order.
@@ -153,7 +153,8 @@ extension ModelWeights {
         var matrices: [String: QuantizedMatrix] = [:]
         for (name, rows, cols) in Self.tensorShapes(c) {
             guard let values = floatTensors[name], values.count == rows * cols else {
-                throw InferenceError.invalidConfiguration("tensor \(name): expected \(rows * cols) values, found \(floatTensors[name]?.count ?? 0)")
+                throw InferenceError.invalidConfiguration(
+                    "tensor \(name): expected \(rows * cols) values, found \(floatTensors[name]?.count ?? 0)")
             }
             let f: WeightFormat = rows == 1 ? .f32 : format
             matrices[name] = values.withUnsafeBufferPointer {

@@ -24,18 +24,22 @@ public enum Perplexity {
     ///   - tokens: the whole text's token ids (at least 2 × context of them, as llama.cpp requires).
     ///   - bosTokenId: the BOS id when the model adds one (replaces each chunk's first token), else nil.
     ///   - batch: tokens per forward step (bounds the logit rows held at once: batch × V floats).
-    public static func evaluate(model: Model, tokens: [Int], context: Int, bosTokenId: Int? = nil, batch: Int = 128,
-                                cachePrecision: KVCache.Precision = .float16,
-                                progress: ((_ chunk: Int, _ of: Int, _ running: Double) -> Void)? = nil) throws -> PerplexityResult {
+    public static func evaluate(
+        model: Model, tokens: [Int], context: Int, bosTokenId: Int? = nil, batch: Int = 128,
+        cachePrecision: KVCache.Precision = .float16,
+        progress: ((_ chunk: Int, _ of: Int, _ running: Double) -> Void)? = nil
+    ) throws -> PerplexityResult {
         guard context >= 4, batch > 0 else {
             throw InferenceError.invalidConfiguration("perplexity needs ctx >= 4 and batch > 0, found \(context), \(batch)")
         }
         guard tokens.count >= 2 * context else {
             throw InferenceError.invalidConfiguration(
-                "perplexity needs at least 2 × ctx = \(2 * context) tokens, the text has \(tokens.count) (use a smaller --ctx or a longer text)")
+                "perplexity needs at least 2 × ctx = \(2 * context) tokens, the text has \(tokens.count) (use a smaller --ctx or a longer text)"
+            )
         }
-        let cache = try KVCache(configuration: model.configuration, blockCount: (context + 15) / 16,
-                                precision: cachePrecision, blockSize: 16, contextLength: context)
+        let cache = try KVCache(
+            configuration: model.configuration, blockCount: (context + 15) / 16,
+            precision: cachePrecision, blockSize: 16, contextLength: context)
         let chunkCount = tokens.count / context
         let first = context / 2
         var nll = 0.0, nll2 = 0.0, count = 0
@@ -43,7 +47,7 @@ public enum Perplexity {
         let V = model.configuration.vocabSize
         for chunk in 0..<chunkCount {
             var ids = Array(tokens[(chunk * context)..<((chunk + 1) * context)])
-            let targets = ids   // the scored targets are the text's own tokens
+            let targets = ids  // the scored targets are the text's own tokens
             if let bos = bosTokenId { ids[0] = bos }
             let sequence = cache.makeSequence()
             defer { cache.release(sequence) }
@@ -52,8 +56,11 @@ public enum Perplexity {
             while start < context {
                 let end = min(context, start + batch)
                 let wants = end > first
-                let logits = try model.forward([SequenceInput(sequence: sequence, tokens: Array(ids[start..<end]),
-                                                              logits: wants ? .all : .none)])
+                let logits = try model.forward([
+                    SequenceInput(
+                        sequence: sequence, tokens: Array(ids[start..<end]),
+                        logits: wants ? .all : .none)
+                ])
                 if wants {
                     for j in max(start, first)..<min(end, context - 1) {
                         let row = logits.row(j - start)
@@ -83,7 +90,8 @@ public enum Perplexity {
             variance = (variance / Double(count - 1)).squareRoot()
             standardError = perplexity * variance
         }
-        return PerplexityResult(context: context, chunks: chunkCount, scoredTokens: count, runningPerplexity: running,
-                                chunkPerplexity: perChunk, perplexity: perplexity, standardError: standardError)
+        return PerplexityResult(
+            context: context, chunks: chunkCount, scoredTokens: count, runningPerplexity: running,
+            chunkPerplexity: perChunk, perplexity: perplexity, standardError: standardError)
     }
 }

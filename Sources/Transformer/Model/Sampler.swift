@@ -59,9 +59,11 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
     /// Seed of this sequence's random generator; nil draws one from the system.
     public var seed: UInt64?
 
-    public init(temperature: Float = 1, topK: Int = 0, topP: Float = 1, minP: Float = 0,
-                repetitionPenalty: Float = 1, presencePenalty: Float = 0, frequencyPenalty: Float = 0,
-                penaltyWindow: Int = 64, seed: UInt64? = nil) {
+    public init(
+        temperature: Float = 1, topK: Int = 0, topP: Float = 1, minP: Float = 0,
+        repetitionPenalty: Float = 1, presencePenalty: Float = 0, frequencyPenalty: Float = 0,
+        penaltyWindow: Int = 64, seed: UInt64? = nil
+    ) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
@@ -86,7 +88,9 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         if topK < 0 { try fail("top-k must be >= 0, found \(topK)") }
         if !(topP > 0 && topP <= 1) { try fail("top-p must be in (0, 1], found \(topP)") }
         if !(minP >= 0 && minP <= 1) { try fail("min-p must be in [0, 1], found \(minP)") }
-        if !(repetitionPenalty > 0) || !repetitionPenalty.isFinite { try fail("repetition penalty must be > 0, found \(repetitionPenalty)") }
+        if !(repetitionPenalty > 0) || !repetitionPenalty.isFinite {
+            try fail("repetition penalty must be > 0, found \(repetitionPenalty)")
+        }
         if !presencePenalty.isFinite || !frequencyPenalty.isFinite { try fail("penalties must be finite") }
         if penaltyWindow < 0 { try fail("penalty window must be >= 0, found \(penaltyWindow)") }
     }
@@ -287,7 +291,9 @@ public struct Sampler: Sendable {
     }
 
     private mutating func sortCandidatesByWeight() {
-        let order = candidates.indices.sorted { weights[$0] > weights[$1] || (weights[$0] == weights[$1] && candidates[$0] < candidates[$1]) }
+        let order = candidates.indices.sorted {
+            weights[$0] > weights[$1] || (weights[$0] == weights[$1] && candidates[$0] < candidates[$1])
+        }
         candidates = order.map { candidates[$0] }
         weights = order.map { weights[$0] }
     }

@@ -39,10 +39,12 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     /// q/k/v projections have biases (Qwen2).
     public var attentionBias: Bool
 
-    public init(architecture: Architecture, numHiddenLayers: Int, hiddenSize: Int, numAttentionHeads: Int,
-                numKeyValueHeads: Int, headDim: Int, intermediateSize: Int, vocabSize: Int, ropeTheta: Float,
-                ropeLayout: RopeLayout, rmsNormEps: Float, maxPositionEmbeddings: Int, tieWordEmbeddings: Bool,
-                attentionBias: Bool) {
+    public init(
+        architecture: Architecture, numHiddenLayers: Int, hiddenSize: Int, numAttentionHeads: Int,
+        numKeyValueHeads: Int, headDim: Int, intermediateSize: Int, vocabSize: Int, ropeTheta: Float,
+        ropeLayout: RopeLayout, rmsNormEps: Float, maxPositionEmbeddings: Int, tieWordEmbeddings: Bool,
+        attentionBias: Bool
+    ) {
         self.architecture = architecture
         self.numHiddenLayers = numHiddenLayers
         self.hiddenSize = hiddenSize
@@ -94,7 +96,8 @@ func decodeNamedValue<Value: RawRepresentable & CaseIterable>(_ decoder: Decoder
     if let value = Value(rawValue: text) { return value }
     let field = decoder.codingPath.last?.stringValue ?? "\(Value.self)"
     let expected = Value.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
-    throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(field) is '\(text)', expected one of \(expected)"))
+    throw DecodingError.dataCorrupted(
+        .init(codingPath: decoder.codingPath, debugDescription: "\(field) is '\(text)', expected one of \(expected)"))
 }
 
 public struct ModelConfigurationError: Error, CustomStringConvertible, Equatable {

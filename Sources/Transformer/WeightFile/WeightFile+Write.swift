@@ -13,8 +13,10 @@ public struct WeightFileTensorSource {
     public var cols: Int
     public var produce: (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
 
-    public init(name: String, format: WeightFormat, rows: Int, cols: Int,
-                produce: @escaping (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) {
+    public init(
+        name: String, format: WeightFormat, rows: Int, cols: Int,
+        produce: @escaping (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) {
         self.name = name
         self.format = format
         self.rows = rows
@@ -46,8 +48,10 @@ extension WeightFile {
     /// Writes a weight file: to `path + ".partial"` first, renamed over `path` only when complete and
     /// synced, so that a failed conversion (full disk, bad input) never leaves a half file under the
     /// final name. `progress` is called after each tensor.
-    public static func write(to path: String, description: WeightFileDescription, tensors: [WeightFileTensorSource],
-                             progress: ((WeightFileWriteProgress) -> Void)? = nil) throws {
+    public static func write(
+        to path: String, description: WeightFileDescription, tensors: [WeightFileTensorSource],
+        progress: ((WeightFileWriteProgress) -> Void)? = nil
+    ) throws {
         func fail(_ message: String) -> WeightFileError { WeightFileError(path: path, message: message) }
         try description.model.validate()
         var seen = Set<String>()
@@ -69,19 +73,22 @@ extension WeightFile {
                 offset = (offset + length + alignment - 1) / alignment * alignment
                 return at
             }
-            let tokenizer = WeightFileSection(offset: place(description.tokenizer.count), byteLength: description.tokenizer.count,
-                                              checksum: placeholder)
+            let tokenizer = WeightFileSection(
+                offset: place(description.tokenizer.count), byteLength: description.tokenizer.count,
+                checksum: placeholder)
             let infos = tensors.map { t in
-                WeightFileTensorInfo(name: t.name, shape: [t.rows, t.cols], format: t.format, offset: place(t.byteLength),
-                                     byteLength: t.byteLength, checksum: placeholder)
+                WeightFileTensorInfo(
+                    name: t.name, shape: [t.rows, t.cols], format: t.format, offset: place(t.byteLength),
+                    byteLength: t.byteLength, checksum: placeholder)
             }
-            return WeightFileHeader(model: description.model, chatTemplate: description.chatTemplate, source: description.source,
-                                    quantization: description.quantization, checksum: checksumName, tokenizer: tokenizer, tensors: infos)
+            return WeightFileHeader(
+                model: description.model, chatTemplate: description.chatTemplate, source: description.source,
+                quantization: description.quantization, checksum: checksumName, tokenizer: tokenizer, tensors: infos)
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let firstGuess = try encoder.encode(header(dataStart: 0)).count
-        let room = firstGuess + 64 + 24 * (tensors.count + 1)   // each offset may gain digits
+        let room = firstGuess + 64 + 24 * (tensors.count + 1)  // each offset may gain digits
         let dataStart = (prefixSize + room + alignment - 1) / alignment * alignment
         var layout = header(dataStart: dataStart)
         guard try encoder.encode(layout).count <= dataStart - prefixSize else { throw fail("internal: header layout does not fit") }
@@ -115,8 +122,10 @@ extension WeightFile {
                 throw fail("tensor '\(t.name)' produced \(count) bytes, expected \(info.byteLength)")
             }
             layout.tensors[i].checksum = XXH64.hex(hash.digest())
-            progress?(WeightFileWriteProgress(tensorNumber: i + 1, tensorCount: tensors.count, tensorName: t.name,
-                                              bytesWritten: out.position, totalBytes: totalBytes))
+            progress?(
+                WeightFileWriteProgress(
+                    tensorNumber: i + 1, tensorCount: tensors.count, tensorName: t.name,
+                    bytesWritten: out.position, totalBytes: totalBytes))
         }
         let json = try encoder.encode(layout)
         guard json.count <= dataStart - prefixSize else { throw fail("internal: final header (\(json.count) bytes) outgrew its room") }

@@ -94,8 +94,10 @@ public final class WeightFile: @unchecked Sendable {
     let tokenizerSection: WeightFileSection
     private let index: [String: Int]
 
-    private init(path: String, description: WeightFileDescription, tensors: [WeightFileTensorInfo],
-                 mapping: MappedFile, tokenizerSection: WeightFileSection, index: [String: Int]) {
+    private init(
+        path: String, description: WeightFileDescription, tensors: [WeightFileTensorInfo],
+        mapping: MappedFile, tokenizerSection: WeightFileSection, index: [String: Int]
+    ) {
         self.path = path
         self.description = description
         self.tensors = tensors
@@ -123,7 +125,9 @@ public final class WeightFile: @unchecked Sendable {
         }
         let version = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         guard version == Self.version else {
-            throw fail("weight file version \(version) is not supported (this build reads version \(Self.version)); convert the model again with tools/convert")
+            throw fail(
+                "weight file version \(version) is not supported (this build reads version \(Self.version)); convert the model again with tools/convert"
+            )
         }
         let headerLength = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
         guard headerLength > 0, headerLength <= UInt64(size - prefixSize) else {
@@ -144,7 +148,8 @@ public final class WeightFile: @unchecked Sendable {
 
         func checkSection(_ what: String, offset: Int, length: Int) throws {
             guard offset >= dataStart, offset % alignment == 0 else {
-                throw fail("\(what) starts at offset \(offset), expected a multiple of \(alignment) after the header (which ends at \(dataStart))")
+                throw fail(
+                    "\(what) starts at offset \(offset), expected a multiple of \(alignment) after the header (which ends at \(dataStart))")
             }
             let (end, overflow) = offset.addingReportingOverflow(length)
             guard length >= 0, !overflow, end <= size else {
@@ -171,16 +176,19 @@ public final class WeightFile: @unchecked Sendable {
             try checkSection("tensor '\(t.name)'", offset: t.offset, length: t.byteLength)
         }
         // Sections must not share bytes (a corrupted directory could alias two tensors).
-        let spans = ([("tokenizer section", header.tokenizer.offset, header.tokenizer.byteLength)]
+        let spans =
+            ([("tokenizer section", header.tokenizer.offset, header.tokenizer.byteLength)]
             + header.tensors.map { ("tensor '\($0.name)'", $0.offset, $0.byteLength) }).sorted { $0.1 < $1.1 }
         for (a, b) in zip(spans, spans.dropFirst()) where a.1 + a.2 > b.1 {
             throw fail("\(a.0) (bytes \(a.1)..<\(a.1 + a.2)) overlaps \(b.0) (from byte \(b.1))")
         }
         let tokenizer = Data(bytes: base + header.tokenizer.offset, count: header.tokenizer.byteLength)
-        let description = WeightFileDescription(model: header.model, tokenizer: tokenizer, chatTemplate: header.chatTemplate,
-                                                source: header.source, quantization: header.quantization)
-        let file = WeightFile(path: path, description: description, tensors: header.tensors, mapping: mapping,
-                              tokenizerSection: header.tokenizer, index: index)
+        let description = WeightFileDescription(
+            model: header.model, tokenizer: tokenizer, chatTemplate: header.chatTemplate,
+            source: header.source, quantization: header.quantization)
+        let file = WeightFile(
+            path: path, description: description, tensors: header.tensors, mapping: mapping,
+            tokenizerSection: header.tokenizer, index: index)
         if verify { try file.verifyChecksums() }
         return file
     }
@@ -190,7 +198,8 @@ public final class WeightFile: @unchecked Sendable {
         func check(_ what: String, _ offset: Int, _ length: Int, _ expected: String) throws {
             let found = XXH64.hex(XXH64.hash(UnsafeRawBufferPointer(start: mapping.base + offset, count: length)))
             guard found == expected.lowercased() else {
-                throw WeightFileError(path: path, message: "checksum mismatch in \(what): expected \(expected), found \(found) (file corrupted)")
+                throw WeightFileError(
+                    path: path, message: "checksum mismatch in \(what): expected \(expected), found \(found) (file corrupted)")
             }
         }
         try check("tokenizer section", tokenizerSection.offset, tokenizerSection.byteLength, tokenizerSection.checksum)

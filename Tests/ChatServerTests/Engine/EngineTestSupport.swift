@@ -19,8 +19,9 @@ enum EngineFixture {
         tokens += ["\u{0120}", "\u{010A}", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "\u{0109}", "\u{010D}"]
         var types = [Int](repeating: 1, count: tokens.count)
         for id in [endOfText, imStart, imEnd] { types[id] = 3 }
-        return TokenizerDescription(kind: .byteLevelBPE, preTokenizer: "qwen2", tokens: tokens, tokenTypes: types,
-                                    eosTokenId: endOfText, endOfTurnTokenIds: [imEnd, endOfText])
+        return TokenizerDescription(
+            kind: .byteLevelBPE, preTokenizer: "qwen2", tokens: tokens, tokenTypes: types,
+            eosTokenId: endOfText, endOfTurnTokenIds: [imEnd, endOfText])
     }
 
     static let tokenizer: Tokenizer = {
@@ -30,10 +31,11 @@ enum EngineFixture {
     }()
 
     static func configuration(maxPositions: Int = 512) -> ModelConfiguration {
-        ModelConfiguration(architecture: .qwen2, numHiddenLayers: 2, hiddenSize: 64, numAttentionHeads: 4,
-                           numKeyValueHeads: 2, headDim: 16, intermediateSize: 96, vocabSize: vocabularySize,
-                           ropeTheta: 1_000_000, ropeLayout: .halves, rmsNormEps: 1e-6,
-                           maxPositionEmbeddings: maxPositions, tieWordEmbeddings: false, attentionBias: true)
+        ModelConfiguration(
+            architecture: .qwen2, numHiddenLayers: 2, hiddenSize: 64, numAttentionHeads: 4,
+            numKeyValueHeads: 2, headDim: 16, intermediateSize: 96, vocabSize: vocabularySize,
+            ropeTheta: 1_000_000, ropeLayout: .halves, rmsNormEps: 1e-6,
+            maxPositionEmbeddings: maxPositions, tieWordEmbeddings: false, attentionBias: true)
     }
 
     static func model(seed: UInt64 = 3, threads: Int = 2, maxPositions: Int = 512) throws -> Model {
@@ -49,10 +51,13 @@ enum EngineFixture {
     }
 
     /// Greedy tokens of `prompt` generated alone (no scheduler, fresh cache): the reference.
-    static func alone(_ model: Model, prompt: [Int], maxTokens: Int, stop: Set<Int> = [], contextLength: Int? = nil,
-                      blockSize: Int = 4, sampling: Transformer::SamplingParameters = .greedy) throws -> [Int] {
-        let cache = try KVCache(configuration: model.configuration, blockCount: 1024, precision: .float16, blockSize: blockSize,
-                                contextLength: contextLength)
+    static func alone(
+        _ model: Model, prompt: [Int], maxTokens: Int, stop: Set<Int> = [], contextLength: Int? = nil,
+        blockSize: Int = 4, sampling: Transformer::SamplingParameters = .greedy
+    ) throws -> [Int] {
+        let cache = try KVCache(
+            configuration: model.configuration, blockCount: 1024, precision: .float16, blockSize: blockSize,
+            contextLength: contextLength)
         let result = try Generator(model: model, cache: cache).generate(
             prompt: prompt, parameters: GenerationParameters(maxTokens: maxTokens, sampling: sampling, stopTokenIds: stop, prefillChunk: 7))
         return result.tokens
@@ -96,17 +101,20 @@ struct SchedulerHarness {
     init(settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil) throws {
         let model = try model ?? EngineFixture.model()
         self.model = model
-        let cache = try KVCache(configuration: model.configuration, blockCount: blocks, precision: .float16,
-                                blockSize: blockSize, contextLength: contextLength)
-        scheduler = try EngineLoop(model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
-                                       modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function)
+        let cache = try KVCache(
+            configuration: model.configuration, blockCount: blocks, precision: .float16,
+            blockSize: blockSize, contextLength: contextLength)
+        scheduler = try EngineLoop(
+            model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
+            modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function)
     }
 
     /// A greedy job named `id` whose tokens land in `log[id]`.
     func job(_ id: String, prompt: [Int], maxTokens: Int, user: Int64 = 0, stop: Set<Int> = []) -> SchedulerJob {
         let log = self.log
-        return SchedulerJob(prompt: prompt, maxTokens: maxTokens, sampling: .greedy, stopTokenIds: stop, userId: user,
-                            requestId: id, onToken: { log.append(id, $0) })
+        return SchedulerJob(
+            prompt: prompt, maxTokens: maxTokens, sampling: .greedy, stopTokenIds: stop, userId: user,
+            requestId: id, onToken: { log.append(id, $0) })
     }
 
     /// Steps until nothing runs or waits (at most `limit` steps), returning the reports.

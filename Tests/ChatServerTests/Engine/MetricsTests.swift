@@ -10,7 +10,8 @@ final class EngineMetricsTests: XCTestCase {
         let model = h.scheduler.modelId
         var streams: [AsyncThrowingStream<GenerationEvent, Error>] = []
         for i in 0..<2 {
-            streams.append(try h.scheduler.trySubmit(h.job("m\(i)", prompt: EngineFixture.prompt(10, seed: UInt64(i)), maxTokens: 5, user: Int64(i))))
+            streams.append(
+                try h.scheduler.trySubmit(h.job("m\(i)", prompt: EngineFixture.prompt(10, seed: UInt64(i)), maxTokens: 5, user: Int64(i))))
         }
         XCTAssertThrowsError(try h.scheduler.trySubmit(h.job("refused", prompt: [1], maxTokens: 1)))
         h.scheduler.step()

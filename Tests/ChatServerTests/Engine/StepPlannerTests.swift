@@ -151,7 +151,7 @@ final class StepPlannerTests: XCTestCase {
     }
 
     func testShortPromptsAreGrantedBeforeLongPrefills() {
-        let planner = StepPlanner(capacity: 8, stepTarget: 0.2, maxPrefillTokens: 512)
+        let planner = StepPlanner(capacity: 8, stepTarget: 0.2, maxPrefillTokens: 512, agingTokensPerSecond: 100)
         let set = [
             running(1, tokens: 11, computed: 10, decoding: true), running(2, user: 1, tokens: 1000, computed: 300),
             running(3, user: 2, tokens: 40, computed: 0), running(4, user: 3, tokens: 1000, computed: 0, waited: 20),

@@ -24,8 +24,10 @@ final class PromptTokensTests: XCTestCase {
         let ids = engine.promptTokens(messages)
         let specials = ids.filter { tokenizer.isSpecial($0) }
         // Two turns (start + end each) and the assistant header: exactly the template's five markers.
-        XCTAssertEqual(specials, [EngineFixture.imStart, EngineFixture.imEnd, EngineFixture.imStart, EngineFixture.imEnd, EngineFixture.imStart])
-        let rendered = ChatTemplate(family: .chatML).render(messages.map { Tokenizer::ChatMessage(role: .init(rawValue: $0.role.rawValue)!, content: $0.content) })
+        XCTAssertEqual(
+            specials, [EngineFixture.imStart, EngineFixture.imEnd, EngineFixture.imStart, EngineFixture.imEnd, EngineFixture.imStart])
+        let rendered = ChatTemplate(family: .chatML).render(
+            messages.map { Tokenizer::ChatMessage(role: .init(rawValue: $0.role.rawValue)!, content: $0.content) })
         XCTAssertEqual(tokenizer.decode(ids), rendered, "the ids spell the rendered template exactly")
     }
 }
@@ -33,10 +35,11 @@ final class PromptTokensTests: XCTestCase {
 /// The ChatEngine adapter over a running scheduler thread.
 final class TransformerChatEngineTests: XCTestCase {
     private func engine(_ scheduler: SchedulerSettings = SchedulerSettings(), startThread: Bool = true) throws -> TransformerChatEngine {
-        try makeTransformerEngine(id: "tiny", model: EngineFixture.model(), tokenizer: EngineFixture.tokenizer,
-                                  template: ChatTemplate(family: .chatML),
-                                  settings: TransformerEngineSettings(contextLength: 256, threads: 2, kvCacheBytes: 1 << 20, scheduler: scheduler),
-                                  startThread: startThread)
+        try makeTransformerEngine(
+            id: "tiny", model: EngineFixture.model(), tokenizer: EngineFixture.tokenizer,
+            template: ChatTemplate(family: .chatML),
+            settings: TransformerEngineSettings(contextLength: 256, threads: 2, kvCacheBytes: 1 << 20, scheduler: scheduler),
+            startThread: startThread)
     }
 
     func testConcurrentChatsStreamTheirOwnGreedyReplies() async throws {
@@ -46,8 +49,9 @@ final class TransformerChatEngineTests: XCTestCase {
         let questions = ["hello there", "what is 2+2?", String(repeating: "long question ", count: 12)]
         let results = try await withThrowingTaskGroup(of: (Int, [GenerationEvent]).self) { group in
             for (i, q) in questions.enumerated() {
-                let request = GenerationRequest(messages: [ChatMessage(role: .user, content: q)], maxTokens: 12,
-                                                sampling: SamplingParameters(temperature: 0), userId: Int64(i), requestId: "q\(i)")
+                let request = GenerationRequest(
+                    messages: [ChatMessage(role: .user, content: q)], maxTokens: 12,
+                    sampling: SamplingParameters(temperature: 0), userId: Int64(i), requestId: "q\(i)")
                 group.addTask {
                     var events: [GenerationEvent] = []
                     for try await e in engine.generate(request) { events.append(e) }
@@ -65,8 +69,9 @@ final class TransformerChatEngineTests: XCTestCase {
             XCTAssertEqual(try engine.countTokens(messages), prompt.count)
             // Greedy, with the family's repetition penalty (it applies at temperature 0 too).
             let sampling = try engine.samplingDefaults.parameters(for: SamplingParameters(temperature: 0))
-            let expected = try EngineFixture.alone(model, prompt: prompt, maxTokens: 12, stop: engine.stopTokenIds, blockSize: 16,
-                                                   sampling: sampling)
+            let expected = try EngineFixture.alone(
+                model, prompt: prompt, maxTokens: 12, stop: engine.stopTokenIds, blockSize: 16,
+                sampling: sampling)
             let events = results[i]!
             XCTAssertEqual(events.first, .promptProcessed(promptTokens: prompt.count))
             var text = ""

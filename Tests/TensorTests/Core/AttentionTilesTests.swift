@@ -18,8 +18,9 @@ final class AttentionTilesTests: XCTestCase {
             AttentionTiles.scores(q: q, ldq: ldq, rows: rows, kt: kt, ldk: ldk, keys: keys, depth: depth, s: &s, lds: lds)
             AttentionTiles.scoresReference(q: q, ldq: ldq, rows: rows, kt: kt, ldk: ldk, keys: keys, depth: depth, s: &expected, lds: lds)
             // Only the rows × keys block is written: the stride padding stays NaN in both.
-            XCTAssertNil(mismatch(s.filter { !$0.isNaN }, expected.filter { !$0.isNaN }, absolute: 1e-5, relative: 1e-5),
-                         "rows \(rows) keys \(keys) depth \(depth)")
+            XCTAssertNil(
+                mismatch(s.filter { !$0.isNaN }, expected.filter { !$0.isNaN }, absolute: 1e-5, relative: 1e-5),
+                "rows \(rows) keys \(keys) depth \(depth)")
             XCTAssertEqual(s.filter { !$0.isNaN }.count, rows * keys)
         }
     }
@@ -42,13 +43,13 @@ final class AttentionTilesTests: XCTestCase {
         var q = [Float](repeating: 0, count: 4 * 2)
         q[0] = 1; q[1] = 2
         var kt = [Float](repeating: 0, count: 2 * 16)
-        kt[0] = 1; kt[1] = 0.5          // depth 0: key0 = 1, key1 = 0.5
-        kt[16] = 0; kt[17] = -1         // depth 1: key0 = 0, key1 = -1
+        kt[0] = 1; kt[1] = 0.5  // depth 0: key0 = 1, key1 = 0.5
+        kt[16] = 0; kt[17] = -1  // depth 1: key0 = 0, key1 = -1
         var s = [Float](repeating: 0, count: 4 * 16)
         AttentionTiles.scores(q: q, ldq: 2, rows: 4, kt: kt, ldk: 16, keys: 16, depth: 2, s: &s, lds: 16)
         XCTAssertEqual(s[0], 1)
         XCTAssertEqual(s[1], -1.5)
-        XCTAssertEqual(s[16], 0)   // second query row is zero
+        XCTAssertEqual(s[16], 0)  // second query row is zero
 
         var p = [Float](repeating: 0, count: 4 * 2)
         p[0] = 2; p[1] = 3

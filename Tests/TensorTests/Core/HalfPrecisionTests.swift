@@ -20,9 +20,9 @@ final class Float16ConversionTests: XCTestCase {
         XCTAssertEqual(float16ToFloat(0x3C00), 1.0)
         XCTAssertEqual(float16ToFloat(0xC000), -2.0)
         XCTAssertEqual(float16ToFloat(0x7BFF), 65504.0)
-        XCTAssertEqual(float16ToFloat(0x0001), 0x1p-24)              // smallest subnormal
-        XCTAssertEqual(float16ToFloat(0x03FF), 1023 * 0x1p-24)       // largest subnormal
-        XCTAssertEqual(float16ToFloat(0x0400), 0x1p-14)              // smallest normal
+        XCTAssertEqual(float16ToFloat(0x0001), 0x1p-24)  // smallest subnormal
+        XCTAssertEqual(float16ToFloat(0x03FF), 1023 * 0x1p-24)  // largest subnormal
+        XCTAssertEqual(float16ToFloat(0x0400), 0x1p-14)  // smallest normal
         XCTAssertEqual(float16ToFloat(0x3555), 0.333251953125)
         XCTAssertEqual(float16ToFloat(0x7C00), .infinity)
         XCTAssertEqual(float16ToFloat(0xFC00), -.infinity)
@@ -77,9 +77,14 @@ final class Float16ConversionTests: XCTestCase {
                 continue
             }
             if scalar.bitPattern != expected.bitPattern || bulk[i].bitPattern != expected.bitPattern
-                || floatToFloat16(scalar) != h || back[i] != h {
+                || floatToFloat16(scalar) != h || back[i] != h
+            {
                 failures += 1
-                if failures < 5 { XCTFail("half 0x\(String(h, radix: 16)): decoded \(scalar) / bulk \(bulk[i]), expected \(expected); back 0x\(String(floatToFloat16(scalar), radix: 16))") }
+                if failures < 5 {
+                    XCTFail(
+                        "half 0x\(String(h, radix: 16)): decoded \(scalar) / bulk \(bulk[i]), expected \(expected); back 0x\(String(floatToFloat16(scalar), radix: 16))"
+                    )
+                }
             }
         }
         XCTAssertEqual(failures, 0)
@@ -90,8 +95,9 @@ final class Float16ConversionTests: XCTestCase {
     func testEncodingIsNearest() {
         var rng = SeededGenerator(seed: 16)
         for _ in 0..<20_000 {
-            let magnitude = Float(sign: .plus, exponent: Int.random(in: -27...15, using: &rng),
-                                  significand: Float.random(in: 1..<2, using: &rng))
+            let magnitude = Float(
+                sign: .plus, exponent: Int.random(in: -27...15, using: &rng),
+                significand: Float.random(in: 1..<2, using: &rng))
             let f = Bool.random(using: &rng) ? magnitude : -magnitude
             let h = floatToFloat16(f)
             let v = decodeHalf(h)
@@ -111,7 +117,7 @@ final class BFloat16ConversionTests: XCTestCase {
         XCTAssertEqual(bfloat16ToFloat(0x3F80), 1.0)
         XCTAssertEqual(bfloat16ToFloat(0xC000), -2.0)
         XCTAssertEqual(bfloat16ToFloat(0x7F80), .infinity)
-        XCTAssertEqual(bfloat16ToFloat(0x0001), Float(bitPattern: 0x0001_0000))   // subnormal
+        XCTAssertEqual(bfloat16ToFloat(0x0001), Float(bitPattern: 0x0001_0000))  // subnormal
         XCTAssertTrue(bfloat16ToFloat(0x7FC0).isNaN)
         XCTAssertEqual(floatToBFloat16(1.0), 0x3F80)
         XCTAssertEqual(floatToBFloat16(-2.0), 0xC000)
@@ -121,11 +127,11 @@ final class BFloat16ConversionTests: XCTestCase {
     }
 
     func testRoundingToNearestEvenAndNaN() {
-        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F80_8000)), 0x3F80)   // tie -> even (down)
-        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F81_8000)), 0x3F82)   // tie -> even (up)
-        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F80_8001)), 0x3F81)   // above tie
-        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F80_7FFF)), 0x3F80)   // below tie
-        XCTAssertEqual(floatToBFloat16(.greatestFiniteMagnitude), 0x7F80)         // rounds to inf
+        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F80_8000)), 0x3F80)  // tie -> even (down)
+        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F81_8000)), 0x3F82)  // tie -> even (up)
+        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F80_8001)), 0x3F81)  // above tie
+        XCTAssertEqual(floatToBFloat16(Float(bitPattern: 0x3F80_7FFF)), 0x3F80)  // below tie
+        XCTAssertEqual(floatToBFloat16(.greatestFiniteMagnitude), 0x7F80)  // rounds to inf
         // A NaN whose payload sits only in the low bits must stay NaN (plain rounding would give inf).
         for bits: UInt32 in [0x7F80_0001, 0x7FC0_0000, 0xFF80_FFFF, 0x7FFF_FFFF] {
             XCTAssertTrue(bfloat16ToFloat(floatToBFloat16(Float(bitPattern: bits))).isNaN, "0x\(String(bits, radix: 16))")

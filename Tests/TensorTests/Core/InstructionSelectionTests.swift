@@ -13,7 +13,9 @@ final class InstructionSelectionTests: XCTestCase {
         #if AVX2
         return try Disassembly.function(containing: ["6Tensor", fragment])
         #else
-        throw XCTSkip("built without AVX2 (Package.swift defines it only where /proc/cpuinfo lists avx2, fma and f16c): the instructions checked here are AVX2's")
+        throw XCTSkip(
+            "built without AVX2 (Package.swift defines it only where /proc/cpuinfo lists avx2, fma and f16c): the instructions checked here are AVX2's"
+        )
         #endif
     }
 
@@ -28,7 +30,8 @@ final class InstructionSelectionTests: XCTestCase {
             XCTAssertGreaterThan(f.count("vfmadd231ps", register: "ymm"), 0, "\(name) lost vfmadd231ps ymm")
         }
         let axpy = try function("3OpsO4axpy_")
-        XCTAssertGreaterThan(axpy.count("vfmadd213ps", register: "ymm") + axpy.count("vfmadd231ps", register: "ymm"), 0, "axpy lost its vector FMA")
+        XCTAssertGreaterThan(
+            axpy.count("vfmadd213ps", register: "ymm") + axpy.count("vfmadd231ps", register: "ymm"), 0, "axpy lost its vector FMA")
     }
 
     /// The polynomial exp must be inlined into each activation (an out-of-line call per 8 elements
@@ -37,7 +40,8 @@ final class InstructionSelectionTests: XCTestCase {
         for name in ["3OpsO4silu_", "3OpsO4gelu_", "3OpsO7softmax_", "3OpsO6swiglu", "3OpsO10expShifted_"] {
             let f = try function(name)
             XCTAssertEqual(f.count("vectorExp8"), 0, "\(name) calls vectorExp8 out of line")
-            XCTAssertGreaterThan(f.count("vfmadd213ps", register: "ymm") + f.count("vfmadd231ps", register: "ymm"), 3, "\(name) lost the vector polynomial")
+            XCTAssertGreaterThan(
+                f.count("vfmadd213ps", register: "ymm") + f.count("vfmadd231ps", register: "ymm"), 3, "\(name) lost the vector polynomial")
         }
     }
 

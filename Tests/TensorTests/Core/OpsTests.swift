@@ -8,8 +8,10 @@ import TestSupport
 let awkwardSizes = [1, 3, 31, 33, 896, 4864]
 
 /// Runs an in-place op and its reference on copies of `input`, returns (optimized, reference).
-func inPlace(_ input: [Float], _ op: (UnsafeMutablePointer<Float>, Int) -> Void,
-             _ reference: (UnsafeMutablePointer<Float>, Int) -> Void) -> ([Float], [Float]) {
+func inPlace(
+    _ input: [Float], _ op: (UnsafeMutablePointer<Float>, Int) -> Void,
+    _ reference: (UnsafeMutablePointer<Float>, Int) -> Void
+) -> ([Float], [Float]) {
     var a = input, b = input
     a.withUnsafeMutableBufferPointer { op($0.baseAddress!, $0.count) }
     b.withUnsafeMutableBufferPointer { reference($0.baseAddress!, $0.count) }
@@ -73,9 +75,12 @@ final class RopeTests: XCTestCase {
                 for position in [0, 1, 7, 100, 4095, 32767] {
                     for theta: Float in [10000, 1_000_000] {
                         let x = rng.floats(heads * headDim, in: -2...2)
-                        let (fast, ref) = inPlace(x, { p, _ in Ops.rope(p, heads: heads, headDim: headDim, position: position, theta: theta, layout: layout) },
-                                                     { p, _ in Ops.ropeReference(p, heads: heads, headDim: headDim, position: position, theta: theta, layout: layout) })
-                        XCTAssertNil(mismatch(fast, ref, absolute: 1e-5), "\(layout) heads \(heads) dh \(headDim) pos \(position) theta \(theta)")
+                        let (fast, ref) = inPlace(
+                            x, { p, _ in Ops.rope(p, heads: heads, headDim: headDim, position: position, theta: theta, layout: layout) },
+                            { p, _ in Ops.ropeReference(p, heads: heads, headDim: headDim, position: position, theta: theta, layout: layout)
+                            })
+                        XCTAssertNil(
+                            mismatch(fast, ref, absolute: 1e-5), "\(layout) heads \(heads) dh \(headDim) pos \(position) theta \(theta)")
                     }
                 }
             }
@@ -109,7 +114,9 @@ final class RopeTests: XCTestCase {
                 Ops.rope(&y, heads: heads, headDim: headDim, position: position, theta: 1_000_000, layout: layout)
                 for h in 0..<heads {
                     for i in 0..<half {
-                        let (a, b) = layout == .interleaved ? (h * headDim + 2 * i, h * headDim + 2 * i + 1) : (h * headDim + i, h * headDim + i + half)
+                        let (a, b) =
+                            layout == .interleaved
+                            ? (h * headDim + 2 * i, h * headDim + 2 * i + 1) : (h * headDim + i, h * headDim + i + half)
                         let before = (x[a] * x[a] + x[b] * x[b]).squareRoot()
                         let after = (y[a] * y[a] + y[b] * y[b]).squareRoot()
                         XCTAssertEqual(after, before, accuracy: 1e-5 * max(1, before), "\(layout) pos \(position) head \(h) pair \(i)")
@@ -137,7 +144,7 @@ final class SoftmaxTests: XCTestCase {
         var rng = SeededGenerator(seed: 5)
         for n in awkwardSizes {
             var x = rng.floats(n, in: -1e4...1e4)
-            x[n / 2] = 1e4           // a clear winner
+            x[n / 2] = 1e4  // a clear winner
             let (fast, ref) = inPlace(x, Ops.softmax, Ops.softmaxReference)
             XCTAssertFalse(fast.contains { !$0.isFinite }, "n \(n): non-finite output")
             XCTAssertEqual(fast.reduce(0, +), 1, accuracy: 1e-5, "n \(n)")
@@ -192,7 +199,7 @@ final class ActivationTests: XCTestCase {
     /// Sweeps the whole exp range through silu (x / (1 + e^-x)): checks the vector exp everywhere,
     /// including the clamps at -87.3 and 88.
     func testSiluOverTheWholeExpRange() {
-        let x = (0..<4001).map { Float($0 - 2000) * 0.05 }   // -100 ... 100
+        let x = (0..<4001).map { Float($0 - 2000) * 0.05 }  // -100 ... 100
         let (s, sr) = inPlace(x, Ops.silu, Ops.siluReference)
         XCTAssertNil(mismatch(s, sr, absolute: 1e-30, relative: 2e-6))
         var special: [Float] = [.infinity, -.infinity, 0, -0.0, 1e30, -1e30]
@@ -205,7 +212,7 @@ final class ActivationTests: XCTestCase {
         var nan: [Float] = [.nan, 1, .nan]
         Ops.gelu(&nan, count: 3)
         XCTAssertTrue(nan[0].isNaN && nan[2].isNaN)
-        XCTAssertEqual(nan[1], 0.841_191_9, accuracy: 1e-6)        // gelu_tanh(1)
+        XCTAssertEqual(nan[1], 0.841_191_9, accuracy: 1e-6)  // gelu_tanh(1)
     }
 
     func testGeluHandValues() {

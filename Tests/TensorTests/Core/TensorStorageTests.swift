@@ -43,7 +43,8 @@ final class TensorStorageTests: XCTestCase {
         XCTAssertTrue(c.storage.isOwned)
     }
 
-    final class Owner { let buffer: UnsafeMutablePointer<Float>
+    final class Owner {
+        let buffer: UnsafeMutablePointer<Float>
         init(_ n: Int) { buffer = .allocate(capacity: n); buffer.initialize(repeating: 7, count: n) }
         deinit { buffer.deallocate() }
     }

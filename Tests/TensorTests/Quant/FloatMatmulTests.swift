@@ -18,16 +18,19 @@ final class FloatMatmulTests: XCTestCase {
 
     func check(_ w: QuantizedMatrix, m: Int, pool: ThreadPool, rng: inout SeededGenerator, label: String) {
         let x = rng.floats(m * w.cols, in: -2...2)
-        let weights = w.dequantize().array   // the stored (f16-rounded) values
+        let weights = w.dequantize().array  // the stored (f16-rounded) values
         let exact = naiveMatmul(x, weights, m: m, n: w.rows, k: w.cols, transposeB: true)
         let magnitude = naiveMatmul(x.map(abs), weights.map(abs), m: m, n: w.rows, k: w.cols, transposeB: true)
         for method in FloatKernels.Method.allCases {
-            var got = [Float](repeating: .nan, count: m * w.rows)   // every output must be written
+            var got = [Float](repeating: .nan, count: m * w.rows)  // every output must be written
             x.withUnsafeBufferPointer { xp in
                 got.withUnsafeMutableBufferPointer { floatMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pool, method: method) }
             }
             let bad = got.indices.filter { !(abs(got[$0] - exact[$0]) <= summationBound(w.cols) * magnitude[$0]) }
-            XCTAssertTrue(bad.isEmpty, "\(label) \(method): \(bad.count) outputs off, first y[\(bad.first ?? 0)] = \(got[bad.first ?? 0]) vs \(exact[bad.first ?? 0])")
+            XCTAssertTrue(
+                bad.isEmpty,
+                "\(label) \(method): \(bad.count) outputs off, first y[\(bad.first ?? 0)] = \(got[bad.first ?? 0]) vs \(exact[bad.first ?? 0])"
+            )
         }
     }
 
@@ -67,7 +70,9 @@ final class FloatMatmulTests: XCTestCase {
                 XCTAssertEqual(method, m >= threshold ? .sgemm : .own)
                 x.withUnsafeBufferPointer { xp in
                     dispatched.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1]) }
-                    chosen.withUnsafeMutableBufferPointer { floatMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1], method: method) }
+                    chosen.withUnsafeMutableBufferPointer {
+                        floatMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1], method: method)
+                    }
                 }
                 XCTAssertEqual(dispatched, chosen, "\(format) M=\(m)")
             }

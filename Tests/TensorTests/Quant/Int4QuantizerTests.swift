@@ -17,11 +17,11 @@ final class Int4QuantizerTests: XCTestCase {
                 let u = w[g * 32 + i]
                 switch kind {
                 case 0: w[g * 32 + i] = 0.05 * u
-                case 1: w[g * 32 + i] = 0.02 * u / max(0.02, 1 - abs(u))      // heavy tail: up to ~50x
-                case 2: w[g * 32 + i] = 0.3 * (u + 0.8)                         // skewed, mostly positive
+                case 1: w[g * 32 + i] = 0.02 * u / max(0.02, 1 - abs(u))  // heavy tail: up to ~50x
+                case 2: w[g * 32 + i] = 0.3 * (u + 0.8)  // skewed, mostly positive
                 case 3: w[g * 32 + i] = 1e-4 * u
-                case 4: w[g * 32 + i] = i == 7 ? 2.5 : 0.01 * u                 // one outlier
-                default: w[g * 32 + i] = g % 12 == 5 ? 0 : 0.1 * u * u * u      // zeros / cubic
+                case 4: w[g * 32 + i] = i == 7 ? 2.5 : 0.01 * u  // one outlier
+                default: w[g * 32 + i] = g % 12 == 5 ? 0 : 0.1 * u * u * u  // zeros / cubic
                 }
             }
         }

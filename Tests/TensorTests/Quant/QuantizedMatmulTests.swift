@@ -64,8 +64,10 @@ final class QuantizedMatmulTests: XCTestCase {
     /// quantizations: int8 and int5 share one), row counts that split into uneven chunks, and a float group (fallback).
     func testGroupedMatmulMatchesReference() {
         var rng = SeededGenerator(seed: 26)
-        let groups: [[(Int, WeightFormat)]] = [[(33, .int4), (31, .int8), (8, .int4), (9, .int5)], [(896, .int5), (128, .int4), (128, .int8)],
-                                               [(40, .int8)], [(17, .f16), (9, .int4)], [(24, .int5)]]
+        let groups: [[(Int, WeightFormat)]] = [
+            [(33, .int4), (31, .int8), (8, .int4), (9, .int5)], [(896, .int5), (128, .int4), (128, .int8)],
+            [(40, .int8)], [(17, .f16), (9, .int4)], [(24, .int5)],
+        ]
         for (gi, group) in groups.enumerated() {
             let cols = gi == 1 ? 896 : 288
             let ws = group.map { makeWeights(&rng, rows: $0.0, cols: cols, format: $0.1) }
@@ -81,7 +83,8 @@ final class QuantizedMatmulTests: XCTestCase {
                     x.withUnsafeBufferPointer { quantizedMatmul(ws, $0.baseAddress!, m: m, pointers, pool: pools[threads - 1]) }
                     for (i, w) in ws.enumerated() {
                         let got = Array(UnsafeBufferPointer(start: pointers[i], count: m * w.rows))
-                        assertWithinBound(got, w, x: x, m: m, label: "group \(gi) matrix \(i) (\(w.format) \(w.rows)x\(cols)) M=\(m) threads=\(threads)")
+                        assertWithinBound(
+                            got, w, x: x, m: m, label: "group \(gi) matrix \(i) (\(w.format) \(w.rows)x\(cols)) M=\(m) threads=\(threads)")
                     }
                 }
             }
@@ -117,7 +120,9 @@ final class QuantizedMatmulTests: XCTestCase {
         for (format, relative) in [(WeightFormat.int8, Float(0.02)), (.int5, 0.06), (.int4, 0.12)] {
             let w = wf.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
             var got = [Float](repeating: 0, count: m * rows)
-            x.withUnsafeBufferPointer { xp in got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1]) } }
+            x.withUnsafeBufferPointer { xp in
+                got.withUnsafeMutableBufferPointer { quantizedMatmul(w, xp.baseAddress!, m: m, $0.baseAddress!, pool: pools[1]) }
+            }
             var err: Float = 0, norm: Float = 0
             for mi in 0..<m {
                 for r in 0..<rows {
@@ -178,7 +183,9 @@ final class QuantizedMatmulTests: XCTestCase {
                 var s: Float = 0
                 for k in 0..<cols { s += magnitudes[r * cols + k] * abs(x[mi * cols + k]) }
                 let i = mi * rows + r
-                if !(abs(got[i] - want[i]) <= factor * s + 1e-5), bad.count < 4 { bad.append("[m \(mi), row \(r)] \(got[i]) vs \(want[i])") }
+                if !(abs(got[i] - want[i]) <= factor * s + 1e-5), bad.count < 4 {
+                    bad.append("[m \(mi), row \(r)] \(got[i]) vs \(want[i])")
+                }
             }
         }
         XCTAssertTrue(bad.isEmpty, "\(label): " + bad.joined(separator: ", "))
@@ -187,7 +194,7 @@ final class QuantizedMatmulTests: XCTestCase {
     private func check(_ w: QuantizedMatrix, m: Int, pool: ThreadPool, rng: inout SeededGenerator, label: String) {
         let cols = w.cols, rows = w.rows
         var x = rng.floats(m * cols, in: -2...2)
-        if m > 2 { for k in 0..<cols { x[2 * cols + k] = 0 } }          // an all-zero activation row
+        if m > 2 { for k in 0..<cols { x[2 * cols + k] = 0 } }  // an all-zero activation row
         let magnitudes = termMagnitudes(w)
         var want = [Float](repeating: .nan, count: m * rows)
         x.withUnsafeBufferPointer { xp in
@@ -231,7 +238,8 @@ final class QuantKernelsTests: XCTestCase {
         // Building on an AVX2 machine must define AVX2, and on an AVX-512 VNNI one AVX512VNNI (the
         // int8 kernels' vpdpbusd path): Package.swift reads /proc/cpuinfo.
         if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-           let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) {
+            let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        {
             let flags = Set(line.split(separator: " "))
             if flags.isSuperset(of: ["avx2", "fma", "f16c"]) {
                 XCTAssertEqual(QuantKernels.activePath, .avx2, "this CPU has AVX2 but the AVX2 kernels are not compiled in")
@@ -251,11 +259,13 @@ final class QuantKernelsTests: XCTestCase {
         for cols in [32, 256, 288, 896] {
             let m = 3
             var x = rng.floats(m * cols)
-            x[5] = 9   // one large value: its block's scale must follow it, other blocks must not
+            x[5] = 9  // one large value: its block's scale must follow it, other blocks must not
             let layout = activationLayout(.int4, QuantKernels.activePath, m: m)
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: layout), alignment: 64)
+            let buffer = UnsafeMutableRawPointer.allocate(
+                byteCount: QuantizedActivations.byteCount(m: m, cols: cols, layout: layout), alignment: 64)
             defer { buffer.deallocate() }
-            let a = QuantizedActivations(m: m, cols: cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: .int4), buffer: buffer)
+            let a = QuantizedActivations(
+                m: m, cols: cols, layout: layout, scaleBlock: QuantizedActivations.scaleBlock(for: .int4), buffer: buffer)
             x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
             let groups = cols / 32
             for r in 0..<m {
@@ -290,8 +300,9 @@ final class QuantKernelsTests: XCTestCase {
                 XCTAssertFalse(functions.isEmpty, "no function \(fragment) in this executable")
                 for f in functions {
                     for alternatives in instructions {
-                        XCTAssertGreaterThan(alternatives.map { f.count($0) }.reduce(0, +), 0,
-                                             "\(f.name) lost \(alternatives.joined(separator: " / "))")
+                        XCTAssertGreaterThan(
+                            alternatives.map { f.count($0) }.reduce(0, +), 0,
+                            "\(f.name) lost \(alternatives.joined(separator: " / "))")
                     }
                     for instruction in absent { XCTAssertEqual(f.count(instruction), 0, "\(f.name) has \(instruction)") }
                 }
@@ -307,12 +318,18 @@ final class QuantKernelsTests: XCTestCase {
         let int8Lacks: [String] = []
         #endif
         // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
-        try assertKernels(["19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2", "14int8GEMMTiles4"],
-                          contain: unsignedBytes + [["vpbroadcastd"]])
+        try assertKernels(
+            [
+                "19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2",
+                "14int8GEMMTiles4",
+            ],
+            contain: unsignedBytes + [["vpbroadcastd"]])
         // The int8 tiles broadcast each Float16 scale with vpbroadcastw + vcvtph2ps: a scalar half
         // converted and broadcast compiled to vpinsrw merging into a live accumulator register (a
         // false dependency from one group's scale to the previous group's sums).
-        let int8Tiles = try Disassembly.functions(containing: ["6Tensor", "int8GEMMTiles"]) + Disassembly.functions(containing: ["6Tensor", "9int8Tiles"])
+        let int8Tiles =
+            try Disassembly.functions(containing: ["6Tensor", "int8GEMMTiles"])
+            + Disassembly.functions(containing: ["6Tensor", "9int8Tiles"])
         XCTAssertGreaterThanOrEqual(int8Tiles.count, 4, "the int8 tile kernels are missing from this executable")
         for f in int8Tiles {
             XCTAssertEqual(f.count("vpinsrw"), 0, "\(f.name) builds a scale with vpinsrw again")
@@ -322,11 +339,14 @@ final class QuantKernelsTests: XCTestCase {
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
         try assertKernels(["10gemmBlocks"], contain: [["prefetcht0"]])
         try assertKernels(["9int8Tiles", "10int8Decode"], contain: int8Bytes + [["prefetcht0"]], lack: int8Lacks)
-        try assertKernels(["9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"],
-                          contain: unsignedBytes + [["prefetcht0"]])
+        try assertKernels(
+            ["9int5Tiles", "13int5DecodeRow", "14int4BlockTiles", "9int4Tile8", "13int4DecodeRow"],
+            contain: unsignedBytes + [["prefetcht0"]])
         // The int4 header is decoded with byte shuffles and one vcvtph2ps (d and dmin together).
         let decode = try Disassembly.functions(containing: ["6Tensor", "13int4DecodeRow"])
-        XCTAssertTrue(decode.allSatisfy { $0.count("vcvtph2ps") > 0 && $0.count("vpmovzxbd") > 0 }, "the int4 decode kernel lost its vector header decode")
+        XCTAssertTrue(
+            decode.allSatisfy { $0.count("vcvtph2ps") > 0 && $0.count("vpmovzxbd") > 0 },
+            "the int4 decode kernel lost its vector header decode")
         // Activation quantization runs on one thread for decode-sized M: it must stay vectorized,
         // without calls to the generic SIMD library (pointwiseMax, lowHalf, ... are not inlined).
         let quantize = try Disassembly.functions(containing: ["6Tensor", "20QuantizedActivationsV8quantize_4rows"])
@@ -334,12 +354,18 @@ final class QuantKernelsTests: XCTestCase {
         for f in quantize {
             XCTAssertGreaterThan(f.count("vcvtps2dq"), 0, "quantize lost vcvtps2dq")
             XCTAssertGreaterThan(f.count("vmaxps"), 0, "quantize lost vmaxps")
-            XCTAssertEqual(f.count("call"), 0, "quantize calls out of line:\n\(f.body.split(separator: "\n").filter { $0.contains("call") }.joined(separator: "\n"))")
+            XCTAssertEqual(
+                f.count("call"), 0,
+                "quantize calls out of line:\n\(f.body.split(separator: "\n").filter { $0.contains("call") }.joined(separator: "\n"))")
         }
         let int8 = try Disassembly.functions(containing: ["6Tensor", "10int8Decode"])
-        XCTAssertTrue(int8.allSatisfy { $0.count("prefetcht0") > 0 && $0.count("vphaddd") > 0 }, "the int8 decode kernel lost its prefetch or its vphaddd reduction")
+        XCTAssertTrue(
+            int8.allSatisfy { $0.count("prefetcht0") > 0 && $0.count("vphaddd") > 0 },
+            "the int8 decode kernel lost its prefetch or its vphaddd reduction")
         #else
-        throw XCTSkip("built without AVX2 (Package.swift defines it only where /proc/cpuinfo lists avx2, fma and f16c): no intrinsic kernels to check")
+        throw XCTSkip(
+            "built without AVX2 (Package.swift defines it only where /proc/cpuinfo lists avx2, fma and f16c): no intrinsic kernels to check"
+        )
         #endif
     }
 
@@ -355,7 +381,7 @@ final class QuantKernelsTests: XCTestCase {
                     let bytes = QuantizedActivations.byteCount(m: m, cols: cols, layout: layout)
                     let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
                     defer { buffer.deallocate() }
-                    buffer.initializeMemory(as: UInt8.self, repeating: 0x5A, count: bytes)   // quantize must clear the padding
+                    buffer.initializeMemory(as: UInt8.self, repeating: 0x5A, count: bytes)  // quantize must clear the padding
                     let a = QuantizedActivations(m: m, cols: cols, layout: layout, buffer: buffer)
                     x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, rows: 0..<m) }
                     var values: [Int8] = []

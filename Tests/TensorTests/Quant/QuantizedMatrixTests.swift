@@ -31,8 +31,8 @@ final class QuantizedMatrixTests: XCTestCase {
     /// (weight i + 16). Expected weight = 0.5·sc[j]·q − 0.25·m[j].
     func testInt4DequantizeHandBuiltSuperblock() {
         var bytes = [UInt8](repeating: 0, count: 144)
-        bytes[0] = 0x00; bytes[1] = 0x38      // d = 0.5, little-endian
-        bytes[2] = 0x00; bytes[3] = 0x34      // dmin = 0.25
+        bytes[0] = 0x00; bytes[1] = 0x38  // d = 0.5, little-endian
+        bytes[2] = 0x00; bytes[3] = 0x34  // dmin = 0.25
         for k in 0..<12 { bytes[4 + k] = Self.handScales[k] }
         var expected = [Float](repeating: 0, count: 256)
         for j in 0..<8 {
@@ -49,7 +49,7 @@ final class QuantizedMatrixTests: XCTestCase {
             row.withUnsafeMutableBufferPointer { matrix.dequantizeRow(0, into: $0.baseAddress!) }
             return row
         }
-        XCTAssertNil(mismatch(out, expected))   // exact: all values are small dyadic rationals
+        XCTAssertNil(mismatch(out, expected))  // exact: all values are small dyadic rationals
     }
 
     /// A hand-built int5 superblock, bytes written from the layout's definition (WeightFormat.swift):
@@ -106,7 +106,7 @@ final class QuantizedMatrixTests: XCTestCase {
                 var w = rng.floats(rows * cols)
                 for g in 0..<(rows * cols / 32) {
                     let scale = Float([0.001, 0.1, 1, 30][g % 4]) * (g % 7 == 0 ? 0 : 1) + (g % 7 == 0 ? 0.5 : 0)
-                    let shift: Float = g % 3 == 0 ? 0.7 : 0   // skewed groups (all positive-ish)
+                    let shift: Float = g % 3 == 0 ? 0.7 : 0  // skewed groups (all positive-ish)
                     for i in 0..<32 { w[g * 32 + i] = (w[g * 32 + i] + shift) * scale }
                 }
                 let q = w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: rows, cols: cols, format: format) }
@@ -119,8 +119,9 @@ final class QuantizedMatrixTests: XCTestCase {
                             let k = r * cols + g * 32 + i
                             let err = abs(back[k] - w[k])
                             worst = max(worst, err / max(step, 1e-30))
-                            XCTAssertLessThanOrEqual(err, 0.5 * step * (1 + 1e-5) + 1e-6 * step,
-                                                     "\(format) \(rows)x\(cols) row \(r) group \(g) index \(i): \(w[k]) -> \(back[k]), step \(step)")
+                            XCTAssertLessThanOrEqual(
+                                err, 0.5 * step * (1 + 1e-5) + 1e-6 * step,
+                                "\(format) \(rows)x\(cols) row \(r) group \(g) index \(i): \(w[k]) -> \(back[k]), step \(step)")
                         }
                     }
                 }

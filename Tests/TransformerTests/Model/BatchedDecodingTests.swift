@@ -27,7 +27,8 @@ final class BatchedDecodingTests: XCTestCase {
             let sequences = prompts.map { _ in cache.makeSequence() }
             let first = try tiny.model.forward((0..<3).map { SequenceInput(sequence: sequences[$0], tokens: prompts[$0]) })
             for e in 0..<3 {
-                XCTAssertNil(mismatch(Array(first.last(entry: e)!), alone[e][0], absolute: 1e-5, relative: 1e-4), "\(flavour) seq \(e) prefill")
+                XCTAssertNil(
+                    mismatch(Array(first.last(entry: e)!), alone[e][0], absolute: 1e-5, relative: 1e-4), "\(flavour) seq \(e) prefill")
             }
             var position = [0, 0, 0, -1]
             for step in 0..<steps {
@@ -47,8 +48,9 @@ final class BatchedDecodingTests: XCTestCase {
                 for (e, s) in members.enumerated() {
                     position[s] += 1
                     let expected = alone[s][position[s]]
-                    XCTAssertNil(mismatch(Array(logits.last(entry: e)!), expected, absolute: 1e-5, relative: 1e-4),
-                                 "\(flavour) step \(step) sequence \(s)")
+                    XCTAssertNil(
+                        mismatch(Array(logits.last(entry: e)!), expected, absolute: 1e-5, relative: 1e-4),
+                        "\(flavour) step \(step) sequence \(s)")
                 }
                 if step == 2 { cache.release(sequences[2]) }
             }
@@ -61,14 +63,16 @@ final class BatchedDecodingTests: XCTestCase {
 final class KVCacheTests: XCTestCase {
     func testOutOfBlocksThrowsAndChangesNothing() throws {
         let tiny = try TinyModel(.qwen2)
-        let cache = try tiny.cache(blocks: 3, blockSize: 4)   // 12 positions in all
+        let cache = try tiny.cache(blocks: 3, blockSize: 4)  // 12 positions in all
         let a = cache.makeSequence(), b = cache.makeSequence()
         _ = try tiny.model.forward([SequenceInput(sequence: a, tokens: randomTokens(6, vocab: 101, seed: 1))])
         XCTAssertEqual(cache.freeBlockCount, 1)
-        XCTAssertThrowsError(try tiny.model.forward([
-            SequenceInput(sequence: a, tokens: [1, 2, 3]),
-            SequenceInput(sequence: b, tokens: [4, 5, 6]),
-        ])) { error in
+        XCTAssertThrowsError(
+            try tiny.model.forward([
+                SequenceInput(sequence: a, tokens: [1, 2, 3]),
+                SequenceInput(sequence: b, tokens: [4, 5, 6]),
+            ])
+        ) { error in
             XCTAssertEqual(error as? InferenceError, .outOfCacheBlocks(needed: 2, free: 1, total: 3))
         }
         XCTAssertEqual(a.length, 6)
@@ -120,7 +124,7 @@ final class KVCacheTests: XCTestCase {
         let used = cache.usedBlockCount
         cache.truncate(s, to: 10)
         XCTAssertEqual(s.tokens, prefix)
-        XCTAssertEqual(cache.usedBlockCount, used - 1)   // 15 -> 10 positions: 4 -> 3 blocks of 4
+        XCTAssertEqual(cache.usedBlockCount, used - 1)  // 15 -> 10 positions: 4 -> 3 blocks of 4
         let continued = try tiny.model.forward([SequenceInput(sequence: s, tokens: tailB, logits: .all)])
         let rows = (0..<tailB.count).map { continued.array(row: $0) }
         let fresh = try chunkedLogits(tiny.model, cache: cache, tokens: prefix + tailB, chunks: [16])
@@ -131,7 +135,7 @@ final class KVCacheTests: XCTestCase {
 
     func testMemoryBudgetSizesThePool() throws {
         let c = tinyConfiguration(.qwen2)
-        let perPosition = KVCache.bytesPerPosition(c, precision: .float16)   // 2 layers × 2 × 1 kv head × 16 × 2 bytes
+        let perPosition = KVCache.bytesPerPosition(c, precision: .float16)  // 2 layers × 2 × 1 kv head × 16 × 2 bytes
         XCTAssertEqual(perPosition, 128)
         let cache = try KVCache(configuration: c, memoryBudget: 128 * 16 * 10 + 5, precision: .float16, blockSize: 16)
         XCTAssertEqual(cache.blockCount, 10)

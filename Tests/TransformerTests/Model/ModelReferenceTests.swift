@@ -7,13 +7,16 @@ import XCTest
 final class ModelReferenceTests: XCTestCase {
     static let tokens = randomTokens(29, vocab: 101, seed: 7)
 
-    private func check(_ flavour: Flavour, chunks: [Int], precision: KVCache.Precision = .float32,
-                       blockSize: Int = 4, relative: Float = 1e-4, tokens: [Int] = tokens,
-                       file: StaticString = #filePath, line: UInt = #line) throws {
+    private func check(
+        _ flavour: Flavour, chunks: [Int], precision: KVCache.Precision = .float32,
+        blockSize: Int = 4, relative: Float = 1e-4, tokens: [Int] = tokens,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let tiny = try TinyModel(flavour)
         let expected = tiny.reference.logits(tokens)
-        let actual = try chunkedLogits(tiny.model, cache: try tiny.cache(precision: precision, blockSize: blockSize),
-                                       tokens: tokens, chunks: chunks)
+        let actual = try chunkedLogits(
+            tiny.model, cache: try tiny.cache(precision: precision, blockSize: blockSize),
+            tokens: tokens, chunks: chunks)
         XCTAssertEqual(actual.count, expected.count, file: file, line: line)
         for t in expected.indices {
             let scale = expected[t].map(abs).max()!

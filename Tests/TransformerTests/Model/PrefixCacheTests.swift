@@ -20,8 +20,8 @@ final class PrefixCacheTests: XCTestCase {
             let tiny = try TinyModel(flavour)
             let cache = try tiny.cache(blocks: 32, blockSize: 4)
             let history = randomTokens(10, vocab: 101, seed: 1)
-            let first = history + randomTokens(5, vocab: 101, seed: 2)     // turn 1: 3 full blocks
-            let second = first + randomTokens(6, vocab: 101, seed: 3)      // turn 2 resends turn 1
+            let first = history + randomTokens(5, vocab: 101, seed: 2)  // turn 1: 3 full blocks
+            let second = first + randomTokens(6, vocab: 101, seed: 3)  // turn 2 resends turn 1
             try cachePrefix(tiny, cache, first)
             XCTAssertEqual(cache.cachedBlockCount, 3, "15 positions = 3 full blocks of 4 cached")
             XCTAssertEqual(cache.freeBlockCount, cache.blockCount, "cached blocks count as free")
@@ -32,7 +32,7 @@ final class PrefixCacheTests: XCTestCase {
             XCTAssertEqual(cache.cachedBlockCount, 0)
             XCTAssertEqual(cache.usedBlockCount, 3)
             let logits = try tiny.model.forward([SequenceInput(sequence: s, tokens: Array(second[12...]), logits: .all)])
-            let continued = (0..<(second.count - 12)).map { logits.array(row: $0) }   // before the next forward reuses it
+            let continued = (0..<(second.count - 12)).map { logits.array(row: $0) }  // before the next forward reuses it
             cache.release(s)
             let fresh = try chunkedLogits(tiny.model, cache: try tiny.cache(blocks: 32, blockSize: 4), tokens: second, chunks: [64])
             for i in 0..<(second.count - 12) {
@@ -87,8 +87,10 @@ final class PrefixCacheTests: XCTestCase {
         let cache = try tiny.cache(blocks: 16, blockSize: 4)
         let prompt = randomTokens(9, vocab: 101, seed: 8)
         let a = cache.makeSequence(), b = cache.makeSequence()
-        _ = try tiny.model.forward([SequenceInput(sequence: a, tokens: prompt, logits: .none),
-                                    SequenceInput(sequence: b, tokens: prompt, logits: .none)])
+        _ = try tiny.model.forward([
+            SequenceInput(sequence: a, tokens: prompt, logits: .none),
+            SequenceInput(sequence: b, tokens: prompt, logits: .none),
+        ])
         XCTAssertEqual(cache.usedBlockCount, 6)
         cache.publishFullBlocks(a)
         cache.publishFullBlocks(b)
@@ -103,8 +105,8 @@ final class PrefixCacheTests: XCTestCase {
         let tiny = try TinyModel(.qwen2)
         let cache = try tiny.cache(blocks: 8, blockSize: 4)
         let old = randomTokens(12, vocab: 101, seed: 9), recent = randomTokens(8, vocab: 101, seed: 10)
-        try cachePrefix(tiny, cache, old + [1])      // 3 blocks
-        try cachePrefix(tiny, cache, recent + [1])   // 2 blocks, released later
+        try cachePrefix(tiny, cache, old + [1])  // 3 blocks
+        try cachePrefix(tiny, cache, recent + [1])  // 2 blocks, released later
         XCTAssertEqual(cache.cachedBlockCount, 5)
         // A sequence needing 5 blocks takes the 3 free ones, then evicts the 2 oldest cached: the
         // last two blocks of `old` (a release returns a sequence's deepest block first).
@@ -115,7 +117,8 @@ final class PrefixCacheTests: XCTestCase {
         XCTAssertEqual(cache.attachCachedPrefix(probeOld, tokens: old + [1]), 4, "only old's first block is left")
         XCTAssertEqual(cache.attachCachedPrefix(probeRecent, tokens: recent + [1]), 8)
         for s in [probeOld, probeRecent, big] { cache.release(s) }
-        XCTAssertThrowsError(try tiny.model.forward([SequenceInput(sequence: big, tokens: randomTokens(40, vocab: 101, seed: 12))])) { error in
+        XCTAssertThrowsError(try tiny.model.forward([SequenceInput(sequence: big, tokens: randomTokens(40, vocab: 101, seed: 12))])) {
+            error in
             XCTAssertEqual(error as? InferenceError, .outOfCacheBlocks(needed: 10, free: 8, total: 8))
         }
     }

@@ -22,19 +22,23 @@ final class RealModelPerplexityTests: XCTestCase {
             throw XCTSkip("\(Self.textPath) is missing (Debian's base-files installs it): no perplexity text on this system")
         }
         guard data.count == Self.textBytes else {
-            throw XCTSkip("\(Self.textPath) has \(data.count) bytes, not the \(Self.textBytes) of the text the llama.cpp reference was measured on")
+            throw XCTSkip(
+                "\(Self.textPath) has \(data.count) bytes, not the \(Self.textBytes) of the text the llama.cpp reference was measured on")
         }
         var text = String(decoding: data, as: UTF8.self)
-        if text.hasSuffix("\n") { text.removeLast() }   // llama.cpp's -f drops one trailing newline
+        if text.hasSuffix("\n") { text.removeLast() }  // llama.cpp's -f drops one trailing newline
         let (model, weights) = try loadDefaultModel(variant: variant)
         let tokenizer = try Tokenizer(json: weights.description.tokenizer)
         let tokens = tokenizer.encode(text: text, addBos: tokenizer.addsBosToken)
         let ctx = reference.perplexity_reference.ctx
-        let result = try Perplexity.evaluate(model: model, tokens: tokens, context: ctx,
-                                             bosTokenId: tokenizer.addsBosToken ? tokenizer.bosTokenId : nil)
+        let result = try Perplexity.evaluate(
+            model: model, tokens: tokens, context: ctx,
+            bosTokenId: tokenizer.addsBosToken ? tokenizer.bosTokenId : nil)
         let expected = reference.perplexity_reference.llama_cpp_q4_k_m_ppl
         let relative = abs(result.perplexity - expected) / expected
-        print("perplexity \(variant ?? "default"): \(result.perplexity) ± \(result.standardError) over \(result.chunks) chunks (llama.cpp \(expected), off by \(relative * 100)%)")
+        print(
+            "perplexity \(variant ?? "default"): \(result.perplexity) ± \(result.standardError) over \(result.chunks) chunks (llama.cpp \(expected), off by \(relative * 100)%)"
+        )
         XCTAssertLessThanOrEqual(relative, tolerance, "\(variant ?? "default"): perplexity \(result.perplexity), llama.cpp \(expected)")
     }
 

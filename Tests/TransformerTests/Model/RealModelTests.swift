@@ -25,7 +25,8 @@ struct GenerationReference: Decodable {
 }
 
 /// Opens a converted default model or fails saying how to get it.
-func loadDefaultModel(variant: String?, threads: Int = 2, file: StaticString = #filePath, line: UInt = #line) throws -> (Model, WeightFile) {
+func loadDefaultModel(variant: String?, threads: Int = 2, file: StaticString = #filePath, line: UInt = #line) throws -> (Model, WeightFile)
+{
     let path = defaultModelPath(variant: variant).path
     guard FileManager.default.fileExists(atPath: path) else {
         XCTFail("missing \(path): run `tools/fetch-model default --test-variants` (tools/test does it)", file: file, line: line)
@@ -69,8 +70,10 @@ final class RealModelTests: XCTestCase {
             XCTAssertEqual(top5[0].index, prompt.greedy_ids[0], "\(variant) \(prompt.name): first token")
             let missing = Set(prompt.first_token_top5_ids).subtracting(top5.map(\.index))
             for token in missing {
-                XCTAssertLessThan(top5[4].value - first[token], Self.tieMargin,
-                                  "\(variant) \(prompt.name): top-5 \(top5) vs reference \(prompt.first_token_top5_ids) \(prompt.first_token_top5_logits); our logits of the reference's: \(prompt.first_token_top5_ids.map { first[$0] })")
+                XCTAssertLessThan(
+                    top5[4].value - first[token], Self.tieMargin,
+                    "\(variant) \(prompt.name): top-5 \(top5) vs reference \(prompt.first_token_top5_ids) \(prompt.first_token_top5_logits); our logits of the reference's: \(prompt.first_token_top5_ids.map { first[$0] })"
+                )
             }
             print("\(variant) \(prompt.name): best logit \(top5[0].value), reference \(prompt.first_token_top5_logits[0])")
             guard checkGreedy else { continue }
@@ -80,7 +83,8 @@ final class RealModelTests: XCTestCase {
                 logits = try model.forward([SequenceInput(sequence: sequence, tokens: [prompt.greedy_ids[step]])])
                 step += 1
                 let next = Ops.argmax(logits.last(entry: 0)!.baseAddress!, count: V)
-                XCTAssertEqual(next, prompt.greedy_ids[step], "\(variant) \(prompt.name): greedy step \(step) (margin \(prompt.step_margin[step]))")
+                XCTAssertEqual(
+                    next, prompt.greedy_ids[step], "\(variant) \(prompt.name): greedy step \(step) (margin \(prompt.step_margin[step]))")
                 if next != prompt.greedy_ids[step] { break }
             }
         }

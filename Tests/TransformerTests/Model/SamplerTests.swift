@@ -17,7 +17,9 @@ final class SamplerTests: XCTestCase {
     }
 
     func testFixedSeedIsReproducible() {
-        for p in [SamplingParameters(temperature: 0.8, seed: 42), SamplingParameters(temperature: 1.2, topK: 40, topP: 0.9, minP: 0.01, seed: 7)] {
+        for p in [
+            SamplingParameters(temperature: 0.8, seed: 42), SamplingParameters(temperature: 1.2, topK: 40, topP: 0.9, minP: 0.01, seed: 7),
+        ] {
             XCTAssertEqual(draw(p, 50), draw(p, 50))
         }
         XCTAssertNotEqual(draw(SamplingParameters(temperature: 1, seed: 1), 50), draw(SamplingParameters(temperature: 1, seed: 2), 50))
@@ -82,14 +84,14 @@ final class SamplerTests: XCTestCase {
         var s = Sampler(parameters: SamplingParameters(temperature: 0, repetitionPenalty: 1.1))
         XCTAssertEqual(s.sample(logits), 0)
         s.observe(0)
-        XCTAssertEqual(s.sample(logits), 1)   // 3 / 1.1 < 2.9
+        XCTAssertEqual(s.sample(logits), 1)  // 3 / 1.1 < 2.9
         var f = Sampler(parameters: SamplingParameters(temperature: 0, frequencyPenalty: 0.05))
         f.observe([0, 0, 0])
-        XCTAssertEqual(f.sample(logits), 1)   // 3 - 0.15 < 2.9
+        XCTAssertEqual(f.sample(logits), 1)  // 3 - 0.15 < 2.9
         var p = Sampler(parameters: SamplingParameters(temperature: 0, presencePenalty: 0.2, penaltyWindow: 2))
-        p.observe([0, 1, 2])                  // window keeps only 1, 2
+        p.observe([0, 1, 2])  // window keeps only 1, 2
         XCTAssertEqual(p.sample(logits), 0)
-        p.observe(0)                          // window: 2, 0
+        p.observe(0)  // window: 2, 0
         XCTAssertEqual(p.sample(logits), 1)
     }
 
@@ -107,8 +109,11 @@ final class GeneratorTests: XCTestCase {
         let generator = Generator(model: tiny.model, cache: try tiny.cache())
         let prompt = randomTokens(6, vocab: 101, seed: 8)
         var streamed: [Int] = []
-        let result = try generator.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 8, sampling: .greedy, prefillChunk: 4),
-                                            onToken: { streamed.append($0); return .proceed })
+        let result = try generator.generate(
+            prompt: prompt, parameters: GenerationParameters(maxTokens: 8, sampling: .greedy, prefillChunk: 4),
+            onToken: {
+                streamed.append($0); return .proceed
+            })
         XCTAssertEqual(result.tokens, streamed)
         XCTAssertEqual(result.stopReason, .maxTokens)
         // Reference: argmax of the full recomputation at each step.
@@ -128,18 +133,23 @@ final class GeneratorTests: XCTestCase {
         let free = try generator.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy))
         let stop = free.tokens[3]
         let firstIndex = free.tokens.firstIndex(of: stop)!
-        let stopped = try generator.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy, stopTokenIds: [stop]))
+        let stopped = try generator.generate(
+            prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy, stopTokenIds: [stop]))
         XCTAssertEqual(stopped.tokens, Array(free.tokens[..<firstIndex]))
         XCTAssertEqual(stopped.stopReason, .stopToken(stop))
 
         var polls = 0
-        let cancelled = try generator.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy),
-                                               isCancelled: { polls += 1; return polls > 3 })
+        let cancelled = try generator.generate(
+            prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy),
+            isCancelled: {
+                polls += 1; return polls > 3
+            })
         XCTAssertEqual(cancelled.stopReason, .cancelled)
         XCTAssertLessThan(cancelled.tokens.count, 6)
 
-        let requested = try generator.generate(prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy),
-                                               onToken: { _ in .stop })
+        let requested = try generator.generate(
+            prompt: prompt, parameters: GenerationParameters(maxTokens: 6, sampling: .greedy),
+            onToken: { _ in .stop })
         XCTAssertEqual(requested.tokens.count, 1)
         XCTAssertEqual(requested.stopReason, .requested)
     }

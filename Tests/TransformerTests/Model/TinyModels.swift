@@ -38,8 +38,10 @@ struct TinyModel {
     let tensors: [String: [Float]]
     let model: Model
 
-    init(_ flavour: Flavour, seed: UInt64 = 1, format: WeightFormat = .f32, threads: Int = 2,
-         layers: Int = 2, maxPositions: Int = 256) throws {
+    init(
+        _ flavour: Flavour, seed: UInt64 = 1, format: WeightFormat = .f32, threads: Int = 2,
+        layers: Int = 2, maxPositions: Int = 256
+    ) throws {
         configuration = tinyConfiguration(flavour, layers: layers, maxPositions: maxPositions)
         tensors = ModelWeights.syntheticTensors(configuration, seed: seed)
         let weights = try ModelWeights(configuration: configuration, floatTensors: tensors, format: format)
@@ -48,10 +50,13 @@ struct TinyModel {
 
     var reference: ReferenceTransformer { ReferenceTransformer(c: configuration, w: tensors) }
 
-    func cache(blocks: Int = 64, precision: KVCache.Precision = .float32, blockSize: Int = 4,
-               contextLength: Int? = nil) throws -> KVCache {
-        try KVCache(configuration: configuration, blockCount: blocks, precision: precision, blockSize: blockSize,
-                    contextLength: contextLength)
+    func cache(
+        blocks: Int = 64, precision: KVCache.Precision = .float32, blockSize: Int = 4,
+        contextLength: Int? = nil
+    ) throws -> KVCache {
+        try KVCache(
+            configuration: configuration, blockCount: blocks, precision: precision, blockSize: blockSize,
+            contextLength: contextLength)
     }
 }
 

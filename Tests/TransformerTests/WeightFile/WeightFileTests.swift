@@ -22,7 +22,7 @@ enum WeightFileFixture {
             ("norm", .f32, 1, 64, g.floats(64)),
             ("half", .f16, 3, 40, g.floats(120)),
             ("int8", .int8, 5, 96, g.floats(480)),
-            ("int4", .int4, 2, 288, g.floats(576)),   // 288 = one superblock + a truncated one of 1 group
+            ("int4", .int4, 2, 288, g.floats(576)),  // 288 = one superblock + a truncated one of 1 group
         ]
     }
 
@@ -94,11 +94,15 @@ final class WeightFileRoundTripTests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path + ".partial"))
-        XCTAssertThrowsError(try WeightFile.write(to: "/nonexistent-dir/x.sarvam", description: WeightFileFixture.description, tensors: [])) {
+        XCTAssertThrowsError(try WeightFile.write(to: "/nonexistent-dir/x.sarvam", description: WeightFileFixture.description, tensors: []))
+        {
             XCTAssertTrue("\($0)".contains("cannot create"), "\($0)")
         }
-        XCTAssertThrowsError(try WeightFile.write(to: path, description: WeightFileFixture.description,
-                                                  tensors: [WeightFileTensorSource(name: "q", format: .int8, rows: 1, cols: 40) { _ in }])) {
+        XCTAssertThrowsError(
+            try WeightFile.write(
+                to: path, description: WeightFileFixture.description,
+                tensors: [WeightFileTensorSource(name: "q", format: .int8, rows: 1, cols: 40) { _ in }])
+        ) {
             XCTAssertTrue("\($0)".contains("multiple of 32"), "\($0)")
         }
     }
@@ -127,7 +131,8 @@ final class WeightFileCorruptionTests: XCTestCase {
         return Array(try Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
-    func expectError(_ bytes: [UInt8], verify: Bool = false, _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    func expectError(_ bytes: [UInt8], verify: Bool = false, _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws
+    {
         let path = temporaryFile("bad.sarvam")
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try WeightFile.open(path, verify: verify), file: file, line: line) { error in
@@ -146,7 +151,8 @@ final class WeightFileCorruptionTests: XCTestCase {
         let bytes = try fixtureBytes()
         let header = headerRange(bytes)
         for cut in [1, 7, 20, 23, header.lowerBound + 10, header.upperBound - 1, header.upperBound + 1, bytes.count / 2, bytes.count - 1] {
-            try expectError(Array(bytes.prefix(cut)), cut < 24 ? "shorter than" : (cut < header.upperBound ? "header length" : "past the end"))
+            try expectError(
+                Array(bytes.prefix(cut)), cut < 24 ? "shorter than" : (cut < header.upperBound ? "header length" : "past the end"))
         }
     }
 
@@ -188,21 +194,34 @@ final class WeightFileCorruptionTests: XCTestCase {
 
     func testOffsetsAndSizesAreChecked() throws {
         let bytes = try fixtureBytes()
-        let file = try WeightFile.open({ let p = temporaryFile("ok.sarvam"); try! Data(bytes).write(to: URL(fileURLWithPath: p)); return p }())
+        let file = try WeightFile.open(
+            {
+                let p = temporaryFile("ok.sarvam"); try! Data(bytes).write(to: URL(fileURLWithPath: p)); return p
+            }())
         let last = file.tensors.last!
         let digits = String(last.offset)
         let huge = String(repeating: "9", count: digits.count)
-        try expectError(editHeader(bytes) { $0.replacingOccurrences(of: "\"offset\":\(digits)", with: "\"offset\":\(huge)") }, "tensor 'int4'")
+        try expectError(
+            editHeader(bytes) { $0.replacingOccurrences(of: "\"offset\":\(digits)", with: "\"offset\":\(huge)") }, "tensor 'int4'")
         let length = String(last.byteLength)
-        try expectError(editHeader(bytes) { $0.replacingOccurrences(of: "\"byteLength\":\(length)", with: "\"byteLength\":\(String(repeating: "1", count: length.count))") },
-                        "expected \(last.byteLength)")
-        try expectError(editHeader(bytes) { $0.replacingOccurrences(of: "\"format\":\"int4\"", with: "\"format\":\"int3\"") }, "header JSON is invalid")
+        try expectError(
+            editHeader(bytes) {
+                $0.replacingOccurrences(
+                    of: "\"byteLength\":\(length)", with: "\"byteLength\":\(String(repeating: "1", count: length.count))")
+            },
+            "expected \(last.byteLength)")
+        try expectError(
+            editHeader(bytes) { $0.replacingOccurrences(of: "\"format\":\"int4\"", with: "\"format\":\"int3\"") }, "header JSON is invalid")
         // Point 'int8' at 'half''s bytes (same digit count needed: pad with leading zeros is not JSON, so pick a tensor pair).
         let half = file.info(named: "half")!, int8 = file.info(named: "int8")!
         if String(half.offset).count == String(int8.offset).count {
-            try expectError(editHeader(bytes) { $0.replacingOccurrences(of: "\"offset\":\(int8.offset)", with: "\"offset\":\(half.offset)") }, "overlaps")
+            try expectError(
+                editHeader(bytes) { $0.replacingOccurrences(of: "\"offset\":\(int8.offset)", with: "\"offset\":\(half.offset)") },
+                "overlaps")
         }
-        try expectError(editHeader(bytes) { $0.replacingOccurrences(of: "\"ropeLayout\":\"interleaved\"", with: "\"ropeLayout\":\"interleaveX\"") }, "ropeLayout")
+        try expectError(
+            editHeader(bytes) { $0.replacingOccurrences(of: "\"ropeLayout\":\"interleaved\"", with: "\"ropeLayout\":\"interleaveX\"") },
+            "ropeLayout")
     }
 }
 
@@ -264,7 +283,9 @@ final class ModelConfigurationTests: XCTestCase {
     /// that names the field, the value found and the values expected.
     func testUnknownArchitectureAndRopeLayoutAreNamed() throws {
         let json = String(decoding: try JSONEncoder().encode(WeightFileFixture.configuration), as: UTF8.self)
-        let cases = [("architecture", "llama", "gpt2", "'llama', 'qwen2'"), ("ropeLayout", "interleaved", "neox", "'interleaved', 'halves'")]
+        let cases = [
+            ("architecture", "llama", "gpt2", "'llama', 'qwen2'"), ("ropeLayout", "interleaved", "neox", "'interleaved', 'halves'"),
+        ]
         for (field, stored, unknown, expected) in cases {
             let edited = json.replacingOccurrences(of: "\"\(field)\":\"\(stored)\"", with: "\"\(field)\":\"\(unknown)\"")
             XCTAssertNotEqual(edited, json, "the fixture stores \(field) \(stored)")

@@ -1,7 +1,7 @@
-// `bench load`: many people chatting at once (issue 7), and how many the box serves at the SLO
-// (issue 19). Starts `sarvam serve` itself on a free loopback port with a temporary data directory
-// and a known admin key (or targets `--url` with `--key`), then per concurrency level C opens C
-// streaming chats at a time and reports: ok / failed / 429 counts, aggregate generated tokens/s,
+// `bench load`: many people chatting at once, and how many the box serves at the SLO. Starts
+// `sarvam serve` itself on a free loopback port with a temporary data directory and a known admin
+// key (or targets `--url` with `--key`), then per concurrency level C opens C streaming chats at a
+// time and reports: ok / failed / 429 counts, aggregate generated tokens/s,
 // time to first token p50/p95/p99 (and apart for short questions and for long pastes), inter-token
 // latency p50/p95, the longest silence in any stream, the slowest 429, and the server's peak memory.
 // The default mix is the SLO's: every 2nd conversation (`--long-every`) opens with a ~1,000-token

@@ -50,7 +50,6 @@ public final class EngineLoop: @unchecked Sendable {
     private var waiting: [EngineRequest] = []
     /// In admission order (the last one is the first to be preempted).
     private var running: [EngineRequest] = []
-    private var stepIndex = 0
     /// A forward step wrote into the pool since its unused memory was last released.
     private var cacheTouched = false
     /// What steps cost: measured at warm-up, its speed learned from the steps (tests set it).
@@ -365,7 +364,6 @@ public final class EngineLoop: @unchecked Sendable {
     @discardableResult
     public func step() -> StepReport {
         stepStart = now()
-        stepIndex += 1
         var report = StepReport()
 
         condition.lock()

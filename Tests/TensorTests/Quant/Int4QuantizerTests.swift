@@ -51,7 +51,7 @@ final class Int4QuantizerTests: XCTestCase {
         return (d * Float(sc), dmin * Float(m))
     }
 
-    /// Every weight is within half a step of its group's grid (issue 2), and every stored code is a
+    /// Every weight is within half a step of its group's grid, and every stored code is a
     /// nearest of the 16 levels of that grid (brute force over the levels).
     func testCodesAreNearestLevelsWithinHalfStep() {
         for (n, (rows, cols)) in shapes.enumerated() {

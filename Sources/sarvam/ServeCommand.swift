@@ -73,6 +73,10 @@ struct ServeCommand: AsyncParsableCommand {
     var prefixCacheMb: Int?
     @Option(name: .long, help: "Cached prefixes kept while the engine is idle, in MiB (env SARVAM_PREFIX_CACHE_IDLE_MB; default 64).")
     var prefixCacheIdleMb: Int?
+    @Option(
+        name: .long,
+        help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
+    var stepTrace: String?
 
     /// Prints a line at once (`print` is block-buffered when stdout is a pipe or a file, as under tools/run).
     private static func say(_ line: String) {
@@ -163,9 +167,14 @@ struct ServeCommand: AsyncParsableCommand {
             idleCachedPrefixBytes: try settings.int(prefixCacheIdleMb, "SARVAM_PREFIX_CACHE_IDLE_MB", in: 0...(1 << 24)).map { $0 << 20 }
                 ?? defaults.idleCachedPrefixBytes)
         try scheduler.validate()
+        let trace = settings.string(stepTrace, "SARVAM_STEP_TRACE")
+        if let trace, !FileManager.default.createFile(atPath: trace, contents: nil) {
+            throw ValidationError(
+                "--step-trace / SARVAM_STEP_TRACE: cannot write \(trace.debugDescription); check the folder exists and is writable")
+        }
         return TransformerEngineSettings(
             contextLength: contextLength, threads: threads,
             kvCacheBytes: try settings.int(kvCacheMb, "SARVAM_KV_CACHE_MB", in: 1...(1 << 24)).map { $0 << 20 },
-            scheduler: scheduler)
+            scheduler: scheduler, stepTracePath: trace)
     }
 }

@@ -68,10 +68,13 @@ public final class EngineLoop: @unchecked Sendable {
     private var overloadedSince: Double?
     private let outputs: OutputProcessor
     public private(set) var lastStep = StepReport()
+    /// One line per step when set (`StepTrace`), times from `startedAt`.
+    private let stepTrace: StepTrace?
+    private let startedAt: Double
 
     public init(
         model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
-        modelId: String, logger: Logger = Logger(label: "sarvam.engine"),
+        modelId: String, logger: Logger = Logger(label: "sarvam.engine"), stepTrace: StepTrace? = nil,
         now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds
     ) throws {
         try settings.validate()
@@ -89,6 +92,8 @@ public final class EngineLoop: @unchecked Sendable {
         self.modelId = modelId
         self.logger = logger
         self.now = now
+        self.stepTrace = stepTrace
+        startedAt = now()
         metrics = EngineMetrics(model: modelId)
         outputs = OutputProcessor(
             metrics: metrics, contextLength: cache.contextLength, now: now,
@@ -198,20 +203,27 @@ public final class EngineLoop: @unchecked Sendable {
     /// beside `capacity - 1` decode rows, so the model's scratch grows to its working size now (the
     /// memory `/health` turns ready at is the memory the server returns to after a burst, and the
     /// first real step pays no page faults). Then measures what steps cost (decode steps of one and
-    /// of many rows, a prompt chunk) to seed the cost model and, when no maximum is set, to size
+    /// of many rows, prompt chunks) to seed the cost model and, when no maximum is set, to size
     /// the capacity at the SLO. Call before `start()`.
     public func warmUp() throws {
         let token = min(tokenizer.bosTokenId ?? 0, model.configuration.vocabSize - 1)
-        /// One forward over fresh sequences: `rows` decode rows (position 0) and a prompt chunk of `chunk`.
+        /// One forward over fresh sequences: `rows` decode rows (position 0, with logits) and a
+        /// prompt chunk of `chunk` tokens (without logits: a chunk in the middle of a prompt).
         func forward(rows: Int, chunk: Int) throws -> Double {
             let sequences = (0..<(rows + (chunk > 0 ? 1 : 0))).map { _ in cache.makeSequence() }
             defer { sequences.forEach(cache.release) }
             let inputs = sequences.enumerated().map { i, s in
-                SequenceInput(sequence: s, tokens: Array(repeating: token, count: i == rows ? chunk : 1))
+                i == rows
+                    ? SequenceInput(sequence: s, tokens: Array(repeating: token, count: chunk), logits: .none)
+                    : SequenceInput(sequence: s, tokens: [token])
             }
             let start = now()
             _ = try model.forward(inputs)
             return now() - start
+        }
+        /// The fastest of a few runs: the box may be busy.
+        func best(_ runs: Int, rows: Int, chunk: Int) throws -> Double {
+            try (0..<runs).map { _ in try forward(rows: rows, chunk: chunk) }.min()!
         }
         let rows = max(1, min(capacity, blockCount / 2))
         let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - rows) * blockSize))
@@ -219,22 +231,26 @@ public final class EngineLoop: @unchecked Sendable {
         cacheTouched = true
         guard settings.interTokenLatencyTarget != nil else { return }
 
-        // rows(M) from decode-only steps at position 0 (no attention to speak of) and a prompt
-        // chunk (its attention taken out), best of a few runs: the box may be busy.
-        var curve: [StepCostModel.Point] = []
+        // Decode steps of M rows at position 0 (no attention to speak of) and prompt chunks of M
+        // tokens (their attention taken out); the difference at equal M is the logits' cost per row.
+        let guess = Self.costGuess(model.configuration)
+        var decode: [StepCostModel.Point] = []
         for m in [1, 8, 16, 32, 64] where m <= blockCount / 2 {
-            let seconds = try (0..<(m == 1 ? 3 : 2)).map { _ in try forward(rows: m, chunk: 0) }.min()!
-            curve.append(.init(rows: m, seconds: seconds))
+            decode.append(.init(rows: m, seconds: try best(m == 1 ? 3 : 2, rows: m, chunk: 0)))
         }
-        let attention = Self.costGuess(model.configuration)
-        let attentionPer1024 = attention.attentionSecondsPer1024 * (curve.last.map { $0.seconds / attention.rowSeconds($0.rows) } ?? 1)
-        if chunk > (curve.last?.rows ?? 0) {
-            let seconds = try (0..<2).map { _ in try forward(rows: 0, chunk: chunk) }.min()!
-            let attended = Double(StepCostModel.attended(tokens: chunk, from: 0)) / 1024
-            curve.append(.init(rows: chunk, seconds: max(curve.last?.seconds ?? 0, seconds - attentionPer1024 * attended)))
+        guard let largest = decode.last, decode.allSatisfy({ $0.seconds > 0 }) else { return }
+        let attentionPer1024 = guess.attentionSecondsPer1024 * largest.seconds / guess.predict(rows: largest.rows, attendedPositions: 0)
+        func prompt(_ m: Int) throws -> Double {
+            let seconds = try best(2, rows: 0, chunk: m)
+            return max(0, seconds - attentionPer1024 * Double(StepCostModel.attended(tokens: m, from: 0)) / 1024)
         }
-        guard !curve.isEmpty, curve.allSatisfy({ $0.seconds > 0 }) else { return }
-        cost = StepCostModel(curve: curve, attentionSecondsPer1024: attentionPer1024)
+        let logitShares = try decode.filter { $0.rows >= 16 }.map { p in max(0, p.seconds - (try prompt(p.rows))) / Double(p.rows) }
+        let logitRow = logitShares.isEmpty ? 0 : logitShares.sorted()[logitShares.count / 2]
+        var curve = decode.map { StepCostModel.Point(rows: $0.rows, seconds: max(1e-6, $0.seconds - logitRow * Double($0.rows))) }
+        if chunk > largest.rows {
+            curve.append(.init(rows: chunk, seconds: max(curve.last!.seconds, try prompt(chunk))))
+        }
+        cost = StepCostModel(curve: curve, attentionSecondsPer1024: attentionPer1024, logitRowSeconds: logitRow)
         updateCapacity()
         publishOutlook()
         logger.info(
@@ -242,6 +258,7 @@ public final class EngineLoop: @unchecked Sendable {
             metadata: [
                 "model": "\(modelId)", "capacity": "\(capacity)",
                 "step_ms_by_rows": "\(curve.map { "\($0.rows):\(String(format: "%.1f", $0.seconds * 1e3))" }.joined(separator: " "))",
+                "logit_row_ms": "\(String(format: "%.2f", logitRow * 1e3))",
             ])
     }
 
@@ -267,9 +284,9 @@ public final class EngineLoop: @unchecked Sendable {
     static func costGuess(_ c: ModelConfiguration) -> StepCostModel {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         let perLayer = c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize
-        let parameters = c.numHiddenLayers * perLayer + c.hiddenSize * c.vocabSize
+        let body = c.numHiddenLayers * perLayer, head = c.hiddenSize * c.vocabSize
         return StepCostModel.guess(
-            weightBytes: parameters * 6 / 10, rowFlops: 2 * parameters,
+            weightBytes: (body + head) * 6 / 10, rowFlops: 2 * body, logitRowFlops: 2 * head,
             attentionFlopsPerPosition: 4 * c.numHiddenLayers * q)
     }
 
@@ -297,7 +314,10 @@ public final class EngineLoop: @unchecked Sendable {
 
     private func runLoop() {
         while true {
-            if running.isEmpty && waiting.isEmpty { releaseIdleCacheMemory() }
+            if running.isEmpty && waiting.isEmpty {
+                releaseIdleCacheMemory()
+                stepTrace?.flush()
+            }
             condition.lock()
             while !stopping && inbox.isEmpty && cancelledIds.isEmpty && running.isEmpty && waiting.isEmpty {
                 condition.wait()
@@ -316,6 +336,7 @@ public final class EngineLoop: @unchecked Sendable {
             }
         }
         failEverything(ChatEngineError.failed("the engine is shutting down"))
+        stepTrace?.flush()
     }
 
     /// After a burst: the pool keeps the most recently used cached prefixes (up to
@@ -414,11 +435,21 @@ public final class EngineLoop: @unchecked Sendable {
 
         if !entries.isEmpty {
             cacheTouched = true
+            let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
+            let rows = plan.decode.count + promptTokens
+            let logitRows = entries.filter { $0.request.sequence.length + $0.count == $0.request.tokens.count }.count
+            let predicted = cost.predict(rows: rows, logitRows: logitRows, attendedPositions: attended)
             run(entries)
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
-            cost.record(rows: plan.decode.count + plan.prefill.reduce(0) { $0 + $1.tokens }, attendedPositions: attended, seconds: duration)
+            cost.record(rows: rows, logitRows: logitRows, attendedPositions: attended, seconds: duration)
+            stepTrace?.append(
+                StepTraceRecord(
+                    t: stepStart - startedAt, seconds: duration, predicted: predicted, decodeRows: plan.decode.count,
+                    promptTokens: promptTokens, promptRequests: plan.prefill.count, logitRows: logitRows, attended: attended,
+                    running: running.count, waiting: waiting.count, capacity: capacity, admitted: report.admitted.count,
+                    preempted: report.preempted.count, speed: cost.speed))
         }
         updateGauges()
         publishOutlook()

@@ -138,12 +138,17 @@ public struct TransformerEngineSettings: Sendable {
     public var kvPrecision: KVCache.Precision
     public var scheduler: SchedulerSettings
     public var logger: Logger
+    /// Where to write each engine's per-step profile (`StepTrace`); with several models the file
+    /// name gets the model's id appended. Nil: no trace.
+    public var stepTracePath: String?
 
     public init(
         contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
         kvCacheBytes: Int? = nil, kvPrecision: KVCache.Precision = .float16,
-        scheduler: SchedulerSettings = SchedulerSettings(), logger: Logger = Logger(label: "sarvam.engine")
+        scheduler: SchedulerSettings = SchedulerSettings(), logger: Logger = Logger(label: "sarvam.engine"),
+        stepTracePath: String? = nil
     ) {
+        self.stepTracePath = stepTracePath
         self.contextLength = contextLength
         self.threads = threads
         self.kvCacheBytes = kvCacheBytes
@@ -161,6 +166,10 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
     var ids = Set<String>()
     for path in modelPaths {
         do {
+            var settings = settings
+            if modelPaths.count > 1, let trace = settings.stepTracePath {
+                settings.stepTracePath = trace + "." + URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            }
             let engine = try loadTransformerEngine(path: path, settings: settings)
             guard ids.insert(engine.modelInfo.id).inserted else {
                 throw ChatEngineError.invalidRequest("two models are named \(engine.modelInfo.id); rename one file")
@@ -203,7 +212,7 @@ public func makeTransformerEngine(
     let cache = try model.makeCache(memoryBudget: budget, precision: settings.kvPrecision, contextLength: context)
     let scheduler = try EngineLoop(
         model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
-        modelId: id, logger: settings.logger)
+        modelId: id, logger: settings.logger, stepTrace: try settings.stepTracePath.map { try StepTrace(path: $0) })
     try scheduler.warmUp()
     if startThread { scheduler.start() }
     settings.logger.info(

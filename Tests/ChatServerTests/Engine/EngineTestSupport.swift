@@ -98,7 +98,10 @@ struct SchedulerHarness {
     let log = TokenLog()
     var cache: KVCache { scheduler.cache }
 
-    init(settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil) throws {
+    init(
+        settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil,
+        stepTrace: StepTrace? = nil
+    ) throws {
         let model = try model ?? EngineFixture.model()
         self.model = model
         let cache = try KVCache(
@@ -106,7 +109,7 @@ struct SchedulerHarness {
             blockSize: blockSize, contextLength: contextLength)
         scheduler = try EngineLoop(
             model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
-            modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function)
+            modelId: "tiny-\(UUID().uuidString.prefix(8))", stepTrace: stepTrace, now: clock.function)
     }
 
     /// A greedy job named `id` whose tokens land in `log[id]`.

@@ -244,8 +244,16 @@ public final class EngineLoop: @unchecked Sendable {
             let seconds = try best(2, rows: 0, chunk: m)
             return max(0, seconds - attentionPer1024 * Double(StepCostModel.attended(tokens: m, from: 0)) / 1024)
         }
-        let logitShares = try decode.filter { $0.rows >= 16 }.map { p in max(0, p.seconds - (try prompt(p.rows))) / Double(p.rows) }
-        let logitRow = logitShares.isEmpty ? 0 : logitShares.sorted()[logitShares.count / 2]
+        // The median of what M = 16, 32, 64 say, kept within half to twice the model's FLOP share
+        // of a decode row (a busy box makes single differences noisy).
+        let measuredShares = try decode.filter { $0.rows >= 16 }.map { p in max(0, p.seconds - (try prompt(p.rows))) / Double(p.rows) }
+        let perRow = largest.seconds / Double(largest.rows)
+        let flopShare =
+            guess.logitRowSeconds / max(1e-12, guess.predict(rows: 2, attendedPositions: 0) - guess.predict(rows: 1, attendedPositions: 0))
+        let logitRow =
+            measuredShares.isEmpty
+            ? flopShare * perRow
+            : min(max(measuredShares.sorted()[measuredShares.count / 2], 0.5 * flopShare * perRow), 2 * flopShare * perRow)
         var curve = decode.map { StepCostModel.Point(rows: $0.rows, seconds: max(1e-6, $0.seconds - logitRow * Double($0.rows))) }
         if chunk > largest.rows {
             curve.append(.init(rows: chunk, seconds: max(curve.last!.seconds, try prompt(chunk))))

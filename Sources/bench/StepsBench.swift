@@ -35,6 +35,7 @@ enum StepsBench {
         var admitted: Int
         var preempted: Int
         var speed: Double
+        var stepTarget: Double?
 
         var kind: Kind {
             if promptTokens == 0 { return .decode }
@@ -69,6 +70,8 @@ enum StepsBench {
         var meanRunning = 0.0
         var meanWaiting = 0.0
         var meanCapacity = 0.0
+        /// The planned step length beside decode rows, mean over the steps that had one.
+        var meanStepTarget: Double?
     }
 
     /// Parses a trace; a line that is not a step is an error naming its number.
@@ -108,7 +111,10 @@ enum StepsBench {
             p.meanRunning += Double(s.running)
             p.meanWaiting += Double(s.waiting)
             p.meanCapacity += Double(s.capacity)
+            if let target = s.stepTarget { p.meanStepTarget = (p.meanStepTarget ?? 0) + target }
         }
+        let targets = steps.filter { $0.stepTarget != nil }.count
+        if targets > 0 { p.meanStepTarget! /= Double(targets) }
         let n = Double(steps.count)
         p.meanRunning /= n
         p.meanWaiting /= n
@@ -140,7 +146,8 @@ enum StepsBench {
         lines.append(
             "actual/predicted p5/p50/p95 \(f(LoadBench.percentile(ratios, 0.05), 2))/\(f(LoadBench.percentile(ratios, 0.5), 2))/\(f(LoadBench.percentile(ratios, 0.95), 2)), "
                 + "steps with decode rows over \(f(itlTarget, 3)) s: \(p.overTarget), admitted \(p.admitted), preempted \(p.preempted), "
-                + "mean running \(f(p.meanRunning)) waiting \(f(p.meanWaiting)) capacity \(f(p.meanCapacity))")
+                + "mean running \(f(p.meanRunning)) waiting \(f(p.meanWaiting)) capacity \(f(p.meanCapacity))"
+                + (p.meanStepTarget.map { ", planned step \(f(1e3 * $0, 0)) ms" } ?? ""))
         return lines.joined(separator: "\n")
     }
 

@@ -59,6 +59,10 @@ public final class EngineLoop: @unchecked Sendable {
     private var planner: StepPlanner
     /// Steps in a row that decoded but could fit no prompt token.
     private var starvedSteps = 0
+    /// The share of the inter-token target steps are planned for, learned from their overruns.
+    private var margin: StepMargin
+    /// The previous step with decode rows: when it started and what it was predicted to last.
+    private var previousDecodeStep: (start: Double, predicted: Double)?
     /// When the current step started (one clock reading per step: the tests' clock moves on each).
     private var stepStart = 0.0
     /// Seconds between the ends of requests (exponential average), for the queue's predicted wait.
@@ -86,6 +90,7 @@ public final class EngineLoop: @unchecked Sendable {
         cost = Self.costGuess(model.configuration)
         capacity = settings.maxRunningSequences ?? SchedulerSettings.capacityCeiling
         planner = StepPlanner(settings: settings, capacity: capacity)
+        margin = StepMargin(highest: settings.stepMargin)
         outlook = QueueOutlook(capacity: capacity, freeSlots: capacity)
         self.tokenizer = tokenizer
         self.settings = settings
@@ -274,7 +279,7 @@ public final class EngineLoop: @unchecked Sendable {
     /// that fit the decode budget at the running requests' mean planned length (1,024 positions,
     /// a chat with a pasted page, when idle). Admission checks the cost of each newcomer as well.
     private func updateCapacity() {
-        guard settings.maxRunningSequences == nil, let target = settings.stepTargetSeconds else { return }
+        guard settings.maxRunningSequences == nil, let target = planner.stepTarget else { return }
         let context = running.isEmpty ? 1024 : running.reduce(0) { $0 + $1.tokens.count } / running.count + settings.admissionHeadroomTokens
         let rows = StepPlanner.decodeCapacity(
             cost: cost, stepTarget: target, prefillReserve: settings.prefillReserve,
@@ -441,6 +446,7 @@ public final class EngineLoop: @unchecked Sendable {
         report.decoded = plan.decode.map { byId[$0]!.job.requestId }
         report.prefilled = plan.prefill.map { .init(requestId: byId[$0.id]!.job.requestId, tokens: $0.tokens) }
 
+        if entries.isEmpty { previousDecodeStep = nil }
         if !entries.isEmpty {
             cacheTouched = true
             let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
@@ -452,17 +458,29 @@ public final class EngineLoop: @unchecked Sendable {
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
             cost.record(rows: rows, logitRows: logitRows, attendedPositions: attended, seconds: duration)
+            learnMargin(decodeRows: plan.decode.count, predicted: predicted)
             stepTrace?.append(
                 StepTraceRecord(
                     t: stepStart - startedAt, seconds: duration, predicted: predicted, decodeRows: plan.decode.count,
                     promptTokens: promptTokens, promptRequests: plan.prefill.count, logitRows: logitRows, attended: attended,
                     running: running.count, waiting: waiting.count, capacity: capacity, admitted: report.admitted.count,
-                    preempted: report.preempted.count, speed: cost.speed))
+                    preempted: report.preempted.count, speed: cost.speed, stepTarget: planner.stepTarget))
         }
         updateGauges()
         publishOutlook()
         lastStep = report
         return report
+    }
+
+    /// A streaming reply waits from one step's start to the next one's: that interval against the
+    /// previous step's prediction moves the planned share of the inter-token target.
+    private func learnMargin(decodeRows: Int, predicted: Double) {
+        guard let itl = settings.interTokenLatencyTarget else { return }
+        if let previous = previousDecodeStep {
+            margin.record(actual: stepStart - previous.start, predicted: previous.predicted)
+            planner.stepTarget = itl * margin.value
+        }
+        previousDecodeStep = decodeRows > 0 ? (stepStart, predicted) : nil
     }
 
     private func plannerView(_ r: EngineRequest) -> PlannerRequest {
@@ -618,6 +636,9 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     // MARK: - Introspection (tests)
+
+    /// Seconds a step beside decode rows is planned to last now (nil without a latency target).
+    var plannedStepSeconds: Double? { planner.stepTarget }
 
     /// Running and waiting request ids, engine thread only.
     public var runningRequestIds: [String] { running.map(\.job.requestId) }

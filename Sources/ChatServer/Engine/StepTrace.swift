@@ -26,11 +26,13 @@ public struct StepTraceRecord: Codable, Sendable, Equatable {
     public var preempted: Int
     /// The cost model's speed factor after learning from this step.
     public var speed: Double
+    /// Seconds the next step is planned to last at most beside decode rows (nil: no latency target).
+    public var stepTarget: Double?
 
     public init(
         t: Double, seconds: Double, predicted: Double, decodeRows: Int, promptTokens: Int, promptRequests: Int,
         logitRows: Int, attended: Int, running: Int, waiting: Int, capacity: Int, admitted: Int, preempted: Int,
-        speed: Double
+        speed: Double, stepTarget: Double? = nil
     ) {
         self.t = t
         self.seconds = seconds
@@ -46,6 +48,7 @@ public struct StepTraceRecord: Codable, Sendable, Equatable {
         self.admitted = admitted
         self.preempted = preempted
         self.speed = speed
+        self.stepTarget = stepTarget
     }
 }
 

@@ -285,6 +285,24 @@ final class SchedulerFairnessTests: XCTestCase {
         withExtendedLifetime((short, long)) {}
     }
 
+    func testStepsThatOverrunTheirPredictionShortenThePlannedStep() throws {
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(maxRunningSequences: 2, interTokenLatencyTarget: 0.5, stepMargin: 0.9),
+            model: EngineFixture.model(maxPositions: 2048))
+        // Every step is predicted to last 0.1 s; the clock moves 0.125 s from one step's start to
+        // the next (the step and the work between steps): the p95 overrun is 1.25, so steps are
+        // planned for 0.5 s x 0.8 instead of 0.5 s x 0.9.
+        h.scheduler.cost = StepCostModel(fixed: 0.1, perRow: 0)
+        XCTAssertEqual(h.scheduler.plannedStepSeconds!, 0.45, accuracy: 1e-12)
+        let stream = try h.scheduler.trySubmit(h.job("a", prompt: EngineFixture.prompt(4, seed: 7), maxTokens: 60))
+        for _ in 0..<50 {
+            h.scheduler.step()
+            h.clock.advance(0.125)
+        }
+        XCTAssertEqual(h.scheduler.plannedStepSeconds!, 0.4, accuracy: 1e-9)
+        withExtendedLifetime(stream) {}
+    }
+
     func testWhenDecodeRowsFillTheStepPromptsStillProgress() throws {
         let h = try SchedulerHarness(
             settings: SchedulerSettings(

@@ -278,3 +278,34 @@ final class StepCostModelTests: XCTestCase {
         XCTAssertEqual(model.speed, 1, accuracy: 1e-9)
     }
 }
+
+/// The planned share of the inter-token target follows how much steps overrun their predictions.
+final class StepMarginTests: XCTestCase {
+    func testStepsAsPredictedKeepTheHighestShare() {
+        var margin = StepMargin(highest: 0.9)
+        XCTAssertEqual(margin.value, 0.9, "before any step")
+        for _ in 0..<100 { margin.record(actual: 0.1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.9)
+    }
+
+    func testOverrunsLowerTheShareToTheirNinetyFifthPercentile() {
+        var margin = StepMargin(highest: 0.9)
+        // 90 % of steps as predicted, 10 % a quarter longer: p95 is 1.25, so plan 0.8 of the target.
+        for i in 0..<200 { margin.record(actual: i % 10 == 0 ? 0.125 : 0.1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.8, accuracy: 1e-12)
+        // Only 4 % overrun: the p95 step is as predicted again (the window holds the last 200).
+        for i in 0..<200 { margin.record(actual: i % 25 == 0 ? 0.125 : 0.1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.9, accuracy: 1e-12)
+    }
+
+    func testTheShareNeedsEnoughStepsAndStaysWithinBounds() {
+        var margin = StepMargin(highest: 0.9)
+        for _ in 0..<(StepMargin.minimumSamples - 1) { margin.record(actual: 1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.9, "too few steps to judge")
+        margin.record(actual: 1, predicted: 0.1)
+        XCTAssertEqual(margin.value, StepMargin.lowest, "ten times over: the lowest share, not 0.1")
+        margin.record(actual: .nan, predicted: 0.1)
+        margin.record(actual: 0.1, predicted: 0)
+        XCTAssertEqual(margin.value, StepMargin.lowest, "nonsense is ignored")
+    }
+}

@@ -43,6 +43,7 @@ final class MetricsEndpointTests: XCTestCase {
             for i in 1...300 { try await probe(i) }
             let after = SarvamMetrics.render()
             XCTAssertEqual(Self.httpSeries(after), Self.httpSeries(before), "new series appeared for new paths")
+            print("1,200 requests to invented paths: /metrics \(before.utf8.count) -> \(after.utf8.count) bytes")
             XCTAssertLessThan(after.utf8.count, before.utf8.count + 2000, "the text grew by \(after.utf8.count - before.utf8.count) bytes")
             XCTAssertTrue(after.contains(#"sarvam_http_requests_total{route="unknown",method="GET",status="404"}"#), after)
             XCTAssertTrue(after.contains(#"route="/api/conversations/{id}",method="GET",status="401""#), after)

@@ -221,6 +221,33 @@ final class TLSServerTests: XCTestCase {
         let scraped = try Self.run(curl, ["-sS", "http://127.0.0.1:\(metricsPort)/metrics"])
         XCTAssertTrue(scraped.text.contains("sarvam_http_requests_total{route=\"/v1/chat/completions\""), scraped.text)
 
+        // A non-streamed reply whose client gives up: the engine counts it cancelled and stops.
+        let abandoned = try Self.run(
+            curl,
+            [
+                "-sS", "--max-time", "3", "--cacert", p("ca.pem"), "-H", "Authorization: Bearer \(key)", "-H",
+                "Content-Type: application/json", "-d",
+                #"{"max_tokens":400,"temperature":0,"messages":[{"role":"user","content":"Write a very long story about a dragon."}]}"#,
+                "\(base)/v1/chat/completions",
+            ])
+        XCTAssertEqual(abandoned.status, 28, "curl should give up after 3 s, before the reply ends: \(abandoned.text)")
+        func scrape(_ family: String, _ label: String = "") throws -> Double? {
+            let text = try Self.run(curl, ["-sS", "http://127.0.0.1:\(metricsPort)/metrics"]).text
+            let line = text.split(separator: "\n").first { $0.hasPrefix(family + "{") && (label.isEmpty || $0.contains(label)) }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        var cancelled: Double?
+        for _ in 0..<30 where (cancelled ?? 0) < 1 {
+            cancelled = try scrape("sarvam_engine_requests_total", #"outcome="cancelled""#)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        XCTAssertEqual(cancelled, 1, "the abandoned request is counted cancelled")
+        let generated = try XCTUnwrap(try scrape("sarvam_generated_tokens_total"))
+        XCTAssertGreaterThan(generated, 0)
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertEqual(try scrape("sarvam_generated_tokens_total"), generated, "no token is generated after the cancellation")
+        XCTAssertEqual(try scrape("sarvam_requests_running"), 0)
+
         // A connection that never starts its TLS handshake is closed at the header timeout (2 s).
         let silentFor = try await onThread { () -> Double? in
             let c = try RawConnection(port: port)

@@ -46,8 +46,8 @@ struct HistoryWindow {
         guard tokens + replyReserve >= limit else { return }
         throw APIError(
             status: .badRequest,
-            message:
-                "The system prompt is too long for this model: with an empty user message it needs \(tokens) tokens, plus \(replyReserve) reserved for the reply, and the model's context holds \(limit). Please shorten the system prompt.",
+            message: "The system prompt is too long for this model: with an empty user message it needs \(tokens) tokens, plus"
+                + " \(replyReserve) reserved for the reply, and the model's context holds \(limit). Please shorten the system prompt.",
             type: "invalid_request_error", param: "system_prompt", code: "context_length_exceeded")
     }
 }

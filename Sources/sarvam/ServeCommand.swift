@@ -78,6 +78,25 @@ struct ServeCommand: AsyncParsableCommand {
         help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
     var stepTrace: String?
 
+    @Option(name: .long, help: "PEM certificate chain: serve HTTPS, with HTTP/2 where offered (env SARVAM_TLS_CERT; needs --tls-key).")
+    var tlsCert: String?
+    @Option(name: .long, help: "PEM private key of --tls-cert (env SARVAM_TLS_KEY).")
+    var tlsKey: String?
+    @Option(
+        name: .long,
+        help: "HOST:PORT of a second listener serving only GET /metrics, without a key (env SARVAM_METRICS_ADDRESS; default none).")
+    var metricsAddress: String?
+    @Option(
+        name: .long,
+        help: "Seconds a connection has to send a complete request head (env SARVAM_HEADER_TIMEOUT; default 10).")
+    var headerTimeout: Double?
+    @Option(
+        name: .long,
+        help: "Seconds a connection may stay silent between requests or within a body (env SARVAM_IDLE_TIMEOUT; default 60).")
+    var idleTimeout: Double?
+    @Option(name: .long, help: "Open connections at most; more are closed at once (env SARVAM_MAX_CONNECTIONS; default 512).")
+    var maxConnections: Int?
+
     /// Prints a line at once (`print` is block-buffered when stdout is a pipe or a file, as under tools/run).
     private static func say(_ line: String) {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -103,6 +122,7 @@ struct ServeCommand: AsyncParsableCommand {
             )
         }
         var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
+        let listener = try listenerSettings(settings, host: host, port: port)
 
         var logger = Logger(label: "sarvam.server", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = level
@@ -136,9 +156,13 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         do {
-            try await runChatServer(service, host: host, port: port) { boundPort in
-                Self.say("Sarvam is listening on http://\(host):\(boundPort)/")
-            }
+            let scheme = listener.tls == nil ? "http" : "https"
+            try await runChatServer(
+                service, listener: listener,
+                onServerRunning: { boundPort in Self.say("Sarvam is listening on \(scheme)://\(host):\(boundPort)/") },
+                onMetricsRunning: { boundPort in
+                    Self.say("Metrics (no key) on http://\(listener.metricsAddress?.host ?? ""):\(boundPort)/metrics")
+                })
         } catch {
             loader.cancel()
             try? database.close()
@@ -147,6 +171,30 @@ struct ServeCommand: AsyncParsableCommand {
         loader.cancel()
         try database.close()
         logger.info("database closed; bye")
+    }
+
+    /// Address, TLS and connection limits from the flags and the environment.
+    private func listenerSettings(_ settings: Settings, host: String, port: Int) throws -> ListenerSettings {
+        var limits = ConnectionLimits()
+        if let s = try settings.double(headerTimeout, "SARVAM_HEADER_TIMEOUT", in: 0.1...3600) { limits.headerTimeout = .seconds(s) }
+        if let s = try settings.double(idleTimeout, "SARVAM_IDLE_TIMEOUT", in: 0.1...86400) { limits.idleTimeout = .seconds(s) }
+        if let n = try settings.int(maxConnections, "SARVAM_MAX_CONNECTIONS", in: 1...1_000_000) { limits.maxConnections = n }
+        let metrics = try settings.hostAndPort(metricsAddress, "SARVAM_METRICS_ADDRESS").map { HostAndPort(host: $0.host, port: $0.port) }
+        let certificate = settings.string(tlsCert, "SARVAM_TLS_CERT")
+        let key = settings.string(tlsKey, "SARVAM_TLS_KEY")
+        let files: (certificate: String, key: String)?
+        switch (certificate, key) {
+        case (nil, nil): files = nil
+        case (let certificate?, let key?): files = (certificate, key)
+        case (nil, _): throw ValidationError("--tls-key / SARVAM_TLS_KEY is set without --tls-cert / SARVAM_TLS_CERT: give both or neither")
+        case (_, nil): throw ValidationError("--tls-cert / SARVAM_TLS_CERT is set without --tls-key / SARVAM_TLS_KEY: give both or neither")
+        }
+        let tls = try files.map { files in
+            do { return try TLSFiles.serverConfiguration(certificatePath: files.certificate, keyPath: files.key) } catch {
+                throw ValidationError("--tls-cert / SARVAM_TLS_CERT, --tls-key / SARVAM_TLS_KEY: \(error)")
+            }
+        }
+        return ListenerSettings(host: host, port: port, tls: tls, limits: limits, metricsAddress: metrics)
     }
 
     /// The engine's settings from the flags and the environment (one policy: a bad value is an error).

@@ -58,6 +58,19 @@ struct Settings {
         return value
     }
 
+    /// `HOST:PORT` (`[::1]:9090` for an IPv6 host), nil when unset.
+    func hostAndPort(_ flag: String?, _ variable: String) throws -> (host: String, port: Int)? {
+        guard let text = flag ?? raw(variable) else { return nil }
+        let invalid = ValidationError("\(name(variable)): expected HOST:PORT (e.g. 127.0.0.1:9090), found \(text.debugDescription)")
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw invalid
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw invalid }
+        return (host, port)
+    }
+
     /// On or off: 1/0, true/false, yes/no, on/off (any case); nil when unset.
     func bool(_ flag: String?, _ variable: String) throws -> Bool? {
         guard let text = flag ?? raw(variable) else { return nil }

@@ -45,7 +45,7 @@ final class AdminTests: XCTestCase {
             for (method, path) in [(HTTPRequest.Method.get, "/api/admin/users"), (.post, "/api/admin/users/alice/keys")] {
                 let response = try await client.send(method, path, key: f.keyA)
                 XCTAssertEqual(response.status, .forbidden, path)
-                XCTAssertTrue(String(buffer: response.body).contains("permission_denied"))
+                XCTAssertTrue(String(buffer: response.body).contains("permission_error"))
             }
             let r4 = try await client.send(.post, "/api/admin/users", key: f.keyA, json: #"{"name":"eve"}"#)
             XCTAssertEqual(r4.status, .forbidden)

@@ -61,6 +61,7 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     private var _requests: [GenerationRequest] = []
     private var _active = 0
     private var _piecesEmitted = 0
+    private var _cancelled = 0
 
     public init(id: String = "fake-model", contextLength: Int = 2048, script: Script = Script()) {
         self.modelInfo = ModelInfo(id: id, contextLength: contextLength, ownedBy: "sarvam-test")
@@ -77,6 +78,9 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     public var activeGenerations: Int { lock.withLock { _active } }
     /// Text pieces yielded so far, over all generations.
     public var piecesEmitted: Int { lock.withLock { _piecesEmitted } }
+    /// Generations stopped by cancellation before they finished (a real engine counts these as
+    /// `outcome="cancelled"`).
+    public var cancelledGenerations: Int { lock.withLock { _cancelled } }
 
     /// 2 tokens of assistant header, plus 4 per message for its role markers, plus its text.
     public func countTokens(_ messages: [ChatMessage]) throws -> Int {
@@ -116,6 +120,7 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
                     continuation.yield(.finished(reason, GenerationUsage(promptTokens: promptTokens, completionTokens: produced)))
                     continuation.finish()
                 } catch {
+                    if error is CancellationError { self.lock.withLock { self._cancelled += 1 } }
                     continuation.finish(throwing: error)
                 }
             }

@@ -113,9 +113,18 @@ struct SamplingFields {
 func decodeBody<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
     let data = Data(buffer.readableBytesView)
     if data.isEmpty { throw APIError.invalidRequest("The request body is empty; expected a JSON object.") }
+    if let offset = BodyDiagnosis.firstInvalidUTF8Offset(data) {
+        throw APIError.invalidRequest("The request body is not valid UTF-8 (byte \(offset) is not); JSON must be sent as UTF-8.")
+    }
     do {
         return try JSONDecoder().decode(T.self, from: data)
     } catch let error as DecodingError {
+        if case .dataCorrupted(let context) = error, context.codingPath.isEmpty,
+            let fields = (T.self as? HasIntegerFields.Type)?.integerFields,
+            let named = BodyDiagnosis.integerFieldError(data, integerFields: fields)
+        {
+            throw named
+        }
         throw APIError.from(decoding: error)
     } catch {
         throw APIError.invalidRequest("The request body is not valid JSON: \(error.localizedDescription)")

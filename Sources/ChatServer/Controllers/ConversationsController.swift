@@ -99,6 +99,13 @@ struct ConversationsController: Sendable {
         } else {
             model = service.catalog.models.first?.id ?? ""
         }
+        if let system = body.systemPrompt, !system.isEmpty {
+            let engine = try service.catalog.engine(named: model.isEmpty ? nil : model)
+            let reserve = service.replyReserve(requested: body.maxTokens, contextLength: engine.modelInfo.contextLength)
+            do {
+                try HistoryWindow.checkSystemPrompt([ChatMessage(role: .system, content: system)], engine: engine, replyReserve: reserve)
+            } catch let error as APIError { throw error } catch { throw APIError.from(engine: error) }
+        }
         let title = body.title.map { ConversationTitle.from(firstMessage: $0) } ?? ConversationTitle.placeholder
         let settings = ConversationSettings(temperature: body.temperature, topP: body.topP, maxTokens: body.maxTokens)
         let now = Date()

@@ -26,7 +26,8 @@ struct HistoryWindow {
                 return Fitted(messages: candidate, droppedTurns: dropped, promptTokens: tokens)
             }
             if dropped + 1 >= turns.count {
-                // Even the last turn alone does not fit: say by how much.
+                // Even the last turn alone does not fit: say by how much, and whose fault it is.
+                if !system.isEmpty { try checkSystemPrompt(system, engine: engine, replyReserve: replyReserve) }
                 throw APIError(
                     status: .badRequest,
                     message:
@@ -35,5 +36,18 @@ struct HistoryWindow {
             }
             dropped += 1
         }
+    }
+
+    /// Refuses system messages that leave no room in the context for a user message and the reply:
+    /// every message of such a conversation would fail.
+    static func checkSystemPrompt(_ system: [ChatMessage], engine: any ChatEngine, replyReserve: Int) throws {
+        let limit = engine.modelInfo.contextLength
+        let tokens = try engine.countTokens(system + [ChatMessage(role: .user, content: "")])
+        guard tokens + replyReserve >= limit else { return }
+        throw APIError(
+            status: .badRequest,
+            message: "The system prompt is too long for this model: with an empty user message it needs \(tokens) tokens, plus"
+                + " \(replyReserve) reserved for the reply, and the model's context holds \(limit). Please shorten the system prompt.",
+            type: "invalid_request_error", param: "system_prompt", code: "context_length_exceeded")
     }
 }

@@ -76,12 +76,17 @@ struct OpenAIController: Sendable {
         let stats = context.stats
 
         guard body.stream == true else {
-            let outcome = await driveGeneration(
-                stream: stream, stops: stops, pingInterval: pingInterval,
-                registerCancel: { await registry.attach(ticket, cancel: $0) }, emit: { _ in })
+            // Nothing is written until the end, so only the connection tells that the client left:
+            // then the generation is cancelled like a stream whose write failed.
+            let (outcome, hungUp) = await cancellingOnHangUp(context.channel) {
+                await driveGeneration(
+                    stream: stream, stops: stops, pingInterval: pingInterval,
+                    registerCancel: { await registry.attach(ticket, cancel: $0) }, emit: { _ in })
+            }
             await registry.finish(ticket)
             stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
             if let error = outcome.error { throw error }
+            if hungUp && outcome.finishReason == nil { throw APIError.clientClosed }
             guard let finish = outcome.finishReason else {
                 throw APIError.unavailable("The reply was interrupted (the server is shutting down).")
             }

@@ -44,7 +44,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
         APIError(status: .unauthorized, message: message, type: "invalid_request_error", code: "invalid_api_key")
     }
     public static func forbidden(_ message: String) -> APIError {
-        APIError(status: .forbidden, message: message, type: "invalid_request_error", code: "permission_denied")
+        APIError(status: .forbidden, message: message, type: "permission_error", code: "forbidden")
     }
     public static func notFound(_ message: String, param: String? = nil, code: String = "not_found") -> APIError {
         APIError(status: .notFound, message: message, type: "invalid_request_error", param: param, code: code)
@@ -75,6 +75,10 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
     public static let shuttingDown = APIError(
         status: .serviceUnavailable, message: "The server is shutting down.",
         type: "server_error", code: "shutting_down", retryAfter: 10)
+    /// Logged and counted only: the client that would read it is gone (nginx's 499).
+    public static let clientClosed = APIError(
+        status: .init(code: 499, reasonPhrase: "Client Closed Request"), message: "The client closed the connection before the reply.",
+        type: "invalid_request_error", code: "client_closed")
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: .serviceUnavailable, message: message, type: "server_error", code: "unavailable")
     }

@@ -51,9 +51,10 @@ public struct ChatService: Sendable {
     }
 }
 
-/// All routes. Tests drive this through `app.test(.router)`.
+/// All routes. Tests drive this through `app.test(.router)`. Every GET route answers HEAD too
+/// (headers only).
 public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
-    let router = Router(context: ServerContext.self)
+    let router = Router(context: ServerContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestLogMiddleware(logger: service.logger))
 
     WebPage.addRoutes(to: router)
@@ -71,21 +72,32 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
         }
     }
 
-    // Prometheus text; unauthenticated like /health so a scraper needs no key (bind to a private
-    // address or put it behind the proxy's access rules in production).
-    router.get("/metrics") { _, _ -> Response in
-        var headers = HTTPFields()
-        headers[.contentType] = SarvamMetrics.contentType
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: SarvamMetrics.render())))
-    }
-
     let auth = AuthMiddleware(accounts: service.accounts)
+    // Prometheus text, for the admin key only: it shows every user's traffic. A scraper without a
+    // key uses the separate metrics listener (`ListenerSettings.metricsAddress`).
+    router.group("metrics").add(middleware: auth).get { _, context -> Response in
+        guard try context.requireUser().isAdmin else { throw APIError.forbidden("/metrics needs an admin's API key.") }
+        return metricsResponse()
+    }
     let v1 = router.group("v1").add(middleware: auth)
     OpenAIController(service: service).addRoutes(to: v1)
     let api = router.group("api").add(middleware: auth)
     ConversationsController(service: service).addRoutes(to: api)
     AdminController(service: service).addRoutes(to: api)
     return router
+}
+
+/// The router of the metrics listener: `GET /metrics` (and HEAD), no key, nothing else.
+func buildMetricsRouter() -> Router<ServerContext> {
+    let router = Router(context: ServerContext.self, options: .autoGenerateHeadEndpoints)
+    router.get("/metrics") { _, _ in metricsResponse() }
+    return router
+}
+
+func metricsResponse() -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = SarvamMetrics.contentType
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: SarvamMetrics.render())))
 }
 
 /// `GET /health`: `ok` with the models, or why not (`loading`, `failed` with the error, `shutting_down`).

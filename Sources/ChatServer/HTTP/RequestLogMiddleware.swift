@@ -31,13 +31,18 @@ struct RequestLogMiddleware: RouterMiddleware {
             if let note { metadata["note"] = "\(note)" }
             logger.info("request", metadata: metadata)
             SarvamMetrics.recordRequest(
-                route: metricsRoute(path), method: method, status: status,
+                route: metricsRoute(endpoint: context.endpointPath), method: metricsMethod(request.method), status: status,
                 duration: ContinuousClock.now - start)
         }
         do {
             var response = try await next(request, context)
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             let status = Int(response.status.code)
+            // A HEAD response's body is dropped unwritten: count it now.
+            if request.method == .head {
+                log(status: status, note: nil)
+                return response
+            }
             let body = response.body
             response.body = ResponseBody(contentLength: body.contentLength) { writer in
                 do {
@@ -74,12 +79,18 @@ struct RequestLogMiddleware: RouterMiddleware {
     }
 }
 
-/// The path as a metrics label: segments that are ids (numbers, hex, UUIDs) become `{id}`, so the
-/// number of label values stays bounded however many conversations exist.
-func metricsRoute(_ path: String) -> String {
-    let segments = path.split(separator: "/", omittingEmptySubsequences: true).map { segment -> Substring in
-        let isId = segment.count >= 1 && segment.allSatisfy { $0.isHexDigit || $0 == "-" } && segment.contains(where: \.isNumber)
-        return isId ? "{id}" : segment
+/// The metrics label of a request's route: the template the router matched (`/api/conversations/{id}`),
+/// never the raw path, so ids stay out of the metrics; a path no route matched is `unknown`. The set
+/// of labels is the set of routes, whatever clients send.
+func metricsRoute(endpoint: String?) -> String {
+    guard let endpoint, endpoint.hasPrefix("/") else { return "unknown" }  // nil, or Hummingbird's "NotFound"
+    return endpoint
+}
+
+/// The method as a metrics label: HTTP allows any token as a method, so unusual ones share `OTHER`.
+func metricsMethod(_ method: HTTPRequest.Method) -> String {
+    switch method {
+    case .get, .head, .post, .put, .patch, .delete, .options: return method.rawValue
+    default: return "OTHER"
     }
-    return "/" + segments.joined(separator: "/")
 }

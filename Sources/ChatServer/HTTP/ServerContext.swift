@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 
 /// Per-request facts the handlers fill in and the request log reads after the response is written
 /// (the token counts of a streamed reply are known only at its end).
@@ -30,15 +31,17 @@ public final class RequestStats: @unchecked Sendable {
     }
 }
 
-/// The request context of every route: the authenticated user (set by `AuthMiddleware`) and the
-/// stats for the request log.
+/// The request context of every route: the authenticated user (set by `AuthMiddleware`), the
+/// stats for the request log, and the connection (to notice a client that hangs up).
 public struct ServerContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var user: User?
     public let stats = RequestStats()
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        channel = source.channel
     }
 
     /// The authenticated user (routes behind `AuthMiddleware` always have one).

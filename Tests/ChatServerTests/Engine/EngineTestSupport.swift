@@ -98,7 +98,10 @@ struct SchedulerHarness {
     let log = TokenLog()
     var cache: KVCache { scheduler.cache }
 
-    init(settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil) throws {
+    init(
+        settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil,
+        snapshotStore: KVSnapshotStore? = nil
+    ) throws {
         let model = try model ?? EngineFixture.model()
         self.model = model
         let cache = try KVCache(
@@ -106,15 +109,17 @@ struct SchedulerHarness {
             blockSize: blockSize, contextLength: contextLength)
         scheduler = try EngineLoop(
             model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
-            modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function)
+            modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function, snapshotStore: snapshotStore)
     }
 
     /// A greedy job named `id` whose tokens land in `log[id]`.
-    func job(_ id: String, prompt: [Int], maxTokens: Int, user: Int64 = 0, stop: Set<Int> = []) -> SchedulerJob {
+    func job(
+        _ id: String, prompt: [Int], maxTokens: Int, user: Int64 = 0, conversation: String? = nil, stop: Set<Int> = []
+    ) -> SchedulerJob {
         let log = self.log
         return SchedulerJob(
             prompt: prompt, maxTokens: maxTokens, sampling: .greedy, stopTokenIds: stop, userId: user,
-            requestId: id, onToken: { log.append(id, $0) })
+            conversationId: conversation, requestId: id, onToken: { log.append(id, $0) })
     }
 
     /// Steps until nothing runs or waits (at most `limit` steps), returning the reports.

@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Sarvam's throughput measurements (results checked before timing, medians, same-run ratios).",
-        subcommands: [Kernels.self, TokenizerSuite.self, Generate.self, Load.self])
+        subcommands: [Kernels.self, TokenizerSuite.self, Generate.self, Load.self, Memory.self])
 
     struct Kernels: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -47,5 +47,15 @@ struct Bench: ParsableCommand {
         )
         @OptionGroup var options: LoadBench.Options
         func run() throws { try LoadBench.run(options) }
+    }
+
+    struct Memory: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "memory",
+            abstract:
+                "Next-turn time to first token of a long conversation: history hot in memory, loaded from disk, after a restart, recomputed."
+        )
+        @OptionGroup var options: MemoryBench.Options
+        func run() throws { try MemoryBench.run(options) }
     }
 }

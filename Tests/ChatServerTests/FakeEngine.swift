@@ -61,6 +61,7 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     private var _requests: [GenerationRequest] = []
     private var _active = 0
     private var _piecesEmitted = 0
+    private var _forgotten: [String] = []
 
     public init(id: String = "fake-model", contextLength: Int = 2048, script: Script = Script()) {
         self.modelInfo = ModelInfo(id: id, contextLength: contextLength, ownedBy: "sarvam-test")
@@ -77,6 +78,12 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     public var activeGenerations: Int { lock.withLock { _active } }
     /// Text pieces yielded so far, over all generations.
     public var piecesEmitted: Int { lock.withLock { _piecesEmitted } }
+    /// "user/conversation" of every `forgetConversation` call, in order.
+    public var forgotten: [String] { lock.withLock { _forgotten } }
+
+    public func forgetConversation(userId: Int64, conversationId: String) {
+        lock.withLock { _forgotten.append("\(userId)/\(conversationId)") }
+    }
 
     /// 2 tokens of assistant header, plus 4 per message for its role markers, plus its text.
     public func countTokens(_ messages: [ChatMessage]) throws -> Int {

@@ -53,7 +53,7 @@ struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "memory",
             abstract:
-                "Next-turn time to first token of a long conversation: history hot in memory, loaded from disk, after a restart, recomputed."
+                "Next-turn time to first token of a long conversation: hot in memory, from disk, after a restart, recomputed."
         )
         @OptionGroup var options: MemoryBench.Options
         func run() throws { try MemoryBench.run(options) }

@@ -125,8 +125,8 @@ enum MemoryBench {
                 promptTokens = outcome.promptTokens
                 if turn == 0 { continue }
                 if expectCached && outcome.cachedPromptTokens < outcome.promptTokens / 2 {
-                    throw LoadBench.BenchError(
-                        "\(name), turn \(turn): only \(outcome.cachedPromptTokens) of \(outcome.promptTokens) prompt tokens came from a cache")
+                    let cached = outcome.cachedPromptTokens
+                    throw LoadBench.BenchError("\(name), turn \(turn): only \(cached) of \(outcome.promptTokens) prompt tokens were cached")
                 }
                 if !expectCached && outcome.cachedPromptTokens > 0 {
                     throw LoadBench.BenchError("\(name), turn \(turn): \(outcome.cachedPromptTokens) prompt tokens came from a cache")
@@ -161,7 +161,8 @@ enum MemoryBench {
         if o.json {
             let rssFields = rss.sorted { $0.key < $1.key }.map { "\"rss_\($0.key)_bytes\":\($0.value)" }.joined(separator: ",")
             print(
-                "{\"history_tokens\":\(promptTokens),\"turns\":\(o.turns),\"ttft_hot_s\":\(f(hot.median)),\"ttft_disk_s\":\(f(disk.median)),"
+                "{\"history_tokens\":\(promptTokens),\"turns\":\(o.turns),"
+                    + "\"ttft_hot_s\":\(f(hot.median)),\"ttft_disk_s\":\(f(disk.median)),"
                     + "\"ttft_restart_s\":\(f(restart.median)),\"ttft_recompute_s\":\(f(recompute.median)),\"disk_bytes\":\(diskBytes),"
                     + "\(rssFields)}")
         } else {

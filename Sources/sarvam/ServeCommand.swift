@@ -76,7 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
-            "on or off: save idle conversations' KV blocks under DATA_DIR/kv-snapshots, load them on the next turn (env SARVAM_KV_SNAPSHOTS; default on)."
+            "on or off: conversations' KV blocks kept in DATA_DIR/kv-snapshots for the next turn (env SARVAM_KV_SNAPSHOTS; default on)."
     )
     var kvSnapshots: String?
     @Option(name: .long, help: "Disk budget of the KV snapshots per model, in MiB (env SARVAM_KV_DISK_MB; default 4096).")
@@ -123,7 +123,8 @@ struct ServeCommand: AsyncParsableCommand {
         engineOptions.snapshotBudgetBytes = try settings.int(kvDiskMb, "SARVAM_KV_DISK_MB", in: 0...(1 << 30)).map { $0 << 20 } ?? (4 << 30)
         let cacheMode = settings.string(responseCache, "SARVAM_RESPONSE_CACHE") ?? "user"
         guard let mode = ResponseCacheMode(rawValue: cacheMode.lowercased()) else {
-            throw ValidationError("--response-cache / SARVAM_RESPONSE_CACHE: expected user, global or off; found \(cacheMode.debugDescription)")
+            throw ValidationError(
+                "--response-cache / SARVAM_RESPONSE_CACHE: expected user, global or off; found \(cacheMode.debugDescription)")
         }
         engineOptions.responseCache = ResponseCacheSettings(
             mode: mode,

@@ -212,7 +212,8 @@ struct ConversationsController: Sendable {
                 throw error
             }
         }
-        var response = streamReply(plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, context: context)
+        var response = streamReply(
+            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, context: context)
         if cacheHit { response.headers[.sarvamCache] = "hit" }
         return response
     }

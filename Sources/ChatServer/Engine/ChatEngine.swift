@@ -162,7 +162,9 @@ public protocol ChatEngine: Sendable {
 
     /// `startGeneration`, saying whether the reply is served whole from the response cache (the
     /// server tells the client so in a header before the reply starts).
-    func startGenerationReportingCache(_ request: GenerationRequest) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool)
+    func startGenerationReportingCache(
+        _ request: GenerationRequest
+    ) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool)
 
     /// Forgets what the engine keeps of a deleted conversation (its KV snapshots on disk). Blocking.
     func forgetConversation(userId: Int64, conversationId: String)

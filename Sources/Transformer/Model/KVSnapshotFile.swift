@@ -114,7 +114,9 @@ enum KVSnapshotFile {
             let version = prefix.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self)) }
             guard version == KVSnapshotFile.version else { throw fail("version \(version), expected \(KVSnapshotFile.version)") }
             let length = prefix.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self)) }
-            guard length <= UInt64(size - KVSnapshotFile.prefixSize - 8) else { throw fail("header of \(length) bytes past the end (truncated)") }
+            guard length <= UInt64(size - KVSnapshotFile.prefixSize - 8) else {
+                throw fail("header of \(length) bytes past the end (truncated)")
+            }
             var rest = [UInt8](repeating: 0, count: Int(length) + 8)
             try Self.read(fd, into: &rest, at: KVSnapshotFile.prefixSize, path: path)
             let stored = rest.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: Int(length), as: UInt64.self)) }

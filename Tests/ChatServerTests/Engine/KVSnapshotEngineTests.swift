@@ -32,7 +32,8 @@ final class KVSnapshotEngineTests: XCTestCase {
 
     private func files(_ h: SchedulerHarness) -> [String] {
         let folder = h.scheduler.snapshotStore!.directory
-        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".kvs") }.map { folder + "/" + $0 }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { $0.hasSuffix(".kvs") }.map { folder + "/" + $0 }
     }
 
     /// Steps until the request ends, sleeping briefly while it waits for a snapshot read; returns

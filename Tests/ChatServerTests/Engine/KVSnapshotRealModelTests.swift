@@ -57,7 +57,9 @@ final class KVSnapshotRealModelTests: XCTestCase {
         let saving = try engine(snapshots: true)
         let first = try await reply(saving, messages)
         XCTAssertFalse(first.text.isEmpty)
-        messages += [ChatMessage(role: .assistant, content: first.text), ChatMessage(role: .user, content: "Which line mentions the 5th bell?")]
+        messages += [
+            ChatMessage(role: .assistant, content: first.text), ChatMessage(role: .user, content: "Which line mentions the 5th bell?"),
+        ]
         let promptTokens = saving.promptTokens(messages).count
         XCTAssertGreaterThan(promptTokens, 200)
 

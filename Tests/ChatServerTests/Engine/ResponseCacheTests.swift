@@ -70,7 +70,8 @@ final class ResponseCacheTests: XCTestCase {
         XCTAssertTrue(second.hit)
         XCTAssertEqual(Array(text(second.events).utf8), Array(text(first.events).utf8))
         XCTAssertEqual(second.events.dropLast(), first.events.dropLast(), "same promptProcessed and text events, same split")
-        guard case .finished(let reason1, let usage1) = first.events.last, case .finished(let reason2, let usage2) = second.events.last else {
+        guard case .finished(let reason1, let usage1) = first.events.last, case .finished(let reason2, let usage2) = second.events.last
+        else {
             return XCTFail("no finished event")
         }
         XCTAssertEqual(reason2, reason1)

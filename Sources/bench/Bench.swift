@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Sarvam's throughput measurements (results checked before timing, medians, same-run ratios).",
-        subcommands: [Kernels.self, TokenizerSuite.self, Generate.self, Load.self, Memory.self])
+        subcommands: [Kernels.self, TokenizerSuite.self, Generate.self, Load.self, Steps.self, Memory.self])
 
     struct Kernels: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -47,6 +47,14 @@ struct Bench: ParsableCommand {
         )
         @OptionGroup var options: LoadBench.Options
         func run() throws { try LoadBench.run(options) }
+    }
+
+    struct Steps: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "steps",
+            abstract: "Where an engine's time went: the profile of a `sarvam serve --step-trace` file, by kind of step.")
+        @OptionGroup var options: StepsBench.Options
+        func run() throws { try StepsBench.run(options) }
     }
 
     struct Memory: ParsableCommand {

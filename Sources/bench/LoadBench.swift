@@ -93,6 +93,11 @@ enum LoadBench {
             name: .customLong("server-arg"), parsing: .unconditionalSingleValue,
             help: ArgumentHelp("One more argument for the started server (repeatable; may start with --).", valueName: "arg"))
         var serverArguments: [String] = []
+        @Option(
+            help: ArgumentHelp(
+                "Have the started server write its per-step trace here and print each level's step profile (see `bench steps`).",
+                valueName: "path"))
+        var stepTrace: String?
 
         func validate() throws {
             let positive: [(String, Int?)] = [
@@ -108,6 +113,7 @@ enum LoadBench {
             }
             if let queueLimit, queueLimit < 0 { throw ValidationError("--queue-limit: expected an integer >= 0, found \(queueLimit)") }
             if url != nil && key == nil { throw ValidationError("--url needs --key (an API key of that server)") }
+            if url != nil && stepTrace != nil { throw ValidationError("--step-trace needs the server started here (not --url)") }
         }
 
         var slo: SLO { SLO(ttft: sloTTFT, itl: sloITL, silence: sloSilence) }
@@ -172,8 +178,10 @@ enum LoadBench {
         }
         var single: Double?
         var verdicts: [(concurrency: Int, held: Bool)] = []
+        var traceOffset = 0
         for level in o.levels {
             let result = runLevel(concurrency: level, options: o, client: client, memory: memory)
+            let stepProfile = o.stepTrace.flatMap { levelSteps(trace: $0, from: &traceOffset) }
             let failures = result.sloFailures(slo)
             verdicts.append((level, failures.isEmpty))
             if level == 1 { single = result.tokensPerSecond }
@@ -202,6 +210,14 @@ enum LoadBench {
                 if !failures.isEmpty { print("        SLO missed: " + failures.joined(separator: "; ")) }
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
+            if let stepProfile {
+                let p = StepsBench.profile(stepProfile, itlTarget: slo.itl)
+                if o.json {
+                    print("{\"concurrency\":\(level),\"step_profile\":\(StepsBench.json(p))}")
+                } else {
+                    print(StepsBench.table(p, itlTarget: slo.itl).split(separator: "\n").map { "        " + $0 }.joined(separator: "\n"))
+                }
+            }
         }
         Thread.sleep(forTimeInterval: 2)
         let idleAfter = memory.sample()
@@ -216,6 +232,17 @@ enum LoadBench {
             print("idle server RSS after the run: \(idleAfter.map { "\($0 >> 20) MiB" } ?? "unknown")")
             print("streams at SLO: \(streams)")
         }
+    }
+
+    /// The steps the server traced since byte `offset` of its trace (the level just run), moving
+    /// `offset` to the end. The engine writes the trace out when it goes idle, so this waits a moment.
+    static func levelSteps(trace: String, from offset: inout Int) -> [StepsBench.Step]? {
+        Thread.sleep(forTimeInterval: 0.5)
+        guard let data = FileManager.default.contents(atPath: trace), data.count >= offset else { return nil }
+        let text = String(decoding: data[offset...], as: UTF8.self)
+        guard let end = text.lastIndex(of: "\n") else { return [] }
+        offset += text[...end].utf8.count
+        return try? StepsBench.parse(String(text[...end]))
     }
 
     /// "2nd", "4th", "21st": the header's "every K-th conversation".
@@ -578,6 +605,7 @@ final class ServerProcess: @unchecked Sendable {
         ]
         if let n = o.maxSequences { arguments += ["--max-sequences", "\(n)"] }
         if let n = o.queueLimit { arguments += ["--queue-limit", "\(n)"] }
+        if let path = o.stepTrace { arguments += ["--step-trace", URL(fileURLWithPath: path).path] }
         return arguments + o.serverArguments
     }
 

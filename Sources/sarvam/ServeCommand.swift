@@ -87,6 +87,10 @@ struct ServeCommand: AsyncParsableCommand {
     var responseCache: String?
     @Option(name: .long, help: "Memory for stored replies per model, in MiB (env SARVAM_RESPONSE_CACHE_MB; default 64).")
     var responseCacheMb: Int?
+    @Option(
+        name: .long,
+        help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
+    var stepTrace: String?
 
     /// Prints a line at once (`print` is block-buffered when stdout is a pipe or a file, as under tools/run).
     private static func say(_ line: String) {
@@ -197,9 +201,14 @@ struct ServeCommand: AsyncParsableCommand {
             idleCachedPrefixBytes: try settings.int(prefixCacheIdleMb, "SARVAM_PREFIX_CACHE_IDLE_MB", in: 0...(1 << 24)).map { $0 << 20 }
                 ?? defaults.idleCachedPrefixBytes)
         try scheduler.validate()
+        let trace = settings.string(stepTrace, "SARVAM_STEP_TRACE")
+        if let trace, !FileManager.default.createFile(atPath: trace, contents: nil) {
+            throw ValidationError(
+                "--step-trace / SARVAM_STEP_TRACE: cannot write \(trace.debugDescription); check the folder exists and is writable")
+        }
         return TransformerEngineSettings(
             contextLength: contextLength, threads: threads,
             kvCacheBytes: try settings.int(kvCacheMb, "SARVAM_KV_CACHE_MB", in: 1...(1 << 24)).map { $0 << 20 },
-            scheduler: scheduler)
+            scheduler: scheduler, stepTracePath: trace)
     }
 }

@@ -59,6 +59,10 @@ public final class EngineLoop: @unchecked Sendable {
     private var planner: StepPlanner
     /// Steps in a row that decoded but could fit no prompt token.
     private var starvedSteps = 0
+    /// The share of the inter-token target steps are planned for, learned from their overruns.
+    private var margin: StepMargin
+    /// The previous step with decode rows: when it started and what it was predicted to last.
+    private var previousDecodeStep: (start: Double, predicted: Double)?
     /// When the current step started (one clock reading per step: the tests' clock moves on each).
     private var stepStart = 0.0
     /// Seconds between the ends of requests (exponential average), for the queue's predicted wait.
@@ -68,6 +72,9 @@ public final class EngineLoop: @unchecked Sendable {
     private var overloadedSince: Double?
     private let outputs: OutputProcessor
     public private(set) var lastStep = StepReport()
+    /// One line per step when set (`StepTrace`), times from `startedAt`.
+    private let stepTrace: StepTrace?
+    private let startedAt: Double
     /// KV snapshots on disk (nil: off): chains saved when evicted, loaded before admission.
     public let snapshotStore: KVSnapshotStore?
     private var snapshotter: KVSnapshotter?
@@ -76,7 +83,7 @@ public final class EngineLoop: @unchecked Sendable {
 
     public init(
         model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
-        modelId: String, logger: Logger = Logger(label: "sarvam.engine"),
+        modelId: String, logger: Logger = Logger(label: "sarvam.engine"), stepTrace: StepTrace? = nil,
         now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds, snapshotStore: KVSnapshotStore? = nil
     ) throws {
         try settings.validate()
@@ -92,12 +99,15 @@ public final class EngineLoop: @unchecked Sendable {
         cost = Self.costGuess(model.configuration)
         capacity = settings.maxRunningSequences ?? SchedulerSettings.capacityCeiling
         planner = StepPlanner(settings: settings, capacity: capacity)
+        margin = StepMargin(highest: settings.stepMargin)
         outlook = QueueOutlook(capacity: capacity, freeSlots: capacity)
         self.tokenizer = tokenizer
         self.settings = settings
         self.modelId = modelId
         self.logger = logger
         self.now = now
+        self.stepTrace = stepTrace
+        startedAt = now()
         metrics = EngineMetrics(model: modelId)
         outputs = OutputProcessor(
             metrics: metrics, contextLength: cache.contextLength, now: now,
@@ -212,20 +222,27 @@ public final class EngineLoop: @unchecked Sendable {
     /// beside `capacity - 1` decode rows, so the model's scratch grows to its working size now (the
     /// memory `/health` turns ready at is the memory the server returns to after a burst, and the
     /// first real step pays no page faults). Then measures what steps cost (decode steps of one and
-    /// of many rows, a prompt chunk) to seed the cost model and, when no maximum is set, to size
+    /// of many rows, prompt chunks) to seed the cost model and, when no maximum is set, to size
     /// the capacity at the SLO. Call before `start()`.
     public func warmUp() throws {
         let token = min(tokenizer.bosTokenId ?? 0, model.configuration.vocabSize - 1)
-        /// One forward over fresh sequences: `rows` decode rows (position 0) and a prompt chunk of `chunk`.
+        /// One forward over fresh sequences: `rows` decode rows (position 0, with logits) and a
+        /// prompt chunk of `chunk` tokens (without logits: a chunk in the middle of a prompt).
         func forward(rows: Int, chunk: Int) throws -> Double {
             let sequences = (0..<(rows + (chunk > 0 ? 1 : 0))).map { _ in cache.makeSequence() }
             defer { sequences.forEach(cache.release) }
             let inputs = sequences.enumerated().map { i, s in
-                SequenceInput(sequence: s, tokens: Array(repeating: token, count: i == rows ? chunk : 1))
+                i == rows
+                    ? SequenceInput(sequence: s, tokens: Array(repeating: token, count: chunk), logits: .none)
+                    : SequenceInput(sequence: s, tokens: [token])
             }
             let start = now()
             _ = try model.forward(inputs)
             return now() - start
+        }
+        /// The fastest of a few runs: the box may be busy.
+        func best(_ runs: Int, rows: Int, chunk: Int) throws -> Double {
+            try (0..<runs).map { _ in try forward(rows: rows, chunk: chunk) }.min()!
         }
         let rows = max(1, min(capacity, blockCount / 2))
         let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - rows) * blockSize))
@@ -233,22 +250,34 @@ public final class EngineLoop: @unchecked Sendable {
         cacheTouched = true
         guard settings.interTokenLatencyTarget != nil else { return }
 
-        // rows(M) from decode-only steps at position 0 (no attention to speak of) and a prompt
-        // chunk (its attention taken out), best of a few runs: the box may be busy.
-        var curve: [StepCostModel.Point] = []
+        // Decode steps of M rows at position 0 (no attention to speak of) and prompt chunks of M
+        // tokens (their attention taken out); the difference at equal M is the logits' cost per row.
+        let guess = Self.costGuess(model.configuration)
+        var decode: [StepCostModel.Point] = []
         for m in [1, 8, 16, 32, 64] where m <= blockCount / 2 {
-            let seconds = try (0..<(m == 1 ? 3 : 2)).map { _ in try forward(rows: m, chunk: 0) }.min()!
-            curve.append(.init(rows: m, seconds: seconds))
+            decode.append(.init(rows: m, seconds: try best(m == 1 ? 3 : 2, rows: m, chunk: 0)))
         }
-        let attention = Self.costGuess(model.configuration)
-        let attentionPer1024 = attention.attentionSecondsPer1024 * (curve.last.map { $0.seconds / attention.rowSeconds($0.rows) } ?? 1)
-        if chunk > (curve.last?.rows ?? 0) {
-            let seconds = try (0..<2).map { _ in try forward(rows: 0, chunk: chunk) }.min()!
-            let attended = Double(StepCostModel.attended(tokens: chunk, from: 0)) / 1024
-            curve.append(.init(rows: chunk, seconds: max(curve.last?.seconds ?? 0, seconds - attentionPer1024 * attended)))
+        guard let largest = decode.last, decode.allSatisfy({ $0.seconds > 0 }) else { return }
+        let attentionPer1024 = guess.attentionSecondsPer1024 * largest.seconds / guess.predict(rows: largest.rows, attendedPositions: 0)
+        func prompt(_ m: Int) throws -> Double {
+            let seconds = try best(2, rows: 0, chunk: m)
+            return max(0, seconds - attentionPer1024 * Double(StepCostModel.attended(tokens: m, from: 0)) / 1024)
         }
-        guard !curve.isEmpty, curve.allSatisfy({ $0.seconds > 0 }) else { return }
-        cost = StepCostModel(curve: curve, attentionSecondsPer1024: attentionPer1024)
+        // The median of what M = 16, 32, 64 say, kept within half to twice the model's FLOP share
+        // of a decode row (a busy box makes single differences noisy).
+        let measuredShares = try decode.filter { $0.rows >= 16 }.map { p in max(0, p.seconds - (try prompt(p.rows))) / Double(p.rows) }
+        let perRow = largest.seconds / Double(largest.rows)
+        let flopShare =
+            guess.logitRowSeconds / max(1e-12, guess.predict(rows: 2, attendedPositions: 0) - guess.predict(rows: 1, attendedPositions: 0))
+        let logitRow =
+            measuredShares.isEmpty
+            ? flopShare * perRow
+            : min(max(measuredShares.sorted()[measuredShares.count / 2], 0.5 * flopShare * perRow), 2 * flopShare * perRow)
+        var curve = decode.map { StepCostModel.Point(rows: $0.rows, seconds: max(1e-6, $0.seconds - logitRow * Double($0.rows))) }
+        if chunk > largest.rows {
+            curve.append(.init(rows: chunk, seconds: max(curve.last!.seconds, try prompt(chunk))))
+        }
+        cost = StepCostModel(curve: curve, attentionSecondsPer1024: attentionPer1024, logitRowSeconds: logitRow)
         updateCapacity()
         publishOutlook()
         logger.info(
@@ -256,6 +285,7 @@ public final class EngineLoop: @unchecked Sendable {
             metadata: [
                 "model": "\(modelId)", "capacity": "\(capacity)",
                 "step_ms_by_rows": "\(curve.map { "\($0.rows):\(String(format: "%.1f", $0.seconds * 1e3))" }.joined(separator: " "))",
+                "logit_row_ms": "\(String(format: "%.2f", logitRow * 1e3))",
             ])
     }
 
@@ -263,7 +293,7 @@ public final class EngineLoop: @unchecked Sendable {
     /// that fit the decode budget at the running requests' mean planned length (1,024 positions,
     /// a chat with a pasted page, when idle). Admission checks the cost of each newcomer as well.
     private func updateCapacity() {
-        guard settings.maxRunningSequences == nil, let target = settings.stepTargetSeconds else { return }
+        guard settings.maxRunningSequences == nil, let target = planner.stepTarget else { return }
         let context = running.isEmpty ? 1024 : running.reduce(0) { $0 + $1.tokens.count } / running.count + settings.admissionHeadroomTokens
         let rows = StepPlanner.decodeCapacity(
             cost: cost, stepTarget: target, prefillReserve: settings.prefillReserve,
@@ -281,9 +311,9 @@ public final class EngineLoop: @unchecked Sendable {
     static func costGuess(_ c: ModelConfiguration) -> StepCostModel {
         let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
         let perLayer = c.hiddenSize * (2 * q + 2 * kv) + 3 * c.hiddenSize * c.intermediateSize
-        let parameters = c.numHiddenLayers * perLayer + c.hiddenSize * c.vocabSize
+        let body = c.numHiddenLayers * perLayer, head = c.hiddenSize * c.vocabSize
         return StepCostModel.guess(
-            weightBytes: parameters * 6 / 10, rowFlops: 2 * parameters,
+            weightBytes: (body + head) * 6 / 10, rowFlops: 2 * body, logitRowFlops: 2 * head,
             attentionFlopsPerPosition: 4 * c.numHiddenLayers * q)
     }
 
@@ -334,7 +364,10 @@ public final class EngineLoop: @unchecked Sendable {
 
     private func runLoop() {
         while true {
-            if running.isEmpty && waiting.isEmpty { releaseIdleCacheMemory() }
+            if running.isEmpty && waiting.isEmpty {
+                releaseIdleCacheMemory()
+                stepTrace?.flush()
+            }
             condition.lock()
             while !stopping && inbox.isEmpty && cancelledIds.isEmpty && running.isEmpty && waiting.isEmpty {
                 condition.wait()
@@ -353,6 +386,7 @@ public final class EngineLoop: @unchecked Sendable {
             }
         }
         failEverything(ChatEngineError.failed("the engine is shutting down"))
+        stepTrace?.flush()
         snapshotter?.flush()
         stopped.signal()
     }
@@ -452,18 +486,41 @@ public final class EngineLoop: @unchecked Sendable {
         report.decoded = plan.decode.map { byId[$0]!.job.requestId }
         report.prefilled = plan.prefill.map { .init(requestId: byId[$0.id]!.job.requestId, tokens: $0.tokens) }
 
+        if entries.isEmpty { previousDecodeStep = nil }
         if !entries.isEmpty {
             cacheTouched = true
+            let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
+            let rows = plan.decode.count + promptTokens
+            let logitRows = entries.filter { $0.request.sequence.length + $0.count == $0.request.tokens.count }.count
+            let predicted = cost.predict(rows: rows, logitRows: logitRows, attendedPositions: attended)
             run(entries)
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
-            cost.record(rows: plan.decode.count + plan.prefill.reduce(0) { $0 + $1.tokens }, attendedPositions: attended, seconds: duration)
+            cost.record(rows: rows, logitRows: logitRows, attendedPositions: attended, seconds: duration)
+            learnMargin(decodeRows: plan.decode.count, predicted: predicted)
+            stepTrace?.append(
+                StepTraceRecord(
+                    t: stepStart - startedAt, seconds: duration, predicted: predicted, decodeRows: plan.decode.count,
+                    promptTokens: promptTokens, promptRequests: plan.prefill.count, logitRows: logitRows, attended: attended,
+                    running: running.count, waiting: waiting.count, capacity: capacity, admitted: report.admitted.count,
+                    preempted: report.preempted.count, speed: cost.speed, stepTarget: planner.stepTarget))
         }
         updateGauges()
         publishOutlook()
         lastStep = report
         return report
+    }
+
+    /// A streaming reply waits from one step's start to the next one's: that interval against the
+    /// previous step's prediction moves the planned share of the inter-token target.
+    private func learnMargin(decodeRows: Int, predicted: Double) {
+        guard let itl = settings.interTokenLatencyTarget else { return }
+        if let previous = previousDecodeStep {
+            margin.record(actual: stepStart - previous.start, predicted: previous.predicted)
+            planner.stepTarget = itl * margin.value
+        }
+        previousDecodeStep = decodeRows > 0 ? (stepStart, predicted) : nil
     }
 
     private func plannerView(_ r: EngineRequest) -> PlannerRequest {
@@ -641,6 +698,9 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     // MARK: - Introspection (tests)
+
+    /// Seconds a step beside decode rows is planned to last now (nil without a latency target).
+    var plannedStepSeconds: Double? { planner.stepTarget }
 
     /// Running and waiting request ids, engine thread only.
     public var runningRequestIds: [String] { running.map(\.job.requestId) }

@@ -34,7 +34,8 @@ public struct SchedulerSettings: Sendable, Equatable {
     /// Seconds between two tokens of a streaming reply (the SLO); nil: no latency target (every
     /// step prefills `prefillTokensPerStep`, capacity is `maxRunningSequences`).
     public var interTokenLatencyTarget: Double?
-    /// Share of the inter-token target a step is planned to last (the rest absorbs noise).
+    /// Share of the inter-token target a step is planned to last at most (the rest absorbs
+    /// noise); the engine plans less while its steps overrun their predictions (`StepMargin`).
     public var stepMargin: Double
     /// Share of a step kept for prompt tokens when deciding how many sequences may run.
     public var prefillReserve: Double
@@ -69,7 +70,7 @@ public struct SchedulerSettings: Sendable, Equatable {
         maxRunningSequences: Int? = nil, maxRunningPerUser: Int? = nil, queueLimit: Int = 64,
         maxAcceptedPerUser: Int? = nil, prefillTokensPerStep: Int = 512, minPrefillTokensPerStep: Int = 16,
         timeToFirstTokenTarget: Double = 2, interTokenLatencyTarget: Double? = 0.2,
-        stepMargin: Double = 0.8, prefillReserve: Double = 0.3, agingTokensPerSecond: Double = 10,
+        stepMargin: Double = 0.9, prefillReserve: Double = 0.3, agingTokensPerSecond: Double = 10,
         overloadSeconds: Double = 30, admissionHeadroomTokens: Int = 256, retryAfterSeconds: Int = 1,
         prefixCaching: Bool = true, maxCachedPrefixBytes: Int = 256 << 20, idleCachedPrefixBytes: Int = 64 << 20
     ) {
@@ -92,7 +93,7 @@ public struct SchedulerSettings: Sendable, Equatable {
         self.idleCachedPrefixBytes = idleCachedPrefixBytes
     }
 
-    /// Seconds a step is planned to last while a reply streams (nil without a latency target).
+    /// Seconds a step is planned to last at most while a reply streams (nil without a latency target).
     public var stepTargetSeconds: Double? { interTokenLatencyTarget.map { $0 * stepMargin } }
 
     /// Throws when a value cannot work; the message names the setting, what was found and what is expected.

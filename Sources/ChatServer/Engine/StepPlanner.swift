@@ -266,15 +266,19 @@ public struct StepPlanner: Sendable, Equatable {
             }
         } else {
             var rows = plan.decode.count
+            var logitRows = rows
             for r in inLine(prefilling) where tokensLeft > 0 {
+                // A grant that ends the prompt produces logits (the reply's first token).
                 let n = Self.tokensFitting(upTo: min(r.pending, tokensLeft)) { n in
-                    cost.predict(rows: rows + n, attendedPositions: attended + StepCostModel.attended(tokens: n, from: r.computed))
-                        <= stepTarget!
+                    cost.predict(
+                        rows: rows + n, logitRows: logitRows + (n == r.pending ? 1 : 0),
+                        attendedPositions: attended + StepCostModel.attended(tokens: n, from: r.computed)) <= stepTarget!
                 }
                 if n == 0 { break }
                 grants[r.id] = n
                 tokensLeft -= n
                 rows += n
+                if n == r.pending { logitRows += 1 }
                 attended += StepCostModel.attended(tokens: n, from: r.computed)
             }
             if grants.isEmpty && starvedSteps >= SchedulerSettings.starvationSteps, let first = inLine(prefilling).first {

@@ -168,14 +168,18 @@ public struct TransformerEngineSettings: Sendable {
     public var snapshotBudgetBytes: Int
     public var responseCache: ResponseCacheSettings
     public var logger: Logger
+    /// Where to write each engine's per-step profile (`StepTrace`); with several models the file
+    /// name gets the model's id appended. Nil: no trace.
+    public var stepTracePath: String?
 
     public init(
         contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
         kvCacheBytes: Int? = nil, kvPrecision: KVCache.Precision = .float16,
         scheduler: SchedulerSettings = SchedulerSettings(), snapshotDirectory: String? = nil,
         snapshotBudgetBytes: Int = 4 << 30, responseCache: ResponseCacheSettings = .init(mode: .off),
-        logger: Logger = Logger(label: "sarvam.engine")
+        logger: Logger = Logger(label: "sarvam.engine"), stepTracePath: String? = nil
     ) {
+        self.stepTracePath = stepTracePath
         self.responseCache = responseCache
         self.snapshotDirectory = snapshotDirectory
         self.snapshotBudgetBytes = snapshotBudgetBytes
@@ -196,6 +200,10 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
     var ids = Set<String>()
     for path in modelPaths {
         do {
+            var settings = settings
+            if modelPaths.count > 1, let trace = settings.stepTracePath {
+                settings.stepTracePath = trace + "." + URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            }
             let engine = try loadTransformerEngine(path: path, settings: settings)
             guard ids.insert(engine.modelInfo.id).inserted else {
                 throw ChatEngineError.invalidRequest("two models are named \(engine.modelInfo.id); rename one file")
@@ -245,7 +253,8 @@ public func makeTransformerEngine(
     }
     let scheduler = try EngineLoop(
         model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
-        modelId: id, logger: settings.logger, snapshotStore: snapshots)
+        modelId: id, logger: settings.logger, stepTrace: try settings.stepTracePath.map { try StepTrace(path: $0) },
+        snapshotStore: snapshots)
     try scheduler.warmUp()
     if startThread { scheduler.start() }
     settings.logger.info(

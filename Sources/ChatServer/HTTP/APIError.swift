@@ -43,6 +43,9 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
     public static func unauthorized(_ message: String) -> APIError {
         APIError(status: .unauthorized, message: message, type: "invalid_request_error", code: "invalid_api_key")
     }
+    public static func forbidden(_ message: String) -> APIError {
+        APIError(status: .forbidden, message: message, type: "invalid_request_error", code: "permission_denied")
+    }
     public static func notFound(_ message: String, param: String? = nil, code: String = "not_found") -> APIError {
         APIError(status: .notFound, message: message, type: "invalid_request_error", param: param, code: code)
     }

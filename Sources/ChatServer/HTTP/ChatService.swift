@@ -84,6 +84,7 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     OpenAIController(service: service).addRoutes(to: v1)
     let api = router.group("api").add(middleware: auth)
     ConversationsController(service: service).addRoutes(to: api)
+    AdminController(service: service).addRoutes(to: api)
     return router
 }
 

@@ -40,6 +40,38 @@ final class SchedulerBatchingTests: XCTestCase {
         XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount, "every block should be back in the pool")
     }
 
+    func testTheStepTraceRecordsWhatEachStepRan() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("trace-\(UUID().uuidString).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let trace = try StepTrace(path: path)
+        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 16), stepTrace: trace)
+        let prompts = ["a": EngineFixture.prompt(5, seed: 21), "b": EngineFixture.prompt(40, seed: 22)]
+        let streams = try prompts.sorted { $0.key < $1.key }.map {
+            try h.scheduler.trySubmit(h.job($0.key, prompt: $0.value, maxTokens: 3))
+        }
+        let reports = h.runToCompletion().filter { !$0.decoded.isEmpty || !$0.prefilled.isEmpty }
+        trace.flush()
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        let records = try lines.map { try JSONDecoder().decode(StepTraceRecord.self, from: Data($0.utf8)) }
+        XCTAssertEqual(records.count, reports.count, "one line per step that ran the model")
+        var fed: [String: Int] = [:]
+        for (record, report) in zip(records, reports) {
+            XCTAssertEqual(record.decodeRows, report.decoded.count)
+            XCTAssertEqual(record.promptTokens, report.prefilled.reduce(0) { $0 + $1.tokens })
+            XCTAssertEqual(record.promptRequests, report.prefilled.count)
+            var endsOfPrompt = 0
+            for p in report.prefilled {
+                fed[p.requestId, default: 0] += p.tokens
+                if fed[p.requestId] == prompts[p.requestId]!.count { endsOfPrompt += 1 }
+            }
+            XCTAssertEqual(record.logitRows, report.decoded.count + endsOfPrompt, "decode rows and the chunks that end a prompt")
+            XCTAssertGreaterThan(record.predicted, 0)
+        }
+        XCTAssertEqual(records.reduce(0) { $0 + $1.promptTokens }, 45)
+        XCTAssertEqual(records.reduce(0) { $0 + $1.decodeRows }, 4, "3 tokens each: the first from the prompt's logits, 2 decode rows")
+        XCTAssertEqual(streams.count, 2)
+    }
+
     func testLongPromptIsChunkedWhileShortRepliesGetATokenEveryStep() throws {
         let budget = 32
         let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: budget))
@@ -149,8 +181,10 @@ final class SchedulerFairnessTests: XCTestCase {
     }
 
     func testALastingOverloadRefusesWithThePredictedWait() throws {
-        let h = try SchedulerHarness(settings: SchedulerSettings(maxRunningSequences: 1, queueLimit: 64, maxAcceptedPerUser: 64,
-                                                                 timeToFirstTokenTarget: 2, overloadSeconds: 30))
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(
+                maxRunningSequences: 1, queueLimit: 64, maxAcceptedPerUser: 64,
+                timeToFirstTokenTarget: 2, overloadSeconds: 30))
         // Three quick requests end 10 s apart: a running slot frees every 10 s.
         var streams = try (0..<3).map { try h.scheduler.trySubmit(h.job("q\($0)", prompt: [1, 2, 3, 4], maxTokens: 1, user: Int64($0))) }
         for _ in 0..<3 {
@@ -158,7 +192,9 @@ final class SchedulerFairnessTests: XCTestCase {
             h.clock.advance(10)
         }
         // One long reply runs, four wait: the last one's predicted wait, 4 x 10 s, is over the target.
-        streams += try (0..<5).map { try h.scheduler.trySubmit(h.job("u\($0)", prompt: [1, 2, 3, 4], maxTokens: 400, user: Int64(10 + $0))) }
+        streams += try (0..<5).map {
+            try h.scheduler.trySubmit(h.job("u\($0)", prompt: [1, 2, 3, 4], maxTokens: 400, user: Int64(10 + $0)))
+        }
         h.scheduler.step()
         XCTAssertEqual(h.scheduler.waitingRequestIds.count, 4)
         streams.append(try h.scheduler.trySubmit(h.job("early", prompt: [5, 6], maxTokens: 1, user: 99)))
@@ -247,6 +283,24 @@ final class SchedulerFairnessTests: XCTestCase {
         // Nobody streams again: back to full chunks at once.
         XCTAssertEqual(h.scheduler.step().prefilled, [.init(requestId: "long", tokens: 256)])
         withExtendedLifetime((short, long)) {}
+    }
+
+    func testStepsThatOverrunTheirPredictionShortenThePlannedStep() throws {
+        let h = try SchedulerHarness(
+            settings: SchedulerSettings(maxRunningSequences: 2, interTokenLatencyTarget: 0.5, stepMargin: 0.9),
+            model: EngineFixture.model(maxPositions: 2048))
+        // Every step is predicted to last 0.1 s; the clock moves 0.125 s from one step's start to
+        // the next (the step and the work between steps): the p95 overrun is 1.25, so steps are
+        // planned for 0.5 s x 0.8 instead of 0.5 s x 0.9.
+        h.scheduler.cost = StepCostModel(fixed: 0.1, perRow: 0)
+        XCTAssertEqual(h.scheduler.plannedStepSeconds!, 0.45, accuracy: 1e-12)
+        let stream = try h.scheduler.trySubmit(h.job("a", prompt: EngineFixture.prompt(4, seed: 7), maxTokens: 60))
+        for _ in 0..<50 {
+            h.scheduler.step()
+            h.clock.advance(0.125)
+        }
+        XCTAssertEqual(h.scheduler.plannedStepSeconds!, 0.4, accuracy: 1e-9)
+        withExtendedLifetime(stream) {}
     }
 
     func testWhenDecodeRowsFillTheStepPromptsStillProgress() throws {

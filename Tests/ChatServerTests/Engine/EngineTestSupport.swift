@@ -100,7 +100,7 @@ struct SchedulerHarness {
 
     init(
         settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil,
-        snapshotStore: KVSnapshotStore? = nil
+        stepTrace: StepTrace? = nil, snapshotStore: KVSnapshotStore? = nil
     ) throws {
         let model = try model ?? EngineFixture.model()
         self.model = model
@@ -109,7 +109,7 @@ struct SchedulerHarness {
             blockSize: blockSize, contextLength: contextLength)
         scheduler = try EngineLoop(
             model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
-            modelId: "tiny-\(UUID().uuidString.prefix(8))", now: clock.function, snapshotStore: snapshotStore)
+            modelId: "tiny-\(UUID().uuidString.prefix(8))", stepTrace: stepTrace, now: clock.function, snapshotStore: snapshotStore)
     }
 
     /// A greedy job named `id` whose tokens land in `log[id]`.

@@ -44,11 +44,13 @@ final class StepPlannerTests: XCTestCase {
         let planner = StepPlanner(capacity: 1, agingTokensPerSecond: 100)
         // 900 tokens after 9 s count as 0: ahead of a 30-token prompt that just came.
         let old = waiting(1, user: 1, tokens: 900, waited: 9.5)
-        XCTAssertEqual(planner.admissions(waiting: [waiting(2, user: 2, tokens: 30), old], running: [], pool: pool, cost: cost).admitted, [1])
+        XCTAssertEqual(
+            planner.admissions(waiting: [waiting(2, user: 2, tokens: 30), old], running: [], pool: pool, cost: cost).admitted, [1])
         XCTAssertEqual(
             planner.admissions(
                 waiting: [waiting(2, user: 2, tokens: 30), waiting(1, user: 1, tokens: 900, waited: 8)],
-                running: [], pool: pool, cost: cost).admitted, [2], "after 8 s it still counts as 100 tokens")
+                running: [], pool: pool, cost: cost
+            ).admitted, [2], "after 8 s it still counts as 100 tokens")
     }
 
     func testAHardPerUserCapSkipsButDoesNotBlock() {
@@ -78,8 +80,9 @@ final class StepPlannerTests: XCTestCase {
         let streaming = running(1, user: 1, tokens: 41, computed: 40, decoding: true)
         let pasting = running(2, user: 2, tokens: 1000, computed: 200, waited: 1)
         let question = waiting(3, user: 3, tokens: 30)
-        XCTAssertEqual(planner.admissions(waiting: [question], running: [streaming, pasting], pool: pool, cost: cost),
-                       Admission(admitted: [3], displaced: [2]), "the paste (800 - 100 left) waits again; the question takes its slot")
+        XCTAssertEqual(
+            planner.admissions(waiting: [question], running: [streaming, pasting], pool: pool, cost: cost),
+            Admission(admitted: [3], displaced: [2]), "the paste (800 - 100 left) waits again; the question takes its slot")
         // A reply that streams is never displaced; nor is a paste that has waited long enough to be ahead.
         let twoStreaming = [streaming, running(4, user: 4, tokens: 9, computed: 8, decoding: true)]
         XCTAssertEqual(planner.admissions(waiting: [question], running: twoStreaming, pool: pool, cost: cost), Admission())
@@ -140,6 +143,22 @@ final class StepPlannerTests: XCTestCase {
         }
         XCTAssertLessThanOrEqual(seconds(n), 0.2 + 1e-12)
         XCTAssertGreaterThan(seconds(n + 1), 0.2, "the largest chunk that fits")
+    }
+
+    func testPromptTokensCostLessThanDecodeRowsWhenLogitsAreCharged() {
+        // 20 ms + 1 ms per row + 0.4 ms per row with logits; target 0.2 s. A chunk in the middle of
+        // a prompt fills what the two decode rows leave; one that ends the prompt pays its logits
+        // row too.
+        let planner = StepPlanner(capacity: 8, stepTarget: 0.2, maxPrefillTokens: 512)
+        let logits = StepCostModel(fixed: 0.020, perRow: 0.001, logitRowSeconds: 0.0004)
+        let decoding = [running(1, tokens: 11, computed: 10, decoding: true), running(3, tokens: 21, computed: 20, decoding: true)]
+        let long = planner.batch(running: decoding + [running(2, user: 1, tokens: 1000, computed: 0)], pool: pool, cost: logits)
+        XCTAssertEqual(long.prefill, [.init(id: 2, tokens: 177)], "20 ms + 179 rows x 1 ms + 2 logits rows x 0.4 ms = 0.1998 s")
+        let ending = planner.batch(running: decoding + [running(2, user: 1, tokens: 177, computed: 0)], pool: pool, cost: logits)
+        XCTAssertEqual(ending.prefill, [.init(id: 2, tokens: 176)], "the whole prompt would need a third logits row: 0.2002 s")
+        XCTAssertEqual(logits.predict(rows: 10, logitRows: 2, attendedPositions: 0), 0.020 + 0.010 + 0.0008, accuracy: 1e-12)
+        XCTAssertEqual(
+            logits.predict(rows: 10, attendedPositions: 0), 0.020 + 0.010 + 0.004, accuracy: 1e-12, "decode rows: all have logits")
     }
 
     func testWithoutStreamingRepliesAStepPrefillsTheWholeBudget() {
@@ -247,5 +266,46 @@ final class StepCostModelTests: XCTestCase {
         XCTAssertEqual(model.observations, 40)
         model.record(rows: 1, attendedPositions: 0, seconds: 1_000)
         XCTAssertEqual(model.speed, 2.4, accuracy: 0.001, "one stall counts as a step twice as slow: 2 + 0.2 x (4 - 2)")
+    }
+
+    func testLogitsRowsAreChargedOnTopOfTheRows() {
+        var model = StepCostModel(curve: measured.curve, attentionSecondsPer1024: 0.002, logitRowSeconds: 0.001)
+        XCTAssertEqual(model.predict(rows: 16, logitRows: 0, attendedPositions: 0), 0.080, accuracy: 1e-12, "prompt rows only")
+        XCTAssertEqual(model.predict(rows: 16, attendedPositions: 0), 0.096, accuracy: 1e-12, "16 decode rows")
+        XCTAssertEqual(model.predict(rows: 16, logitRows: 40, attendedPositions: 0), 0.096, accuracy: 1e-12, "at most one per row")
+        // The speed is learned against the same prediction: a mixed step that took what was predicted leaves it at 1.
+        for _ in 0..<10 { model.record(rows: 16, logitRows: 4, attendedPositions: 0, seconds: 0.084) }
+        XCTAssertEqual(model.speed, 1, accuracy: 1e-9)
+    }
+}
+
+/// The planned share of the inter-token target follows how much steps overrun their predictions.
+final class StepMarginTests: XCTestCase {
+    func testStepsAsPredictedKeepTheHighestShare() {
+        var margin = StepMargin(highest: 0.9)
+        XCTAssertEqual(margin.value, 0.9, "before any step")
+        for _ in 0..<100 { margin.record(actual: 0.1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.9)
+    }
+
+    func testOverrunsLowerTheShareToTheirNinetyFifthPercentile() {
+        var margin = StepMargin(highest: 0.9)
+        // 90 % of steps as predicted, 10 % a quarter longer: p95 is 1.25, so plan 0.8 of the target.
+        for i in 0..<200 { margin.record(actual: i % 10 == 0 ? 0.125 : 0.1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.8, accuracy: 1e-12)
+        // Only 4 % overrun: the p95 step is as predicted again (the window holds the last 200).
+        for i in 0..<200 { margin.record(actual: i % 25 == 0 ? 0.125 : 0.1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.9, accuracy: 1e-12)
+    }
+
+    func testTheShareNeedsEnoughStepsAndStaysWithinBounds() {
+        var margin = StepMargin(highest: 0.9)
+        for _ in 0..<(StepMargin.minimumSamples - 1) { margin.record(actual: 1, predicted: 0.1) }
+        XCTAssertEqual(margin.value, 0.9, "too few steps to judge")
+        margin.record(actual: 1, predicted: 0.1)
+        XCTAssertEqual(margin.value, StepMargin.lowest, "ten times over: the lowest share, not 0.1")
+        margin.record(actual: .nan, predicted: 0.1)
+        margin.record(actual: 0.1, predicted: 0)
+        XCTAssertEqual(margin.value, StepMargin.lowest, "nonsense is ignored")
     }
 }

@@ -146,3 +146,11 @@ func collect(_ stream: AsyncThrowingStream<GenerationEvent, Error>) async -> (ev
         return (events, error)
     }
 }
+
+/// A metric's value for a model: the first sample line of `name{model="…"` holding `label` (0 if none).
+func metricValue(_ name: String, model: String, label: String = "") -> Double {
+    let line = SarvamMetrics.render().split(separator: "\n").first {
+        $0.hasPrefix("\(name){model=\"\(model)\"") && (label.isEmpty || $0.contains(label))
+    }
+    return line.flatMap { Double($0.split(separator: " ").last!) } ?? 0
+}

@@ -13,6 +13,7 @@ final class KVSnapshotEngineTests: XCTestCase {
     private var model: Model!
 
     override func setUpWithError() throws {
+        SarvamMetrics.bootstrap()  // before the engines make their metric handles
         root = NSTemporaryDirectory() + "kvs-engine-" + UUID().uuidString
         model = try EngineFixture.model()
     }
@@ -77,6 +78,11 @@ final class KVSnapshotEngineTests: XCTestCase {
         // 41 + 9 tokens were fed in turn one (the last reply token never is): 49 → 12 full blocks.
         XCTAssertEqual(cached, 48)
         XCTAssertEqual(h.log["t2"], try reference(second))
+        let model = h.scheduler.modelId, snapshots = "cache=\"kv_snapshot\""
+        XCTAssertEqual(metricValue("sarvam_cache_hits_total", model: model, label: snapshots), 1)
+        XCTAssertEqual(metricValue("sarvam_cache_misses_total", model: model, label: snapshots), 1, "turn one found nothing")
+        // Turn two's chain (63 + 6 fed tokens: 17 blocks) replaced turn one's file.
+        XCTAssertGreaterThan(metricValue("sarvam_cache_bytes", model: model, label: snapshots), Double(12 * h.cache.blockBytes))
     }
 
     func testANewEngineOverTheSameFolderLoadsThem() async throws {
@@ -99,6 +105,10 @@ final class KVSnapshotEngineTests: XCTestCase {
         XCTAssertEqual(h.log["t2"], try reference(second))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path), "the damaged file was kept")
         XCTAssertEqual(h.scheduler.snapshotStore!.statistics.damaged, 1)
+        let model = h.scheduler.modelId, snapshots = "cache=\"kv_snapshot\""
+        XCTAssertEqual(metricValue("sarvam_cache_hits_total", model: model, label: snapshots), 0)
+        XCTAssertEqual(metricValue("sarvam_cache_misses_total", model: model, label: snapshots), 2, "turn one, and the damaged load")
+        XCTAssertEqual(metricValue("sarvam_cache_damaged_total", model: model, label: snapshots), 1)
     }
 
     func testAnotherUsersIdenticalConversationNeverLoadsIt() async throws {

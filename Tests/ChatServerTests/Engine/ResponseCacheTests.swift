@@ -48,12 +48,8 @@ final class ResponseCacheTests: XCTestCase {
         events.map { if case .text(let t, _) = $0 { t } else { "" } }.joined()
     }
 
-    /// A metric's value for the engine's model (first line starting with `name{model="…"` and holding `label`).
     private func metric(_ name: String, model: String, label: String = "") -> Double {
-        let line = SarvamMetrics.render().split(separator: "\n").first {
-            $0.hasPrefix("\(name){model=\"\(model)\"") && (label.isEmpty || $0.contains(label))
-        }
-        return line.flatMap { Double($0.split(separator: " ").last!) } ?? 0
+        metricValue(name, model: model, label: label)
     }
 
     func testARepeatedGreedyRequestGetsTheStoredReplyWithoutAForwardPass() async throws {

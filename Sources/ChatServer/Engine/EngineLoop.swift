@@ -45,6 +45,8 @@ public final class EngineLoop: @unchecked Sendable {
     private var nextId: UInt64 = 0
     private var stopping = false
     private var threadRunning = false
+    /// A snapshot read finished since the engine thread last looked (it must not sleep on it).
+    private var snapshotReady = false
 
     // Engine-thread state.
     private var waiting: [EngineRequest] = []
@@ -348,6 +350,7 @@ public final class EngineLoop: @unchecked Sendable {
 
     private func wake() {
         condition.lock()
+        snapshotReady = true
         condition.signal()
         condition.unlock()
     }
@@ -379,9 +382,10 @@ public final class EngineLoop: @unchecked Sendable {
             if !report.didWork {
                 // Waiting requests that cannot be admitted yet and nothing running: wait for news.
                 condition.lock()
-                if inbox.isEmpty && cancelledIds.isEmpty && !stopping {
+                if inbox.isEmpty && cancelledIds.isEmpty && !stopping && !snapshotReady {
                     _ = condition.wait(until: Date(timeIntervalSinceNow: 0.05))
                 }
+                snapshotReady = false
                 condition.unlock()
             }
         }

@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Sarvam's throughput measurements (results checked before timing, medians, same-run ratios).",
-        subcommands: [Kernels.self, TokenizerSuite.self, Generate.self, Load.self, Steps.self])
+        subcommands: [Kernels.self, TokenizerSuite.self, Generate.self, Load.self, Steps.self, Memory.self])
 
     struct Kernels: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -55,5 +55,15 @@ struct Bench: ParsableCommand {
             abstract: "Where an engine's time went: the profile of a `sarvam serve --step-trace` file, by kind of step.")
         @OptionGroup var options: StepsBench.Options
         func run() throws { try StepsBench.run(options) }
+    }
+
+    struct Memory: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "memory",
+            abstract:
+                "Next-turn time to first token of a long conversation: hot in memory, from disk, after a restart, recomputed."
+        )
+        @OptionGroup var options: MemoryBench.Options
+        func run() throws { try MemoryBench.run(options) }
     }
 }

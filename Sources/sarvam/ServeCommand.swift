@@ -75,6 +75,20 @@ struct ServeCommand: AsyncParsableCommand {
     var prefixCacheIdleMb: Int?
     @Option(
         name: .long,
+        help:
+            "on or off: conversations' KV blocks kept in DATA_DIR/kv-snapshots for the next turn (env SARVAM_KV_SNAPSHOTS; default on)."
+    )
+    var kvSnapshots: String?
+    @Option(name: .long, help: "Disk budget of the KV snapshots per model, in MiB (env SARVAM_KV_DISK_MB; default 4096).")
+    var kvDiskMb: Int?
+    @Option(
+        name: .long,
+        help: "user, global or off: serve stored replies to repeated deterministic requests (env SARVAM_RESPONSE_CACHE; default user).")
+    var responseCache: String?
+    @Option(name: .long, help: "Memory for stored replies per model, in MiB (env SARVAM_RESPONSE_CACHE_MB; default 64).")
+    var responseCacheMb: Int?
+    @Option(
+        name: .long,
         help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
     var stepTrace: String?
 
@@ -123,6 +137,22 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
         let listener = try listenerSettings(settings, host: host, port: port)
+        if try settings.bool(kvSnapshots, "SARVAM_KV_SNAPSHOTS") ?? true {
+            guard engineOptions.scheduler.prefixCaching else {
+                throw ValidationError(
+                    "--kv-snapshots / SARVAM_KV_SNAPSHOTS: KV snapshots need the prefix cache; turn --prefix-cache on or snapshots off")
+            }
+            engineOptions.snapshotDirectory = (data.resolvedDataDirectory as NSString).appendingPathComponent("kv-snapshots")
+        }
+        engineOptions.snapshotBudgetBytes = try settings.int(kvDiskMb, "SARVAM_KV_DISK_MB", in: 0...(1 << 30)).map { $0 << 20 } ?? (4 << 30)
+        let cacheMode = settings.string(responseCache, "SARVAM_RESPONSE_CACHE") ?? "user"
+        guard let mode = ResponseCacheMode(rawValue: cacheMode.lowercased()) else {
+            throw ValidationError(
+                "--response-cache / SARVAM_RESPONSE_CACHE: expected user, global or off; found \(cacheMode.debugDescription)")
+        }
+        engineOptions.responseCache = ResponseCacheSettings(
+            mode: mode,
+            budgetBytes: try settings.int(responseCacheMb, "SARVAM_RESPONSE_CACHE_MB", in: 0...(1 << 24)).map { $0 << 20 } ?? (64 << 20))
 
         var logger = Logger(label: "sarvam.server", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = level
@@ -169,6 +199,10 @@ struct ServeCommand: AsyncParsableCommand {
             throw error
         }
         loader.cancel()
+        // Stops the engines and writes the KV snapshots of the conversations still in memory.
+        if case .ready(let engines) = catalog.state {
+            for engine in engines { engine.close() }
+        }
         try database.close()
         logger.info("database closed; bye")
     }

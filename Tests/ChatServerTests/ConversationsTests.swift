@@ -41,8 +41,12 @@ final class ConversationsTests: XCTestCase {
             let empty = try await client.send(.patch, "/api/conversations/\(ids[1])", key: f.keyA, json: #"{"title":"  "}"#)
             XCTAssertEqual(empty.status, .badRequest)
 
+            XCTAssertEqual(f.engine.forgotten, [])
             let deleted = try await client.send(.delete, "/api/conversations/\(ids[1])", key: f.keyA)
             XCTAssertEqual(deleted.object["deleted"] as? Bool, true)
+            // The engine forgets what it keeps of the conversation (its KV snapshots).
+            XCTAssertEqual(f.engine.forgotten.count, 1)
+            XCTAssertTrue(f.engine.forgotten.first?.hasSuffix("/\(ids[1])") == true, "\(f.engine.forgotten)")
             let awaited13 = try await client.send(.get, "/api/conversations/\(ids[1])", key: f.keyA).status
             XCTAssertEqual(awaited13, .notFound)
             let awaited14 = try await client.send(.get, "/api/conversations", key: f.keyA).object["total"] as? Int
@@ -70,6 +74,7 @@ final class ConversationsTests: XCTestCase {
             let text = frames.filter { $0.event == "delta" }.compactMap { $0.json["content"] as? String }.joined()
             let expected = "You said: Plan a   trip\nto the mountains for the whole family next summer please"
             XCTAssertEqual(text, expected)
+            XCTAssertEqual(f.engine.requests.last?.conversationId, id, "the engine knows the conversation (its KV snapshots go with it)")
             let done = try XCTUnwrap(frames.last?.json)
             XCTAssertEqual(done["finish_reason"] as? String, "stop")
             XCTAssertEqual((done["message"] as? [String: Any])?["status"] as? String, "complete")

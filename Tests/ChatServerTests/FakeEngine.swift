@@ -62,6 +62,7 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     private var _active = 0
     private var _piecesEmitted = 0
     private var _cancelled = 0
+    private var _forgotten: [String] = []
 
     public init(id: String = "fake-model", contextLength: Int = 2048, script: Script = Script()) {
         self.modelInfo = ModelInfo(id: id, contextLength: contextLength, ownedBy: "sarvam-test")
@@ -81,6 +82,12 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     /// Generations stopped by cancellation before they finished (a real engine counts these as
     /// `outcome="cancelled"`).
     public var cancelledGenerations: Int { lock.withLock { _cancelled } }
+    /// "user/conversation" of every `forgetConversation` call, in order.
+    public var forgotten: [String] { lock.withLock { _forgotten } }
+
+    public func forgetConversation(userId: Int64, conversationId: String) {
+        lock.withLock { _forgotten.append("\(userId)/\(conversationId)") }
+    }
 
     /// 2 tokens of assistant header, plus 4 per message for its role markers, plus its text.
     public func countTokens(_ messages: [ChatMessage]) throws -> Int {

@@ -150,6 +150,10 @@ struct ConversationsController: Sendable {
         let (user, conversation) = try await owned(context)
         _ = await service.registry.stop(conversationId: conversation.id)
         guard try await store.deleteConversation(id: conversation.id, userId: user.userId) else { throw APIError.conversationNotFound }
+        if case .ready(let engines) = service.catalog.state {
+            let (userId, id) = (user.userId, conversation.id)
+            await Task.detached { for engine in engines { engine.forgetConversation(userId: userId, conversationId: id) } }.value
+        }
         return ConversationDeletedResponse(id: conversation.id)
     }
 
@@ -171,7 +175,8 @@ struct ConversationsController: Sendable {
             history: stored.map { $0 } + [StoredMessage(conversationId: conversation.id, role: .user, content: content)], body: body,
             requestId: context.id)
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
-        let stream = try await startGeneration(engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        let (stream, cacheHit) = try await startGeneration(
+            engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
         // The user's message is committed before generation starts.
         let userMessage: StoredMessage
         do {
@@ -187,8 +192,10 @@ struct ConversationsController: Sendable {
             await service.registry.finish(ticket)
             throw error
         }
-        return streamReply(
+        var response = streamReply(
             plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, context: context)
+        if cacheHit { response.headers[.sarvamCache] = "hit" }
+        return response
     }
 
     func regenerate(_ request: Request, context: ServerContext) async throws -> Response {
@@ -203,7 +210,8 @@ struct ConversationsController: Sendable {
         }
         let plan = try makePlan(conversation: conversation, history: stored, body: body, requestId: context.id)
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
-        let stream = try await startGeneration(engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        let (stream, cacheHit) = try await startGeneration(
+            engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
         if let id = replaced?.id {
             do { try await store.deleteMessage(id: id) } catch {
                 abandon(stream)
@@ -211,7 +219,10 @@ struct ConversationsController: Sendable {
                 throw error
             }
         }
-        return streamReply(plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, context: context)
+        var response = streamReply(
+            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, context: context)
+        if cacheHit { response.headers[.sarvamCache] = "hit" }
+        return response
     }
 
     // MARK: Generation
@@ -251,7 +262,7 @@ struct ConversationsController: Sendable {
         let room = context - fitted.promptTokens
         let request = GenerationRequest(
             messages: fitted.messages, maxTokens: min(maxTokens ?? room, room), sampling: sampling,
-            userId: conversation.userId, requestId: requestId)
+            userId: conversation.userId, conversationId: conversation.id, requestId: requestId)
         return Plan(engine: engine, fitted: fitted, request: request)
     }
 

@@ -16,6 +16,8 @@ struct GenerationOutcome: Sendable {
     var completionTokens = 0
     /// Prompt tokens served from the prefix cache (known when the engine finishes).
     var cachedPromptTokens = 0
+    /// The reply came whole from the response cache.
+    var cachedResponse = false
     /// Set when the engine finished (or a stop string matched).
     var finishReason: FinishReason?
     /// Client gone, stop requested, or shutdown: the partial `text` is what the client saw.
@@ -26,7 +28,9 @@ struct GenerationOutcome: Sendable {
     var endedAt: ContinuousClock.Instant
 
     var usage: GenerationUsage {
-        GenerationUsage(promptTokens: promptTokens ?? 0, completionTokens: completionTokens, cachedPromptTokens: cachedPromptTokens)
+        GenerationUsage(
+            promptTokens: promptTokens ?? 0, completionTokens: completionTokens, cachedPromptTokens: cachedPromptTokens,
+            cachedResponse: cachedResponse)
     }
     /// Seconds from the prompt being processed to the end (the decode phase).
     var generationSeconds: Double { ((endedAt - (promptDoneAt ?? startedAt)) / .seconds(1)) }
@@ -38,13 +42,13 @@ struct GenerationOutcome: Sendable {
 }
 
 /// Starts a generation on `engine` for an admitted ticket, releasing the ticket if the engine
-/// refuses (the refusal becomes the HTTP error: 429, 400...).
+/// refuses (the refusal becomes the HTTP error: 429, 400...). `cacheHit`: the reply is a stored one.
 func startGeneration(
     engine: any ChatEngine, request: GenerationRequest, ticket: GenerationRegistry.Ticket,
     registry: GenerationRegistry
-) async throws -> AsyncThrowingStream<GenerationEvent, Error> {
+) async throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool) {
     do {
-        return try engine.startGeneration(request)
+        return try engine.startGenerationReportingCache(request)
     } catch {
         await registry.finish(ticket)
         throw APIError.from(engine: error)
@@ -147,6 +151,7 @@ func driveGeneration(
                         outcome.finishReason = reason
                         outcome.completionTokens = usage.completionTokens
                         outcome.cachedPromptTokens = usage.cachedPromptTokens
+                        outcome.cachedResponse = usage.cachedResponse
                         if usage.promptTokens > 0 { outcome.promptTokens = usage.promptTokens }
                         break loop
                     case .ended:

@@ -69,7 +69,7 @@ struct OpenAIController: Sendable {
 
         let ticket = try await service.registry.admit(userId: user.userId)
         let registry = service.registry
-        let stream = try await startGeneration(engine: engine, request: generation, ticket: ticket, registry: registry)
+        let (stream, cacheHit) = try await startGeneration(engine: engine, request: generation, ticket: ticket, registry: registry)
         let id = "chatcmpl-" + randomHex(bytes: 12)
         let created = Int(Date().timeIntervalSince1970)
         let pingInterval = service.configuration.pingInterval
@@ -90,18 +90,20 @@ struct OpenAIController: Sendable {
             guard let finish = outcome.finishReason else {
                 throw APIError.unavailable("The reply was interrupted (the server is shutting down).")
             }
-            return try jsonResponse(
+            var response = try jsonResponse(
                 ChatCompletionResponse(
                     id: id, created: created, model: info.id,
                     choices: [.init(message: .init(content: outcome.text), finishReason: finish)],
                     usage: UsageResponse(outcome.usage)))
+            if cacheHit { response.headers[.sarvamCache] = "hit" }
+            return response
         }
 
         let includeUsage = body.streamOptions?.includeUsage == true
         @Sendable func chunk(_ delta: ChatCompletionChunk.Delta, finish: FinishReason? = nil) -> ChatCompletionChunk {
             ChatCompletionChunk(id: id, created: created, model: info.id, choices: [.init(delta: delta, finishReason: finish)])
         }
-        return sseResponse { write in
+        var response = sseResponse { write in
             let outcome = await driveGeneration(
                 stream: stream, stops: stops, pingInterval: pingInterval,
                 registerCancel: { await registry.attach(ticket, cancel: $0) },
@@ -133,8 +135,11 @@ struct OpenAIController: Sendable {
             }
             try await write(SSE.done)
         }
+        if cacheHit { response.headers[.sarvamCache] = "hit" }
+        return response
     }
 }
+
 
 func randomHex(bytes: Int) -> String {
     var rng = SystemRandomNumberGenerator()

@@ -38,9 +38,11 @@ struct UsageResponse: Encodable {
     var completionTokens: Int
     var totalTokens: Int
     var promptTokensDetails: PromptTokensDetails
+    /// true when the reply came whole from the response cache (absent otherwise).
+    var cachedResponse: Bool?
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens"
-        case promptTokensDetails = "prompt_tokens_details"
+        case promptTokensDetails = "prompt_tokens_details", cachedResponse = "cached_response"
     }
 
     init(_ usage: GenerationUsage) {
@@ -48,6 +50,7 @@ struct UsageResponse: Encodable {
         completionTokens = usage.completionTokens
         totalTokens = usage.totalTokens
         promptTokensDetails = PromptTokensDetails(cachedTokens: usage.cachedPromptTokens)
+        cachedResponse = usage.cachedResponse ? true : nil
     }
 }
 

@@ -67,13 +67,17 @@ public struct GenerationRequest: Sendable {
     public var sampling: SamplingParameters
     /// Who asks: the engine loop uses it for per-user fairness.
     public var userId: Int64
+    /// The stored conversation it continues (nil for the OpenAI API): the engine's KV snapshots of
+    /// it are deleted with it.
+    public var conversationId: String?
     /// The HTTP request id, for the engine's logs.
     public var requestId: String
 
     public init(
         messages: [ChatMessage], maxTokens: Int, sampling: SamplingParameters = .init(),
-        userId: Int64 = 0, requestId: String = ""
+        userId: Int64 = 0, conversationId: String? = nil, requestId: String = ""
     ) {
+        self.conversationId = conversationId
         self.messages = messages
         self.maxTokens = maxTokens
         self.sampling = sampling
@@ -95,12 +99,15 @@ public struct GenerationUsage: Sendable, Equatable, Codable {
     /// Prompt tokens whose keys and values came from the prefix cache instead of being computed
     /// (OpenAI's `usage.prompt_tokens_details.cached_tokens`).
     public var cachedPromptTokens: Int
+    /// The whole reply came from the response cache (no forward pass ran).
+    public var cachedResponse: Bool
     public var totalTokens: Int { promptTokens + completionTokens }
 
-    public init(promptTokens: Int, completionTokens: Int, cachedPromptTokens: Int = 0) {
+    public init(promptTokens: Int, completionTokens: Int, cachedPromptTokens: Int = 0, cachedResponse: Bool = false) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.cachedPromptTokens = cachedPromptTokens
+        self.cachedResponse = cachedResponse
     }
 }
 
@@ -152,9 +159,30 @@ public protocol ChatEngine: Sendable {
     /// headers, so a refusal becomes a real HTTP status (429 + Retry-After, 400). The default
     /// implementation never refuses and calls `generate`.
     func startGeneration(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error>
+
+    /// `startGeneration`, saying whether the reply is served whole from the response cache (the
+    /// server tells the client so in a header before the reply starts).
+    func startGenerationReportingCache(
+        _ request: GenerationRequest
+    ) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool)
+
+    /// Forgets what the engine keeps of a deleted conversation (its KV snapshots on disk). Blocking.
+    func forgetConversation(userId: Int64, conversationId: String)
+
+    /// Stops the engine at server shutdown and saves what should outlive the process. Blocking.
+    func close()
 }
 
 extension ChatEngine {
+    public func startGenerationReportingCache(
+        _ request: GenerationRequest
+    ) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool) {
+        (try startGeneration(request), false)
+    }
+
+    public func forgetConversation(userId: Int64, conversationId: String) {}
+    public func close() {}
+
     public func startGeneration(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error> {
         generate(request)
     }

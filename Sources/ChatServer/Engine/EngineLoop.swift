@@ -45,6 +45,8 @@ public final class EngineLoop: @unchecked Sendable {
     private var nextId: UInt64 = 0
     private var stopping = false
     private var threadRunning = false
+    /// A snapshot read finished since the engine thread last looked (it must not sleep on it).
+    private var snapshotReady = false
 
     // Engine-thread state.
     private var waiting: [EngineRequest] = []
@@ -75,13 +77,22 @@ public final class EngineLoop: @unchecked Sendable {
     /// One line per step when set (`StepTrace`), times from `startedAt`.
     private let stepTrace: StepTrace?
     private let startedAt: Double
+    /// KV snapshots on disk (nil: off): chains saved when evicted, loaded before admission.
+    public let snapshotStore: KVSnapshotStore?
+    private var snapshotter: KVSnapshotter?
+    /// Signalled when the engine thread has stopped and saved its snapshots.
+    private let stopped = DispatchSemaphore(value: 0)
 
     public init(
         model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
         modelId: String, logger: Logger = Logger(label: "sarvam.engine"), stepTrace: StepTrace? = nil,
-        now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds
+        now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds, snapshotStore: KVSnapshotStore? = nil
     ) throws {
         try settings.validate()
+        if snapshotStore != nil && !settings.prefixCaching {
+            throw ChatEngineError.invalidRequest("KV snapshots need prefix caching: turn both on or snapshots off")
+        }
+        self.snapshotStore = snapshotStore
         self.model = model
         self.cache = cache
         contextLength = cache.contextLength
@@ -112,6 +123,11 @@ public final class EngineLoop: @unchecked Sendable {
         metrics.kvBlocksCached.record(cache.cachedBlockCount)
         metrics.running.record(0)
         metrics.waiting.record(0)
+        snapshotter = snapshotStore.map { store in
+            KVSnapshotter(
+                store: store, cache: cache, metrics: CacheMetrics(model: modelId, cache: "kv_snapshot"),
+                notify: { [weak self] in self?.wake() })
+        }
     }
 
     public static let monotonicSeconds: @Sendable () -> Double = {
@@ -315,6 +331,30 @@ public final class EngineLoop: @unchecked Sendable {
         thread.start()
     }
 
+    /// `shutdown`, then waits until the engine thread has stopped and its KV snapshots are on disk.
+    public func shutdownAndWait() {
+        shutdown()
+        condition.lock()
+        let started = threadRunning
+        condition.unlock()
+        if started { stopped.wait() } else { snapshotter?.flush() }
+    }
+
+    /// Deletes the KV snapshots of a conversation (any thread); returns when its files are gone.
+    public func forgetConversation(userId: Int64, conversationId: String) {
+        snapshotStore?.remove(owner: KVSnapshotOwner(user: userId, conversation: conversationId))
+    }
+
+    /// Saves every chain of ended requests still only in memory (engine thread; tests).
+    public func saveSnapshots() { snapshotter?.flush() }
+
+    private func wake() {
+        condition.lock()
+        snapshotReady = true
+        condition.signal()
+        condition.unlock()
+    }
+
     /// Stops the loop after the current step; requests still queued or running fail with "shutting down".
     public func shutdown() {
         condition.lock()
@@ -342,14 +382,17 @@ public final class EngineLoop: @unchecked Sendable {
             if !report.didWork {
                 // Waiting requests that cannot be admitted yet and nothing running: wait for news.
                 condition.lock()
-                if inbox.isEmpty && cancelledIds.isEmpty && !stopping {
+                if inbox.isEmpty && cancelledIds.isEmpty && !stopping && !snapshotReady {
                     _ = condition.wait(until: Date(timeIntervalSinceNow: 0.05))
                 }
+                snapshotReady = false
                 condition.unlock()
             }
         }
         failEverything(ChatEngineError.failed("the engine is shutting down"))
         stepTrace?.flush()
+        snapshotter?.flush()
+        stopped.signal()
     }
 
     /// After a burst: the pool keeps the most recently used cached prefixes (up to
@@ -407,12 +450,13 @@ public final class EngineLoop: @unchecked Sendable {
         cancelledIds.removeAll()
         condition.unlock()
         waiting.append(contentsOf: arrivals)
+        if let snapshotter { takeSnapshots(snapshotter, arrivals: arrivals) }
         if !cancels.isEmpty { removeCancelled(cancels) }
 
         updateCapacity()
         if !waiting.isEmpty {
             let admission = planner.admissions(
-                waiting: waiting.map(plannerView), running: running.map(plannerView),
+                waiting: waiting.filter { !$0.loadingSnapshot }.map(plannerView), running: running.map(plannerView),
                 pool: poolState, cost: cost)
             for id in admission.displaced {
                 guard let r = running.first(where: { $0.id == id }) else { continue }
@@ -524,6 +568,12 @@ public final class EngineLoop: @unchecked Sendable {
                 report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: reused))
             }
         }
+        if let loaded = r.loadedSnapshot, let snapshotter {
+            r.loadedSnapshot = nil
+            let added = snapshotter.attach(loaded, to: r.sequence, tokens: r.tokens)
+            if r.admittedAt == nil { r.cachedPromptTokens += added }
+            if added > 0 { report.reusedPrefix.append(.init(requestId: r.job.requestId, tokens: added)) }
+        }
         if r.admittedAt == nil {
             r.admittedAt = now()
             EngineMetrics.record(metrics.queueTime, seconds: r.admittedAt! - r.submittedAt)
@@ -591,7 +641,10 @@ public final class EngineLoop: @unchecked Sendable {
     private func end(_ r: EngineRequest, outcome: String, close: (AsyncThrowingStream<GenerationEvent, Error>.Continuation) -> Void) {
         guard !r.ended else { return }
         r.ended = true
-        if let s = r.sequence { cache.release(s) }
+        if let s = r.sequence {
+            if outcome != "failed" { snapshotter?.requestEnded(owner: r.snapshotOwner, sequence: s) }
+            cache.release(s)
+        }
         r.sequence = nil
         running.removeAll { $0 === r }
         waiting.removeAll { $0 === r }
@@ -623,6 +676,19 @@ public final class EngineLoop: @unchecked Sendable {
         metrics.waiting.record(waiting.count)
         metrics.kvBlocksUsed.record(cache.usedBlockCount)
         metrics.kvBlocksCached.record(cache.cachedBlockCount)
+        snapshotter?.publishMetrics()
+    }
+
+    /// Starts reading the KV snapshots of new requests that have one (they wait meanwhile), and
+    /// hands finished reads to their requests.
+    private func takeSnapshots(_ snapshotter: KVSnapshotter, arrivals: [EngineRequest]) {
+        for r in arrivals where snapshotter.startLoad(r) { r.loadingSnapshot = true }
+        for (id, loaded) in snapshotter.takeFinished() {
+            guard let r = waiting.first(where: { $0.id == id }) else { continue }
+            r.loadingSnapshot = false
+            r.loadedSnapshot = loaded
+            if loaded == nil { snapshotter.countFailedLoad() }
+        }
     }
 
     static func engineError(_ error: Error) -> ChatEngineError {

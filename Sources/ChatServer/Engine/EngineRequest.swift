@@ -24,6 +24,10 @@ final class EngineRequest {
     /// Tokens sampled since the last text event (a token may end inside a UTF-8 character).
     var unreportedTokens = 0
     var ended = false
+    /// Its KV snapshot is being read from disk: not admitted until it arrives (see KVSnapshotter).
+    var loadingSnapshot = false
+    /// Blocks read from its snapshot, put after the cached prefix at admission.
+    var loadedSnapshot: LoadedSnapshot?
     let submittedAt: Double
     var admittedAt: Double?
     var firstTokenAt: Double?
@@ -42,6 +46,9 @@ final class EngineRequest {
         sampler = Sampler(parameters: job.sampling)
         sampler.observe(job.prompt)
     }
+
+    /// Whose KV snapshots it may load and whose its own are.
+    var snapshotOwner: KVSnapshotOwner { KVSnapshotOwner(user: job.userId, conversation: job.conversationId ?? "") }
 
     /// Tokens not yet in the KV sequence.
     var pendingCount: Int { tokens.count - (sequence?.length ?? 0) }

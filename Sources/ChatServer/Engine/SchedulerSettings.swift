@@ -133,15 +133,18 @@ public struct SchedulerJob: Sendable {
     /// Ids that end the reply (not sent to the client).
     public var stopTokenIds: Set<Int>
     public var userId: Int64
+    /// The stored conversation it continues (nil outside one): its KV snapshots go with it.
+    public var conversationId: String?
     public var requestId: String
     /// Called on the engine thread with every generated token (tests, tracing). Must not block.
     public var onToken: (@Sendable (Int) -> Void)?
 
     public init(
         prompt: [Int], maxTokens: Int, sampling: Transformer::SamplingParameters = .greedy,
-        stopTokenIds: Set<Int> = [], userId: Int64 = 0, requestId: String = "",
+        stopTokenIds: Set<Int> = [], userId: Int64 = 0, conversationId: String? = nil, requestId: String = "",
         onToken: (@Sendable (Int) -> Void)? = nil
     ) {
+        self.conversationId = conversationId
         self.prompt = prompt
         self.maxTokens = maxTokens
         self.sampling = sampling

@@ -15,11 +15,19 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
     public let stopTokenIds: Set<Int>
     /// Used for each field the client leaves out (see `SamplingDefaults`).
     public let samplingDefaults: SamplingDefaults
+    /// Replies of deterministic requests (nil: off).
+    let responseCache: ResponseCache?
 
     public init(
         id: String, scheduler: EngineLoop, tokenizer: Tokenizer, template: ChatTemplate,
-        samplingDefaults: SamplingDefaults? = nil
+        samplingDefaults: SamplingDefaults? = nil, responseCache: ResponseCacheSettings = .init(mode: .off)
     ) {
+        self.responseCache =
+            responseCache.mode == .off
+            ? nil
+            : ResponseCache(
+                mode: responseCache.mode, budgetBytes: responseCache.budgetBytes,
+                metrics: CacheMetrics(model: scheduler.modelId, cache: "response"))
         self.scheduler = scheduler
         self.tokenizer = tokenizer
         self.template = template
@@ -57,6 +65,14 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
     }
 
     public func startGeneration(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error> {
+        try startGenerationReportingCache(request).stream
+    }
+
+    /// A deterministic request whose reply is stored is answered from the response cache without
+    /// reaching the engine loop; otherwise the loop runs it (and a finished reply is stored).
+    public func startGenerationReportingCache(
+        _ request: GenerationRequest
+    ) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool) {
         guard !request.messages.isEmpty else { throw ChatEngineError.invalidRequest("messages: expected at least one message, found none") }
         let prompt = promptTokens(request.messages)
         let limit = scheduler.contextLength
@@ -64,14 +80,23 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
         let job = SchedulerJob(
             prompt: prompt, maxTokens: min(max(0, request.maxTokens), limit - prompt.count + 1),
             sampling: try samplingDefaults.parameters(for: request.sampling),
-            stopTokenIds: stopTokenIds, userId: request.userId, requestId: request.requestId)
-        return try scheduler.trySubmit(job)
+            stopTokenIds: stopTokenIds, userId: request.userId, conversationId: request.conversationId,
+            requestId: request.requestId)
+        guard let responseCache, let key = responseCache.key(for: job) else { return (try scheduler.trySubmit(job), false) }
+        if let replay = responseCache.replay(key) { return (replay, true) }
+        return (responseCache.recording(key, try scheduler.trySubmit(job)), false)
     }
 
     /// Ready for /health once built: `makeTransformerEngines` runs the warm-up step before returning it.
     public var isReady: Bool { true }
 
     public func shutdown() { scheduler.shutdown() }
+
+    public func forgetConversation(userId: Int64, conversationId: String) {
+        scheduler.forgetConversation(userId: userId, conversationId: conversationId)
+    }
+
+    public func close() { scheduler.shutdownAndWait() }
 }
 
 /// What a request's missing sampling fields become, and the checks on the ones it sends.
@@ -137,6 +162,11 @@ public struct TransformerEngineSettings: Sendable {
     public var kvCacheBytes: Int?
     public var kvPrecision: KVCache.Precision
     public var scheduler: SchedulerSettings
+    /// Folder of the KV snapshots (a subfolder per model and cache layout); nil: no snapshots.
+    public var snapshotDirectory: String?
+    /// Bytes of KV snapshots on disk per model, least recently used deleted beyond it.
+    public var snapshotBudgetBytes: Int
+    public var responseCache: ResponseCacheSettings
     public var logger: Logger
     /// Where to write each engine's per-step profile (`StepTrace`); with several models the file
     /// name gets the model's id appended. Nil: no trace.
@@ -145,10 +175,14 @@ public struct TransformerEngineSettings: Sendable {
     public init(
         contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
         kvCacheBytes: Int? = nil, kvPrecision: KVCache.Precision = .float16,
-        scheduler: SchedulerSettings = SchedulerSettings(), logger: Logger = Logger(label: "sarvam.engine"),
-        stepTracePath: String? = nil
+        scheduler: SchedulerSettings = SchedulerSettings(), snapshotDirectory: String? = nil,
+        snapshotBudgetBytes: Int = 4 << 30, responseCache: ResponseCacheSettings = .init(mode: .off),
+        logger: Logger = Logger(label: "sarvam.engine"), stepTracePath: String? = nil
     ) {
         self.stepTracePath = stepTracePath
+        self.responseCache = responseCache
+        self.snapshotDirectory = snapshotDirectory
+        self.snapshotBudgetBytes = snapshotBudgetBytes
         self.contextLength = contextLength
         self.threads = threads
         self.kvCacheBytes = kvCacheBytes
@@ -190,13 +224,14 @@ public func loadTransformerEngine(path: String, settings: TransformerEngineSetti
     let tokenizer = try Tokenizer(json: file.description.tokenizer)
     let template = ChatTemplate(detectingFrom: file.description.chatTemplate)
     let id = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-    return try makeTransformerEngine(id: id, model: model, tokenizer: tokenizer, template: template, settings: settings)
+    return try makeTransformerEngine(
+        id: id, model: model, tokenizer: tokenizer, template: template, settings: settings, modelChecksum: file.checksum)
 }
 
 /// An engine over an already built model (the tests' synthetic ones too): cache, scheduler, warm-up, thread.
 public func makeTransformerEngine(
     id: String, model: Model, tokenizer: Tokenizer, template: ChatTemplate,
-    settings: TransformerEngineSettings, startThread: Bool = true
+    settings: TransformerEngineSettings, startThread: Bool = true, modelChecksum: String? = nil
 ) throws -> TransformerChatEngine {
     let c = model.configuration
     guard tokenizer.vocabularySize <= c.vocabSize else {
@@ -210,9 +245,16 @@ public func makeTransformerEngine(
             Int(ProcessInfo.processInfo.physicalMemory / 4),
             (settings.scheduler.maxRunningSequences ?? SchedulerSettings.capacityCeiling) * context * perPosition)
     let cache = try model.makeCache(memoryBudget: budget, precision: settings.kvPrecision, contextLength: context)
+    // Snapshots are keyed by the weights' checksum: a model without one (built in memory) has none.
+    let snapshots = try settings.snapshotDirectory.flatMap { root in
+        try modelChecksum.map {
+            try KVSnapshotStore(root: root, model: $0, layout: cache.layout, budgetBytes: settings.snapshotBudgetBytes)
+        }
+    }
     let scheduler = try EngineLoop(
         model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
-        modelId: id, logger: settings.logger, stepTrace: try settings.stepTracePath.map { try StepTrace(path: $0) })
+        modelId: id, logger: settings.logger, stepTrace: try settings.stepTracePath.map { try StepTrace(path: $0) },
+        snapshotStore: snapshots)
     try scheduler.warmUp()
     if startThread { scheduler.start() }
     settings.logger.info(
@@ -221,5 +263,16 @@ public func makeTransformerEngine(
             "model": "\(id)", "context": "\(cache.contextLength)", "kvBlocks": "\(cache.blockCount)",
             "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)", "capacity": "\(scheduler.capacity)",
         ])
-    return TransformerChatEngine(id: id, scheduler: scheduler, tokenizer: tokenizer, template: template)
+    return TransformerChatEngine(
+        id: id, scheduler: scheduler, tokenizer: tokenizer, template: template, responseCache: settings.responseCache)
+}
+
+/// The response cache of each engine: who may be served a stored reply, and its memory budget.
+public struct ResponseCacheSettings: Sendable, Equatable {
+    public var mode: ResponseCacheMode
+    public var budgetBytes: Int
+    public init(mode: ResponseCacheMode, budgetBytes: Int = 64 << 20) {
+        self.mode = mode
+        self.budgetBytes = budgetBytes
+    }
 }

@@ -129,3 +129,8 @@ private final class WriterBox: @unchecked Sendable {
     func write(_ frame: String) async throws { try await writer.write(ByteBuffer(string: frame)) }
     func finish() async throws { try await writer.finish(nil) }
 }
+
+extension HTTPField.Name {
+    /// `hit` when the reply was served whole from the response cache.
+    static let sarvamCache = HTTPField.Name("X-Sarvam-Cache")!
+}

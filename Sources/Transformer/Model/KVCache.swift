@@ -76,6 +76,9 @@ public final class KVCache: @unchecked Sendable {
     /// Blocks handed out since the last `releaseUnusedMemory` (their pages may be resident).
     private var touched: [Bool]
     private var nextSequenceID = 0
+    /// Called with a cached block just before it is evicted (its storage is still intact and its
+    /// predecessors still registered): the engine saves chains to disk from here. Must not change the cache.
+    public var willEvictBlock: ((Int32) -> Void)?
 
     /// Bytes one position occupies (all layers, keys and values).
     public static func bytesPerPosition(_ c: ModelConfiguration, precision: Precision) -> Int {
@@ -207,7 +210,7 @@ public final class KVCache: @unchecked Sendable {
         }
         for (s, n) in zip(sequences, growth) {
             while s.blocks.count < blocksNeeded(forLength: s.length + n) {
-                let block = freeBlocks.popLast() ?? prefix.evictOldest()!
+                let block = freeBlocks.popLast() ?? evictOldestCached()!
                 referenceCounts[Int(block)] = 1
                 touched[Int(block)] = true
                 s.blocks.append(block)
@@ -267,7 +270,28 @@ public final class KVCache: @unchecked Sendable {
     /// top of the free stack, so the next allocations reuse their (resident) pages before touching
     /// new ones: the pool's resident memory stays near the blocks in use plus `keep`.
     public func evictCachedBlocks(keeping keep: Int) {
-        while prefix.cachedCount > max(0, keep), let block = prefix.evictOldest() { freeBlocks.append(block) }
+        while prefix.cachedCount > max(0, keep), let block = evictOldestCached() { freeBlocks.append(block) }
+    }
+
+    /// The least recently released cached block, out of the index (the observer sees it first).
+    private func evictOldestCached() -> Int32? {
+        if let block = prefix.oldestCached { willEvictBlock?(block) }
+        return prefix.evictOldest()
+    }
+
+    /// The node the prefix index gave `block` (0: not registered); changes whenever its content may.
+    func node(of block: Int32) -> UInt64 { prefix.nodes[Int(block)] }
+
+    /// Registered full blocks whose tokens start `tokens`, without attaching them (as
+    /// `attachCachedPrefix` would find them, at most `maxBlocks`).
+    func cachedBlockRun(_ tokens: [Int], maxBlocks: Int) -> Int {
+        var parent: UInt64 = 0
+        for i in 0..<maxBlocks {
+            let key = PrefixKey(parent: parent, tokens: Array(tokens[(i * blockSize)..<((i + 1) * blockSize)]))
+            guard let block = prefix.lookup(key) else { return i }
+            parent = prefix.nodes[Int(block)]
+        }
+        return maxBlocks
     }
 
     /// Evicts cached blocks beyond `keepingCachedBlocks` (least recently released first) and gives

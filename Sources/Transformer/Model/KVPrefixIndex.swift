@@ -81,6 +81,9 @@ struct KVPrefixIndex {
         cachedCount -= 1
     }
 
+    /// The least recently released cached block (the next `evictOldest`).
+    var oldestCached: Int32? { oldest >= 0 ? oldest : nil }
+
     /// Removes the least recently released cached block from the index and returns it (now free).
     mutating func evictOldest() -> Int32? {
         guard oldest >= 0 else { return nil }

@@ -93,11 +93,15 @@ public final class WeightFile: @unchecked Sendable {
     let mapping: MappedFile
     let tokenizerSection: WeightFileSection
     private let index: [String: Int]
+    /// XXH64 of the header JSON (16 hex digits), which lists every section's checksum: names these
+    /// exact weights and conversion without reading them (KV snapshots are keyed by it).
+    public let checksum: String
 
     private init(
         path: String, description: WeightFileDescription, tensors: [WeightFileTensorInfo],
-        mapping: MappedFile, tokenizerSection: WeightFileSection, index: [String: Int]
+        mapping: MappedFile, tokenizerSection: WeightFileSection, index: [String: Int], checksum: String
     ) {
+        self.checksum = checksum
         self.path = path
         self.description = description
         self.tensors = tensors
@@ -188,7 +192,8 @@ public final class WeightFile: @unchecked Sendable {
             source: header.source, quantization: header.quantization)
         let file = WeightFile(
             path: path, description: description, tensors: header.tensors, mapping: mapping,
-            tokenizerSection: header.tokenizer, index: index)
+            tokenizerSection: header.tokenizer, index: index,
+            checksum: XXH64.hex(headerData.withUnsafeBytes { XXH64.hash($0) }))
         if verify { try file.verifyChecksums() }
         return file
     }

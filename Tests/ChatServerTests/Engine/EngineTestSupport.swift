@@ -100,7 +100,7 @@ struct SchedulerHarness {
 
     init(
         settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil,
-        stepTrace: StepTrace? = nil
+        stepTrace: StepTrace? = nil, snapshotStore: KVSnapshotStore? = nil
     ) throws {
         let model = try model ?? EngineFixture.model()
         self.model = model
@@ -109,15 +109,17 @@ struct SchedulerHarness {
             blockSize: blockSize, contextLength: contextLength)
         scheduler = try EngineLoop(
             model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
-            modelId: "tiny-\(UUID().uuidString.prefix(8))", stepTrace: stepTrace, now: clock.function)
+            modelId: "tiny-\(UUID().uuidString.prefix(8))", stepTrace: stepTrace, now: clock.function, snapshotStore: snapshotStore)
     }
 
     /// A greedy job named `id` whose tokens land in `log[id]`.
-    func job(_ id: String, prompt: [Int], maxTokens: Int, user: Int64 = 0, stop: Set<Int> = []) -> SchedulerJob {
+    func job(
+        _ id: String, prompt: [Int], maxTokens: Int, user: Int64 = 0, conversation: String? = nil, stop: Set<Int> = []
+    ) -> SchedulerJob {
         let log = self.log
         return SchedulerJob(
             prompt: prompt, maxTokens: maxTokens, sampling: .greedy, stopTokenIds: stop, userId: user,
-            requestId: id, onToken: { log.append(id, $0) })
+            conversationId: conversation, requestId: id, onToken: { log.append(id, $0) })
     }
 
     /// Steps until nothing runs or waits (at most `limit` steps), returning the reports.
@@ -143,4 +145,12 @@ func collect(_ stream: AsyncThrowingStream<GenerationEvent, Error>) async -> (ev
     } catch {
         return (events, error)
     }
+}
+
+/// A metric's value for a model: the first sample line of `name{model="…"` holding `label` (0 if none).
+func metricValue(_ name: String, model: String, label: String = "") -> Double {
+    let line = SarvamMetrics.render().split(separator: "\n").first {
+        $0.hasPrefix("\(name){model=\"\(model)\"") && (label.isEmpty || $0.contains(label))
+    }
+    return line.flatMap { Double($0.split(separator: " ").last!) } ?? 0
 }

@@ -103,8 +103,9 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "sarvam.server", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = level
 
-        let database = try ChatDatabase(path: data.databasePath)
-        let store = GRDBChatStore(database: database)
+        let location = try data.storeLocation(settings)
+        let store = try await openChatStore(location, logger: logger)
+        logger.info("store opened", metadata: ["store": "\(location.description)"])
         if let issued = try await Accounts(store: store).bootstrapAdmin(presetKey: settings.raw("SARVAM_ADMIN_KEY")) {
             if settings.raw("SARVAM_ADMIN_KEY") != nil {
                 Self.say("Created the admin account with the key from SARVAM_ADMIN_KEY (key id \(issued.record.id)).")
@@ -137,12 +138,12 @@ struct ServeCommand: AsyncParsableCommand {
             }
         } catch {
             loader.cancel()
-            try? database.close()
+            try? await store.close()
             throw error
         }
         loader.cancel()
-        try database.close()
-        logger.info("database closed; bye")
+        try await store.close()
+        logger.info("store closed; bye")
     }
 
     /// The engine's settings from the flags and the environment (one policy: a bad value is an error).

@@ -72,6 +72,9 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
     public static let shuttingDown = APIError(
         status: .serviceUnavailable, message: "The server is shutting down.",
         type: "server_error", code: "shutting_down", retryAfter: 10)
+    public static let storeUnavailable = APIError(
+        status: .serviceUnavailable, message: "The database cannot be reached right now. Retry shortly.",
+        type: "server_error", code: "store_unavailable", retryAfter: 5)
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: .serviceUnavailable, message: message, type: "server_error", code: "unavailable")
     }

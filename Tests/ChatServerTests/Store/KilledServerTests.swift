@@ -81,7 +81,8 @@ final class KilledServerTests: XCTestCase {
     static func deltas(_ raw: String) -> [String] {
         var texts: [String] = []
         var inDelta = false
-        for line in raw.split(separator: "\n", omittingEmptySubsequences: false).map({ $0.trimmingCharacters(in: .init(charactersIn: "\r")) }) {
+        // "\r\n" is one Character in Swift: turn the chunk framing's line ends into "\n" first.
+        for line in raw.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false) {
             if line == "event: delta" {
                 inDelta = true
             } else if inDelta, line.hasPrefix("data:") {

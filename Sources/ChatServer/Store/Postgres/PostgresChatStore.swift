@@ -26,6 +26,10 @@ public final class PostgresChatStore: ChatStore {
                 try await PostgresMigrations.migrate(client, logger: logger)
             }
             if !ran.isEmpty { logger.notice("PostgreSQL schema migrated", metadata: ["applied": "\(ran.joined(separator: ","))"]) }
+        } catch let error as StoreUnavailableError {
+            try? await store.close()
+            throw StoreUnavailableError(
+                "\(error.description); is PostgreSQL running, and does the URL name its host, port, user and database?")
         } catch {
             try? await store.close()
             throw error

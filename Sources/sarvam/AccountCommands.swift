@@ -1,15 +1,22 @@
 import ArgumentParser
 import ChatServer
 import Foundation
+import Logging
 
 /// Where the chat database lives: shared by `serve`, `users` and `keys`, so the account commands
-/// reach the database of a running server (SQLite in WAL mode lets them write while it runs).
+/// reach the database of a running server (SQLite in WAL mode lets them write while it runs;
+/// PostgreSQL is shared by every instance).
 struct DataOptions: ParsableArguments {
     @Option(name: .long, help: "Folder for the database and other state (env SARVAM_DATA_DIR; default ./data).")
     var dataDir: String?
 
     @Option(name: .long, help: "SQLite database file (env SARVAM_DATABASE; default DATA_DIR/sarvam.sqlite).")
     var database: String?
+
+    @Option(
+        name: .long,
+        help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DB to keep conversations and accounts in PostgreSQL, or sqlite:PATH (env SARVAM_STORE; default: the SQLite file).")
+    var store: String?
 
     var resolvedDataDirectory: String {
         dataDir ?? ProcessInfo.processInfo.environment["SARVAM_DATA_DIR"] ?? "./data"
@@ -20,15 +27,26 @@ struct DataOptions: ParsableArguments {
             ?? ChatDatabase.defaultPath(dataDirectory: resolvedDataDirectory)
     }
 
-    /// Opens the database, runs `body` with the accounts, and closes it.
+    /// `--store` / SARVAM_STORE when set, else the SQLite file (`--database`, in the data folder by default).
+    func storeLocation(_ settings: Settings = .process) throws -> StoreLocation {
+        guard let text = settings.string(store, "SARVAM_STORE") else { return .sqlite(path: databasePath) }
+        if database != nil || settings.raw("SARVAM_DATABASE") != nil {
+            throw ValidationError("--store / SARVAM_STORE and --database / SARVAM_DATABASE name the store twice: give one")
+        }
+        do { return try StoreLocation(parsing: text) } catch { throw ValidationError("--store / SARVAM_STORE: \(error)") }
+    }
+
+    /// Opens the store, runs `body` with the accounts, and closes it.
     func withAccounts<T>(_ body: (Accounts) async throws -> T) async throws -> T {
-        let database = try ChatDatabase(path: databasePath)
+        var logger = Logger(label: "sarvam.accounts", factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = .warning
+        let store = try await openChatStore(try storeLocation(), logger: logger)
         do {
-            let result = try await body(Accounts(store: GRDBChatStore(database: database)))
-            try database.close()
+            let result = try await body(Accounts(store: store))
+            try await store.close()
             return result
         } catch {
-            try? database.close()
+            try? await store.close()
             throw error
         }
     }

@@ -157,8 +157,9 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "sarvam.server", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = level
 
-        let database = try ChatDatabase(path: data.databasePath)
-        let store = GRDBChatStore(database: database)
+        let location = try data.storeLocation(settings)
+        let store = try await openChatStore(location, logger: logger)
+        logger.info("store opened", metadata: ["store": "\(location.description)"])
         if let issued = try await Accounts(store: store).bootstrapAdmin(presetKey: settings.raw("SARVAM_ADMIN_KEY")) {
             if settings.raw("SARVAM_ADMIN_KEY") != nil {
                 Self.say("Created the admin account with the key from SARVAM_ADMIN_KEY (key id \(issued.record.id)).")
@@ -195,7 +196,7 @@ struct ServeCommand: AsyncParsableCommand {
                 })
         } catch {
             loader.cancel()
-            try? database.close()
+            try? await store.close()
             throw error
         }
         loader.cancel()
@@ -203,8 +204,8 @@ struct ServeCommand: AsyncParsableCommand {
         if case .ready(let engines) = catalog.state {
             for engine in engines { engine.close() }
         }
-        try database.close()
-        logger.info("database closed; bye")
+        try await store.close()
+        logger.info("store closed; bye")
     }
 
     /// Address, TLS and connection limits from the flags and the environment.

@@ -169,7 +169,7 @@ final class ConversationsTests: XCTestCase {
         }
     }
 
-    func testStopMarksTheReplyInterrupted() async throws {
+    func testStopMarksTheReplyStopped() async throws {
         let engine = FakeEngine(script: .init(tokenDelay: .milliseconds(60)))
         let f = try await ServerFixture(engine: engine)
         try await f.test { client in
@@ -190,7 +190,8 @@ final class ConversationsTests: XCTestCase {
             let awaited17 = try await f.store.messages(conversationId: id).last
             let reply = try XCTUnwrap(awaited17)
             XCTAssertEqual(reply.role, .assistant)
-            XCTAssertEqual(reply.status, .interrupted)
+            XCTAssertEqual(reply.status, .stopped, "stopped by its user, not cut off")
+            XCTAssertEqual(done.json["message"].flatMap { ($0 as? [String: Any])?["status"] as? String }, "stopped")
             XCTAssertFalse(reply.content.isEmpty)
             XCTAssertTrue(("You said: " + long).hasPrefix(reply.content), reply.content)
             XCTAssertLessThan(reply.content.count, ("You said: " + long).count)
@@ -213,9 +214,8 @@ final class ConversationsTests: XCTestCase {
             try await eventually("some text streamed") { engine.piecesEmitted >= 3 }
             running.cancel()
             _ = try? await running.value
-            try await eventually("interrupted reply stored") {
-                try await f.store.messages(conversationId: id).last?.role == .assistant
-            }
+            // The reply's row exists from the start; its final write is done when the slot is released.
+            try await eventually("reply stored") { await f.service.registry.runningCount == 0 }
             let messages = try await f.store.messages(conversationId: id)
             XCTAssertEqual(messages.map(\.role), [.user, .assistant], "the user message was committed before generation")
             let reply = messages[1]
@@ -225,6 +225,51 @@ final class ConversationsTests: XCTestCase {
             try await eventually("engine stopped") { engine.activeGenerations == 0 }
             XCTAssertLessThan(engine.piecesEmitted, 20, "generation stopped early")
             try await eventually("slot released") { await f.service.registry.runningCount == 0 }
+        }
+    }
+
+    /// The reply's row is there, `interrupted`, from before the first token; its text follows the
+    /// stream at each flush; its final status is written at the end.
+    func testReplyIsFlushedWhileItStreams() async throws {
+        let engine = FakeEngine(script: .init(tokenDelay: .milliseconds(40)))
+        var configuration = ServerFixture.fastConfiguration
+        configuration.replyFlushInterval = .milliseconds(100)
+        let f = try await ServerFixture(engine: engine, configuration: configuration)
+        try await f.test { client in
+            let id = try await create(client, key: f.keyA)
+            let long = (0..<40).map { "w\($0)" }.joined(separator: " ")
+            let running = Task {
+                try await client.send(.post, "/api/conversations/\(id)/messages", key: f.keyA, json: #"{"content":"\#(long)"}"#)
+            }
+            try await eventually("the user message and the reply's row") {
+                try await f.store.messages(conversationId: id).map(\.role) == [.user, .assistant]
+            }
+            // While it streams: more and more text, still interrupted (what a crash would leave).
+            var seen: [Int] = []
+            for _ in 0..<3 {
+                let previous = seen.last ?? 0
+                try await eventually("a flush with more text") {
+                    let reply = try await f.store.messages(conversationId: id)[1]
+                    XCTAssertEqual(reply.status, .interrupted)
+                    return reply.content.count > previous
+                }
+                let reply = try await f.store.messages(conversationId: id)[1]
+                XCTAssertTrue(("You said: " + long).hasPrefix(reply.content), reply.content)
+                seen.append(reply.content.count)
+            }
+            XCTAssertLessThan(seen.last ?? 0, ("You said: " + long).count, "flushed before the end: \(seen)")
+            let r = try await running.value
+            let done = try XCTUnwrap(parseSSE(r.text).last)
+            XCTAssertEqual(done.event, "done")
+            let stored = try await f.store.messages(conversationId: id)
+            XCTAssertEqual(stored.count, 2, "flushes update the row, they add none")
+            XCTAssertEqual(stored[1].status, .complete)
+            XCTAssertEqual(stored[1].content, "You said: " + long)
+            XCTAssertEqual(stored[1].finishReason, "stop")
+            XCTAssertEqual(done.json["message"].flatMap { ($0 as? [String: Any])?["id"] as? Int }, stored[1].id.map { Int($0) })
+            let got = try await client.send(.get, "/api/conversations/\(id)", key: f.keyA)
+            let statuses = (got.object["messages"] as? [[String: Any]])?.compactMap { $0["status"] as? String }
+            XCTAssertEqual(statuses, ["complete", "complete"])
         }
     }
 

@@ -5,11 +5,10 @@ import HummingbirdTesting
 import XCTest
 import ChatServer
 
-/// A server over an in-memory database with two users (A and B) and a `FakeEngine`.
+/// A server over an in-memory SQLite database (or the store given) with two users (A and B) and a `FakeEngine`.
 struct ServerFixture {
     let service: ChatService
     let engine: FakeEngine
-    let database: ChatDatabase
     let keyA: String
     let keyB: String
 
@@ -20,11 +19,10 @@ struct ServerFixture {
 
     init(
         engine: FakeEngine = FakeEngine(), configuration: ChatServerConfiguration = ServerFixture.fastConfiguration,
-        catalog: EngineCatalog? = nil
+        catalog: EngineCatalog? = nil, store: (any ChatStore)? = nil
     ) async throws {
         self.engine = engine
-        database = try ChatDatabase()
-        let store = GRDBChatStore(database: database)
+        let store = try store ?? GRDBChatStore(database: ChatDatabase())
         service = ChatService(
             catalog: catalog ?? EngineCatalog(engines: [engine]), store: store,
             configuration: configuration,

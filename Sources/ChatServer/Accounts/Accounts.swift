@@ -37,7 +37,14 @@ public struct Accounts: Sendable {
         if let presetKey, presetKey.count < 16 {
             throw StoreError("SARVAM_ADMIN_KEY must have at least 16 characters; it has \(presetKey.count)")
         }
-        let admin = try await store.createUser(name: Self.adminName, isAdmin: true)
+        let admin: User
+        do {
+            admin = try await store.createUser(name: Self.adminName, isAdmin: true)
+        } catch let error as StoreError {
+            // Another instance sharing the database created it meanwhile.
+            if try await store.adminExists() { return nil }
+            throw error
+        }
         return try await issueKey(for: admin, key: presetKey)
     }
 

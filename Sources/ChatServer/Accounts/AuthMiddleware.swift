@@ -22,6 +22,8 @@ struct AuthMiddleware: RouterMiddleware {
         let user: User?
         do {
             user = try await accounts.authenticate(key: key)
+        } catch let error as StoreUnavailableError {
+            throw error  // 503 with Retry-After (RequestLogMiddleware)
         } catch {
             context.logger.error("key lookup failed", metadata: ["error": "\(error)"])
             throw APIError.internalError("Could not check the API key.")

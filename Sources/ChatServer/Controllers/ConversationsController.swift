@@ -175,25 +175,34 @@ struct ConversationsController: Sendable {
             history: stored.map { $0 } + [StoredMessage(conversationId: conversation.id, role: .user, content: content)], body: body,
             requestId: context.id)
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
-        let (stream, cacheHit) = try await startGeneration(
-            engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
-        // The user's message is committed before generation starts.
+        // The user's message and the reply's row are committed before generation starts.
         let userMessage: StoredMessage
+        let reply: StoredMessage
         do {
             let ownTokens = (try? plan.engine.countTokens([ChatMessage(role: .user, content: content)])).map {
                 $0 - ((try? plan.engine.countTokens([])) ?? 0)
             }
             userMessage = try await store.appendMessage(
-                StoredMessage(
-                    conversationId: conversation.id, role: .user, content: content,
-                    tokenCount: ownTokens))
+                StoredMessage(conversationId: conversation.id, role: .user, content: content, tokenCount: ownTokens))
+            reply = try await store.appendMessage(Self.replyRow(plan: plan, conversation: conversation))
         } catch {
-            abandon(stream)
             await service.registry.finish(ticket)
             throw error
         }
+        let stream: AsyncThrowingStream<GenerationEvent, Error>
+        let cacheHit: Bool
+        do {
+            (stream, cacheHit) = try await startGeneration(
+                engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        } catch {
+            // Refused (busy, too long): nothing was generated and the client is told so; keep nothing.
+            try? await store.deleteMessage(id: reply.id ?? 0)
+            try? await store.deleteMessage(id: userMessage.id ?? 0)
+            throw error
+        }
         var response = streamReply(
-            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, context: context)
+            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, reply: reply,
+            context: context)
         if cacheHit { response.headers[.sarvamCache] = "hit" }
         return response
     }
@@ -210,19 +219,39 @@ struct ConversationsController: Sendable {
         }
         let plan = try makePlan(conversation: conversation, history: stored, body: body, requestId: context.id)
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
-        let (stream, cacheHit) = try await startGeneration(
-            engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        let reply: StoredMessage
+        do { reply = try await store.appendMessage(Self.replyRow(plan: plan, conversation: conversation)) } catch {
+            await service.registry.finish(ticket)
+            throw error
+        }
+        let stream: AsyncThrowingStream<GenerationEvent, Error>
+        let cacheHit: Bool
+        do {
+            (stream, cacheHit) = try await startGeneration(
+                engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        } catch {
+            try? await store.deleteMessage(id: reply.id ?? 0)
+            throw error
+        }
         if let id = replaced?.id {
             do { try await store.deleteMessage(id: id) } catch {
                 abandon(stream)
+                try? await store.deleteMessage(id: reply.id ?? 0)
                 await service.registry.finish(ticket)
                 throw error
             }
         }
         var response = streamReply(
-            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, context: context)
+            plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, reply: reply, context: context)
         if cacheHit { response.headers[.sarvamCache] = "hit" }
         return response
+    }
+
+    /// The reply's row before its first token: empty and `interrupted` until the generation ends.
+    static func replyRow(plan: Plan, conversation: Conversation) -> StoredMessage {
+        StoredMessage(
+            conversationId: conversation.id, role: .assistant, content: "", status: .interrupted,
+            droppedTurns: plan.fitted.droppedTurns, model: plan.engine.modelInfo.id)
     }
 
     // MARK: Generation
@@ -268,17 +297,20 @@ struct ConversationsController: Sendable {
 
     func streamReply(
         plan: Plan, stream: AsyncThrowingStream<GenerationEvent, Error>, conversation: Conversation, ticket: GenerationRegistry.Ticket,
-        userMessage: StoredMessage?,
+        userMessage: StoredMessage?, reply: StoredMessage,
         context: ServerContext
     ) -> Response {
         let registry = service.registry
         let store = self.store
         let stats = context.stats
         let pingInterval = service.configuration.pingInterval
+        let flushInterval = service.configuration.replyFlushInterval
         let logger = context.logger
         let modelId = plan.engine.modelInfo.id
         let dropped = plan.fitted.droppedTurns
         return sseResponse { write in
+            let journal = ReplyJournal(reply: reply, store: store, logger: logger)
+            journal.startFlushing(every: flushInterval)
             var outcome: GenerationOutcome?
             var storedReply: StoredMessage?
             do {
@@ -290,28 +322,36 @@ struct ConversationsController: Sendable {
                         switch output {
                         case .ping: try await write(SSE.ping)
                         case .promptProcessed(let n):
+                            journal.promptProcessed(tokens: n)
                             try await write(SSE.event("start", ReplyEvent.Start(model: modelId, promptTokens: n, droppedTurns: dropped)))
-                        case .text(let text): try await write(SSE.event("delta", ReplyEvent.Delta(content: text)))
+                        case .text(let text):
+                            journal.append(text)
+                            try await write(SSE.event("delta", ReplyEvent.Delta(content: text)))
                         }
                     })
                 outcome = result
-                // The reply is stored whatever happened to the client; an interrupted reply that showed
-                // nothing is not worth a message.
-                if !(result.status == .interrupted && result.text.isEmpty) {
-                    let reply = StoredMessage(
-                        conversationId: conversation.id, role: .assistant, content: result.text, status: result.status,
-                        tokenCount: result.completionTokens, promptTokens: result.promptTokens,
-                        generationSeconds: result.promptDoneAt == nil ? nil : result.generationSeconds,
-                        finishReason: result.finishReason?.rawValue, droppedTurns: dropped, model: modelId,
-                        error: result.error?.message)
-                    storedReply = try await uncancelled { try await store.appendMessage(reply) }
-                }
             } catch {
-                // Only the first write can get here before generation (the client left at once), or
-                // the store failed: the reply is lost, say so in the log.
-                if outcome != nil {
-                    logger.error("could not store the reply", metadata: ["conversation": "\(conversation.id)", "error": "\(error)"])
-                }
+                // Only the first write can get here (the client left at once): the generation never ran.
+                abandon(stream)
+            }
+            // The reply is stored whatever happened to the client; one that showed nothing is removed.
+            var finished = reply
+            if let result = outcome {
+                var status = result.status
+                if status == .interrupted, await registry.wasStopped(ticket) { status = .stopped }
+                finished.content = result.text
+                finished.status = status
+                finished.tokenCount = result.completionTokens
+                finished.promptTokens = result.promptTokens
+                finished.generationSeconds = result.promptDoneAt == nil ? nil : result.generationSeconds
+                finished.finishReason = result.finishReason?.rawValue
+                finished.error = result.error?.message
+            }
+            do {
+                storedReply = try await uncancelled { [finished] in try await journal.finish(finished) }
+            } catch {
+                // The row keeps the last flush, marked interrupted.
+                logger.error("could not store the reply", metadata: ["conversation": "\(conversation.id)", "error": "\(error)"])
             }
             await registry.finish(ticket)
             guard let outcome else { return }

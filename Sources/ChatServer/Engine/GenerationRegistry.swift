@@ -13,6 +13,8 @@ public actor GenerationRegistry {
         var conversationId: String?
         var cancel: (@Sendable () -> Void)?
         var cancelRequested = false
+        /// Cancelled through `stop` (the user's stop), not by the shutdown.
+        var stoppedByUser = false
     }
 
     private var entries: [UInt64: Entry] = [:]
@@ -51,8 +53,14 @@ public actor GenerationRegistry {
     public func stop(conversationId: String) -> Bool {
         guard let found = entries.first(where: { $0.value.conversationId == conversationId }) else { return false }
         entries[found.key]?.cancelRequested = true
+        entries[found.key]?.stoppedByUser = true
         found.value.cancel?()
         return true
+    }
+
+    /// Whether the ticket's generation was stopped by `stop` (a reply then ends as `stopped`).
+    public func wasStopped(_ ticket: Ticket) -> Bool {
+        entries[ticket.id]?.stoppedByUser ?? false
     }
 
     public func isRunning(conversationId: String) -> Bool {

@@ -79,6 +79,9 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
     public static let clientClosed = APIError(
         status: .init(code: 499, reasonPhrase: "Client Closed Request"), message: "The client closed the connection before the reply.",
         type: "invalid_request_error", code: "client_closed")
+    public static let storeUnavailable = APIError(
+        status: .serviceUnavailable, message: "The database cannot be reached right now. Retry shortly.",
+        type: "server_error", code: "store_unavailable", retryAfter: 5)
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: .serviceUnavailable, message: message, type: "server_error", code: "unavailable")
     }

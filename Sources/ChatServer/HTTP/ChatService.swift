@@ -12,15 +12,18 @@ public struct ChatServerConfiguration: Sendable {
     public var drainTimeout: Duration
     /// Tokens kept free for the reply when a conversation's history is fitted into the context.
     public var replyReserve: Int
+    /// How often a streamed reply's text is written to the store while it grows (see `ReplyJournal`).
+    public var replyFlushInterval: Duration
 
     public init(
         maxBodyBytes: Int = 4 << 20, pingInterval: Duration = .seconds(3),
-        drainTimeout: Duration = .seconds(15), replyReserve: Int = 512
+        drainTimeout: Duration = .seconds(15), replyReserve: Int = 512, replyFlushInterval: Duration = .seconds(1)
     ) {
         self.maxBodyBytes = maxBodyBytes
         self.pingInterval = pingInterval
         self.drainTimeout = drainTimeout
         self.replyReserve = replyReserve
+        self.replyFlushInterval = replyFlushInterval
     }
 }
 
@@ -62,6 +65,12 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
         let draining = await service.registry.draining
         switch service.catalog.state {
         case .ready where !draining:
+            do {
+                try await service.store.checkHealth()
+            } catch {
+                return EditedResponse(
+                    status: .serviceUnavailable, response: HealthResponse(status: "store_unavailable", error: "\(error)"))
+            }
             return EditedResponse(status: .ok, response: HealthResponse(status: "ok", models: service.catalog.models.map(\.id)))
         case .ready:
             return EditedResponse(status: .serviceUnavailable, response: HealthResponse(status: "shutting_down"))
@@ -100,7 +109,8 @@ func metricsResponse() -> Response {
     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: SarvamMetrics.render())))
 }
 
-/// `GET /health`: `ok` with the models, or why not (`loading`, `failed` with the error, `shutting_down`).
+/// `GET /health`: `ok` with the models, or why not (`loading`, `failed` with the error, `shutting_down`,
+/// `store_unavailable` with the error when the database does not answer).
 struct HealthResponse: APIResponse {
     var status: String
     var models: [String]?

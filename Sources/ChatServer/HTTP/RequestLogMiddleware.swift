@@ -59,6 +59,12 @@ struct RequestLogMiddleware: RouterMiddleware {
             var response = try error.response(from: request, context: context)
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             return response
+        } catch let error as StoreUnavailableError {
+            log(status: 503, note: "store_unavailable")
+            context.logger.warning("store unavailable", metadata: ["error": "\(error)"])
+            var response = try APIError.storeUnavailable.response(from: request, context: context)
+            response.headers[HTTPField.Name("x-request-id")!] = requestId
+            return response
         } catch let error as HTTPResponseError {
             // Hummingbird's own errors (no such route, bad method...) in the API's error shape.
             let message = error.status == .notFound ? "No route for \(method) \(path)." : "\(error.status.reasonPhrase)."

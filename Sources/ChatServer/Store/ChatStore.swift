@@ -1,11 +1,10 @@
 import Foundation
-import GRDB
 
-// Records of the chat database. Column names are the property names (GRDB's Codable mapping);
-// the schema (with its invariants) is in ChatDatabase.swift.
+// The records the store keeps, and the one interface the server uses to keep them. Engines
+// (SQLite in Store/SQLite, PostgreSQL in Store/Postgres) map these plain values to their own
+// schema; nothing here depends on an engine.
 
-public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
-    public static let databaseTableName = "users"
+public struct User: Codable, Sendable, Equatable {
     public var id: Int64?
     public var name: String
     public var isAdmin: Bool
@@ -17,14 +16,12 @@ public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersis
         self.isAdmin = isAdmin
         self.createdAt = createdAt
     }
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
     /// The id of a stored user (every user the store returns has one).
     public var userId: Int64 { id ?? 0 }
 }
 
 /// An API key as stored: only the SHA-256 of the secret, never the secret.
-public struct APIKeyRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "api_keys"
+public struct APIKeyRecord: Codable, Sendable, Equatable {
     /// Public identifier, e.g. `key_1a2b3c4d5e6f` (what `sarvam keys revoke` takes).
     public var id: String
     public var userId: Int64
@@ -45,8 +42,7 @@ public struct APIKeyRecord: Codable, Sendable, Equatable, FetchableRecord, Persi
     }
 }
 
-public struct Conversation: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "conversations"
+public struct Conversation: Codable, Sendable, Equatable {
     public var id: String
     public var userId: Int64
     public var title: String
@@ -70,15 +66,14 @@ public struct Conversation: Codable, Sendable, Equatable, FetchableRecord, Persi
     }
 }
 
-public enum MessageStatus: String, Codable, Sendable, DatabaseValueConvertible {
-    case complete, interrupted, error
+/// How a message ended. A reply is stored as `interrupted` when its generation starts and keeps that
+/// status until it ends, so a process killed mid-reply leaves it `interrupted` with the text of the
+/// last flush; `stopped` is a reply its user stopped; `error` a generation that failed.
+public enum MessageStatus: String, Codable, Sendable, CaseIterable {
+    case complete, stopped, interrupted, error
 }
 
-// Stored as their raw text ('user', 'complete'), which the schema's CHECK constraints name.
-extension ChatMessage.Role: DatabaseValueConvertible {}
-
-public struct StoredMessage: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
-    public static let databaseTableName = "messages"
+public struct StoredMessage: Codable, Sendable, Equatable {
     public var id: Int64?
     public var conversationId: String
     public var role: ChatMessage.Role
@@ -90,7 +85,7 @@ public struct StoredMessage: Codable, Sendable, Equatable, FetchableRecord, Muta
     public var promptTokens: Int?
     /// Replies: seconds from the prompt being processed to the last token (for tokens/s).
     public var generationSeconds: Double?
-    /// Replies: `stop` / `length`, nil when interrupted.
+    /// Replies: `stop` / `length`, nil when interrupted or stopped.
     public var finishReason: String?
     /// Replies: oldest turns left out of the prompt to fit the context.
     public var droppedTurns: Int?
@@ -119,15 +114,20 @@ public struct StoredMessage: Codable, Sendable, Equatable, FetchableRecord, Muta
         self.error = error
         self.createdAt = createdAt
     }
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
     public var chatMessage: ChatMessage { ChatMessage(role: role, content: content) }
 }
 
 /// Everything the server and the account commands keep. Conversation methods take the owner's id and
 /// treat another user's conversation exactly like a missing one (the API answers 404 for both).
+///
+/// Every call reads or writes the database itself: nothing is cached in the process, so what one
+/// server instance writes (a user, a key, a revoked key, a message) is seen by every other instance
+/// sharing the database at once. A database that cannot be reached throws `StoreUnavailableError`
+/// (the API answers 503); a refused write (a duplicate name, a missing conversation) throws `StoreError`.
 public protocol ChatStore: Sendable {
     // Accounts
     func adminExists() async throws -> Bool
+    /// Throws `StoreError` for a name that is empty, longer than 64 characters or taken.
     func createUser(name: String, isAdmin: Bool) async throws -> User
     func user(named name: String) async throws -> User?
     func users() async throws -> [User]
@@ -140,14 +140,70 @@ public protocol ChatStore: Sendable {
 
     // Conversations
     func createConversation(_ conversation: Conversation, systemPrompt: String?) async throws -> Conversation
-    /// Newest (last updated) first.
+    /// Newest (last updated) first; ties in creation order, newest first.
     func conversations(userId: Int64, limit: Int, offset: Int) async throws -> (items: [Conversation], total: Int)
     func conversation(id: String, userId: Int64) async throws -> Conversation?
+    /// In the order they were appended.
     func messages(conversationId: String) async throws -> [StoredMessage]
     func renameConversation(id: String, userId: Int64, title: String) async throws -> Conversation?
     func deleteConversation(id: String, userId: Int64) async throws -> Bool
-    /// Inserts the message and bumps the conversation's `updatedAt`; sets the title from the first
-    /// user message while the conversation has the placeholder title.
+    /// Inserts the message (committed when this returns) and bumps the conversation's `updatedAt`;
+    /// sets the title from the first user message while the conversation has the placeholder title.
     func appendMessage(_ message: StoredMessage) async throws -> StoredMessage
+    /// Rewrites a stored message's content, status and reply fields (a streamed reply's flushes);
+    /// false when the message is gone (its conversation was deleted).
+    func updateMessage(_ message: StoredMessage) async throws -> Bool
     func deleteMessage(id: Int64) async throws
+
+    // Operation
+    /// Returns when the database answers a trivial query; throws `StoreUnavailableError` otherwise.
+    func checkHealth() async throws
+    /// The schema migrations applied to the database, by name, in the order they were applied.
+    func appliedMigrations() async throws -> [String]
+    /// Closes the connections; the store must not be used afterwards.
+    func close() async throws
+}
+
+/// A refused or failed store operation, with a message for people.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The database cannot be reached (down, restarting, or too slow to answer in time). Requests
+/// that need it get 503 with `Retry-After`; the store reconnects by itself when it is back.
+public struct StoreUnavailableError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Titles: the first user message, shortened.
+public enum ConversationTitle {
+    public static let placeholder = "New chat"
+    public static let maxLength = 48
+
+    public static func from(firstMessage text: String) -> String {
+        let words = text.split(whereSeparator: { $0.isWhitespace || $0.isNewline })
+        var title = words.joined(separator: " ")
+        if title.isEmpty { return placeholder }
+        if title.count > maxLength {
+            title = String(title.prefix(maxLength - 1))
+            if let space = title.lastIndex(of: " "), title.distance(from: title.startIndex, to: space) > maxLength / 2 {
+                title = String(title[..<space])
+            }
+            title += "…"
+        }
+        return title
+    }
+}
+
+extension User {
+    /// The name rule every engine applies before inserting (the engines check uniqueness).
+    static func validatedName(_ name: String) throws -> String {
+        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty, trimmed.count <= 64 else {
+            throw StoreError("a user name must have 1 to 64 characters; got \(name.debugDescription)")
+        }
+        return trimmed
+    }
 }

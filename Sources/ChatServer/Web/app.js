@@ -149,7 +149,8 @@ async function openConversation(id) {
     $("convTitle").textContent = c.title;
     if (c.model && state.models.includes(c.model)) $("model").value = c.model;
     const box = $("messages"); box.replaceChildren();
-    for (const m of c.messages) if (m.role !== "system") box.append(messageView(m));
+    const shown = c.messages.filter((m) => m.role !== "system");
+    shown.forEach((m, i) => box.append(messageView(m, c.running && i === shown.length - 1 && m.status === "interrupted")));
     markLastReply();
     renderConversations();
     box.scrollTop = box.scrollHeight;
@@ -169,15 +170,25 @@ function statsText(m) {
   if (m.prompt_tokens != null) parts.push("prompt " + m.prompt_tokens);
   if (m.dropped_turns) parts.push(m.dropped_turns + " old turn" + (m.dropped_turns > 1 ? "s" : "") + " left out");
   if (m.finish_reason === "length") parts.push("cut at the token limit");
-  if (m.status === "interrupted") parts.push("interrupted");
   if (m.status === "error") parts.push("error: " + (m.error || "unknown"));
   return parts.join(" · ");
 }
-function messageView(m) {
+// A reply that did not end: "interrupted" (cut off: the connection or the server went away; the text
+// is what was saved) or "stopped" (its user stopped it). A reply still being generated is stored as
+// interrupted until it ends, so `writing` (the conversation is running) shows it as such instead.
+function statusMarker(m, writing) {
+  if (writing) return el("span", { class: "marker", text: "being written…" });
+  if (m.status === "interrupted") return el("span", { class: "marker interrupted", text: "interrupted", title: "The reply was cut off before its end; this is the text saved." });
+  if (m.status === "stopped") return el("span", { class: "marker", text: "stopped", title: "Stopped before its end." });
+  return null;
+}
+function messageView(m, writing) {
   const body = el("div", { class: "body" });
   if (m.role === "assistant") body.append(renderMarkdown(m.content)); else body.textContent = m.content;
   const view = el("div", { class: "msg " + m.role }, el("div", { class: "who", text: m.role === "user" ? "You" : (m.model || "Assistant") }), body);
-  if (m.role === "assistant") view.append(el("div", { class: "stats" + (m.status === "error" ? " bad" : ""), text: statsText(m) }));
+  if (m.role === "assistant") {
+    view.append(el("div", { class: "stats" + (m.status === "error" ? " bad" : "") }, statusMarker(m, writing), statsText(m)));
+  }
   return view;
 }
 function markLastReply() {

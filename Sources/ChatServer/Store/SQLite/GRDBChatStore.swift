@@ -1,0 +1,163 @@
+import Foundation
+import GRDB
+
+/// `ChatStore` over SQLite through GRDB: the default, one file in the data folder.
+public struct GRDBChatStore: ChatStore {
+    public let database: ChatDatabase
+    private var writer: any DatabaseWriter { database.writer }
+
+    public init(database: ChatDatabase) { self.database = database }
+
+    public func adminExists() async throws -> Bool {
+        try await writer.read { db in try User.filter(Column("isAdmin") == true).fetchCount(db) > 0 }
+    }
+
+    public func createUser(name: String, isAdmin: Bool) async throws -> User {
+        let trimmed = try User.validatedName(name)
+        return try await writer.write { db in
+            if try User.filter(Column("name") == trimmed).fetchCount(db) > 0 {
+                throw StoreError("a user named \(trimmed.debugDescription) already exists")
+            }
+            var user = User(name: trimmed, isAdmin: isAdmin)
+            try user.insert(db)
+            return user
+        }
+    }
+
+    public func user(named name: String) async throws -> User? {
+        try await writer.read { db in try User.filter(Column("name") == name).fetchOne(db) }
+    }
+
+    public func users() async throws -> [User] {
+        try await writer.read { db in try User.order(Column("id")).fetchAll(db) }
+    }
+
+    public func insertKey(_ key: APIKeyRecord) async throws {
+        try await writer.write { db in try key.insert(db) }
+    }
+
+    public func revokeKey(id: String) async throws -> Bool {
+        try await writer.write { db in
+            let now = Date()
+            return try APIKeyRecord.filter(Column("id") == id && Column("revokedAt") == nil)
+                .updateAll(db, Column("revokedAt").set(to: now)) > 0
+        }
+    }
+
+    public func keys(userId: Int64) async throws -> [APIKeyRecord] {
+        try await writer.read { db in
+            try APIKeyRecord.filter(Column("userId") == userId).order(Column("createdAt")).fetchAll(db)
+        }
+    }
+
+    public func authenticate(keyHash: Data) async throws -> User? {
+        try await writer.read { db in
+            guard let key = try APIKeyRecord.filter(Column("hash") == keyHash && Column("revokedAt") == nil).fetchOne(db),
+                constantTimeEquals(key.hash, keyHash)
+            else { return nil }
+            return try User.fetchOne(db, key: key.userId)
+        }
+    }
+
+    public func createConversation(_ conversation: Conversation, systemPrompt: String?) async throws -> Conversation {
+        try await writer.write { db in
+            try conversation.insert(db)
+            if let systemPrompt, !systemPrompt.isEmpty {
+                var message = StoredMessage(
+                    conversationId: conversation.id, role: .system, content: systemPrompt,
+                    createdAt: conversation.createdAt)
+                try message.insert(db)
+            }
+            return conversation
+        }
+    }
+
+    public func conversations(userId: Int64, limit: Int, offset: Int) async throws -> (items: [Conversation], total: Int) {
+        try await writer.read { db in
+            let mine = Conversation.filter(Column("userId") == userId)
+            let items = try mine.order(Column("updatedAt").desc, Column.rowID.desc)
+                .limit(limit, offset: offset).fetchAll(db)
+            return (items, try mine.fetchCount(db))
+        }
+    }
+
+    public func conversation(id: String, userId: Int64) async throws -> Conversation? {
+        try await writer.read { db in
+            try Conversation.filter(Column("id") == id && Column("userId") == userId).fetchOne(db)
+        }
+    }
+
+    public func messages(conversationId: String) async throws -> [StoredMessage] {
+        try await writer.read { db in
+            try StoredMessage.filter(Column("conversationId") == conversationId).order(Column("id")).fetchAll(db)
+        }
+    }
+
+    public func renameConversation(id: String, userId: Int64, title: String) async throws -> Conversation? {
+        try await writer.write { db in
+            guard var conversation = try Conversation.filter(Column("id") == id && Column("userId") == userId).fetchOne(db)
+            else { return nil }
+            conversation.title = title
+            conversation.updatedAt = Date()
+            try conversation.update(db)
+            return conversation
+        }
+    }
+
+    public func deleteConversation(id: String, userId: Int64) async throws -> Bool {
+        try await writer.write { db in
+            try Conversation.filter(Column("id") == id && Column("userId") == userId).deleteAll(db) > 0
+        }
+    }
+
+    public func appendMessage(_ message: StoredMessage) async throws -> StoredMessage {
+        try await writer.write { db in
+            var message = message
+            try message.insert(db)
+            guard var conversation = try Conversation.fetchOne(db, key: message.conversationId) else {
+                throw StoreError("conversation \(message.conversationId) vanished")
+            }
+            conversation.updatedAt = message.createdAt
+            if message.role == .user, conversation.title == ConversationTitle.placeholder {
+                conversation.title = ConversationTitle.from(firstMessage: message.content)
+            }
+            try conversation.update(db)
+            return message
+        }
+    }
+
+    public func updateMessage(_ message: StoredMessage) async throws -> Bool {
+        guard let id = message.id else { return false }
+        return try await writer.write { db in
+            guard var stored = try StoredMessage.fetchOne(db, key: id) else { return false }
+            // Only what a reply's flushes change; the conversation, role and time stay.
+            stored.content = message.content
+            stored.status = message.status
+            stored.tokenCount = message.tokenCount
+            stored.promptTokens = message.promptTokens
+            stored.generationSeconds = message.generationSeconds
+            stored.finishReason = message.finishReason
+            stored.droppedTurns = message.droppedTurns
+            stored.model = message.model
+            stored.error = message.error
+            try stored.update(db)
+            return true
+        }
+    }
+
+    public func deleteMessage(id: Int64) async throws {
+        _ = try await writer.write { db in try StoredMessage.deleteOne(db, key: id) }
+    }
+
+    public func checkHealth() async throws {
+        _ = try await writer.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    public func appliedMigrations() async throws -> [String] {
+        try database.appliedMigrations()
+    }
+
+    public func close() async throws {
+        try database.close()
+    }
+}

@@ -462,7 +462,8 @@ enum LoadBench {
                     if turn == 0 { long = conversation % o.longEvery == 0 }
                     let question =
                         turn == 0
-                        ? Prompts.make(long: long, seed: n * 7919 + worker)
+                        // Distinct across levels too: a repeated prompt and seed would be a response-cache hit.
+                        ? Prompts.make(long: long, seed: n * 7919 + worker + concurrency * 1_000_003)
                         : Prompts.followUps[(n + turn) % Prompts.followUps.count]
                     history.append(["role": "user", "content": question])
                     var outcome = client.streamChat(body: requestBody(messages: history, options: o, seed: n), timeout: 300)

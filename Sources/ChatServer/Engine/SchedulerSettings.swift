@@ -93,6 +93,13 @@ public struct SchedulerSettings: Sendable, Equatable {
         self.idleCachedPrefixBytes = idleCachedPrefixBytes
     }
 
+    /// Share of the time-to-first-token target a step of prompt tokens alone may last: a short
+    /// prompt arriving during such a step waits for its end, then for its own prefill.
+    public static let promptStepShare = 0.25
+
+    /// Seconds a step of prompt tokens alone is planned to last at most (nil without a latency target).
+    public var promptStepTargetSeconds: Double? { interTokenLatencyTarget.map { _ in timeToFirstTokenTarget * Self.promptStepShare } }
+
     /// Seconds a step is planned to last at most while a reply streams (nil without a latency target).
     public var stepTargetSeconds: Double? { interTokenLatencyTarget.map { $0 * stepMargin } }
 

@@ -119,6 +119,9 @@ public struct StepPlanner: Sendable, Equatable {
     public var maxRunningPerUser: Int?
     /// Seconds a step may last while a reply streams; nil: no latency target.
     public var stepTarget: Double?
+    /// Seconds a step of prompt tokens alone may last (nil: `maxPrefillTokens` whatever they
+    /// cost): a short prompt that arrives meanwhile waits for that step to end.
+    public var promptStepTarget: Double?
     /// Share of `stepTarget` that admission keeps free of decode rows, for prompt tokens.
     public var prefillReserve: Double
     /// Prompt tokens per step at most (all of them when no reply streams).
@@ -128,12 +131,13 @@ public struct StepPlanner: Sendable, Equatable {
     public var agingTokensPerSecond: Double
 
     public init(
-        capacity: Int, maxRunningPerUser: Int? = nil, stepTarget: Double? = nil, prefillReserve: Double = 0.3,
-        maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 10
+        capacity: Int, maxRunningPerUser: Int? = nil, stepTarget: Double? = nil, promptStepTarget: Double? = nil,
+        prefillReserve: Double = 0.3, maxPrefillTokens: Int = 512, minPrefillTokens: Int = 16, agingTokensPerSecond: Double = 10
     ) {
         self.capacity = capacity
         self.maxRunningPerUser = maxRunningPerUser
         self.stepTarget = stepTarget
+        self.promptStepTarget = promptStepTarget
         self.prefillReserve = prefillReserve
         self.maxPrefillTokens = maxPrefillTokens
         self.minPrefillTokens = minPrefillTokens
@@ -143,7 +147,8 @@ public struct StepPlanner: Sendable, Equatable {
     public init(settings: SchedulerSettings, capacity: Int) {
         self.init(
             capacity: capacity, maxRunningPerUser: settings.maxRunningPerUser, stepTarget: settings.stepTargetSeconds,
-            prefillReserve: settings.prefillReserve, maxPrefillTokens: settings.prefillTokensPerStep,
+            promptStepTarget: settings.promptStepTargetSeconds, prefillReserve: settings.prefillReserve,
+            maxPrefillTokens: settings.prefillTokensPerStep,
             minPrefillTokens: settings.minPrefillTokensPerStep, agingTokensPerSecond: settings.agingTokensPerSecond)
     }
 
@@ -244,7 +249,7 @@ public struct StepPlanner: Sendable, Equatable {
 
     /// The step over `running` (in admission order): a decode row for every request whose only
     /// pending token is its last sampled one, then prompt tokens in line order. With no decode row
-    /// the step takes `maxPrefillTokens`; beside decode rows it takes what the cost model says fits
+    /// the step takes `maxPrefillTokens` (within `promptStepTarget`); beside decode rows it takes what the cost model says fits
     /// the step target (at most `maxPrefillTokens`), and `minPrefillTokens` after `starvedSteps`
     /// steps that gave none. When the step's growth needs more KV blocks than the pool has, the
     /// most recently admitted request is preempted (or, alone, fails) until it fits.
@@ -259,10 +264,26 @@ public struct StepPlanner: Sendable, Equatable {
         var grants: [UInt64: Int] = [:]
         var tokensLeft = maxPrefillTokens
         if plan.decode.isEmpty || stepTarget == nil {
+            // Prompt tokens alone: the whole budget, within `promptStepTarget` when set (at least
+            // `minPrefillTokens`, so a slow box still progresses).
+            var rows = 0
+            var logitRows = 0
             for r in inLine(prefilling) where tokensLeft > 0 {
-                let n = min(r.pending, tokensLeft)
+                var n = min(r.pending, tokensLeft)
+                if let limit = promptStepTarget, plan.decode.isEmpty {
+                    n = Self.tokensFitting(upTo: n) { n in
+                        cost.predict(
+                            rows: rows + n, logitRows: logitRows + (n == r.pending ? 1 : 0),
+                            attendedPositions: attended + StepCostModel.attended(tokens: n, from: r.computed)) <= limit
+                    }
+                    if n == 0 && grants.isEmpty { n = min(r.pending, minPrefillTokens) }
+                    if n == 0 { break }
+                }
                 grants[r.id] = n
                 tokensLeft -= n
+                rows += n
+                if n == r.pending { logitRows += 1 }
+                attended += StepCostModel.attended(tokens: n, from: r.computed)
             }
         } else {
             var rows = plan.decode.count

@@ -264,7 +264,7 @@ final class SchedulerFairnessTests: XCTestCase {
         let h = try SchedulerHarness(
             settings: SchedulerSettings(
                 maxRunningSequences: 2, prefillTokensPerStep: 256,
-                interTokenLatencyTarget: 0.5, stepMargin: 1),
+                timeToFirstTokenTarget: 100, interTokenLatencyTarget: 0.5, stepMargin: 1),
             blocks: 400, model: EngineFixture.model(maxPositions: 2048))
         // Steps cost 0.295 s + 10 ms per row (the clock stands still, so the speed stays 1):
         // beside one decode row, 19 prompt tokens fit in 0.5 s.

@@ -161,6 +161,20 @@ final class StepPlannerTests: XCTestCase {
             logits.predict(rows: 10, attendedPositions: 0), 0.020 + 0.010 + 0.004, accuracy: 1e-12, "decode rows: all have logits")
     }
 
+    func testAPromptOnlyStepStaysWithinItsTarget() {
+        // Nobody streams, but a short prompt arriving now would wait for this step: at 20 ms + 1 ms
+        // a row it takes what fits 0.1995 s (179 tokens), not the whole 512 budget; the next
+        // request in line gets nothing more once the first has filled it.
+        let planner = StepPlanner(capacity: 8, stepTarget: 0.2, promptStepTarget: 0.1995, maxPrefillTokens: 512)
+        let set = [running(1, tokens: 1000, computed: 0), running(2, user: 1, tokens: 2000, computed: 0)]
+        XCTAssertEqual(
+            planner.batch(running: set, pool: KVPoolState(freeBlocks: 1000, blockSize: 4), cost: cost).prefill, [.init(id: 1, tokens: 179)])
+        // A box so slow that not even one token fits still moves on by minPrefillTokens.
+        let slow = StepCostModel(fixed: 1, perRow: 0.001)
+        XCTAssertEqual(
+            planner.batch(running: set, pool: KVPoolState(freeBlocks: 1000, blockSize: 4), cost: slow).prefill, [.init(id: 1, tokens: 16)])
+    }
+
     func testWithoutStreamingRepliesAStepPrefillsTheWholeBudget() {
         let planner = StepPlanner(capacity: 8, stepTarget: 0.2, maxPrefillTokens: 512)
         let set = [running(1, tokens: 1000, computed: 0), running(2, user: 1, tokens: 1000, computed: 600)]

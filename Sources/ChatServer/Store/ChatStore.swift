@@ -155,6 +155,17 @@ public protocol ChatStore: Sendable {
     func updateMessage(_ message: StoredMessage) async throws -> Bool
     func deleteMessage(id: Int64) async throws
 
+    // Background jobs: a queue in the database every instance shares (the seed's message queue).
+    /// Queues a job of `kind` (committed when this returns); returns its id.
+    func enqueueJob(kind: String, payload: String) async throws -> Int64
+    /// Leases the oldest job of one of `kinds` that is neither leased nor out of attempts to
+    /// `owner` for `leaseSeconds` (counting an attempt); nil when there is none. A job whose owner
+    /// died is taken again once its lease has run out. Two instances never lease the same job
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
+    func claimJob(kinds: [String], owner: String, leaseSeconds: Double, maxAttempts: Int) async throws -> StoreJob?
+    /// Removes a finished job.
+    func completeJob(id: Int64) async throws
+
     // Operation
     /// Returns when the database answers a trivial query; throws `StoreUnavailableError` otherwise.
     func checkHealth() async throws
@@ -205,5 +216,21 @@ extension User {
             throw StoreError("a user name must have 1 to 64 characters; got \(name.debugDescription)")
         }
         return trimmed
+    }
+}
+
+/// A job leased from the store's queue (`ChatStore.claimJob`).
+public struct StoreJob: Sendable, Equatable {
+    public var id: Int64
+    public var kind: String
+    public var payload: String
+    /// Leases so far, this one included.
+    public var attempts: Int
+
+    public init(id: Int64, kind: String, payload: String, attempts: Int) {
+        self.id = id
+        self.kind = kind
+        self.payload = payload
+        self.attempts = attempts
     }
 }

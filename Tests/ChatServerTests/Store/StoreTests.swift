@@ -23,7 +23,9 @@ struct StoreEngine: Sendable {
 
     static let sqlite = StoreEngine(
         name: "SQLite",
-        expectedMigrations: ["createUsers", "createAPIKeys", "createConversations", "createMessages", "messageStatusStopped"],
+        expectedMigrations: [
+            "createUsers", "createAPIKeys", "createConversations", "createMessages", "messageStatusStopped", "createJobs",
+        ],
         freshLocation: { test in
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sarvam-store-\(UUID().uuidString)")
             test.addTeardownBlock { try? FileManager.default.removeItem(at: folder) }
@@ -40,7 +42,7 @@ struct StoreEngine: Sendable {
 
     static let postgres = StoreEngine(
         name: "PostgreSQL",
-        expectedMigrations: ["accounts", "conversations"],
+        expectedMigrations: ["accounts", "conversations", "jobs"],
         freshLocation: { _ in try StoreLocation(parsing: try PostgresTestServer.shared().freshDatabase()) },
         execute: { store, sql in
             try await (store as! PostgresChatStore).client.query(PostgresQuery(unsafeSQL: sql))
@@ -51,7 +53,8 @@ struct StoreEngine: Sendable {
             for try await line in rows.decode(String.self) { text += line + "\n" }
             return text
         },
-        insertWeirdStatus: "INSERT INTO messages (conversation_id, role, content, status, created_at) VALUES ('d', 'user', 'x', 'weird', now())")
+        insertWeirdStatus:
+            "INSERT INTO messages (conversation_id, role, content, status, created_at) VALUES ('d', 'user', 'x', 'weird', now())")
 }
 
 func quietLogger() -> Logger {
@@ -281,7 +284,11 @@ enum StoreSuite {
         let location = try engine.freshLocation(test)
         let one = try await open(location)
         let two = try await open(location)
-        defer { Task { try? await one.close(); try? await two.close() } }
+        defer {
+            Task {
+                try? await one.close(); try? await two.close()
+            }
+        }
         let user = try await Accounts(store: one).addUser(name: "dev")
         let issued = try await Accounts(store: one).issueKey(for: user, key: nil)
         let seen = try await Accounts(store: two).authenticate(key: issued.key)
@@ -293,6 +300,56 @@ enum StoreSuite {
         try await Accounts(store: two).revokeKey(id: issued.record.id)
         let refused = try await Accounts(store: one).authenticate(key: issued.key)
         XCTAssertNil(refused, "a key revoked through one instance is refused by the other at once")
+    }
+
+    /// The job queue: two instances never lease the same job; a job whose owner died (its lease
+    /// ran out) is leased again, up to its attempts; a completed job is gone.
+    static func jobsAreLeasedOnceAndRetriedAfterTheirLease(_ engine: StoreEngine, _ test: XCTestCase) async throws {
+        let location = try engine.freshLocation(test)
+        let one = try await open(location)
+        let two = try await open(location)
+        defer {
+            Task {
+                try? await one.close(); try? await two.close()
+            }
+        }
+        let first = try await one.enqueueJob(kind: "title", payload: "conversation-1")
+        let second = try await two.enqueueJob(kind: "title", payload: "conversation-2")
+        _ = try await one.enqueueJob(kind: "other", payload: "x")
+        let a = try await one.claimJob(kinds: ["title"], owner: "one", leaseSeconds: 60, maxAttempts: 3)
+        let b = try await two.claimJob(kinds: ["title"], owner: "two", leaseSeconds: 0.5, maxAttempts: 3)
+        XCTAssertEqual(a, StoreJob(id: first, kind: "title", payload: "conversation-1", attempts: 1))
+        XCTAssertEqual(b, StoreJob(id: second, kind: "title", payload: "conversation-2", attempts: 1))
+        let none = try await one.claimJob(kinds: ["title"], owner: "one", leaseSeconds: 60, maxAttempts: 3)
+        XCTAssertNil(none, "both title jobs are leased; the other kind is not asked for")
+        // Instance two dies holding job 2: once its lease runs out, instance one takes it.
+        try await Task.sleep(for: .seconds(1))
+        let retried = try await one.claimJob(kinds: ["title"], owner: "one", leaseSeconds: 0.1, maxAttempts: 3)
+        XCTAssertEqual(retried, StoreJob(id: second, kind: "title", payload: "conversation-2", attempts: 2))
+        try await one.completeJob(id: first)
+        try await Task.sleep(for: .seconds(0.5))
+        let third = try await two.claimJob(kinds: ["title"], owner: "two", leaseSeconds: 0.1, maxAttempts: 3)
+        XCTAssertEqual(third?.attempts, 3)
+        try await Task.sleep(for: .seconds(0.5))
+        let exhausted = try await two.claimJob(kinds: ["title"], owner: "two", leaseSeconds: 60, maxAttempts: 3)
+        XCTAssertNil(exhausted, "out of attempts; job 1 was completed")
+        let other = try await two.claimJob(kinds: ["title", "other"], owner: "two", leaseSeconds: 60, maxAttempts: 3)
+        XCTAssertEqual(other?.payload, "x")
+        // Many claims at once over many jobs: each job leased exactly once.
+        for k in 0..<20 { _ = try await one.enqueueJob(kind: "bulk", payload: "\(k)") }
+        let leased = try await withThrowingTaskGroup(of: [String].self) { group in
+            for store in [one, two] {
+                group.addTask {
+                    var got: [String] = []
+                    while let job = try await store.claimJob(kinds: ["bulk"], owner: "x", leaseSeconds: 60, maxAttempts: 3) {
+                        got.append(job.payload)
+                    }
+                    return got
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        XCTAssertEqual(leased.sorted(), (0..<20).map { "\($0)" }.sorted(), "every job once, none twice")
     }
 }
 
@@ -308,6 +365,9 @@ final class SQLiteStoreTests: XCTestCase {
     }
     func testRepliesAreUpdatedInPlace() async throws { try await StoreSuite.repliesAreUpdatedInPlace(engine, self) }
     func testInstancesSeeEachOthersWritesAtOnce() async throws { try await StoreSuite.instancesSeeEachOthersWritesAtOnce(engine, self) }
+    func testJobsAreLeasedOnceAndRetriedAfterTheirLease() async throws {
+        try await StoreSuite.jobsAreLeasedOnceAndRetriedAfterTheirLease(engine, self)
+    }
 }
 
 /// `StoreSuite` on PostgreSQL, each case in a new database of the test process's server.
@@ -322,4 +382,7 @@ final class PostgresStoreTests: XCTestCase {
     }
     func testRepliesAreUpdatedInPlace() async throws { try await StoreSuite.repliesAreUpdatedInPlace(engine, self) }
     func testInstancesSeeEachOthersWritesAtOnce() async throws { try await StoreSuite.instancesSeeEachOthersWritesAtOnce(engine, self) }
+    func testJobsAreLeasedOnceAndRetriedAfterTheirLease() async throws {
+        try await StoreSuite.jobsAreLeasedOnceAndRetriedAfterTheirLease(engine, self)
+    }
 }

@@ -118,8 +118,10 @@ public final class PostgresChatStore: ChatStore {
 
     public func user(named name: String) async throws -> User? {
         try await run("user") { client, logger in
-            try await Self.rows("SELECT \(unescaped: Self.userColumns) FROM users WHERE name = \(name)", on: client, logger: logger, Self.user)
-                .first
+            try await Self.rows(
+                "SELECT \(unescaped: Self.userColumns) FROM users WHERE name = \(name)", on: client, logger: logger, Self.user
+            )
+            .first
         }
     }
 
@@ -213,9 +215,10 @@ public final class PostgresChatStore: ChatStore {
                 SELECT \(unescaped: Self.conversationColumns) FROM conversations WHERE user_id = \(userId)
                 ORDER BY updated_at DESC, seq DESC LIMIT \(limit) OFFSET \(offset)
                 """, on: client, logger: logger, Self.conversation)
-            let total = try await Self.rows("SELECT count(*) FROM conversations WHERE user_id = \(userId)", on: client, logger: logger) {
-                try $0.decode(Int.self)
-            }.first ?? 0
+            let total =
+                try await Self.rows("SELECT count(*) FROM conversations WHERE user_id = \(userId)", on: client, logger: logger) {
+                    try $0.decode(Int.self)
+                }.first ?? 0
             return (items, total)
         }
     }
@@ -308,6 +311,40 @@ public final class PostgresChatStore: ChatStore {
         }
     }
 
+    public func enqueueJob(kind: String, payload: String) async throws -> Int64 {
+        try await run("enqueueJob") { client, logger in
+            let rows = try await client.query("INSERT INTO jobs (kind, payload) VALUES (\(kind), \(payload)) RETURNING id", logger: logger)
+            for try await id in rows.decode(Int64.self) { return id }
+            throw StoreError("the job was not stored")
+        }
+    }
+
+    public func claimJob(kinds: [String], owner: String, leaseSeconds: Double, maxAttempts: Int) async throws -> StoreJob? {
+        try await run("claimJob") { client, logger in
+            // SKIP LOCKED: an instance passes over the row another one is leasing at this moment.
+            let rows = try await client.query(
+                """
+                UPDATE jobs SET attempts = attempts + 1, lease_owner = \(owner),
+                    lease_until = now() + make_interval(secs => \(leaseSeconds))
+                WHERE id = (
+                    SELECT id FROM jobs
+                    WHERE kind = ANY(\(kinds)) AND attempts < \(maxAttempts) AND (lease_until IS NULL OR lease_until < now())
+                    ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+                RETURNING id, kind, payload, attempts
+                """, logger: logger)
+            for try await (id, kind, payload, attempts) in rows.decode((Int64, String, String, Int).self) {
+                return StoreJob(id: id, kind: kind, payload: payload, attempts: attempts)
+            }
+            return nil
+        }
+    }
+
+    public func completeJob(id: Int64) async throws {
+        try await run("completeJob") { client, logger in
+            _ = try await client.query("DELETE FROM jobs WHERE id = \(id)", logger: logger)
+        }
+    }
+
     static let conversationColumns = "id, user_id, title, model, settings, created_at, updated_at"
     static func conversation(_ row: PostgresRow) throws -> Conversation {
         let (id, userId, title, model, settings, createdAt, updatedAt) = try row.decode(
@@ -322,9 +359,11 @@ public final class PostgresChatStore: ChatStore {
         """
     static let messageColumns = "id, " + messageInsertColumns
     static func message(_ row: PostgresRow) throws -> StoredMessage {
-        let (id, conversationId, role, content, status, tokenCount, promptTokens, generationSeconds, finishReason, droppedTurns, model,
-            error, createdAt) = try row.decode(
-                (Int64, String, String, String, String, Int?, Int?, Double?, String?, Int?, String?, String?, Date).self)
+        let (
+            id, conversationId, role, content, status, tokenCount, promptTokens, generationSeconds, finishReason, droppedTurns, model,
+            error, createdAt
+        ) = try row.decode(
+            (Int64, String, String, String, String, Int?, Int?, Double?, String?, Int?, String?, String?, Date).self)
         guard let role = ChatMessage.Role(rawValue: role), let status = MessageStatus(rawValue: status) else {
             throw StoreError("message \(id) has an unknown role \(role.debugDescription) or status \(status.debugDescription)")
         }

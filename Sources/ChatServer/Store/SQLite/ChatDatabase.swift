@@ -137,6 +137,18 @@ public final class ChatDatabase: Sendable {
             try db.rename(table: "messages_new", to: "messages")
             try db.create(index: "index_messages_on_conversationId", on: "messages", columns: ["conversationId"])
         }
+        migrator.registerMigration("createJobs") { db in
+            try db.create(table: "jobs") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("kind", .text).notNull()
+                t.column("payload", .text).notNull()
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("leaseOwner", .text)
+                t.column("leaseUntil", .double)  // seconds since 1970
+                t.column("createdAt", .datetime).notNull()
+            }
+            try db.create(index: "jobs_by_kind", on: "jobs", columns: ["kind", "id"])
+        }
         return migrator
     }
 }

@@ -160,4 +160,38 @@ public struct GRDBChatStore: ChatStore {
     public func close() async throws {
         try database.close()
     }
+
+    public func enqueueJob(kind: String, payload: String) async throws -> Int64 {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT INTO jobs (kind, payload, createdAt) VALUES (?, ?, ?)", arguments: [kind, payload, Date()])
+            return db.lastInsertedRowID
+        }
+    }
+
+    public func claimJob(kinds: [String], owner: String, leaseSeconds: Double, maxAttempts: Int) async throws -> StoreJob? {
+        guard !kinds.isEmpty else { return nil }
+        let now = Date().timeIntervalSince1970
+        return try await writer.write { db in
+            let placeholders = kinds.map { _ in "?" }.joined(separator: ", ")
+            var arguments = StatementArguments(kinds)
+            arguments += [maxAttempts, now]
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: "SELECT id, kind, payload, attempts FROM jobs WHERE kind IN (\(placeholders)) AND attempts < ? "
+                        + "AND (leaseUntil IS NULL OR leaseUntil < ?) ORDER BY id LIMIT 1",
+                    arguments: arguments)
+            else { return nil }
+            let attempts: Int = row["attempts"]
+            let job = StoreJob(id: row["id"], kind: row["kind"], payload: row["payload"], attempts: attempts + 1)
+            try db.execute(
+                sql: "UPDATE jobs SET attempts = ?, leaseOwner = ?, leaseUntil = ? WHERE id = ?",
+                arguments: [job.attempts, owner, now + leaseSeconds, job.id])
+            return job
+        }
+    }
+
+    public func completeJob(id: Int64) async throws {
+        try await writer.write { db in try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id]) }
+    }
 }

@@ -186,6 +186,8 @@ struct ServeCommand: AsyncParsableCommand {
                 logger.error("could not load the model", metadata: ["error": "\(error)"])
             }
         }
+        let jobs = Task { await service.runBackgroundJobs() }
+        defer { jobs.cancel() }
         do {
             let scheme = listener.tls == nil ? "http" : "https"
             try await runChatServer(

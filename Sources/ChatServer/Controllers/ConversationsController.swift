@@ -355,6 +355,12 @@ struct ConversationsController: Sendable {
             }
             await registry.finish(ticket)
             guard let outcome else { return }
+            // A first reply that completed: the model names the conversation later (`TitleJobs`).
+            if userMessage != nil, conversation.title == ConversationTitle.placeholder, storedReply?.status == .complete {
+                do { try await TitleJobs.enqueue(store: store, userId: conversation.userId, conversationId: conversation.id) } catch {
+                    logger.warning("could not queue the title job", metadata: ["conversation": "\(conversation.id)", "error": "\(error)"])
+                }
+            }
             stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
             let message = storedReply.map(MessageResponse.init)
             if let error = outcome.error {

@@ -578,13 +578,21 @@ final class ServerProcess: @unchecked Sendable {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("sarvam-load-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         let log = data.appendingPathComponent("server.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
         // A free port chosen here (bind to port 0, read it back, release it): the server's own
         // "listening on" line may sit in its stdout buffer while stdout is a pipe.
         let port = try freeLoopbackPort()
+        let process = try launch(
+            sarvam: sarvam, arguments: arguments(port: port, dataDirectory: data.path, model: model, options: o), key: key, log: log)
+        return ServerProcess(process: process, port: port, dataDirectory: data, logFile: log)
+    }
+
+    /// Runs `sarvam ARGUMENTS` with `key` as the admin key, its output appended to `log` (created
+    /// empty first), logging at warning unless SARVAM_LOG_LEVEL says otherwise.
+    static func launch(sarvam: String, arguments: [String], key: String, log: URL) throws -> Process {
+        FileManager.default.createFile(atPath: log.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: sarvam)
-        process.arguments = arguments(port: port, dataDirectory: data.path, model: model, options: o)
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["SARVAM_ADMIN_KEY"] = key
         environment["SARVAM_LOG_LEVEL"] = environment["SARVAM_LOG_LEVEL"] ?? "warning"
@@ -593,7 +601,7 @@ final class ServerProcess: @unchecked Sendable {
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        return ServerProcess(process: process, port: port, dataDirectory: data, logFile: log)
+        return process
     }
 
     /// `sarvam serve`'s command line. Capacity and queue are passed only when given, so by default

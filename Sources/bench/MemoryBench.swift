@@ -35,28 +35,18 @@ enum MemoryBench {
 
     /// A server over `data`, started with `arguments` after the common ones.
     final class Server {
-        let process = Process()
+        let process: Process
         let port: Int
         let log: URL
 
         init(sarvam: String, model: String, data: URL, key: String, threads: Int, arguments: [String]) throws {
             port = try ServerProcess.freeLoopbackPort()
             log = data.appendingPathComponent("server-\(port).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            process.executableURL = URL(fileURLWithPath: sarvam)
-            process.arguments =
-                [
-                    "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", data.path, "--model", model,
-                    "--threads", "\(threads)", "--response-cache", "off",
-                ] + arguments
-            var environment = ProcessInfo.processInfo.environment
-            environment["SARVAM_ADMIN_KEY"] = key
-            environment["SARVAM_LOG_LEVEL"] = environment["SARVAM_LOG_LEVEL"] ?? "warning"
-            process.environment = environment
-            let handle = try FileHandle(forWritingTo: log)
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
+            let common = [
+                "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", data.path, "--model", model,
+                "--threads", "\(threads)", "--response-cache", "off",
+            ]
+            process = try ServerProcess.launch(sarvam: sarvam, arguments: common + arguments, key: key, log: log)
         }
 
         /// SIGINT (the graceful path: the engine writes its snapshots), then waits.

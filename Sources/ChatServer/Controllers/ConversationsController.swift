@@ -189,17 +189,7 @@ struct ConversationsController: Sendable {
             await service.registry.finish(ticket)
             throw error
         }
-        let stream: AsyncThrowingStream<GenerationEvent, Error>
-        let cacheHit: Bool
-        do {
-            (stream, cacheHit) = try await startGeneration(
-                engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
-        } catch {
-            // Refused (busy, too long): nothing was generated and the client is told so; keep nothing.
-            try? await store.deleteMessage(id: reply.id ?? 0)
-            try? await store.deleteMessage(id: userMessage.id ?? 0)
-            throw error
-        }
+        let (stream, cacheHit) = try await start(plan, ticket: ticket, discarding: [reply, userMessage])
         var response = streamReply(
             plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: userMessage, reply: reply,
             context: context)
@@ -224,15 +214,7 @@ struct ConversationsController: Sendable {
             await service.registry.finish(ticket)
             throw error
         }
-        let stream: AsyncThrowingStream<GenerationEvent, Error>
-        let cacheHit: Bool
-        do {
-            (stream, cacheHit) = try await startGeneration(
-                engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
-        } catch {
-            try? await store.deleteMessage(id: reply.id ?? 0)
-            throw error
-        }
+        let (stream, cacheHit) = try await start(plan, ticket: ticket, discarding: [reply])
         if let id = replaced?.id {
             do { try await store.deleteMessage(id: id) } catch {
                 abandon(stream)
@@ -245,6 +227,21 @@ struct ConversationsController: Sendable {
             plan: plan, stream: stream, conversation: conversation, ticket: ticket, userMessage: nil, reply: reply, context: context)
         if cacheHit { response.headers[.sarvamCache] = "hit" }
         return response
+    }
+
+    /// Starts the generation. Refused (busy, too long), nothing was generated and the client is told
+    /// so: the rows stored for it are deleted.
+    private func start(
+        _ plan: Plan, ticket: GenerationRegistry.Ticket, discarding rows: [StoredMessage]
+    ) async throws
+        -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool)
+    {
+        do {
+            return try await startGeneration(engine: plan.engine, request: plan.request, ticket: ticket, registry: service.registry)
+        } catch {
+            for row in rows { try? await store.deleteMessage(id: row.id ?? 0) }
+            throw error
+        }
     }
 
     /// The reply's row before its first token: empty and `interrupted` until the generation ends.

@@ -60,7 +60,8 @@ struct TitleJobs: Sendable {
         var line = String(text.split(whereSeparator: \.isNewline).first ?? "").trimmingCharacters(in: .whitespaces)
         if line.lowercased().hasPrefix("title:") { line = String(line.dropFirst(6)).trimmingCharacters(in: .whitespaces) }
         line = line.trimmingCharacters(in: CharacterSet(charactersIn: "\"'`*#“”‘’ ."))
-        return ConversationTitle.from(firstMessage: line) == ConversationTitle.placeholder ? "" : ConversationTitle.from(firstMessage: line)
+        let title = ConversationTitle.from(firstMessage: line)
+        return title == ConversationTitle.placeholder ? "" : title
     }
 
     /// Takes jobs every `interval` until cancelled; errors are logged and the loop goes on.

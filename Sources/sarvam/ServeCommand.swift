@@ -46,6 +46,10 @@ struct ServeCommand: AsyncParsableCommand {
     var logLevel: String?
     @Option(
         name: .long,
+        help: "json (one object per line) or text (env SARVAM_LOG_FORMAT; default json, text when standard error is a terminal).")
+    var logFormat: String?
+    @Option(
+        name: .long,
         help:
             "Running replies one user may have; the rest wait (env SARVAM_MAX_SEQUENCES_PER_USER; default: an equal share while others wait)."
     )
@@ -154,7 +158,8 @@ struct ServeCommand: AsyncParsableCommand {
             mode: mode,
             budgetBytes: try settings.int(responseCacheMb, "SARVAM_RESPONSE_CACHE_MB", in: 0...(1 << 24)).map { $0 << 20 } ?? (64 << 20))
 
-        var logger = Logger(label: "sarvam.server", factory: { StreamLogHandler.standardError(label: $0) })
+        let format = try settings.logFormat(logFormat)
+        var logger = Logger(label: "sarvam.server", factory: { format.handler(label: $0) })
         logger.logLevel = level
 
         let location = try data.storeLocation(settings)

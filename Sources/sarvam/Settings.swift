@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatServer
 import Foundation
 
 /// The one reader of settings: a flag wins, else its environment variable (an empty one counts as
@@ -90,5 +91,14 @@ struct Settings {
 
     private func describe(_ range: ClosedRange<Int>) -> String {
         range.upperBound == Int.max ? "an integer >= \(range.lowerBound)" : "an integer in \(range.lowerBound)...\(range.upperBound)"
+    }
+
+    /// `--log-format` / SARVAM_LOG_FORMAT: json or text; unset picks by whether standard error is a terminal.
+    func logFormat(_ flag: String?) throws -> LogFormat {
+        guard let text = string(flag, "SARVAM_LOG_FORMAT") else { return .automatic }
+        guard let format = LogFormat(rawValue: text.lowercased()) else {
+            throw ValidationError("\(name("SARVAM_LOG_FORMAT")): expected json or text, found \(text.debugDescription)")
+        }
+        return format
     }
 }

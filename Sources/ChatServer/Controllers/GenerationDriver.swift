@@ -144,6 +144,7 @@ func driveGeneration(
                         outcome.completionTokens += tokens
                         if !text.isEmpty {
                             outcome.text += text
+                            RequestStats.current?.noteFirstToken()
                             try await emit(.text(text))
                             lastWrite = clock.now
                         }

@@ -20,22 +20,25 @@ struct RequestLogMiddleware: RouterMiddleware {
         let logger = self.logger
         @Sendable func log(status: Int, note: String?) {
             let s = stats.snapshot
+            let now = ContinuousClock.now
+            let route = metricsRoute(endpoint: context.endpointPath)
             var metadata: Logger.Metadata = [
-                "request_id": "\(requestId)", "method": "\(method)", "path": "\(path)", "status": "\(status)",
-                "latency_ms": "\(Int((ContinuousClock.now - start) / .milliseconds(1)))",
+                "request_id": "\(requestId)", "method": "\(method)", "route": "\(route)", "path": "\(path)",
+                "status": .stringConvertible(status), "duration_ms": .stringConvertible(Self.milliseconds(now - start)),
             ]
-            if let u = s.userId { metadata["user_id"] = "\(u)" }
-            if let p = s.prompt { metadata["prompt_tokens"] = "\(p)" }
-            if let c = s.completion { metadata["completion_tokens"] = "\(c)" }
+            if let u = s.userId { metadata["user_id"] = .stringConvertible(u) }
+            if let c = conversationId(route: route, path: path) { metadata["conversation_id"] = "\(c)" }
+            if let p = s.prompt { metadata["prompt_tokens"] = .stringConvertible(p) }
+            if let c = s.completion { metadata["completion_tokens"] = .stringConvertible(c) }
+            if let first = stats.firstTokenAt { metadata["ttft_ms"] = .stringConvertible(Self.milliseconds(first - start)) }
             if let o = s.outcome { metadata["outcome"] = "\(o)" }
             if let note { metadata["note"] = "\(note)" }
             logger.info("request", metadata: metadata)
             SarvamMetrics.recordRequest(
-                route: metricsRoute(endpoint: context.endpointPath), method: metricsMethod(request.method), status: status,
-                duration: ContinuousClock.now - start)
+                route: route, method: metricsMethod(request.method), status: status, duration: now - start)
         }
         do {
-            var response = try await next(request, context)
+            var response = try await RequestStats.$current.withValue(stats) { try await next(request, context) }
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             let status = Int(response.status.code)
             // A HEAD response's body is dropped unwritten: count it now.
@@ -46,7 +49,7 @@ struct RequestLogMiddleware: RouterMiddleware {
             let body = response.body
             response.body = ResponseBody(contentLength: body.contentLength) { writer in
                 do {
-                    try await body.write(writer)
+                    try await RequestStats.$current.withValue(stats) { try await body.write(writer) }
                     log(status: status, note: nil)
                 } catch {
                     log(status: status, note: "body not fully written: \(error)")
@@ -83,6 +86,19 @@ struct RequestLogMiddleware: RouterMiddleware {
             return response
         }
     }
+}
+
+extension RequestLogMiddleware {
+    static func milliseconds(_ d: Duration) -> Double { (d / .milliseconds(1) * 10).rounded() / 10 }
+}
+
+/// The conversation a request is about, for the log: the `{id}` segment of a
+/// `/api/conversations/{id}…` route.
+func conversationId(route: String, path: String) -> String? {
+    let template = route.split(separator: "/")
+    guard template.count >= 3, template[0] == "api", template[1] == "conversations", (template[2].hasPrefix("{") || template[2].hasPrefix(":")) else { return nil }
+    let parts = path.split(separator: "/")
+    return parts.count >= 3 ? String(parts[2]) : nil
 }
 
 /// The metrics label of a request's route: the template the router matched (`/api/conversations/{id}`),

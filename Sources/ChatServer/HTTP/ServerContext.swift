@@ -12,8 +12,19 @@ public final class RequestStats: @unchecked Sendable {
     private var _promptTokens: Int?
     private var _completionTokens: Int?
     private var _outcome: String?
+    private var _firstTokenAt: ContinuousClock.Instant?
 
     public init() {}
+
+    /// The stats of the request the current task serves (bound by `RequestLogMiddleware` around the
+    /// handler and the body writer), so code far from the context can note facts such as the first token.
+    @TaskLocal static var current: RequestStats?
+
+    /// When the first generated text went to the client (the first call counts).
+    func noteFirstToken() {
+        lock.withLock { if _firstTokenAt == nil { _firstTokenAt = .now } }
+    }
+    var firstTokenAt: ContinuousClock.Instant? { lock.withLock { _firstTokenAt } }
 
     public var userId: Int64? {
         get { lock.withLock { _userId } }

@@ -96,6 +96,15 @@ struct ServeCommand: AsyncParsableCommand {
         help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
     var stepTrace: String?
 
+    @Option(
+        name: .long,
+        help: "Generation requests a user may make per minute; the admin may set other limits per user (env SARVAM_QUOTA_REQUESTS_PER_MINUTE; default none).")
+    var quotaRequestsPerMinute: Int?
+    @Option(
+        name: .long,
+        help: "Tokens a user's replies may generate per UTC day; the admin may set other limits per user (env SARVAM_QUOTA_TOKENS_PER_DAY; default none).")
+    var quotaTokensPerDay: Int?
+
     @Option(name: .long, help: "PEM certificate chain: serve HTTPS, with HTTP/2 where offered (env SARVAM_TLS_CERT; needs --tls-key).")
     var tlsCert: String?
     @Option(name: .long, help: "PEM private key of --tls-cert (env SARVAM_TLS_KEY).")
@@ -178,6 +187,9 @@ struct ServeCommand: AsyncParsableCommand {
             catalog: catalog, store: store,
             // The engine queues and refuses (429): its queue limit is the one admission limit.
             configuration: ChatServerConfiguration(maxBodyBytes: maxBodyBytes, drainTimeout: .seconds(drainSeconds)),
+            quotaDefaults: QuotaLimits(
+                requestsPerMinute: try settings.int(quotaRequestsPerMinute, "SARVAM_QUOTA_REQUESTS_PER_MINUTE", in: 0...Int.max),
+                tokensPerDay: try settings.int(quotaTokensPerDay, "SARVAM_QUOTA_TOKENS_PER_DAY", in: 0...Int.max)),
             logger: logger)
         // The server answers (503 "loading") while the models load.
         engineOptions.logger = logger

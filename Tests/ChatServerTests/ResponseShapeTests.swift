@@ -99,7 +99,11 @@ final class ResponseShapeTests: XCTestCase {
                 try XCTUnwrap((models.object["data"] as? [[String: Any]])?.first),
                 ["id", "object", "created", "owned_by", "context_length"])
             let me = try await client.send(.get, "/api/me", key: f.keyA)
-            assertKeys(me.object, ["id", "name", "is_admin", "models"])
+            assertKeys(me.object, ["id", "name", "is_admin", "models", "quota"], nulls: [])
+            assertKeys(
+                try XCTUnwrap(me.object["quota"] as? [String: Any]),
+                ["requests_per_minute", "tokens_per_day", "requests_this_minute", "tokens_today"],
+                nulls: ["requests_per_minute", "tokens_per_day"])
             XCTAssertEqual(me.object["models"] as? [String], ["fake-model"])
             let health = try await client.send(.get, "/health", key: nil)
             XCTAssertEqual(health.headers[.contentType], "application/json")

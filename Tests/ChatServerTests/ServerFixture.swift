@@ -19,13 +19,13 @@ struct ServerFixture {
 
     init(
         engine: FakeEngine = FakeEngine(), configuration: ChatServerConfiguration = ServerFixture.fastConfiguration,
-        catalog: EngineCatalog? = nil, store: (any ChatStore)? = nil
+        catalog: EngineCatalog? = nil, store: (any ChatStore)? = nil, quotaDefaults: QuotaLimits = QuotaLimits()
     ) async throws {
         self.engine = engine
         let store = try store ?? GRDBChatStore(database: ChatDatabase())
         service = ChatService(
             catalog: catalog ?? EngineCatalog(engines: [engine]), store: store,
-            configuration: configuration,
+            configuration: configuration, quotaDefaults: quotaDefaults,
             logger: {
                 var l = Logger(label: "test"); l.logLevel = .warning; return l
             }())

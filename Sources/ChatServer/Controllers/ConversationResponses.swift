@@ -126,7 +126,9 @@ struct MeResponse: APIResponse {
     var name: String
     var isAdmin: Bool
     var models: [String]
-    enum CodingKeys: String, CodingKey { case id, name, models, isAdmin = "is_admin" }
+    /// The user's limits (null: none) and use in the current minute and UTC day.
+    var quota: QuotaStatus
+    enum CodingKeys: String, CodingKey { case id, name, models, quota, isAdmin = "is_admin" }
 }
 
 /// `DELETE /api/conversations/:id`.

@@ -64,7 +64,9 @@ struct ConversationsController: Sendable {
 
     func me(context: ServerContext) async throws -> MeResponse {
         let user = try context.requireUser()
-        return MeResponse(id: user.userId, name: user.name, isAdmin: user.isAdmin, models: service.catalog.models.map(\.id))
+        return MeResponse(
+            id: user.userId, name: user.name, isAdmin: user.isAdmin, models: service.catalog.models.map(\.id),
+            quota: try await service.quotas.status(userId: user.userId))
     }
 
     func list(_ request: Request, context: ServerContext) async throws -> ConversationListResponse {
@@ -170,10 +172,11 @@ struct ConversationsController: Sendable {
             throw APIError.invalidRequest("'content' must be a non-empty string.", param: "content")
         }
         let stored = try await store.messages(conversationId: conversation.id)
-        let plan = try makePlan(
+        var plan = try makePlan(
             conversation: conversation,
             history: stored.map { $0 } + [StoredMessage(conversationId: conversation.id, role: .user, content: content)], body: body,
             requestId: context.id)
+        if let left = try await service.quotas.admit(userId: user.userId) { plan.request.maxTokens = min(plan.request.maxTokens, left) }
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
         // The user's message and the reply's row are committed before generation starts.
         let userMessage: StoredMessage
@@ -207,7 +210,8 @@ struct ConversationsController: Sendable {
         guard stored.last?.role == .user else {
             throw APIError.invalidRequest("Nothing to regenerate: the conversation does not end with a user message.")
         }
-        let plan = try makePlan(conversation: conversation, history: stored, body: body, requestId: context.id)
+        var plan = try makePlan(conversation: conversation, history: stored, body: body, requestId: context.id)
+        if let left = try await service.quotas.admit(userId: user.userId) { plan.request.maxTokens = min(plan.request.maxTokens, left) }
         let ticket = try await service.registry.admit(userId: user.userId, conversationId: conversation.id)
         let reply: StoredMessage
         do { reply = try await store.appendMessage(Self.replyRow(plan: plan, conversation: conversation)) } catch {

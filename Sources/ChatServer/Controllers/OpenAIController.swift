@@ -63,9 +63,10 @@ struct OpenAIController: Sendable {
                     "This model's maximum context length is \(info.contextLength) tokens. However, you requested \(promptTokens + requestedMax) tokens (\(promptTokens) in the messages, \(requestedMax) in the completion). Please reduce the length of the messages or completion.",
                 type: "invalid_request_error", param: "messages", code: "context_length_exceeded")
         }
-        let generation = GenerationRequest(
+        var generation = GenerationRequest(
             messages: messages, maxTokens: requestedMax ?? (info.contextLength - promptTokens),
             sampling: sampling, userId: user.userId, requestId: context.id)
+        if let left = try await service.quotas.admit(userId: user.userId) { generation.maxTokens = min(generation.maxTokens, left) }
 
         let ticket = try await service.registry.admit(userId: user.userId)
         let registry = service.registry

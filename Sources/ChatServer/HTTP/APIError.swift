@@ -69,6 +69,18 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
             message: "The server is busy with other replies. Retry in \(retryAfter) s.",
             type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: retryAfter)
     }
+    /// A user's requests-per-minute limit (`Quotas`).
+    public static func rateLimited(_ message: String, retryAfter: Int) -> APIError {
+        APIError(
+            status: .tooManyRequests, message: message + " Retry in \(retryAfter) s.",
+            type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: retryAfter)
+    }
+    /// A user's daily token limit (`Quotas`), as OpenAI names a used-up quota.
+    public static func quotaExceeded(_ message: String, retryAfter: Int) -> APIError {
+        APIError(
+            status: .tooManyRequests, message: message + " Retry in \(retryAfter) s.",
+            type: "insufficient_quota", code: "insufficient_quota", retryAfter: retryAfter)
+    }
     public static let loading = APIError(
         status: .serviceUnavailable, message: "The model is still loading. Retry shortly.",
         type: "server_error", code: "model_loading", retryAfter: 5)

@@ -32,17 +32,19 @@ public struct ChatService: Sendable {
     public let catalog: EngineCatalog
     public let store: any ChatStore
     public let accounts: Accounts
+    public let quotas: Quotas
     public let registry: GenerationRegistry
     public let configuration: ChatServerConfiguration
     public let logger: Logger
 
     public init(
         catalog: EngineCatalog, store: any ChatStore, configuration: ChatServerConfiguration = .init(),
-        logger: Logger = Logger(label: "sarvam.server")
+        quotaDefaults: QuotaLimits = QuotaLimits(), logger: Logger = Logger(label: "sarvam.server")
     ) {
         self.catalog = catalog
         self.store = store
         self.accounts = Accounts(store: store)
+        self.quotas = Quotas(store: store, defaults: quotaDefaults)
         self.registry = GenerationRegistry()
         self.configuration = configuration
         self.logger = logger
@@ -58,7 +60,7 @@ public struct ChatService: Sendable {
 /// (headers only).
 public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     let router = Router(context: ServerContext.self, options: .autoGenerateHeadEndpoints)
-    router.add(middleware: RequestLogMiddleware(logger: service.logger))
+    router.add(middleware: RequestLogMiddleware(logger: service.logger, quotas: service.quotas))
 
     WebPage.addRoutes(to: router)
     router.get("/health") { _, _ -> EditedResponse<HealthResponse> in
@@ -93,6 +95,7 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     let api = router.group("api").add(middleware: auth)
     ConversationsController(service: service).addRoutes(to: api)
     AdminController(service: service).addRoutes(to: api)
+    QuotaController(service: service).addRoutes(to: api)
     return router
 }
 

@@ -4,10 +4,12 @@ import Hummingbird
 import Logging
 
 /// One structured line per request, written when the response body is done (so a streamed reply's
-/// tokens and full latency are in it), plus the request id in an `x-request-id` header.
+/// tokens and full latency are in it), plus the request id in an `x-request-id` header. The tokens a
+/// reply generated are charged to its user's daily quota then.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = ServerContext
     let logger: Logger
+    var quotas: Quotas?
 
     func handle(
         _ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response
@@ -47,11 +49,21 @@ struct RequestLogMiddleware: RouterMiddleware {
                 return response
             }
             let body = response.body
+            let quotas = self.quotas
+            @Sendable func charge() async {
+                let s = stats.snapshot
+                guard let quotas, let user = s.userId, let tokens = s.completion, tokens > 0 else { return }
+                do { try await quotas.charge(userId: user, tokens: tokens) } catch {
+                    logger.warning("could not count the reply's tokens", metadata: ["user_id": "\(user)", "error": "\(error)"])
+                }
+            }
             response.body = ResponseBody(contentLength: body.contentLength) { writer in
                 do {
                     try await RequestStats.$current.withValue(stats) { try await body.write(writer) }
+                    await charge()
                     log(status: status, note: nil)
                 } catch {
+                    await charge()
                     log(status: status, note: "body not fully written: \(error)")
                     throw error
                 }

@@ -166,6 +166,17 @@ public protocol ChatStore: Sendable {
     /// Removes a finished job.
     func completeJob(id: Int64) async throws
 
+    // Quotas: per-user limits the admin set, and usage counters every instance shares.
+    /// The user's own limits; nil fields follow the server's defaults.
+    func quotaOverrides(userId: Int64) async throws -> QuotaLimits
+    func setQuotaOverrides(userId: Int64, _ limits: QuotaLimits) async throws
+    /// Adds `amount` to the user's `kind` counter of time window `window` and returns its new total,
+    /// atomically (instances counting at once never lose a count); counters of that kind from older
+    /// windows are dropped.
+    func addUsage(userId: Int64, kind: String, window: Int64, amount: Int) async throws -> Int
+    /// The counter's total, 0 when there is none.
+    func usage(userId: Int64, kind: String, window: Int64) async throws -> Int
+
     // Operation
     /// Returns when the database answers a trivial query; throws `StoreUnavailableError` otherwise.
     func checkHealth() async throws
@@ -232,5 +243,17 @@ public struct StoreJob: Sendable, Equatable {
         self.kind = kind
         self.payload = payload
         self.attempts = attempts
+    }
+}
+
+/// A user's limits: requests per minute and generated tokens per UTC day. As the admin sets them for
+/// a user, nil means "the server's default"; 0 means no limit.
+public struct QuotaLimits: Sendable, Equatable, Codable {
+    public var requestsPerMinute: Int?
+    public var tokensPerDay: Int?
+
+    public init(requestsPerMinute: Int? = nil, tokensPerDay: Int? = nil) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerDay = tokensPerDay
     }
 }

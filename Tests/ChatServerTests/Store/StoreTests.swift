@@ -25,6 +25,7 @@ struct StoreEngine: Sendable {
         name: "SQLite",
         expectedMigrations: [
             "createUsers", "createAPIKeys", "createConversations", "createMessages", "messageStatusStopped", "createJobs",
+            "createQuotas",
         ],
         freshLocation: { test in
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sarvam-store-\(UUID().uuidString)")
@@ -42,7 +43,7 @@ struct StoreEngine: Sendable {
 
     static let postgres = StoreEngine(
         name: "PostgreSQL",
-        expectedMigrations: ["accounts", "conversations", "jobs"],
+        expectedMigrations: ["accounts", "conversations", "jobs", "quotas"],
         freshLocation: { _ in try StoreLocation(parsing: try PostgresTestServer.shared().freshDatabase()) },
         execute: { store, sql in
             try await (store as! PostgresChatStore).client.query(PostgresQuery(unsafeSQL: sql))

@@ -345,6 +345,53 @@ public final class PostgresChatStore: ChatStore {
         }
     }
 
+    public func quotaOverrides(userId: Int64) async throws -> QuotaLimits {
+        try await run("quotaOverrides") { client, logger in
+            let rows = try await client.query(
+                "SELECT requests_per_minute, tokens_per_day FROM user_quotas WHERE user_id = \(userId)", logger: logger)
+            for try await (rpm, tpd) in rows.decode((Int?, Int?).self) { return QuotaLimits(requestsPerMinute: rpm, tokensPerDay: tpd) }
+            return QuotaLimits()
+        }
+    }
+
+    public func setQuotaOverrides(userId: Int64, _ limits: QuotaLimits) async throws {
+        try await run("setQuotaOverrides") { client, logger in
+            _ = try await client.query(
+                """
+                INSERT INTO user_quotas (user_id, requests_per_minute, tokens_per_day)
+                VALUES (\(userId), \(limits.requestsPerMinute), \(limits.tokensPerDay))
+                ON CONFLICT (user_id) DO UPDATE
+                    SET requests_per_minute = EXCLUDED.requests_per_minute, tokens_per_day = EXCLUDED.tokens_per_day
+                """, logger: logger)
+        }
+    }
+
+    public func addUsage(userId: Int64, kind: String, window: Int64, amount: Int) async throws -> Int {
+        try await run("addUsage") { client, logger in
+            _ = try await client.query(
+                "DELETE FROM usage_counters WHERE user_id = \(userId) AND kind = \(kind) AND window_start < \(window)", logger: logger)
+            // ON CONFLICT DO UPDATE locks the row: instances adding at once add in turn.
+            let rows = try await client.query(
+                """
+                INSERT INTO usage_counters (user_id, kind, window_start, amount) VALUES (\(userId), \(kind), \(window), \(amount))
+                ON CONFLICT (user_id, kind, window_start) DO UPDATE SET amount = usage_counters.amount + EXCLUDED.amount
+                RETURNING amount
+                """, logger: logger)
+            for try await total in rows.decode(Int.self) { return total }
+            throw StoreError("the usage counter was not stored")
+        }
+    }
+
+    public func usage(userId: Int64, kind: String, window: Int64) async throws -> Int {
+        try await run("usage") { client, logger in
+            let rows = try await client.query(
+                "SELECT amount FROM usage_counters WHERE user_id = \(userId) AND kind = \(kind) AND window_start = \(window)",
+                logger: logger)
+            for try await total in rows.decode(Int.self) { return total }
+            return 0
+        }
+    }
+
     static let conversationColumns = "id, user_id, title, model, settings, created_at, updated_at"
     static func conversation(_ row: PostgresRow) throws -> Conversation {
         let (id, userId, title, model, settings, createdAt, updatedAt) = try row.decode(

@@ -88,6 +88,25 @@ enum PostgresMigrations {
                 """,
                 "CREATE INDEX jobs_by_kind ON jobs (kind, id)",
             ]),
+        // Version 4 is the accounts' passwords and sessions.
+        Migration(
+            version: 5, name: "quotas",
+            statements: [
+                """
+                CREATE TABLE user_quotas (
+                    user_id BIGINT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+                    requests_per_minute BIGINT CHECK (requests_per_minute >= 0),
+                    tokens_per_day BIGINT CHECK (tokens_per_day >= 0))
+                """,
+                """
+                CREATE TABLE usage_counters (
+                    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                    kind TEXT NOT NULL,
+                    window_start BIGINT NOT NULL,
+                    amount BIGINT NOT NULL,
+                    PRIMARY KEY (user_id, kind, window_start))
+                """,
+            ]),
     ]
 
     /// Applies the missing migrations; returns the names of those it applied. Throws when the

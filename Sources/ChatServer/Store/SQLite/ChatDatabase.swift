@@ -149,6 +149,20 @@ public final class ChatDatabase: Sendable {
             }
             try db.create(index: "jobs_by_kind", on: "jobs", columns: ["kind", "id"])
         }
+        migrator.registerMigration("createQuotas") { db in
+            try db.create(table: "user_quotas") { t in
+                t.primaryKey("userId", .integer).references("users", onDelete: .cascade)
+                t.column("requestsPerMinute", .integer).check { $0 >= 0 }
+                t.column("tokensPerDay", .integer).check { $0 >= 0 }
+            }
+            try db.create(table: "usage_counters") { t in
+                t.column("userId", .integer).notNull().references("users", onDelete: .cascade)
+                t.column("kind", .text).notNull()
+                t.column("windowStart", .integer).notNull()
+                t.column("amount", .integer).notNull()
+                t.primaryKey(["userId", "kind", "windowStart"])
+            }
+        }
         return migrator
     }
 }

@@ -194,4 +194,48 @@ public struct GRDBChatStore: ChatStore {
     public func completeJob(id: Int64) async throws {
         try await writer.write { db in try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id]) }
     }
+
+    public func quotaOverrides(userId: Int64) async throws -> QuotaLimits {
+        try await writer.read { db in
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT requestsPerMinute, tokensPerDay FROM user_quotas WHERE userId = ?", arguments: [userId])
+            else { return QuotaLimits() }
+            return QuotaLimits(requestsPerMinute: row["requestsPerMinute"], tokensPerDay: row["tokensPerDay"])
+        }
+    }
+
+    public func setQuotaOverrides(userId: Int64, _ limits: QuotaLimits) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO user_quotas (userId, requestsPerMinute, tokensPerDay) VALUES (?, ?, ?)
+                    ON CONFLICT (userId) DO UPDATE
+                        SET requestsPerMinute = excluded.requestsPerMinute, tokensPerDay = excluded.tokensPerDay
+                    """, arguments: [userId, limits.requestsPerMinute, limits.tokensPerDay])
+        }
+    }
+
+    public func addUsage(userId: Int64, kind: String, window: Int64, amount: Int) async throws -> Int {
+        try await writer.write { db in
+            try db.execute(
+                sql: "DELETE FROM usage_counters WHERE userId = ? AND kind = ? AND windowStart < ?", arguments: [userId, kind, window])
+            try db.execute(
+                sql: """
+                    INSERT INTO usage_counters (userId, kind, windowStart, amount) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (userId, kind, windowStart) DO UPDATE SET amount = amount + excluded.amount
+                    """, arguments: [userId, kind, window, amount])
+            return try Int.fetchOne(
+                db, sql: "SELECT amount FROM usage_counters WHERE userId = ? AND kind = ? AND windowStart = ?",
+                arguments: [userId, kind, window]) ?? 0
+        }
+    }
+
+    public func usage(userId: Int64, kind: String, window: Int64) async throws -> Int {
+        try await writer.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT amount FROM usage_counters WHERE userId = ? AND kind = ? AND windowStart = ?",
+                arguments: [userId, kind, window]) ?? 0
+        }
+    }
 }

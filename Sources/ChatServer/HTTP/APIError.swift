@@ -94,6 +94,10 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable, CustomStr
     public static let storeUnavailable = APIError(
         status: .serviceUnavailable, message: "The database cannot be reached right now. Retry shortly.",
         type: "server_error", code: "store_unavailable", retryAfter: 5)
+    public static let storageFull = APIError(
+        status: .init(code: 507, reasonPhrase: "Insufficient Storage"),
+        message: "The server's disk is full: nothing new can be stored right now. Stored conversations can still be read.",
+        type: "server_error", code: "storage_full")
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: .serviceUnavailable, message: message, type: "server_error", code: "unavailable")
     }

@@ -80,6 +80,12 @@ struct RequestLogMiddleware: RouterMiddleware {
             var response = try APIError.storeUnavailable.response(from: request, context: context)
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             return response
+        } catch let error as StoreFullError {
+            log(status: 507, note: "storage_full")
+            context.logger.error("the disk is full: nothing can be stored", metadata: ["error": "\(error)"])
+            var response = try APIError.storageFull.response(from: request, context: context)
+            response.headers[HTTPField.Name("x-request-id")!] = requestId
+            return response
         } catch let error as HTTPResponseError {
             // Hummingbird's own errors (no such route, bad method...) in the API's error shape.
             let message = error.status == .notFound ? "No route for \(method) \(path)." : "\(error.status.reasonPhrase)."

@@ -199,6 +199,13 @@ public struct StoreUnavailableError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// The database's disk is full: nothing new can be written, while what is stored stays readable.
+/// Requests that write get 507 `storage_full`; they succeed again once space is freed.
+public struct StoreFullError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
 /// Titles: the first user message, shortened.
 public enum ConversationTitle {
     public static let placeholder = "New chat"

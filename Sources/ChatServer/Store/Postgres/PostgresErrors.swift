@@ -7,7 +7,7 @@ extension PostgresChatStore {
     /// lost connections, a pool giving up, a deadline) means the database cannot be reached now.
     static func translate(_ error: any Error, endpoint: String) -> any Error {
         switch error {
-        case is StoreError, is StoreUnavailableError:
+        case is StoreError, is StoreUnavailableError, is StoreFullError:
             return error
         case let error as PostgresTransactionError:
             // What went wrong first: the statement in the transaction, else BEGIN or COMMIT.
@@ -17,6 +17,9 @@ extension PostgresChatStore {
             let state = error.serverInfo?[.sqlState] ?? "?"
             let message = error.serverInfo?[.message] ?? "no message"
             // Class 08: connection exceptions; 57P0x: the server is shutting down or starting.
+            if state == "53100" {
+                return StoreFullError("PostgreSQL at \(endpoint) has no disk space left: \(message)")
+            }
             if state.hasPrefix("08") || state.hasPrefix("57P") {
                 return StoreUnavailableError("PostgreSQL at \(endpoint) is not accepting work: \(message) (SQLSTATE \(state))")
             }

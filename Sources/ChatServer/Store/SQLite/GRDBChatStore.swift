@@ -8,13 +8,22 @@ public struct GRDBChatStore: ChatStore {
 
     public init(database: ChatDatabase) { self.database = database }
 
+    /// A write transaction; a full disk becomes `StoreFullError` (SQLite reports ENOSPC as SQLITE_FULL).
+    private func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await writer.write(updates)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            throw StoreFullError("the disk of the database\(database.path.map { " at \($0)" } ?? "") is full: \(error.message ?? "\(error)")")
+        }
+    }
+
     public func adminExists() async throws -> Bool {
         try await writer.read { db in try User.filter(Column("isAdmin") == true).fetchCount(db) > 0 }
     }
 
     public func createUser(name: String, isAdmin: Bool) async throws -> User {
         let trimmed = try User.validatedName(name)
-        return try await writer.write { db in
+        return try await write { db in
             if try User.filter(Column("name") == trimmed).fetchCount(db) > 0 {
                 throw StoreError("a user named \(trimmed.debugDescription) already exists")
             }
@@ -33,11 +42,11 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func insertKey(_ key: APIKeyRecord) async throws {
-        try await writer.write { db in try key.insert(db) }
+        try await write { db in try key.insert(db) }
     }
 
     public func revokeKey(id: String) async throws -> Bool {
-        try await writer.write { db in
+        try await write { db in
             let now = Date()
             return try APIKeyRecord.filter(Column("id") == id && Column("revokedAt") == nil)
                 .updateAll(db, Column("revokedAt").set(to: now)) > 0
@@ -60,7 +69,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func createConversation(_ conversation: Conversation, systemPrompt: String?) async throws -> Conversation {
-        try await writer.write { db in
+        try await write { db in
             try conversation.insert(db)
             if let systemPrompt, !systemPrompt.isEmpty {
                 var message = StoredMessage(
@@ -94,7 +103,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func renameConversation(id: String, userId: Int64, title: String) async throws -> Conversation? {
-        try await writer.write { db in
+        try await write { db in
             guard var conversation = try Conversation.filter(Column("id") == id && Column("userId") == userId).fetchOne(db)
             else { return nil }
             conversation.title = title
@@ -105,13 +114,13 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func deleteConversation(id: String, userId: Int64) async throws -> Bool {
-        try await writer.write { db in
+        try await write { db in
             try Conversation.filter(Column("id") == id && Column("userId") == userId).deleteAll(db) > 0
         }
     }
 
     public func appendMessage(_ message: StoredMessage) async throws -> StoredMessage {
-        try await writer.write { db in
+        try await write { db in
             var message = message
             try message.insert(db)
             guard var conversation = try Conversation.fetchOne(db, key: message.conversationId) else {
@@ -128,7 +137,7 @@ public struct GRDBChatStore: ChatStore {
 
     public func updateMessage(_ message: StoredMessage) async throws -> Bool {
         guard let id = message.id else { return false }
-        return try await writer.write { db in
+        return try await write { db in
             guard var stored = try StoredMessage.fetchOne(db, key: id) else { return false }
             // Only what a reply's flushes change; the conversation, role and time stay.
             stored.content = message.content
@@ -146,7 +155,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func deleteMessage(id: Int64) async throws {
-        _ = try await writer.write { db in try StoredMessage.deleteOne(db, key: id) }
+        _ = try await write { db in try StoredMessage.deleteOne(db, key: id) }
     }
 
     public func checkHealth() async throws {
@@ -162,7 +171,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func enqueueJob(kind: String, payload: String) async throws -> Int64 {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(sql: "INSERT INTO jobs (kind, payload, createdAt) VALUES (?, ?, ?)", arguments: [kind, payload, Date()])
             return db.lastInsertedRowID
         }
@@ -171,7 +180,7 @@ public struct GRDBChatStore: ChatStore {
     public func claimJob(kinds: [String], owner: String, leaseSeconds: Double, maxAttempts: Int) async throws -> StoreJob? {
         guard !kinds.isEmpty else { return nil }
         let now = Date().timeIntervalSince1970
-        return try await writer.write { db in
+        return try await write { db in
             let placeholders = kinds.map { _ in "?" }.joined(separator: ", ")
             var arguments = StatementArguments(kinds)
             arguments += [maxAttempts, now]
@@ -192,7 +201,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func completeJob(id: Int64) async throws {
-        try await writer.write { db in try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id]) }
+        try await write { db in try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id]) }
     }
 
     public func quotaOverrides(userId: Int64) async throws -> QuotaLimits {
@@ -206,7 +215,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func setQuotaOverrides(userId: Int64, _ limits: QuotaLimits) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: """
                     INSERT INTO user_quotas (userId, requestsPerMinute, tokensPerDay) VALUES (?, ?, ?)
@@ -217,7 +226,7 @@ public struct GRDBChatStore: ChatStore {
     }
 
     public func addUsage(userId: Int64, kind: String, window: Int64, amount: Int) async throws -> Int {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: "DELETE FROM usage_counters WHERE userId = ? AND kind = ? AND windowStart < ?", arguments: [userId, kind, window])
             try db.execute(

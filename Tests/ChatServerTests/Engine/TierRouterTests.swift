@@ -1,0 +1,58 @@
+import XCTest
+
+@testable import ChatServer
+
+/// The `auto` routing policy with a fake clock and a given heavy-tier load.
+final class TierRouterTests: XCTestCase {
+    let calm = TierLoad(predictedWaitSeconds: 0.1, stepSecondsP95: 0.08)
+
+    func testRequestFeaturesPickTheTier() {
+        let router = TierRouter()
+        func route(_ f: RoutingFeatures) -> (ModelTier, RoutingReason) { router.route(f, heavyLoad: calm, now: 0) }
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 30)) == (.light, .general))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 30, thinkHarder: true)) == (.heavy, .thinkHarder))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 30, looksLikeCode: true)) == (.heavy, .code))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 1_500)) == (.heavy, .longPrompt))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 1_499)) == (.light, .general))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 30, historyTurns: 6)) == (.heavy, .deepHistory))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 30, historyTurns: 5)) == (.light, .general))
+        // A conversation stays where its prefix is cached, whichever way its new message reads.
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 30, conversationTier: .heavy)) == (.heavy, .conversation))
+        XCTAssertTrue(route(RoutingFeatures(promptTokens: 3_000, looksLikeCode: true, conversationTier: .light)) == (.light, .conversation))
+    }
+
+    func testOverloadDegradesToLightUntilTheHeavyTierRecovers() {
+        let router = TierRouter(settings: .init(ttftTarget: 2, itlTarget: 0.2, recoverySeconds: 10))
+        let code = RoutingFeatures(promptTokens: 40, looksLikeCode: true, conversationTier: .heavy)
+        XCTAssertTrue(router.route(code, heavyLoad: calm, now: 0) == (.heavy, .conversation))
+        // A long queue ahead (wait past half the TTFT target): light, even for heavy conversations.
+        XCTAssertTrue(router.route(code, heavyLoad: TierLoad(predictedWaitSeconds: 1.2, stepSecondsP95: 0.1), now: 1) == (.light, .degraded))
+        // Steps past the inter-token target: light too; a refusing engine (no predicted wait) as well.
+        XCTAssertTrue(router.route(code, heavyLoad: TierLoad(predictedWaitSeconds: 0.1, stepSecondsP95: 0.25), now: 2) == (.light, .degraded))
+        XCTAssertTrue(router.route(code, heavyLoad: TierLoad(predictedWaitSeconds: nil, stepSecondsP95: 0.1), now: 3) == (.light, .degraded))
+        // Between "healthy" (70 % of the bounds) and "breaking": still degraded, the recovery clock does not start.
+        let middling = TierLoad(predictedWaitSeconds: 0.8, stepSecondsP95: 0.15)
+        XCTAssertTrue(router.route(code, heavyLoad: middling, now: 30) == (.light, .degraded))
+        // Healthy from t=31: degraded until 10 s of it have passed.
+        XCTAssertTrue(router.route(code, heavyLoad: calm, now: 31) == (.light, .degraded))
+        XCTAssertTrue(router.route(code, heavyLoad: calm, now: 40.9) == (.light, .degraded))
+        XCTAssertTrue(router.isDegraded)
+        XCTAssertTrue(router.route(code, heavyLoad: calm, now: 41) == (.heavy, .conversation))
+        XCTAssertFalse(router.isDegraded)
+        // A relapse during recovery restarts the clock.
+        _ = router.route(code, heavyLoad: TierLoad(predictedWaitSeconds: 5, stepSecondsP95: 0.1), now: 50)
+        _ = router.route(code, heavyLoad: calm, now: 51)
+        _ = router.route(code, heavyLoad: TierLoad(predictedWaitSeconds: 0.9, stepSecondsP95: 0.1), now: 55)
+        XCTAssertTrue(router.route(code, heavyLoad: calm, now: 62) == (.light, .degraded), "healthy again only since 62")
+        XCTAssertTrue(router.route(code, heavyLoad: calm, now: 72) == (.heavy, .conversation))
+    }
+
+    func testCodeDetection() {
+        XCTAssertTrue(RoutingFeatures.looksLikeCode("Why does this fail?\n```swift\nlet x = 1\n```"))
+        XCTAssertTrue(RoutingFeatures.looksLikeCode("def f(x):\n    return x + 1\nprint(f(2))"))
+        XCTAssertTrue(RoutingFeatures.looksLikeCode("int main() {\n  printf(\"hi\");\n  return 0;\n}"))
+        XCTAssertTrue(RoutingFeatures.looksLikeCode("Write a function that reverses a list in Python."))
+        XCTAssertFalse(RoutingFeatures.looksLikeCode("What is the capital of France?"))
+        XCTAssertFalse(RoutingFeatures.looksLikeCode("Dear Sam,\nthanks for the letter.\nSee you on Monday.\nBest, Ana"))
+    }
+}

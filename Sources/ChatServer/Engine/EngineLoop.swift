@@ -76,6 +76,8 @@ public final class EngineLoop: @unchecked Sendable {
     public private(set) var lastStep = StepReport()
     /// One line per step when set (`StepTrace`), times from `startedAt`.
     private let stepTrace: StepTrace?
+    /// Set before `start` when other engines share the cores: each step waits its turn.
+    public var computeGate: ComputeGate?
     private let startedAt: Double
     /// KV snapshots on disk (nil: off): chains saved when evicted, loaded before admission.
     public let snapshotStore: KVSnapshotStore?
@@ -378,7 +380,7 @@ public final class EngineLoop: @unchecked Sendable {
             let stop = stopping
             condition.unlock()
             if stop { break }
-            let report = step()
+            let report = computeGate.map { $0.run { step() } } ?? step()
             if !report.didWork {
                 // Waiting requests that cannot be admitted yet and nothing running: wait for news.
                 condition.lock()

@@ -171,6 +171,8 @@ public struct TransformerEngineSettings: Sendable {
     /// Where to write each engine's per-step profile (`StepTrace`); with several models the file
     /// name gets the model's id appended. Nil: no trace.
     public var stepTracePath: String?
+    /// Shared by the engines of one process so their steps take turns on the cores; nil: none.
+    public var computeGate: ComputeGate?
 
     public init(
         contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
@@ -198,6 +200,8 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
     SarvamMetrics.bootstrap()
     var engines: [any ChatEngine] = []
     var ids = Set<String>()
+    var settings = settings
+    if modelPaths.count > 1 && settings.computeGate == nil { settings.computeGate = ComputeGate() }
     for path in modelPaths {
         do {
             var settings = settings
@@ -256,6 +260,7 @@ public func makeTransformerEngine(
         modelId: id, logger: settings.logger, stepTrace: try settings.stepTracePath.map { try StepTrace(path: $0) },
         snapshotStore: snapshots)
     try scheduler.warmUp()
+    scheduler.computeGate = settings.computeGate
     if startThread { scheduler.start() }
     settings.logger.info(
         "engine ready",

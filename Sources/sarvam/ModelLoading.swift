@@ -7,6 +7,8 @@ import Transformer
 /// model that `tools/fetch-model default` converts into `weights/`.
 enum DefaultModel {
     static let relativePath = "weights/qwen2.5-coder-0.5b-instruct.sarvam"
+    /// The heavy tier (`tools/fetch-model large`), served beside the default one when present.
+    static let largeRelativePath = "weights/qwen2.5-coder-1.5b-instruct.sarvam"
 
     static var path: String { ProcessInfo.processInfo.environment["SARVAM_MODEL"] ?? relativePath }
 

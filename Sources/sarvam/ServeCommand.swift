@@ -21,7 +21,8 @@ struct ServeCommand: AsyncParsableCommand {
     var port: Int?
     @Option(
         name: .long,
-        help: "Sarvam weight file to serve; repeat for several (env SARVAM_MODEL, comma-separated; default \(defaultModelPath)).")
+        help:
+            "Sarvam weight file to serve; repeat for several (env SARVAM_MODEL, comma-separated; default \(defaultModelPath), and \(DefaultModel.largeRelativePath) when present).")
     var model: [String] = []
     @OptionGroup var data: DataOptions
     @Option(name: .long, help: "Context length per sequence (env SARVAM_CONTEXT; default: the model's).")
@@ -137,7 +138,11 @@ struct ServeCommand: AsyncParsableCommand {
         if modelPaths.isEmpty, let list = settings.raw("SARVAM_MODEL") {
             modelPaths = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
-        if modelPaths.isEmpty { modelPaths = [Self.defaultModelPath] }
+        if modelPaths.isEmpty {
+            // Both tiers when the larger model has been fetched: `"model": "auto"` routes between them.
+            modelPaths = [Self.defaultModelPath]
+            if FileManager.default.fileExists(atPath: DefaultModel.largeRelativePath) { modelPaths.append(DefaultModel.largeRelativePath) }
+        }
         let contextLength = try settings.int(self.context, "SARVAM_CONTEXT", in: 16...Int.max)
         let threads = try settings.int(self.threads, "SARVAM_THREADS", in: 1...Int.max) ?? ProcessInfo.processInfo.activeProcessorCount
         let maxBodyBytes = try settings.int(self.maxBodyBytes, "SARVAM_MAX_BODY_BYTES", in: 1024...Int.max) ?? (4 << 20)

@@ -64,10 +64,19 @@ public final class FakeEngine: ChatEngine, @unchecked Sendable {
     private var _cancelled = 0
     private var _forgotten: [String] = []
 
-    public init(id: String = "fake-model", contextLength: Int = 2048, script: Script = Script()) {
-        self.modelInfo = ModelInfo(id: id, contextLength: contextLength, ownedBy: "sarvam-test")
+    private var _load: TierLoad?
+
+    public init(id: String = "fake-model", contextLength: Int = 2048, parameters: Int? = nil, script: Script = Script()) {
+        self.modelInfo = ModelInfo(id: id, contextLength: contextLength, ownedBy: "sarvam-test", parameters: parameters)
         self._script = script
     }
+
+    /// What `load(promptTokens:)` answers (nil: unknown).
+    public var currentLoad: TierLoad? {
+        get { lock.withLock { _load } }
+        set { lock.withLock { _load = newValue } }
+    }
+    public func load(promptTokens: Int) -> TierLoad? { currentLoad }
 
     public var script: Script {
         get { lock.withLock { _script } }

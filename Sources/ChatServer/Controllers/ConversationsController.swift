@@ -35,7 +35,11 @@ struct ReplyBody: Decodable {
     var topP: Double?
     var maxTokens: Int?
     var seed: Int64?
-    enum CodingKeys: String, CodingKey { case content, model, temperature, seed, topP = "top_p", maxTokens = "max_tokens" }
+    /// Under `"model": "auto"`: the user asks for the larger model.
+    var thinkHarder: Bool?
+    enum CodingKeys: String, CodingKey {
+        case content, model, temperature, seed, topP = "top_p", maxTokens = "max_tokens", thinkHarder = "think_harder"
+    }
 }
 
 /// The conversations API the web page uses. Every route checks ownership through the store, which
@@ -97,7 +101,7 @@ struct ConversationsController: Sendable {
         _ = try SamplingFields(maxTokens: body.maxTokens, temperature: body.temperature, topP: body.topP).validated()
         let model: String
         if let name = body.model, !name.isEmpty {
-            model = try service.catalog.engine(named: name).modelInfo.id
+            model = name == EngineCatalog.autoModel ? name : try service.catalog.engine(named: name).modelInfo.id
         } else {
             model = service.catalog.models.first?.id ?? ""
         }
@@ -271,16 +275,23 @@ struct ConversationsController: Sendable {
             maxTokens: maxTokens, temperature: body.temperature ?? settings.temperature,
             topP: body.topP ?? settings.topP, seed: body.seed
         ).validated()
+        // What the model sees: replies the user saw (complete or interrupted), never failed ones.
+        let messages = history.filter { $0.status != .error && !($0.role == .assistant && $0.content.isEmpty) }.map(\.chatMessage)
         let engine: any ChatEngine
-        if let name = body.model, !name.isEmpty {
+        let requested = body.model.flatMap { $0.isEmpty ? nil : $0 } ?? conversation.model
+        if requested == EngineCatalog.autoModel {
+            let choice = try service.selectEngine(
+                model: requested, messages: messages, previousModel: history.last(where: { $0.role == .assistant })?.model,
+                thinkHarder: body.thinkHarder ?? false)
+            RequestStats.current?.noteRoute(choice)
+            engine = choice.engine
+        } else if let name = body.model, !name.isEmpty {
             engine = try service.catalog.engine(named: name)
         } else if let named = try? service.catalog.engine(named: conversation.model) {
             engine = named
         } else {
             engine = try service.catalog.engine(named: nil)  // the conversation's model is gone: use the default
         }
-        // What the model sees: replies the user saw (complete or interrupted), never failed ones.
-        let messages = history.filter { $0.status != .error && !($0.role == .assistant && $0.content.isEmpty) }.map(\.chatMessage)
         let context = engine.modelInfo.contextLength
         let reserve = service.replyReserve(requested: maxTokens, contextLength: context)
         let fitted: HistoryWindow.Fitted

@@ -49,7 +49,10 @@ struct OpenAIController: Sendable {
         }
 
         // Model and context.
-        let engine = try service.catalog.engine(named: body.model)
+        let thinkHarder = ["1", "true", "yes"].contains(request.headers[.sarvamThinkHarder]?.lowercased() ?? "")
+        let choice = try service.selectEngine(model: body.model, messages: messages, previousModel: nil, thinkHarder: thinkHarder)
+        context.stats.noteRoute(choice)
+        let engine = choice.engine
         let info = engine.modelInfo
         let promptTokens: Int
         do { promptTokens = try engine.countTokens(messages) } catch { throw APIError.from(engine: error) }

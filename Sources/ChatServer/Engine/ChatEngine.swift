@@ -13,8 +13,14 @@ public struct ModelInfo: Sendable, Equatable, Codable {
     public var ownedBy: String
     /// Seconds since 1970 when the model was loaded (OpenAI's `created`).
     public var created: Int
+    /// The model's weights (orders tiers: the smallest local model is the light one); nil: unknown.
+    public var parameters: Int?
 
-    public init(id: String, contextLength: Int, ownedBy: String = "sarvam", created: Int = Int(Date().timeIntervalSince1970)) {
+    public init(
+        id: String, contextLength: Int, ownedBy: String = "sarvam", created: Int = Int(Date().timeIntervalSince1970),
+        parameters: Int? = nil
+    ) {
+        self.parameters = parameters
         self.id = id
         self.contextLength = contextLength
         self.ownedBy = ownedBy
@@ -171,9 +177,15 @@ public protocol ChatEngine: Sendable {
 
     /// Stops the engine at server shutdown and saves what should outlive the process. Blocking.
     func close()
+
+    /// How loaded the engine is for a new prompt of `promptTokens` (routing between tiers); nil:
+    /// unknown. The default is nil.
+    func load(promptTokens: Int) -> TierLoad?
 }
 
 extension ChatEngine {
+    public func load(promptTokens: Int) -> TierLoad? { nil }
+
     public func startGenerationReportingCache(
         _ request: GenerationRequest
     ) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool) {

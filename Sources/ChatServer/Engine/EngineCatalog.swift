@@ -37,6 +37,7 @@ public final class EngineCatalog: @unchecked Sendable {
         case .ready(let engines):
             guard let first = engines.first else { throw APIError.unavailable("No model is loaded.") }
             guard let model, !model.isEmpty else { return first }
+            if model == EngineCatalog.autoModel { return tiers?.light ?? first }
             if let engine = engines.first(where: { $0.modelInfo.id == model }) { return engine }
             throw APIError.modelNotFound(model, available: engines.map(\.modelInfo.id))
         }

@@ -65,6 +65,8 @@ public final class EngineLoop: @unchecked Sendable {
     private var margin: StepMargin
     /// The previous step with decode rows: when it started and what it was predicted to last.
     private var previousDecodeStep: (start: Double, predicted: Double)?
+    /// The latest intervals between decode steps (what streaming replies wait between tokens).
+    private var recentIntervals: [Double] = []
     /// When the current step started (one clock reading per step: the tests' clock moves on each).
     private var stepStart = 0.0
     /// Seconds between the ends of requests (exponential average), for the queue's predicted wait.
@@ -211,6 +213,20 @@ public final class EngineLoop: @unchecked Sendable {
         cancelledIds.insert(id)
         condition.signal()
         condition.unlock()
+    }
+
+    /// How loaded the engine is for a new prompt of `promptTokens`: its predicted wait for a
+    /// running slot (nil when it would be refused) and the recent p95 between decode steps.
+    public func load(promptTokens: Int) -> TierLoad {
+        condition.lock()
+        defer { condition.unlock() }
+        if refusal(userId: Int64.min, promptTokens: promptTokens) != nil {
+            return TierLoad(predictedWaitSeconds: nil, stepSecondsP95: outlook.intervalP95)
+        }
+        let wait =
+            outlook.predictedWait(promptTokens: promptTokens)
+            ?? (outlook.freeSlots > 0 ? 0 : Double(outlook.waitingPriorities.count + 1) * settings.timeToFirstTokenTarget)
+        return TierLoad(predictedWaitSeconds: wait, stepSecondsP95: outlook.intervalP95)
     }
 
     /// Requests accepted and not yet ended (running + waiting).
@@ -521,7 +537,14 @@ public final class EngineLoop: @unchecked Sendable {
     /// A streaming reply waits from one step's start to the next one's: that interval against the
     /// previous step's prediction moves the planned share of the inter-token target.
     private func learnMargin(decodeRows: Int, predicted: Double) {
-        guard let itl = settings.interTokenLatencyTarget else { return }
+        if let previous = previousDecodeStep {
+            recentIntervals.append(stepStart - previous.start)
+            if recentIntervals.count > 64 { recentIntervals.removeFirst(recentIntervals.count - 64) }
+        }
+        guard let itl = settings.interTokenLatencyTarget else {
+            previousDecodeStep = decodeRows > 0 ? (stepStart, predicted) : nil
+            return
+        }
         if let previous = previousDecodeStep {
             margin.record(actual: stepStart - previous.start, predicted: previous.predicted)
             planner.stepTarget = itl * margin.value
@@ -549,6 +572,9 @@ public final class EngineLoop: @unchecked Sendable {
             overloadedSince = nil
         }
         next.overloadedSince = overloadedSince
+        if running.isEmpty { recentIntervals.removeAll() }
+        let sorted = recentIntervals.sorted()
+        next.intervalP95 = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
         condition.lock()
         outlook = next
         condition.unlock()
@@ -705,6 +731,15 @@ public final class EngineLoop: @unchecked Sendable {
 
     // MARK: - Introspection (tests)
 
+    /// Weights of the model's matrices and embeddings (norms and biases left out).
+    public var parameterCount: Int {
+        let c = model.configuration
+        let attention = c.hiddenSize * c.headDim * (2 * c.numAttentionHeads + 2 * c.numKeyValueHeads)
+        let ffn = 3 * c.hiddenSize * c.intermediateSize
+        let embeddings = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2)
+        return c.numHiddenLayers * (attention + ffn) + embeddings
+    }
+
     /// Seconds a step beside decode rows is planned to last now (nil without a latency target).
     var plannedStepSeconds: Double? { planner.stepTarget }
 
@@ -725,6 +760,8 @@ struct QueueOutlook: Sendable {
     /// Seconds between two requests ending (a running slot freeing), nil before two have ended.
     var secondsBetweenEnds: Double?
     var overloadedSince: Double?
+    /// p95 of the latest intervals between decode steps; 0 when nothing runs.
+    var intervalP95 = 0.0
 
     /// Seconds a request waits for a running slot behind `ahead` waiting requests when `slots`
     /// slots are free or can be taken (nil: no estimate yet).

@@ -18,6 +18,7 @@
 //   sarvam_slo_first_tokens_total{model,met}             counter   (first tokens of short prompts, within the target or not)
 //   sarvam_slo_tokens_total{model,met}                   counter   (later tokens, their gap within the target or not)
 //   sarvam_engine_capacity_sequences{model}              gauge     (sequences the engine runs at once)
+//   sarvam_routing_decisions_total{tier,reason}          counter   ("model": "auto": the tier picked and why)
 //   sarvam_process_resident_memory_bytes, sarvam_process_peak_resident_memory_bytes   gauges
 import CoreMetrics
 import Foundation
@@ -73,6 +74,11 @@ public enum SarvamMetrics {
             dimensions: [("route", route), ("method", method), ("status", String(status))]
         ).increment()
         CoreMetrics.Timer(label: "sarvam_http_request_duration_seconds", dimensions: [("route", route)]).record(duration: duration)
+    }
+
+    /// Counts one `auto` routing decision by the tier chosen and why (`RoutingReason`).
+    public static func recordRouting(tier: String, reason: String) {
+        CoreMetrics.Counter(label: "sarvam_routing_decisions_total", dimensions: [("tier", tier), ("reason", reason)]).increment()
     }
 
     // MARK: - Process memory

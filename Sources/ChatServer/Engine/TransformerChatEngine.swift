@@ -18,6 +18,8 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
     /// Replies of deterministic requests (nil: off).
     let responseCache: ResponseCache?
 
+    public func load(promptTokens: Int) -> TierLoad? { scheduler.load(promptTokens: promptTokens) }
+
     public init(
         id: String, scheduler: EngineLoop, tokenizer: Tokenizer, template: ChatTemplate,
         samplingDefaults: SamplingDefaults? = nil, responseCache: ResponseCacheSettings = .init(mode: .off)
@@ -33,7 +35,7 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
         self.template = template
         self.samplingDefaults = samplingDefaults ?? SamplingDefaults(family: template.family)
         stopTokenIds = Set(tokenizer.stopTokenIds(for: template))
-        modelInfo = ModelInfo(id: id, contextLength: scheduler.contextLength)
+        modelInfo = ModelInfo(id: id, contextLength: scheduler.contextLength, parameters: scheduler.parameterCount)
     }
 
     public func countTokens(_ messages: [ChatMessage]) throws -> Int {

@@ -33,18 +33,22 @@ public struct ChatService: Sendable {
     public let store: any ChatStore
     public let accounts: Accounts
     public let quotas: Quotas
+    /// Picks the tier of `"model": "auto"` requests.
+    public let tierRouter: TierRouter
     public let registry: GenerationRegistry
     public let configuration: ChatServerConfiguration
     public let logger: Logger
 
     public init(
         catalog: EngineCatalog, store: any ChatStore, configuration: ChatServerConfiguration = .init(),
-        quotaDefaults: QuotaLimits = QuotaLimits(), logger: Logger = Logger(label: "sarvam.server")
+        quotaDefaults: QuotaLimits = QuotaLimits(), tierRouting: TierRouter.Settings = .init(),
+        logger: Logger = Logger(label: "sarvam.server")
     ) {
         self.catalog = catalog
         self.store = store
         self.accounts = Accounts(store: store)
         self.quotas = Quotas(store: store, defaults: quotaDefaults)
+        self.tierRouter = TierRouter(settings: tierRouting)
         self.registry = GenerationRegistry()
         self.configuration = configuration
         self.logger = logger
@@ -146,4 +150,10 @@ private final class WriterBox: @unchecked Sendable {
 extension HTTPField.Name {
     /// `hit` when the reply was served whole from the response cache.
     static let sarvamCache = HTTPField.Name("X-Sarvam-Cache")!
+    /// `light` or `heavy`: the tier that served a `"model": "auto"` request.
+    static let sarvamTier = HTTPField.Name("X-Sarvam-Tier")!
+    /// Why that tier (`RoutingReason`).
+    static let sarvamTierReason = HTTPField.Name("X-Sarvam-Tier-Reason")!
+    /// A client's request for the heavy tier under `"model": "auto"` (`1`/`true`).
+    static let sarvamThinkHarder = HTTPField.Name("X-Sarvam-Think-Harder")!
 }

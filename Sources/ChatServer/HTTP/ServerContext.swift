@@ -13,6 +13,7 @@ public final class RequestStats: @unchecked Sendable {
     private var _completionTokens: Int?
     private var _outcome: String?
     private var _firstTokenAt: ContinuousClock.Instant?
+    private var _route: (tier: ModelTier, reason: RoutingReason)?
 
     public init() {}
 
@@ -25,6 +26,13 @@ public final class RequestStats: @unchecked Sendable {
         lock.withLock { if _firstTokenAt == nil { _firstTokenAt = .now } }
     }
     var firstTokenAt: ContinuousClock.Instant? { lock.withLock { _firstTokenAt } }
+
+    /// The tier an `auto` request went to and why (response headers and the log).
+    func noteRoute(_ choice: EngineChoice) {
+        guard let tier = choice.tier, let reason = choice.reason else { return }
+        lock.withLock { _route = (tier, reason) }
+    }
+    var route: (tier: ModelTier, reason: RoutingReason)? { lock.withLock { _route } }
 
     public var userId: Int64? {
         get { lock.withLock { _userId } }

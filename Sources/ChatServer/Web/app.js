@@ -163,12 +163,13 @@ function newChat() {
 }
 
 // ---- Messages ----
+function leftOutText(n) { return n + " old turn" + (n > 1 ? "s" : "") + " left out"; }
 function statsText(m) {
   const parts = [];
   if (m.token_count != null) parts.push(m.token_count + " tokens");
   if (m.tokens_per_second != null) parts.push(m.tokens_per_second.toFixed(1) + " tok/s");
   if (m.prompt_tokens != null) parts.push("prompt " + m.prompt_tokens);
-  if (m.dropped_turns) parts.push(m.dropped_turns + " old turn" + (m.dropped_turns > 1 ? "s" : "") + " left out");
+  if (m.dropped_turns) parts.push(leftOutText(m.dropped_turns));
   if (m.finish_reason === "length") parts.push("cut at the token limit");
   if (m.status === "error") parts.push("error: " + (m.error || "unknown"));
   return parts.join(" · ");
@@ -228,8 +229,10 @@ async function readEvents(response, onEvent) {
   }
 }
 
+// Resolves to whether the server took the request (false: refused or unreachable, nothing was stored).
 async function stream(path, body) {
   showError(""); setRunning(true);
+  let taken = false;
   const box = $("messages");
   let reply = null, text = "", pending = false, started = 0;
   const ensureReply = () => {
@@ -245,11 +248,16 @@ async function stream(path, body) {
   };
   try {
     const r = await api("POST", path, body);
+    taken = true;
     ensureReply();
     let count = 0;
     await readEvents(r, (name, data) => {
-      if (name === "user_message") { box.insertBefore(messageView(data), reply); }
-      else if (name === "start") { started = performance.now(); reply.querySelector(".stats").textContent = "prompt " + data.prompt_tokens + (data.dropped_turns ? " · " + data.dropped_turns + " old turns left out" : ""); }
+      if (name === "user_message") { box.insertBefore(messageView(data), reply); box.scrollTop = box.scrollHeight; }
+      else if (name === "start") {
+        started = performance.now();
+        const left = data.dropped_turns ? " · " + leftOutText(data.dropped_turns) : "";
+        reply.querySelector(".stats").textContent = "prompt " + data.prompt_tokens + left;
+      }
       else if (name === "delta") {
         text += data.content; count++;
         if (!pending) { pending = true; requestAnimationFrame(paint); }
@@ -270,6 +278,7 @@ async function stream(path, body) {
     setRunning(false);
     await loadConversations().catch(() => {});
   }
+  return taken;
 }
 
 async function send() {
@@ -281,7 +290,10 @@ async function send() {
       state.conv = c; $("messages").replaceChildren(); $("convTitle").textContent = c.title;
     }
     $("input").value = ""; autosize();
-    await stream("/api/conversations/" + encodeURIComponent(state.conv.id) + "/messages", { content, model: $("model").value || undefined });
+    const path = "/api/conversations/" + encodeURIComponent(state.conv.id) + "/messages";
+    const taken = await stream(path, { content, model: $("model").value || undefined });
+    // A refused message (too long, say) goes back into the empty box, to be shortened rather than typed again.
+    if (!taken && !$("input").value) { $("input").value = content; autosize(); }
     const c = state.convs.find((x) => x.id === state.conv.id); if (c) $("convTitle").textContent = c.title;
   } catch (e) { showError(e.message); }
 }

@@ -19,6 +19,7 @@
 //   sarvam_slo_tokens_total{model,met}                   counter   (later tokens, their gap within the target or not)
 //   sarvam_engine_capacity_sequences{model}              gauge     (sequences the engine runs at once)
 //   sarvam_process_resident_memory_bytes, sarvam_process_peak_resident_memory_bytes   gauges
+//   sarvam_upstream_…{upstream}: requests, errors, tokens and reachability of remote providers (UpstreamMetrics)
 import CoreMetrics
 import Foundation
 import Metrics

@@ -17,6 +17,7 @@ final class UpstreamMetrics: @unchecked Sendable {
     private let errors: [String: CoreMetrics.Counter]
 
     init(upstream: String) {
+        SarvamMetrics.bootstrap()  // upstreams are set up before the engines, which bootstrap otherwise
         let d = [("upstream", upstream)]
         promptTokens = CoreMetrics.Counter(label: "sarvam_upstream_prompt_tokens_total", dimensions: d)
         completionTokens = CoreMetrics.Counter(label: "sarvam_upstream_completion_tokens_total", dimensions: d)

@@ -109,7 +109,8 @@ final class UpstreamServerTests: XCTestCase {
         let (localStatus, local) = try await HTTP.request(
             port: front.port, "POST", "/v1/chat/completions", key: frontKey, json: request(stem, stream: false))
         XCTAssertEqual(localStatus, 200, local)
-        XCTAssertEqual(Self.replyText(local), reference, "the local model is the upstream's model")
+        XCTAssertEqual(Self.object(local)?["model"] as? String, stem)
+        XCTAssertFalse((Self.replyText(local) ?? "").isEmpty, local)
         // Once the list cannot be read, a streaming request is refused before its stream starts.
         try await Task.sleep(for: .seconds(1))
         let (streamDownStatus, streamDown) = try await HTTP.request(
@@ -125,7 +126,7 @@ final class UpstreamServerTests: XCTestCase {
 
     /// An upstream that accepts and never answers gets 504 within the first-byte timeout; one that
     /// goes silent mid-reply ends the stream with an error event and the stored reply is marked
-    /// error. The fake upstream records the Authorization header it got.
+    /// error; stop closes the upstream request. The fake upstream records the Authorization headers.
     func testSlowAndStallingUpstreamTimeOut() async throws {
         let model = defaultModelPath()
         guard FileManager.default.fileExists(atPath: model.path) else {
@@ -169,6 +170,25 @@ final class UpstreamServerTests: XCTestCase {
         let reply = try XCTUnwrap((Self.object(stored)?["messages"] as? [[String: Any]])?.last, stored)
         XCTAssertEqual(reply["status"] as? String, "error")
         XCTAssertEqual(reply["content"] as? String, "Hello")
+
+        // Stop while the upstream streams (pings only): the reply is stored as stopped and the upstream
+        // sees its connection closed.
+        let (_, second) = try await HTTP.request(
+            port: front.port, "POST", "/api/conversations", key: frontKey, json: #"{"model": "slow/pinger"}"#)
+        let secondId = try XCTUnwrap(Self.object(second)?["id"] as? String, second)
+        async let stopped = HTTP.request(
+            port: front.port, "POST", "/api/conversations/\(secondId)/messages", key: frontKey, json: #"{"content": "hi"}"#)
+        try await fake.waitFor("pinger started")
+        let (stopStatus, stopBody) = try await HTTP.request(port: front.port, "POST", "/api/conversations/\(secondId)/stop", key: frontKey)
+        XCTAssertEqual(stopStatus, 200, stopBody)
+        let stoppedTurn = (try await stopped).1
+        XCTAssertEqual(KilledServerTests.deltas(stoppedTurn), ["Hello"], stoppedTurn)
+        XCTAssertTrue(stoppedTurn.contains("event: done"), stoppedTurn)
+        try await fake.waitFor("pinger closed")
+        let (_, stoppedStored) = try await HTTP.request(port: front.port, "GET", "/api/conversations/\(secondId)", key: frontKey)
+        let stoppedReply = try XCTUnwrap((Self.object(stoppedStored)?["messages"] as? [[String: Any]])?.last, stoppedStored)
+        XCTAssertEqual(stoppedReply["status"] as? String, "stopped")
+        XCTAssertEqual(stoppedReply["content"] as? String, "Hello")
 
         let headers = fake.authorizations
         XCTAssertFalse(headers.isEmpty)
@@ -237,8 +257,9 @@ final class UpstreamServerTests: XCTestCase {
 }
 
 /// A Python HTTP server on a free loopback port posing as an upstream: it lists the models `never`
-/// (a chat request is read and never answered) and `stall` (a reply starts, sends "Hello", then
-/// goes silent), and appends each request's Authorization header to a file.
+/// (a chat request is read and never answered), `stall` (a reply starts, sends "Hello", then goes
+/// silent) and `pinger` (sends "Hello", then SSE comments until the connection is closed, which it
+/// notes), and appends each request's Authorization header to a file.
 final class FakeUpstream {
     let pid: pid_t
     let port: Int
@@ -255,7 +276,7 @@ final class FakeUpstream {
                     f.write((self.headers.get("Authorization") or "none") + "\n")
             def do_GET(self):
                 self.record()
-                body = json.dumps({"object": "list", "data": [{"id": "never"}, {"id": "stall"}]}).encode()
+                body = json.dumps({"object": "list", "data": [{"id": "never"}, {"id": "stall"}, {"id": "pinger"}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -264,7 +285,7 @@ final class FakeUpstream {
             def do_POST(self):
                 self.record()
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                if request.get("model") == "stall":
+                if request.get("model") in ("stall", "pinger"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
@@ -275,6 +296,18 @@ final class FakeUpstream {
                         data = ("data: " + json.dumps(chunk) + "\n\n").encode()
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
+                if request.get("model") == "pinger":
+                    with open(seen, "a") as f:
+                        f.write("pinger started\n")
+                    try:
+                        while True:
+                            time.sleep(0.2)
+                            self.wfile.write(b"8\r\n: ping\n\n\r\n")
+                            self.wfile.flush()
+                    except OSError:
+                        with open(seen, "a") as f:
+                            f.write("pinger closed\n")
+                        return
                 time.sleep(300)
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
@@ -304,8 +337,21 @@ final class FakeUpstream {
         throw StringError("the fake upstream did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
-    var authorizations: [String] {
+    /// The Authorization headers of the requests so far.
+    var authorizations: [String] { lines.filter { !$0.hasPrefix("pinger ") } }
+
+    private var lines: [String] {
         ((try? String(contentsOfFile: seenPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// Waits up to 5 s for the server to note `line` ("pinger started", "pinger closed").
+    func waitFor(_ line: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if lines.contains(line) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw StringError("the fake upstream did not note '\(line)' within 5 s: \(lines)")
     }
 
     func stop() {

@@ -157,6 +157,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
         let listener = try listenerSettings(settings, host: host, port: port)
+        let upstreamList = try upstreamConfigurations(settings)
         if try settings.bool(kvSnapshots, "SARVAM_KV_SNAPSHOTS") ?? true {
             guard engineOptions.scheduler.prefixCaching else {
                 throw ValidationError(
@@ -188,7 +189,7 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
 
-        let upstreams = try upstreamConfigurations(settings).map { Upstreams($0, logger: logger) }
+        let upstreams = upstreamList.map { Upstreams($0, logger: logger) }
         for provider in upstreams?.providers ?? [] {
             let c = provider.configuration
             logger.info(

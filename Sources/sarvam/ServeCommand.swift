@@ -125,6 +125,26 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Open connections at most; more are closed at once (env SARVAM_MAX_CONNECTIONS; default 512).")
     var maxConnections: Int?
 
+    @Option(
+        name: .long,
+        help:
+            """
+            NAME=URL of an OpenAI-compatible server whose models are offered as NAME/MODEL; repeat for several \
+            (env SARVAM_UPSTREAM, comma-separated; its key from SARVAM_UPSTREAM_<NAME>_KEY).
+            """
+    )
+    var upstream: [String] = []
+    @Option(
+        name: .long,
+        help: "Seconds an upstream has to start answering a request; then 504 (env SARVAM_UPSTREAM_FIRST_BYTE_TIMEOUT; default 30).")
+    var upstreamFirstByteTimeout: Double?
+    @Option(
+        name: .long,
+        help: "Seconds an upstream's reply may stay silent between two pieces; then 504 (env SARVAM_UPSTREAM_IDLE_TIMEOUT; default 60).")
+    var upstreamIdleTimeout: Double?
+    @Option(name: .long, help: "Seconds between two reads of an upstream's model list (env SARVAM_UPSTREAM_REFRESH; default 60).")
+    var upstreamRefresh: Double?
+
     /// Prints a line at once (`print` is block-buffered when stdout is a pipe or a file, as under tools/run).
     private static func say(_ line: String) {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -155,6 +175,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
         let listener = try listenerSettings(settings, host: host, port: port)
+        let upstreamList = try upstreamConfigurations(settings)
         if try settings.bool(kvSnapshots, "SARVAM_KV_SNAPSHOTS") ?? true {
             guard engineOptions.scheduler.prefixCaching else {
                 throw ValidationError(
@@ -187,7 +208,15 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
 
-        let catalog = EngineCatalog()
+        let upstreams = upstreamList.map { Upstreams($0, logger: logger) }
+        for provider in upstreams?.providers ?? [] {
+            let c = provider.configuration
+            logger.info(
+                "upstream configured",
+                metadata: ["upstream": "\(c.name)", "url": "\(c.baseURL)", "key": "\(c.key == nil ? "none" : "from the environment")"])
+        }
+        upstreams?.start()
+        let catalog = EngineCatalog(upstreams: upstreams)
         let service = ChatService(
             catalog: catalog, store: store,
             // The engine queues and refuses (429): its queue limit is the one admission limit.
@@ -198,7 +227,7 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger)
         // The server answers (503 "loading") while the models load.
         engineOptions.logger = logger
-        let loader = Task {
+        let loader = Task { [logger, engineOptions] in
             do {
                 let engines = try await makeTransformerEngines(modelPaths: modelPaths, settings: engineOptions)
                 catalog.setReady(engines)
@@ -220,16 +249,47 @@ struct ServeCommand: AsyncParsableCommand {
                 })
         } catch {
             loader.cancel()
+            await upstreams?.shutdown()
             try? await store.close()
             throw error
         }
         loader.cancel()
+        await upstreams?.shutdown()
         // Stops the engines and writes the KV snapshots of the conversations still in memory.
         if case .ready(let engines) = catalog.state {
             for engine in engines { engine.close() }
         }
         try await store.close()
         logger.info("store closed; bye")
+    }
+
+    /// The upstreams from `--upstream` / SARVAM_UPSTREAM, their keys from SARVAM_UPSTREAM_<NAME>_KEY;
+    /// nil when none is set.
+    private func upstreamConfigurations(_ settings: Settings) throws -> [UpstreamConfiguration]? {
+        var entries = upstream
+        if entries.isEmpty, let list = settings.raw("SARVAM_UPSTREAM") {
+            entries = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        guard !entries.isEmpty else { return nil }
+        let firstByte = try settings.double(upstreamFirstByteTimeout, "SARVAM_UPSTREAM_FIRST_BYTE_TIMEOUT", in: 0.1...3600) ?? 30
+        let idle = try settings.double(upstreamIdleTimeout, "SARVAM_UPSTREAM_IDLE_TIMEOUT", in: 0.1...3600) ?? 60
+        let refresh = try settings.double(upstreamRefresh, "SARVAM_UPSTREAM_REFRESH", in: 1...86400) ?? 60
+        let perUser = try settings.int(maxRequestsPerUser, "SARVAM_MAX_REQUESTS_PER_USER", in: 1...1_000_000) ?? 16
+        var configurations: [UpstreamConfiguration] = []
+        for entry in entries {
+            let parsed: (name: String, baseURL: String)
+            do { parsed = try UpstreamConfiguration.parse(entry) } catch { throw ValidationError("--upstream / SARVAM_UPSTREAM: \(error)") }
+            guard !configurations.contains(where: { $0.name == parsed.name }) else {
+                throw ValidationError("--upstream / SARVAM_UPSTREAM: the name \(parsed.name.debugDescription) is given twice")
+            }
+            configurations.append(
+                UpstreamConfiguration(
+                    name: parsed.name, baseURL: parsed.baseURL, key: settings.raw(UpstreamConfiguration.keyVariable(name: parsed.name)),
+                    firstByteTimeout: .milliseconds(Int64(firstByte * 1000)), idleTimeout: .milliseconds(Int64(idle * 1000)),
+                    refreshInterval: .milliseconds(Int64(refresh * 1000)), retryInterval: .milliseconds(Int64(min(refresh, 5) * 1000)),
+                    maxRequestsPerUser: perUser))
+        }
+        return configurations
     }
 
     /// Address, TLS and connection limits from the flags and the environment.

@@ -287,10 +287,14 @@ struct ConversationsController: Sendable {
             engine = choice.engine
         } else if let name = body.model, !name.isEmpty {
             engine = try service.catalog.engine(named: name)
-        } else if let named = try? service.catalog.engine(named: conversation.model) {
-            engine = named
         } else {
-            engine = try service.catalog.engine(named: nil)  // the conversation's model is gone: use the default
+            do {
+                engine = try service.catalog.engine(named: conversation.model)
+            } catch let error as APIError where error.status == .badGateway {
+                throw error  // an upstream's model, the upstream down for now: say so rather than switch models
+            } catch {
+                engine = try service.catalog.engine(named: nil)  // the conversation's model is gone: use the default
+            }
         }
         let context = engine.modelInfo.contextLength
         let reserve = service.replyReserve(requested: maxTokens, contextLength: context)

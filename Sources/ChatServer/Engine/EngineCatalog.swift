@@ -1,7 +1,8 @@
 import Foundation
 
-/// The loaded models. The server starts answering before they are loaded (`/health` and chat
-/// routes answer 503 until `setReady`), so the catalogue's state changes once while it runs.
+/// The loaded models, and the models of the upstreams (`NAME/MODEL`). The server starts answering
+/// before the local ones are loaded (`/health` and chat routes answer 503 until `setReady`), so the
+/// catalogue's state changes once while it runs; upstream models come and go with their lists.
 public final class EngineCatalog: @unchecked Sendable {
     public enum State: Sendable {
         case loading
@@ -11,9 +12,15 @@ public final class EngineCatalog: @unchecked Sendable {
 
     private let lock = NSLock()
     private var _state: State
+    public let upstreams: Upstreams?
 
-    public init(state: State = .loading) { _state = state }
-    public convenience init(engines: [any ChatEngine]) { self.init(state: .ready(engines)) }
+    public init(state: State = .loading, upstreams: Upstreams? = nil) {
+        _state = state
+        self.upstreams = upstreams
+    }
+    public convenience init(engines: [any ChatEngine], upstreams: Upstreams? = nil) {
+        self.init(state: .ready(engines), upstreams: upstreams)
+    }
 
     public var state: State { lock.withLock { _state } }
     public func setReady(_ engines: [any ChatEngine]) { lock.withLock { _state = .ready(engines) } }
@@ -25,12 +32,15 @@ public final class EngineCatalog: @unchecked Sendable {
     }
 
     public var models: [ModelInfo] {
-        if case .ready(let engines) = state { return engines.map(\.modelInfo) }
+        let upstream = upstreams?.models ?? []
+        if case .ready(let engines) = state { return engines.map(\.modelInfo) + upstream }
         return []
     }
 
-    /// The engine for `model`, or the first one when `model` is nil or empty.
+    /// The engine for `model`, or the first local one when `model` is nil or empty. A name with an
+    /// upstream's prefix goes to that upstream whatever the local models' state.
     public func engine(named model: String?) throws -> any ChatEngine {
+        if let model, let upstreams, let engine = try upstreams.engine(named: model) { return engine }
         switch state {
         case .loading: throw APIError.loading
         case .failed(let message): throw APIError.unavailable("The model failed to load: \(message)")
@@ -39,7 +49,7 @@ public final class EngineCatalog: @unchecked Sendable {
             guard let model, !model.isEmpty else { return first }
             if model == EngineCatalog.autoModel { return tiers?.light ?? first }
             if let engine = engines.first(where: { $0.modelInfo.id == model }) { return engine }
-            throw APIError.modelNotFound(model, available: engines.map(\.modelInfo.id))
+            throw APIError.modelNotFound(model, available: models.map(\.id))
         }
     }
 }

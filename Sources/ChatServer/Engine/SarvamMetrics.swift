@@ -20,6 +20,7 @@
 //   sarvam_engine_capacity_sequences{model}              gauge     (sequences the engine runs at once)
 //   sarvam_routing_decisions_total{tier,reason}          counter   ("model": "auto": the tier picked and why)
 //   sarvam_process_resident_memory_bytes, sarvam_process_peak_resident_memory_bytes   gauges
+//   sarvam_upstream_…{upstream}: requests, errors, tokens and reachability of remote providers (UpstreamMetrics)
 import CoreMetrics
 import Foundation
 import Metrics

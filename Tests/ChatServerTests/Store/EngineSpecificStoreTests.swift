@@ -84,7 +84,7 @@ final class PostgresDatabaseTests: XCTestCase {
             XCTAssertEqual(applied, StoreEngine.postgres.expectedMigrations)
         }
         let versions = try await rows(stores[0], "SELECT version::text FROM sarvam_schema_migrations ORDER BY version")
-        XCTAssertEqual(versions, ["1", "2", "3"])
+        XCTAssertEqual(versions, ["1", "2", "3", "4"])
         // And their admins: the first start creates one, the others see it.
         let created = try await withThrowingTaskGroup(of: Bool.self) { group in
             for store in stores { group.addTask { try await Accounts(store: store).bootstrapAdmin(presetKey: nil) != nil } }

@@ -20,7 +20,7 @@ final class SQLiteDatabaseTests: XCTestCase {
                 db,
                 sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name")
         }
-        XCTAssertEqual(tables, ["api_keys", "conversations", "jobs", "messages", "users"])
+        XCTAssertEqual(tables, ["api_keys", "conversations", "jobs", "messages", "sessions", "users"])
     }
 
     /// A database written before `messageStatusStopped` keeps its messages, index and constraints

@@ -38,8 +38,9 @@ extension Accounts {
         return try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(password, cost: cost) }
     }
 
-    func verifyPassword(_ password: String, hash: String) async throws -> Bool {
-        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash) }
+    /// Checks against `hash`, or against the decoy when nil (computed on first use, also off the cooperative pool).
+    func verifyPassword(_ password: String, hash: String?) async throws -> Bool {
+        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(password, hash: hash ?? Self.decoyHash) }
     }
 
     /// A hash that matches no password: checked against when a user has none (or does not
@@ -64,7 +65,7 @@ extension Accounts {
     public func checkPassword(userName: String, password: String) async throws -> User? {
         guard password.utf8.count <= 4096, userName.utf8.count <= 256 else { return nil }
         let found = try await store.credentials(userName: userName)
-        let matches = try await verifyPassword(password, hash: found?.passwordHash ?? Self.decoyHash)
+        let matches = try await verifyPassword(password, hash: found?.passwordHash)
         guard let found, found.passwordHash != nil, matches else { return nil }
         return found.user
     }

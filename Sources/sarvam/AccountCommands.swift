@@ -55,17 +55,40 @@ struct DataOptions: ParsableArguments {
 struct UsersCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "users", abstract: "Manage the chat server's user accounts.",
-        subcommands: [Add.self, List.self])
+        subcommands: [Add.self, Password.self, List.self])
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a user (then give them a key with `sarvam keys create NAME`).")
+        static let configuration = CommandConfiguration(
+            abstract: "Add a user, with a password to sign in on the page when --password-stdin is given.")
         @OptionGroup var data: DataOptions
         @Argument(help: "The user's name (1 to 64 characters, unique).") var name: String
+        @Flag(help: "Read the password (8 to 72 bytes) from the first line of standard input.") var passwordStdin = false
 
         func run() async throws {
-            let user = try await data.withAccounts { try await $0.addUser(name: name) }
-            print("Created user \(user.name) (id \(user.userId)).")
-            print("Create a key for them with: sarvam keys create \(user.name)")
+            let password = try passwordStdin ? readPassword() : nil
+            let user = try await data.withAccounts { accounts in
+                let user = try await accounts.addUser(name: name)
+                if let password { _ = try await accounts.setPassword(userName: user.name, password: password) }
+                return user
+            }
+            print("Created user \(user.name) (id \(user.userId))\(password == nil ? "" : " with a password").")
+            if password == nil { print("Give them a password with: sarvam users password \(user.name) --password-stdin") }
+            print("Create an API key for them with: sarvam keys create \(user.name)")
+        }
+    }
+
+    struct Password: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set or reset a user's password (ends all their sessions); without --password-stdin a random one is printed once.")
+        @OptionGroup var data: DataOptions
+        @Argument(help: "The user's name.") var name: String
+        @Flag(help: "Read the password (8 to 72 bytes) from the first line of standard input.") var passwordStdin = false
+
+        func run() async throws {
+            let password = try passwordStdin ? readPassword() : Accounts.generatePassword()
+            let user = try await data.withAccounts { try await $0.setPassword(userName: name, password: password) }
+            print("Set the password of \(user.name); their sessions have ended.")
+            if !passwordStdin { print("The new password, shown only this once:\n\(password)") }
         }
     }
 
@@ -78,6 +101,16 @@ struct UsersCommand: AsyncParsableCommand {
             for user in users { print("\(user.userId)\t\(user.name)\(user.isAdmin ? "\tadmin" : "")") }
         }
     }
+}
+
+/// The first line of standard input, without its line end, checked as a password.
+func readPassword() throws -> String {
+    guard let line = readLine(strippingNewline: true) else {
+        throw ValidationError("--password-stdin: standard input is empty; pipe the password in, e.g. `printf '%s\\n' \"$PW\" | sarvam ...`")
+    }
+    let password = line.hasSuffix("\r") ? String(line.dropLast()) : line
+    do { try Accounts.validatePassword(password) } catch { throw ValidationError("--password-stdin: \(error)") }
+    return password
 }
 
 struct KeysCommand: AsyncParsableCommand {

@@ -9,8 +9,9 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Serve the chat page and the OpenAI-compatible API.",
         discussion: """
             Every option can also be set through the environment variable named beside it; the option wins.
-            On the first start with an empty database an admin account is created and its key printed once
-            (SARVAM_ADMIN_KEY, when set, becomes that key instead). SIGINT/SIGTERM stop the server gracefully.
+            On the first start with an empty database an admin account is created and its key and a password
+            for the page printed once (SARVAM_ADMIN_KEY and SARVAM_ADMIN_PASSWORD, when set, are used instead).
+            SIGINT/SIGTERM stop the server gracefully.
             """)
 
     static let defaultModelPath = DefaultModel.relativePath
@@ -124,6 +125,8 @@ struct ServeCommand: AsyncParsableCommand {
     var idleTimeout: Double?
     @Option(name: .long, help: "Open connections at most; more are closed at once (env SARVAM_MAX_CONNECTIONS; default 512).")
     var maxConnections: Int?
+    @Option(name: .long, help: "Hours a sign-in on the page lasts (env SARVAM_SESSION_HOURS; default 168, a week).")
+    var sessionHours: Int?
 
     @Option(
         name: .long,
@@ -167,6 +170,7 @@ struct ServeCommand: AsyncParsableCommand {
         let threads = try settings.int(self.threads, "SARVAM_THREADS", in: 1...Int.max) ?? ProcessInfo.processInfo.activeProcessorCount
         let maxBodyBytes = try settings.int(self.maxBodyBytes, "SARVAM_MAX_BODY_BYTES", in: 1024...Int.max) ?? (4 << 20)
         let drainSeconds = try settings.int(self.drainSeconds, "SARVAM_DRAIN_SECONDS", in: 0...Int.max) ?? 15
+        let sessionHours = try settings.int(self.sessionHours, "SARVAM_SESSION_HOURS", in: 1...(24 * 366)) ?? 168
         let levelName = settings.string(self.logLevel, "SARVAM_LOG_LEVEL") ?? "info"
         guard let level = Logger.Level(rawValue: levelName) else {
             throw ValidationError(
@@ -200,11 +204,26 @@ struct ServeCommand: AsyncParsableCommand {
         let location = try data.storeLocation(settings)
         let store = try await openChatStore(location, logger: logger)
         logger.info("store opened", metadata: ["store": "\(location.description)"])
-        if let issued = try await Accounts(store: store).bootstrapAdmin(presetKey: settings.raw("SARVAM_ADMIN_KEY")) {
+        let presetPassword = settings.raw("SARVAM_ADMIN_PASSWORD")
+        if let presetPassword {
+            do { try Accounts.validatePassword(presetPassword) } catch { throw ValidationError("SARVAM_ADMIN_PASSWORD: \(error)") }
+        }
+        let accounts = Accounts(store: store)
+        if let issued = try await accounts.bootstrapAdmin(presetKey: settings.raw("SARVAM_ADMIN_KEY")) {
             if settings.raw("SARVAM_ADMIN_KEY") != nil {
                 Self.say("Created the admin account with the key from SARVAM_ADMIN_KEY (key id \(issued.record.id)).")
             } else {
                 Self.say("Created the admin account. Its API key is shown only this once (key id \(issued.record.id)):\n\(issued.key)")
+            }
+            // A password to sign in on the page with: SARVAM_ADMIN_PASSWORD, else a random one shown once.
+            let password = presetPassword ?? Accounts.generatePassword()
+            _ = try await accounts.setPassword(userName: Accounts.adminName, password: password)
+            if presetPassword != nil {
+                Self.say("The admin signs in on the page with the password from SARVAM_ADMIN_PASSWORD.")
+            } else {
+                Self.say(
+                    "Sign in on the page as \(Accounts.adminName) with this password, shown only this once "
+                        + "(change it there, or with `sarvam users password \(Accounts.adminName)`):\n\(password)")
             }
         }
 
@@ -220,7 +239,9 @@ struct ServeCommand: AsyncParsableCommand {
         let service = ChatService(
             catalog: catalog, store: store,
             // The engine queues and refuses (429): its queue limit is the one admission limit.
-            configuration: ChatServerConfiguration(maxBodyBytes: maxBodyBytes, drainTimeout: .seconds(drainSeconds)),
+            configuration: ChatServerConfiguration(
+                maxBodyBytes: maxBodyBytes, drainTimeout: .seconds(drainSeconds), secureCookies: listener.tls != nil,
+                sessionLifetime: .seconds(sessionHours * 3600)),
             quotaDefaults: QuotaLimits(
                 requestsPerMinute: try settings.int(quotaRequestsPerMinute, "SARVAM_QUOTA_REQUESTS_PER_MINUTE", in: 0...Int.max),
                 tokensPerDay: try settings.int(quotaTokensPerDay, "SARVAM_QUOTA_TOKENS_PER_DAY", in: 0...Int.max)),

@@ -19,7 +19,8 @@ struct ServerFixture {
 
     init(
         engine: FakeEngine = FakeEngine(), configuration: ChatServerConfiguration = ServerFixture.fastConfiguration,
-        catalog: EngineCatalog? = nil, store: (any ChatStore)? = nil, quotaDefaults: QuotaLimits = QuotaLimits()
+        catalog: EngineCatalog? = nil, store: (any ChatStore)? = nil, quotaDefaults: QuotaLimits = QuotaLimits(),
+        signInLimiter: SignInLimiter = SignInLimiter()
     ) async throws {
         self.engine = engine
         let store = try store ?? GRDBChatStore(database: ChatDatabase())
@@ -28,13 +29,16 @@ struct ServerFixture {
             configuration: configuration, quotaDefaults: quotaDefaults,
             logger: {
                 var l = Logger(label: "test"); l.logLevel = .warning; return l
-            }())
+            }(), signInLimiter: signInLimiter, passwordCost: Self.passwordCost)
         let accounts = Accounts(store: store)
         let a = try await accounts.addUser(name: "alice")
         let b = try await accounts.addUser(name: "bob")
         keyA = try await accounts.issueKey(for: a, key: nil).key
         keyB = try await accounts.issueKey(for: b, key: nil).key
     }
+
+    /// bcrypt's lowest cost: these tests check the logic, not the hash's strength.
+    static let passwordCost: UInt8 = 4
 
     var app: some ApplicationProtocol { buildApplication(service, host: "127.0.0.1", port: 0) }
     var store: any ChatStore { service.store }

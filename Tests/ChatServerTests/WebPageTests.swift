@@ -45,7 +45,7 @@ final class WebPageTests: XCTestCase {
                 XCTAssertFalse(js.contains(sink), "text never goes in as HTML or code: \(sink)")
             }
             XCTAssertTrue(js.contains("textContent"))
-            XCTAssertTrue(js.contains("localStorage"))
+            XCTAssertFalse(js.contains("localStorage"), "nothing secret (nor anything else) is kept in localStorage")
         }
     }
 

@@ -7,10 +7,16 @@ import Foundation
 /// in constant time.
 public struct Accounts: Sendable {
     public let store: any ChatStore
+    /// bcrypt cost of the passwords this sets (see Accounts+Passwords.swift).
+    let passwordCost: UInt8
     public static let keyPrefix = "sk-sarvam-"
     public static let adminName = "admin"
 
-    public init(store: any ChatStore) { self.store = store }
+    public init(store: any ChatStore, passwordCost: UInt8 = Accounts.defaultPasswordCost) {
+        precondition((4...31).contains(passwordCost), "bcrypt's cost is 4 to 31")
+        self.store = store
+        self.passwordCost = passwordCost
+    }
 
     public struct IssuedKey: Sendable {
         public var record: APIKeyRecord

@@ -14,16 +14,23 @@ public struct ChatServerConfiguration: Sendable {
     public var replyReserve: Int
     /// How often a streamed reply's text is written to the store while it grows (see `ReplyJournal`).
     public var replyFlushInterval: Duration
+    /// Whether the session cookie is marked `Secure` (the server speaks TLS).
+    public var secureCookies: Bool
+    /// How long a sign-in session lasts.
+    public var sessionLifetime: Duration
 
     public init(
         maxBodyBytes: Int = 4 << 20, pingInterval: Duration = .seconds(3),
-        drainTimeout: Duration = .seconds(15), replyReserve: Int = 512, replyFlushInterval: Duration = .seconds(1)
+        drainTimeout: Duration = .seconds(15), replyReserve: Int = 512, replyFlushInterval: Duration = .seconds(1),
+        secureCookies: Bool = false, sessionLifetime: Duration = Accounts.defaultSessionLifetime
     ) {
         self.maxBodyBytes = maxBodyBytes
         self.pingInterval = pingInterval
         self.drainTimeout = drainTimeout
         self.replyReserve = replyReserve
         self.replyFlushInterval = replyFlushInterval
+        self.secureCookies = secureCookies
+        self.sessionLifetime = sessionLifetime
     }
 }
 
@@ -38,15 +45,19 @@ public struct ChatService: Sendable {
     public let registry: GenerationRegistry
     public let configuration: ChatServerConfiguration
     public let logger: Logger
+    /// Failed sign-ins by account and client address, in this process's memory.
+    public let signInLimiter: SignInLimiter
 
     public init(
         catalog: EngineCatalog, store: any ChatStore, configuration: ChatServerConfiguration = .init(),
         quotaDefaults: QuotaLimits = QuotaLimits(), tierRouting: TierRouter.Settings = .init(),
-        logger: Logger = Logger(label: "sarvam.server")
+        logger: Logger = Logger(label: "sarvam.server"), signInLimiter: SignInLimiter = SignInLimiter(),
+        passwordCost: UInt8 = Accounts.defaultPasswordCost
     ) {
         self.catalog = catalog
         self.store = store
-        self.accounts = Accounts(store: store)
+        self.accounts = Accounts(store: store, passwordCost: passwordCost)
+        self.signInLimiter = signInLimiter
         self.quotas = Quotas(store: store, defaults: quotaDefaults)
         self.tierRouter = TierRouter(settings: tierRouting)
         self.registry = GenerationRegistry()
@@ -96,7 +107,10 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     }
     let v1 = router.group("v1").add(middleware: auth)
     OpenAIController(service: service).addRoutes(to: v1)
+    let sessions = SessionController(service: service)
+    sessions.addPublicRoutes(to: router.group("api"))
     let api = router.group("api").add(middleware: auth)
+    sessions.addRoutes(to: api)
     ConversationsController(service: service).addRoutes(to: api)
     AdminController(service: service).addRoutes(to: api)
     QuotaController(service: service).addRoutes(to: api)

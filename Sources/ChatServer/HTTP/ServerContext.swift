@@ -55,6 +55,8 @@ public final class RequestStats: @unchecked Sendable {
 public struct ServerContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var user: User?
+    /// The SHA-256 of the session when the request was signed in by the session cookie.
+    public var sessionHash: Data?
     public let stats = RequestStats()
     public let channel: any Channel
 
@@ -65,7 +67,9 @@ public struct ServerContext: RequestContext {
 
     /// The authenticated user (routes behind `AuthMiddleware` always have one).
     public func requireUser() throws -> User {
-        guard let user else { throw APIError.unauthorized("Missing API key. Send the header 'Authorization: Bearer <key>'.") }
+        guard let user else {
+            throw APIError.unauthorized("Missing API key or session. Send the header 'Authorization: Bearer <key>', or sign in.")
+        }
         return user
     }
 }

@@ -42,6 +42,22 @@ public struct APIKeyRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// A sign-in session as stored: only the SHA-256 of the cookie's secret, never the secret.
+public struct SessionRecord: Codable, Sendable, Equatable {
+    /// SHA-256 of the session token (32 bytes).
+    public var hash: Data
+    public var userId: Int64
+    public var createdAt: Date
+    public var expiresAt: Date
+
+    public init(hash: Data, userId: Int64, createdAt: Date = Date(), expiresAt: Date) {
+        self.hash = hash
+        self.userId = userId
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
 public struct Conversation: Codable, Sendable, Equatable {
     public var id: String
     public var userId: Int64
@@ -137,6 +153,19 @@ public protocol ChatStore: Sendable {
     func keys(userId: Int64) async throws -> [APIKeyRecord]
     /// The user owning the unrevoked key whose SHA-256 is `hash`.
     func authenticate(keyHash: Data) async throws -> User?
+
+    // Passwords and sign-in sessions
+    /// The user and their bcrypt password hash (nil when they have no password).
+    func credentials(userName: String) async throws -> (user: User, passwordHash: String?)?
+    /// Sets (or clears, with nil) a user's password hash and ends every session of theirs except
+    /// `keepingSession` (a session's hash), in one transaction; false when there is no such user.
+    func setPasswordHash(userId: Int64, _ hash: String?, keepingSession: Data?) async throws -> Bool
+    /// Stores a new session; sessions that have expired (of anyone) are removed on the way.
+    func insertSession(_ session: SessionRecord) async throws
+    /// The session whose SHA-256 is `hash` and its user, when it has not expired at `now`.
+    func session(hash: Data, now: Date) async throws -> (session: SessionRecord, user: User)?
+    /// Ends the session; false when there was none.
+    func deleteSession(hash: Data) async throws -> Bool
 
     // Conversations
     func createConversation(_ conversation: Conversation, systemPrompt: String?) async throws -> Conversation

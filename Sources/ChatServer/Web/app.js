@@ -3,7 +3,9 @@
 // renderer builds DOM nodes itself and never parses text as HTML. Nothing is loaded from elsewhere.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { key: localStorage.getItem("sarvam.key") || "", conv: null, convs: [], offset: 0, total: 0, models: [], running: false };
+// Signed in by the session cookie (HttpOnly: this script never sees it). An API key typed instead is
+// kept in memory only: nothing secret is written to the browser's storage.
+const state = { key: "", conv: null, convs: [], offset: 0, total: 0, models: [], running: false };
 
 // ---- DOM helpers: text only ever goes in through text nodes ----
 function el(tag, attrs, ...children) {
@@ -87,10 +89,22 @@ function renderMarkdown(text) {
 }
 
 // ---- API ----
+// Every request carries the CSRF header the server asks of cookie-signed requests that change something
+// (another site's page cannot send it); the key, when one was typed instead of signing in, goes as a bearer token.
+function apiHeaders() {
+  const h = { "Content-Type": "application/json", "X-Sarvam-CSRF": "1" };
+  if (state.key) h["Authorization"] = "Bearer " + state.key;
+  return h;
+}
 async function api(method, path, body) {
-  const r = await fetch(path, { method, headers: { "Authorization": "Bearer " + state.key, "Content-Type": "application/json" },
+  const r = await fetch(path, { method, headers: apiHeaders(), credentials: "same-origin",
                                 body: body === undefined ? undefined : JSON.stringify(body) });
-  if (r.status === 401) { askKey("The server did not accept this key."); throw new Error("unauthorized"); }
+  if (r.status === 401) {
+    // Not signed in yet: the form alone; a session that ended or a key refused: the reason.
+    const message = await errorText(r);
+    showSignIn(!state.key && message.startsWith("Missing") ? "" : message);
+    throw new Error("unauthorized");
+  }
   if (!r.ok) throw new Error(await errorText(r));
   return r;
 }
@@ -98,17 +112,59 @@ async function errorText(r) {
   try { const j = await r.json(); if (j && j.error && j.error.message) return j.error.message; } catch (_) {}
   return "HTTP " + r.status;
 }
-function askKey(message) { $("keyError").textContent = message || ""; $("keyDialog").style.display = "flex"; $("keyInput").focus(); }
-$("keyForm").addEventListener("submit", async (ev) => {
+
+// ---- Sign-in, sign-out, password ----
+function showSignIn(message) {
+  $("signinError").textContent = message || "";
+  $("signinDialog").classList.add("open");
+  $("signin-user").focus();
+}
+function hideSignIn() { $("signinDialog").classList.remove("open"); $("signin-password").value = ""; $("keyInput").value = ""; }
+$("signinForm").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  state.key = $("keyInput").value.trim();
-  const r = await fetch("/api/me", { headers: { "Authorization": "Bearer " + state.key } }).catch(() => null);
-  if (!r || !r.ok) { $("keyError").textContent = r ? await errorText(r) : "The server cannot be reached."; return; }
-  localStorage.setItem("sarvam.key", state.key);
-  $("keyDialog").style.display = "none"; $("keyInput").value = "";
+  $("signinError").textContent = "";
+  $("signin-submit").disabled = true;
+  try {
+    const r = await fetch("/api/session", { method: "POST", headers: { "Content-Type": "application/json", "X-Sarvam-CSRF": "1" },
+      credentials: "same-origin", body: JSON.stringify({ name: $("signin-user").value.trim(), password: $("signin-password").value }) })
+      .catch(() => null);
+    if (!r) { $("signinError").textContent = "The server cannot be reached."; return; }
+    if (!r.ok) { $("signinError").textContent = await errorText(r); return; }
+    state.key = "";
+    hideSignIn();
+    start();
+  } finally { $("signin-submit").disabled = false; }
+});
+$("keySubmit").addEventListener("click", async () => {
+  const key = $("keyInput").value.trim();
+  if (!key) return;
+  const r = await fetch("/api/me", { headers: { "Authorization": "Bearer " + key } }).catch(() => null);
+  if (!r || !r.ok) { $("signinError").textContent = r ? await errorText(r) : "The server cannot be reached."; return; }
+  state.key = key;
+  hideSignIn();
   start();
 });
-$("forget").addEventListener("click", () => { localStorage.removeItem("sarvam.key"); state.key = ""; askKey(""); });
+$("signout").addEventListener("click", async () => {
+  if (state.running) await stop();
+  await fetch("/api/session", { method: "DELETE", headers: { "X-Sarvam-CSRF": "1" }, credentials: "same-origin" }).catch(() => null);
+  state.key = ""; state.conv = null; state.convs = [];
+  $("convs").replaceChildren(); $("whoami").textContent = "";
+  $("messages").replaceChildren(el("p", { class: "empty", text: "Start a conversation." }));
+  showSignIn("Signed out.");
+});
+$("changePassword").addEventListener("click", () => {
+  $("passwordForm").reset(); $("passwordError").textContent = "";
+  $("passwordDialog").classList.add("open"); $("password-current").focus();
+});
+$("password-cancel").addEventListener("click", () => $("passwordDialog").classList.remove("open"));
+$("passwordForm").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if ($("password-new").value !== $("password-repeat").value) { $("passwordError").textContent = "The new passwords differ."; return; }
+  try {
+    await api("POST", "/api/me/password", { current_password: $("password-current").value, new_password: $("password-new").value });
+    $("passwordDialog").classList.remove("open"); $("passwordForm").reset();
+  } catch (e) { if (e.message !== "unauthorized") $("passwordError").textContent = e.message; else $("passwordDialog").classList.remove("open"); }
+});
 
 // ---- Conversations ----
 async function loadConversations(append) {
@@ -327,6 +383,8 @@ async function start() {
   try {
     const me = await (await api("GET", "/api/me")).json();
     state.models = me.models;
+    $("whoami").textContent = me.name;
+    $("changePassword").hidden = !!state.key;
     const select = $("model"); select.replaceChildren();
     for (const id of me.models) select.append(el("option", { value: id, text: id }));
     select.hidden = me.models.length < 2;
@@ -334,4 +392,5 @@ async function start() {
     if (state.convs.length) openConversation(state.convs[0].id); else newChat();
   } catch (e) { if (e.message !== "unauthorized") showError(e.message); }
 }
-if (state.key) start(); else askKey("");
+// The session cookie, if any, signs the first request in; a 401 opens the sign-in form.
+start();

@@ -20,7 +20,7 @@ final class SQLiteDatabaseTests: XCTestCase {
                 db,
                 sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name")
         }
-        XCTAssertEqual(tables, ["api_keys", "conversations", "jobs", "messages", "usage_counters", "user_quotas", "users"])
+        XCTAssertEqual(tables, ["api_keys", "conversations", "jobs", "messages", "sessions", "usage_counters", "user_quotas", "users"])
     }
 
     /// A database written before `messageStatusStopped` keeps its messages, index and constraints
@@ -84,7 +84,7 @@ final class PostgresDatabaseTests: XCTestCase {
             XCTAssertEqual(applied, StoreEngine.postgres.expectedMigrations)
         }
         let versions = try await rows(stores[0], "SELECT version::text FROM sarvam_schema_migrations ORDER BY version")
-        XCTAssertEqual(versions, ["1", "2", "3", "5"])
+        XCTAssertEqual(versions, ["1", "2", "3", "4", "5"])
         // And their admins: the first start creates one, the others see it.
         let created = try await withThrowingTaskGroup(of: Bool.self) { group in
             for store in stores { group.addTask { try await Accounts(store: store).bootstrapAdmin(presetKey: nil) != nil } }

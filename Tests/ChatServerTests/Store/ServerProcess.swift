@@ -39,7 +39,7 @@ final class ServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let text = log
-            if let range = text.range(of: "is listening on http://127.0.0.1:") {
+            if let said = text.range(of: "is listening on "), let range = text[said.upperBound...].range(of: "://127.0.0.1:") {
                 port = Int(text[range.upperBound...].prefix { $0.isNumber }) ?? 0
                 return
             }

@@ -25,7 +25,7 @@ struct StoreEngine: Sendable {
         name: "SQLite",
         expectedMigrations: [
             "createUsers", "createAPIKeys", "createConversations", "createMessages", "messageStatusStopped", "createJobs",
-            "createQuotas",
+            "passwordsAndSessions", "createQuotas",
         ],
         freshLocation: { test in
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sarvam-store-\(UUID().uuidString)")
@@ -43,7 +43,7 @@ struct StoreEngine: Sendable {
 
     static let postgres = StoreEngine(
         name: "PostgreSQL",
-        expectedMigrations: ["accounts", "conversations", "jobs", "quotas"],
+        expectedMigrations: ["accounts", "conversations", "jobs", "sessions", "quotas"],
         freshLocation: { _ in try StoreLocation(parsing: try PostgresTestServer.shared().freshDatabase()) },
         execute: { store, sql in
             try await (store as! PostgresChatStore).client.query(PostgresQuery(unsafeSQL: sql))
@@ -166,6 +166,70 @@ enum StoreSuite {
         do { _ = try await accounts.createKey(userName: "nobody"); XCTFail("key for a missing user") } catch {
             XCTAssertTrue("\(error)".contains("carol"), "the error lists the users: \(error)")
         }
+    }
+
+    static func passwordsAndSessionsAreStoredHashed(_ engine: StoreEngine, _ test: XCTestCase) async throws {
+        let store = try await open(try engine.freshLocation(test))
+        defer { Task { try? await store.close() } }
+        let accounts = Accounts(store: store, passwordCost: 4)
+        let dora = try await accounts.addUser(name: "dora")
+        let none = try await store.credentials(userName: "dora")
+        XCTAssertEqual(none?.user.name, "dora")
+        XCTAssertNil(none?.passwordHash, "no password until one is set")
+        let noUser = try await store.credentials(userName: "nobody")
+        XCTAssertNil(noUser)
+        let password = "dora's secret words"
+        _ = try await accounts.setPassword(userName: "dora", password: password)
+        let stored = try await store.credentials(userName: "dora")
+        let hash = try XCTUnwrap(stored?.passwordHash)
+        XCTAssertTrue(hash.hasPrefix("$2b$04$"), "bcrypt at the cost asked: \(hash)")
+        let users = try await engine.dump(store, "users")
+        XCTAssertFalse(users.contains(password), "the password is not stored")
+        let checked = try await accounts.checkPassword(userName: "dora", password: password)
+        XCTAssertEqual(checked?.name, "dora")
+        let wrong = try await accounts.checkPassword(userName: "dora", password: password + "!")
+        XCTAssertNil(wrong)
+
+        let first = try await accounts.startSession(for: dora, lifetime: .seconds(3600))
+        let second = try await accounts.startSession(for: dora, lifetime: .seconds(3600))
+        XCTAssertNotEqual(first.token, second.token)
+        let sessions = try await engine.dump(store, "sessions")
+        XCTAssertFalse(sessions.contains(first.token) || sessions.contains(second.token), "tokens are not stored: \(sessions)")
+        let found = try await accounts.authenticate(sessionToken: first.token)
+        XCTAssertEqual(found?.user.name, "dora")
+        XCTAssertEqual(found?.session.hash, SHA256.hash(first.token))
+        let later = try await store.session(hash: SHA256.hash(first.token), now: Date().addingTimeInterval(3601))
+        XCTAssertNil(later, "expired an hour on")
+
+        // A password change keeps the named session and ends the others.
+        let changed = try await store.setPasswordHash(userId: dora.userId, hash, keepingSession: first.record.hash)
+        XCTAssertTrue(changed)
+        let kept = try await accounts.authenticate(sessionToken: first.token)
+        XCTAssertNotNil(kept)
+        let ended = try await accounts.authenticate(sessionToken: second.token)
+        XCTAssertNil(ended)
+        let signedOut = try await accounts.endSession(token: first.token)
+        XCTAssertTrue(signedOut)
+        let twice = try await accounts.endSession(token: first.token)
+        XCTAssertFalse(twice)
+        let gone = try await accounts.authenticate(sessionToken: first.token)
+        XCTAssertNil(gone)
+        let missingUser = try await store.setPasswordHash(userId: 999_999, hash, keepingSession: nil)
+        XCTAssertFalse(missingUser)
+
+        // Sessions that expired are removed when a new one is stored; a session needs a 32-byte hash and its user.
+        try await store.insertSession(SessionRecord(hash: SHA256.hash("old"), userId: dora.userId, expiresAt: Date().addingTimeInterval(-1)))
+        _ = try await accounts.startSession(for: dora)
+        let swept = try await store.session(hash: SHA256.hash("old"), now: Date().addingTimeInterval(-10))
+        XCTAssertNil(swept, "the expired session was deleted, not only hidden")
+        do {
+            try await store.insertSession(SessionRecord(hash: Data([1, 2, 3]), userId: dora.userId, expiresAt: Date().addingTimeInterval(60)))
+            XCTFail("a short session hash was stored")
+        } catch {}
+        do {
+            try await store.insertSession(SessionRecord(hash: SHA256.hash("x"), userId: 999_999, expiresAt: Date().addingTimeInterval(60)))
+            XCTFail("a session of no user was stored")
+        } catch {}
     }
 
     static func adminBootstrapUsesPresetKeyOnce(_ engine: StoreEngine, _ test: XCTestCase) async throws {
@@ -361,6 +425,9 @@ final class SQLiteStoreTests: XCTestCase {
     func testSchemaInvariants() async throws { try await StoreSuite.schemaInvariants(engine, self) }
     func testKeysAreStoredHashedAndCanBeRevoked() async throws { try await StoreSuite.keysAreStoredHashedAndCanBeRevoked(engine, self) }
     func testAdminBootstrapUsesPresetKeyOnce() async throws { try await StoreSuite.adminBootstrapUsesPresetKeyOnce(engine, self) }
+    func testPasswordsAndSessionsAreStoredHashed() async throws {
+        try await StoreSuite.passwordsAndSessionsAreStoredHashed(engine, self)
+    }
     func testConversationsArePagedNewestFirstAndOwned() async throws {
         try await StoreSuite.conversationsArePagedNewestFirstAndOwned(engine, self)
     }
@@ -378,6 +445,9 @@ final class PostgresStoreTests: XCTestCase {
     func testSchemaInvariants() async throws { try await StoreSuite.schemaInvariants(engine, self) }
     func testKeysAreStoredHashedAndCanBeRevoked() async throws { try await StoreSuite.keysAreStoredHashedAndCanBeRevoked(engine, self) }
     func testAdminBootstrapUsesPresetKeyOnce() async throws { try await StoreSuite.adminBootstrapUsesPresetKeyOnce(engine, self) }
+    func testPasswordsAndSessionsAreStoredHashed() async throws {
+        try await StoreSuite.passwordsAndSessionsAreStoredHashed(engine, self)
+    }
     func testConversationsArePagedNewestFirstAndOwned() async throws {
         try await StoreSuite.conversationsArePagedNewestFirstAndOwned(engine, self)
     }

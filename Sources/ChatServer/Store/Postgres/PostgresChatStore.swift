@@ -179,6 +179,73 @@ public final class PostgresChatStore: ChatStore {
         return found.1
     }
 
+    public func credentials(userName: String) async throws -> (user: User, passwordHash: String?)? {
+        try await run("credentials") { client, logger in
+            try await Self.rows(
+                "SELECT \(unescaped: Self.userColumns), password_hash FROM users WHERE name = \(userName)", on: client, logger: logger
+            ) { row -> (user: User, passwordHash: String?) in
+                let (id, name, isAdmin, createdAt, hash) = try row.decode((Int64, String, Bool, Date, String?).self)
+                return (User(id: id, name: name, isAdmin: isAdmin, createdAt: createdAt), hash)
+            }.first
+        }
+    }
+
+    public func setPasswordHash(userId: Int64, _ hash: String?, keepingSession: Data?) async throws -> Bool {
+        let keep = keepingSession ?? Data()
+        return try await run("setPasswordHash") { client, logger in
+            try await client.withTransaction(logger: logger) { connection in
+                let updated = try await Self.rows(
+                    "UPDATE users SET password_hash = \(hash) WHERE id = \(userId) RETURNING id", on: connection, logger: logger
+                ) { try $0.decode(Int64.self) }
+                guard !updated.isEmpty else { return false }
+                try await connection.query("DELETE FROM sessions WHERE user_id = \(userId) AND hash <> \(keep)", logger: logger)
+                return true
+            }
+        }
+    }
+
+    public func insertSession(_ session: SessionRecord) async throws {
+        let s = session
+        try await run("insertSession") { client, logger in
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("DELETE FROM sessions WHERE expires_at < now()", logger: logger)
+                try await connection.query(
+                    """
+                    INSERT INTO sessions (hash, user_id, created_at, expires_at)
+                    VALUES (\(s.hash), \(s.userId), \(s.createdAt), \(s.expiresAt))
+                    """, logger: logger)
+            }
+        }
+    }
+
+    public func session(hash: Data, now: Date) async throws -> (session: SessionRecord, user: User)? {
+        let found = try await run("session") { client, logger in
+            try await Self.rows(
+                """
+                SELECT s.hash, s.created_at, s.expires_at, u.id, u.name, u.is_admin, u.created_at
+                FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = \(hash) AND s.expires_at > \(now)
+                """, on: client, logger: logger
+            ) { row -> (session: SessionRecord, user: User) in
+                let (hash, created, expires, id, name, isAdmin, userCreated) = try row.decode(
+                    (Data, Date, Date, Int64, String, Bool, Date).self)
+                return (
+                    SessionRecord(hash: hash, userId: id, createdAt: created, expiresAt: expires),
+                    User(id: id, name: name, isAdmin: isAdmin, createdAt: userCreated)
+                )
+            }.first
+        }
+        guard let found, constantTimeEquals(found.session.hash, hash) else { return nil }
+        return found
+    }
+
+    public func deleteSession(hash: Data) async throws -> Bool {
+        try await run("deleteSession") { client, logger in
+            try await !Self.rows("DELETE FROM sessions WHERE hash = \(hash) RETURNING user_id", on: client, logger: logger) {
+                try $0.decode(Int64.self)
+            }.isEmpty
+        }
+    }
+
     static let userColumns = "id, name, is_admin, created_at"
     static func user(_ row: PostgresRow) throws -> User {
         let (id, name, isAdmin, createdAt) = try row.decode((Int64, String, Bool, Date).self)

@@ -88,7 +88,22 @@ enum PostgresMigrations {
                 """,
                 "CREATE INDEX jobs_by_kind ON jobs (kind, id)",
             ]),
-        // Version 4 is the accounts' passwords and sessions.
+        Migration(
+            version: 4, name: "sessions",
+            statements: [
+                // A bcrypt hash ($2b$...); NULL: the user signs in with an API key only.
+                "ALTER TABLE users ADD COLUMN password_hash TEXT",
+                // hash: SHA-256 of the cookie's token; the secret itself is never stored.
+                """
+                CREATE TABLE sessions (
+                    hash BYTEA PRIMARY KEY CHECK (octet_length(hash) = 32),
+                    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                    created_at TIMESTAMPTZ NOT NULL,
+                    expires_at TIMESTAMPTZ NOT NULL)
+                """,
+                "CREATE INDEX sessions_by_user ON sessions (user_id)",
+                "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
+            ]),
         Migration(
             version: 5, name: "quotas",
             statements: [

@@ -149,6 +149,17 @@ public final class ChatDatabase: Sendable {
             }
             try db.create(index: "jobs_by_kind", on: "jobs", columns: ["kind", "id"])
         }
+        migrator.registerMigration("passwordsAndSessions") { db in
+            // A bcrypt hash ($2b$...); NULL: the user signs in with an API key only.
+            try db.alter(table: "users") { t in t.add(column: "passwordHash", .text) }
+            try db.create(table: "sessions") { t in
+                // SHA-256 of the cookie's token: the secret itself is never stored.
+                t.primaryKey("hash", .blob).check { length($0) == 32 }
+                t.column("userId", .integer).notNull().indexed().references("users", onDelete: .cascade)
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+            }
+        }
         migrator.registerMigration("createQuotas") { db in
             try db.create(table: "user_quotas") { t in
                 t.primaryKey("userId", .integer).references("users", onDelete: .cascade)

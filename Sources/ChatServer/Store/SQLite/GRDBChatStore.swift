@@ -68,6 +68,46 @@ public struct GRDBChatStore: ChatStore {
         }
     }
 
+    public func credentials(userName: String) async throws -> (user: User, passwordHash: String?)? {
+        try await writer.read { db in
+            guard let user = try User.filter(Column("name") == userName).fetchOne(db) else { return nil }
+            // NULL reads as nil.
+            let hash = try String.fetchOne(db, sql: "SELECT passwordHash FROM users WHERE id = ?", arguments: [user.id])
+            return (user, hash)
+        }
+    }
+
+    public func setPasswordHash(userId: Int64, _ hash: String?, keepingSession: Data?) async throws -> Bool {
+        try await writer.write { db in
+            try db.execute(sql: "UPDATE users SET passwordHash = ? WHERE id = ?", arguments: [hash, userId])
+            guard db.changesCount > 0 else { return false }
+            try db.execute(
+                sql: "DELETE FROM sessions WHERE userId = ? AND hash IS NOT ?", arguments: [userId, keepingSession ?? Data()])
+            return true
+        }
+    }
+
+    public func insertSession(_ session: SessionRecord) async throws {
+        try await writer.write { db in
+            try SessionRecord.filter(Column("expiresAt") < Date()).deleteAll(db)
+            try session.insert(db)
+        }
+    }
+
+    public func session(hash: Data, now: Date) async throws -> (session: SessionRecord, user: User)? {
+        try await writer.read { db in
+            guard let session = try SessionRecord.filter(Column("hash") == hash).fetchOne(db),
+                constantTimeEquals(session.hash, hash), session.expiresAt > now,
+                let user = try User.fetchOne(db, key: session.userId)
+            else { return nil }
+            return (session, user)
+        }
+    }
+
+    public func deleteSession(hash: Data) async throws -> Bool {
+        try await writer.write { db in try SessionRecord.filter(Column("hash") == hash).deleteAll(db) > 0 }
+    }
+
     public func createConversation(_ conversation: Conversation, systemPrompt: String?) async throws -> Conversation {
         try await write { db in
             try conversation.insert(db)

@@ -13,6 +13,10 @@ extension APIKeyRecord: FetchableRecord, PersistableRecord {
     public static let databaseTableName = "api_keys"
 }
 
+extension SessionRecord: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "sessions"
+}
+
 extension Conversation: FetchableRecord, PersistableRecord {
     public static let databaseTableName = "conversations"
 }

@@ -167,26 +167,33 @@ def wait_until_loaded(page):
 
 # ---- sign-in and sign-out: the only steps that know how the page identifies its user ----
 def sign_in(page):
-    """Signs in with an API key in the key dialog the page shows to a new visitor."""
+    """Signs in with user name and password in the form the page shows a visitor without a session; the
+    session is an HttpOnly cookie, so nothing of it is readable by the page's script or kept in storage."""
     page.driver.get(page.url)
-    page.wait(SHORT, lambda: page.visible("keyDialog"), "the key dialog of a visitor without a key")
-    page.one("#keyInput").send_keys(page.args.key)
-    page.one("#keyForm button[type=submit]").click()
-    page.wait(SHORT, lambda: not page.visible("keyDialog"), "the key dialog to close")
+    page.wait(SHORT, lambda: page.visible("signinDialog"), "the sign-in form of a visitor without a session")
+    page.one("#signin-user").send_keys(page.args.user)
+    page.one("#signin-password").send_keys("not the password")
+    page.one("#signin-submit").click()
+    page.wait(SHORT, lambda: page.one("#signinError").text.strip() != "", "the error for a wrong password")
+    page.one("#signin-password").clear()
+    page.one("#signin-password").send_keys(page.args.password)
+    page.one("#signin-submit").click()
+    page.wait(SHORT, lambda: not page.visible("signinDialog"), "the sign-in form to close")
     wait_until_loaded(page)
+    if page.driver.execute_script("return document.cookie"):
+        raise StepFailed("the session cookie is readable by the page's script (not HttpOnly)")
+    if page.driver.execute_script("return window.localStorage.length"):
+        raise StepFailed("the page keeps something in localStorage")
+    if page.args.user not in page.one("#whoami").text:
+        raise StepFailed("the page does not show who is signed in")
 
 
 def sign_out(page):
-    """Signs out with the page's own button: the key is forgotten, the page asks for one again, also after a reload."""
-    button = page.find("#signout") or page.find("#forget")
-    if not button:
-        raise StepFailed("the page has no sign-out button (#signout or #forget)")
-    button[0].click()
-    page.wait(SHORT, lambda: page.visible("keyDialog"), "the key dialog after signing out")
-    if page.driver.execute_script("return localStorage.getItem('sarvam.key')"):
-        raise StepFailed("the key is still in localStorage after signing out")
+    """Signs out with the page's button: the sign-in form comes back, also after a reload, with nothing listed."""
+    page.one("#signout").click()
+    page.wait(SHORT, lambda: page.visible("signinDialog"), "the sign-in form after signing out")
     page.driver.refresh()
-    page.wait(SHORT, lambda: page.visible("keyDialog"), "the key dialog after a reload")
+    page.wait(SHORT, lambda: page.visible("signinDialog"), "the sign-in form after a reload")
     if page.find("#convs li"):
         raise StepFailed("conversations are listed while signed out")
 
@@ -442,7 +449,9 @@ STEPS = [step_sign_in, step_start_chat_and_stream, step_stop, step_code_block, s
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--key", required=True, help="an API key of the user, for the checks through the API")
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--password", required=True)
     parser.add_argument("--metrics", required=True, help="the server's /metrics URL (no key)")
     parser.add_argument("--context", type=int, required=True, help="the server's --context")
     parser.add_argument("--artifacts", required=True)

@@ -31,6 +31,9 @@ final class BrowserPageTests: XCTestCase {
 
         let (added, addOutput) = try Self.sarvam(["users", "add", "browser", "--data-dir", data.path])
         XCTAssertEqual(added, 0, addOutput)
+        let (passwordSet, passwordOutput) = try Self.sarvam(["users", "password", "browser", "--data-dir", data.path])
+        XCTAssertEqual(passwordSet, 0, passwordOutput)
+        let password = try XCTUnwrap(passwordOutput.split(separator: "\n").last.map(String.init), passwordOutput)
         let (created, keyOutput) = try Self.sarvam(["keys", "create", "browser", "--data-dir", data.path])
         XCTAssertEqual(created, 0, keyOutput)
         let key = try XCTUnwrap(
@@ -52,7 +55,7 @@ final class BrowserPageTests: XCTestCase {
             python,
             [
                 repositoryRoot().appendingPathComponent("Tests/Browser/page_test.py").path, "--url", "http://127.0.0.1:\(server.port)",
-                "--key", key, "--metrics", metrics, "--context", "\(Self.context)",
+                "--key", key, "--user", "browser", "--password", password, "--metrics", metrics, "--context", "\(Self.context)",
                 "--artifacts", artifacts.path, "--chromium", chromium, "--chromedriver", chromedriver,
             ])
         try output.write(to: artifacts.appendingPathComponent("page_test.log"), atomically: true, encoding: .utf8)

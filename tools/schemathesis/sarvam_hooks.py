@@ -1,8 +1,8 @@
 """Schemathesis hooks for Sarvam's contract test (Tests/ChatServerTests/ContractFuzzTests.swift).
 
 Every generated case is kept as generated, except that a generating request asks for at most
-3 tokens (the contract allows any positive max_tokens; this keeps 1,000 cases within minutes on
-two cores), and three of four leave out `model` so that most cases reach the engine instead of
+3 tokens, conversations included (the contract allows any positive max_tokens; this keeps 1,000
+cases within minutes on two cores), and three of four leave out `model` so that most cases reach the engine instead of
 stopping at 404 model_not_found.
 """
 import zlib
@@ -28,6 +28,6 @@ def map_body(context, body):
             body["max_tokens"] = min(body.get("max_tokens", LIMIT), LIMIT)
         if "min_tokens" in body:
             body["min_tokens"] = min(body["min_tokens"], LIMIT)
-    elif path in REPLYING and "max_tokens" in body:
-        body["max_tokens"] = min(body["max_tokens"], LIMIT)
+    elif path in REPLYING:
+        body["max_tokens"] = min(body.get("max_tokens", LIMIT), LIMIT)
     return body

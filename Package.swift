@@ -87,8 +87,11 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
-            // The web page, compiled into the binary (see HTTP/WebPage.swift).
-            resources: [.embedInCode("Web/index.html"), .embedInCode("Web/app.js"), .embedInCode("Web/app.css")],
+            // The web page and the API contract, compiled into the binary (see HTTP/WebPage.swift).
+            resources: [
+                .embedInCode("Web/index.html"), .embedInCode("Web/app.js"), .embedInCode("Web/app.css"),
+                .embedInCode("Web/openapi.yaml"),
+            ],
             swiftSettings: nativeFlags),
 
         .executableTarget(

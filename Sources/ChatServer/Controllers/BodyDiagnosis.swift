@@ -42,7 +42,11 @@ protocol HasIntegerFields {
 }
 
 extension ChatCompletionRequest: HasIntegerFields {
-    static let integerFields = ["max_tokens", "max_completion_tokens", "seed", "n"]
+    static let integerFields = ["max_tokens", "max_completion_tokens", "seed", "n", "top_logprobs", "min_tokens"]
+}
+
+extension CompletionRequest: HasIntegerFields {
+    static let integerFields = ["max_tokens", "seed", "n", "logprobs", "min_tokens", "best_of"]
 }
 
 extension ReplyBody: HasIntegerFields {

@@ -1,7 +1,8 @@
 import Foundation
 import Hummingbird
 
-/// `POST /v1/chat/completions` body. Unknown fields are ignored; snake_case keys as OpenAI spells them.
+/// `POST /v1/chat/completions` body, snake_case keys as OpenAI spells them. Which other fields are
+/// accepted and which refused is `OpenAIFields`' business (checked before decoding).
 struct ChatCompletionRequest: Decodable, Sendable {
     struct Message: Decodable, Sendable {
         var role: String
@@ -74,11 +75,16 @@ struct ChatCompletionRequest: Decodable, Sendable {
     var frequencyPenalty: Double?
     var streamOptions: StreamOptions?
     var n: Int?
+    var logprobs: Bool?
+    var topLogprobs: Int?
+    var ignoreEOS: Bool?
+    var minTokens: Int?
 
     enum CodingKeys: String, CodingKey {
-        case model, messages, stream, temperature, seed, stop, n
+        case model, messages, stream, temperature, seed, stop, n, logprobs
         case maxTokens = "max_tokens", maxCompletionTokens = "max_completion_tokens", topP = "top_p"
         case presencePenalty = "presence_penalty", frequencyPenalty = "frequency_penalty", streamOptions = "stream_options"
+        case topLogprobs = "top_logprobs", ignoreEOS = "ignore_eos", minTokens = "min_tokens"
     }
 }
 
@@ -118,6 +124,8 @@ func decodeBody<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws ->
     }
     do {
         return try JSONDecoder().decode(T.self, from: data)
+    } catch let error as APIError {
+        throw error
     } catch let error as DecodingError {
         if case .dataCorrupted(let context) = error, context.codingPath.isEmpty,
             let fields = (T.self as? HasIntegerFields.Type)?.integerFields,

@@ -340,7 +340,7 @@ struct ConversationsController: Sendable {
                         case .promptProcessed(let n):
                             journal.promptProcessed(tokens: n)
                             try await write(SSE.event("start", ReplyEvent.Start(model: modelId, promptTokens: n, droppedTurns: dropped)))
-                        case .text(let text):
+                        case .text(let text, _):
                             journal.append(text)
                             try await write(SSE.event("delta", ReplyEvent.Delta(content: text)))
                         }

@@ -1,17 +1,20 @@
 import Foundation
 
 /// What the driver hands to a response writer, in order: pings until the prompt is processed (and
-/// during any long silence), `promptProcessed` once, then text.
+/// during any long silence), `promptProcessed` once, then text with the log-probabilities of the
+/// tokens it completes (empty unless the request asked for them; the text may then be empty).
 enum DriverOutput: Sendable {
     case ping
     case promptProcessed(promptTokens: Int)
-    case text(String)
+    case text(String, logprobs: [TokenLogprobs])
 }
 
 /// How a generation ended, with what the client was sent.
 struct GenerationOutcome: Sendable {
     /// Text emitted to the client (stop strings cut off).
     var text = ""
+    /// Log-probabilities of the tokens emitted (when asked for).
+    var logprobs: [TokenLogprobs] = []
     var promptTokens: Int?
     var completionTokens = 0
     /// Prompt tokens served from the prefix cache (known when the engine finishes).
@@ -60,9 +63,11 @@ func startGeneration(
 /// the engine), applies stop strings, sends pings through silences, and hands output to `emit`.
 /// When `emit` throws (the client is gone) the generation is cancelled and the outcome is
 /// `interrupted` with the text emitted so far. Never throws: failures are in the outcome.
+/// Stop strings are looked for once `minTokens` tokens are generated (as vLLM's `min_tokens`).
 func driveGeneration(
     stream: AsyncThrowingStream<GenerationEvent, Error>,
     stops: [String],
+    minTokens: Int = 0,
     pingInterval: Duration,
     registerCancel: @Sendable (@escaping @Sendable () -> Void) async -> Void,
     emit: @Sendable (DriverOutput) async throws -> Void
@@ -71,6 +76,7 @@ func driveGeneration(
         case tick
         case prompt(Int)
         case text(String, Int)
+        case logprobs(TokenLogprobs)
         case finished(FinishReason, GenerationUsage)
         case ended
         case failed(any Error)
@@ -91,6 +97,11 @@ func driveGeneration(
                 case .promptProcessed(let n):
                     promptTokens = n
                     sink.yield(.prompt(n))
+                case .logprobs(let entry):
+                    sink.yield(.logprobs(entry))
+                case .text(let text, let tokens) where minTokens > 0 && produced + tokens <= minTokens:
+                    produced += tokens
+                    sink.yield(.text(text, tokens))
                 case .text(let text, let tokens):
                     produced += tokens
                     let (safe, matched) = matcher.feed(text)
@@ -123,6 +134,8 @@ func driveGeneration(
     // A first ping at once: the client gets its headers and knows the request was accepted.
     var lastWrite = clock.now
     var clientGone = false
+    /// Log-probabilities of tokens whose text has not been emitted yet.
+    var pendingLogprobs: [TokenLogprobs] = []
     do { try await emit(.ping) } catch { clientGone = true }
 
     if !clientGone {
@@ -140,15 +153,27 @@ func driveGeneration(
                         outcome.promptDoneAt = clock.now
                         try await emit(.promptProcessed(promptTokens: n))
                         lastWrite = clock.now
+                    case .logprobs(let entry):
+                        pendingLogprobs.append(entry)
                     case .text(let text, let tokens):
                         outcome.completionTokens += tokens
                         if !text.isEmpty {
                             outcome.text += text
+                            outcome.logprobs += pendingLogprobs
                             RequestStats.current?.noteFirstToken()
-                            try await emit(.text(text))
+                            let attached = pendingLogprobs
+                            pendingLogprobs = []
+                            try await emit(.text(text, logprobs: attached))
                             lastWrite = clock.now
                         }
                     case .finished(let reason, let usage):
+                        if !pendingLogprobs.isEmpty {
+                            // Tokens without text of their own (a special token under ignore_eos, a
+                            // stop string's tokens): their entries close the list.
+                            outcome.logprobs += pendingLogprobs
+                            try await emit(.text("", logprobs: pendingLogprobs))
+                            pendingLogprobs = []
+                        }
                         outcome.finishReason = reason
                         outcome.completionTokens = usage.completionTokens
                         outcome.cachedPromptTokens = usage.cachedPromptTokens

@@ -1,13 +1,14 @@
 import Foundation
 import Hummingbird
 
-/// `GET /v1/models` and `POST /v1/chat/completions`, shaped as OpenAI's API.
+/// `GET /v1/models`, `POST /v1/chat/completions` and `POST /v1/completions`, shaped as OpenAI's API.
 struct OpenAIController: Sendable {
     let service: ChatService
 
     func addRoutes(to group: RouterGroup<ServerContext>) {
         group.get("models") { _, _ in try models() }
         group.post("chat/completions") { request, context in try await chatCompletions(request, context: context) }
+        group.post("completions") { request, context in try await completions(request, context: context) }
     }
 
     func models() throws -> ModelListResponse {
@@ -17,8 +18,9 @@ struct OpenAIController: Sendable {
 
     func chatCompletions(_ request: Request, context: ServerContext) async throws -> Response {
         let user = try context.requireUser()
-        let body = try decodeBody(
-            ChatCompletionRequest.self, from: try await request.collectBody(limit: service.configuration.maxBodyBytes))
+        let buffer = try await request.collectBody(limit: service.configuration.maxBodyBytes)
+        try OpenAIFields.check(Data(buffer.readableBytesView), supported: OpenAIFields.chat)
+        let body = try decodeBody(ChatCompletionRequest.self, from: buffer)
 
         // Fields.
         guard !body.messages.isEmpty else { throw APIError.invalidRequest("'messages' must hold at least one message.", param: "messages") }
@@ -36,17 +38,16 @@ struct OpenAIController: Sendable {
             }
             messages.append(ChatMessage(role: role, content: m.content))
         }
-        if let n = body.n, n != 1 { throw APIError.invalidRequest("Only n = 1 is supported; got \(n).", param: "n") }
-        let stops = body.stop?.values ?? []
-        if stops.count > 4 { throw APIError.invalidRequest("'stop' takes at most 4 sequences; got \(stops.count).", param: "stop") }
-        let requestedMax = body.maxCompletionTokens ?? body.maxTokens
-        let sampling = try SamplingFields(
-            maxTokens: requestedMax, temperature: body.temperature, topP: body.topP, seed: body.seed,
-            presencePenalty: body.presencePenalty, frequencyPenalty: body.frequencyPenalty
-        ).validated()
-        if let m = body.maxCompletionTokens, m < 1 {
-            throw APIError.invalidRequest("max_completion_tokens must be at least 1; got \(m).", param: "max_completion_tokens")
+        if body.topLogprobs != nil && body.logprobs != true {
+            throw APIError.invalidRequest("'top_logprobs' needs logprobs: true.", param: "top_logprobs")
         }
+        let options = try OpenAIOptions.check(
+            maxTokens: body.maxCompletionTokens ?? body.maxTokens,
+            maxTokensField: body.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens",
+            temperature: body.temperature, topP: body.topP, seed: body.seed, presencePenalty: body.presencePenalty,
+            frequencyPenalty: body.frequencyPenalty, stop: body.stop?.values, n: body.n, ignoreEOS: body.ignoreEOS,
+            minTokens: body.minTokens, logprobs: body.logprobs == true ? (body.topLogprobs ?? 0) : nil,
+            logprobsField: "top_logprobs", stream: body.stream, includeUsage: body.streamOptions?.includeUsage)
 
         // Model and context.
         let thinkHarder = ["1", "true", "yes"].contains(request.headers[.sarvamThinkHarder]?.lowercased() ?? "")
@@ -56,94 +57,88 @@ struct OpenAIController: Sendable {
         let info = engine.modelInfo
         let promptTokens: Int
         do { promptTokens = try engine.countTokens(messages) } catch { throw APIError.from(engine: error) }
-        if promptTokens >= info.contextLength {
-            throw APIError.contextLengthExceeded(promptTokens: promptTokens, limit: info.contextLength)
-        }
-        if let requestedMax, promptTokens + requestedMax > info.contextLength {
-            throw APIError(
-                status: .badRequest,
-                message:
-                    "This model's maximum context length is \(info.contextLength) tokens. However, you requested \(promptTokens + requestedMax) tokens (\(promptTokens) in the messages, \(requestedMax) in the completion). Please reduce the length of the messages or completion.",
-                type: "invalid_request_error", param: "messages", code: "context_length_exceeded")
-        }
-        var generation = GenerationRequest(
-            messages: messages, maxTokens: requestedMax ?? (info.contextLength - promptTokens),
-            sampling: sampling, userId: user.userId, requestId: context.id)
-        if let left = try await service.quotas.admit(userId: user.userId) { generation.maxTokens = min(generation.maxTokens, left) }
-
-        let ticket = try await service.registry.admit(userId: user.userId)
-        let registry = service.registry
-        let (stream, cacheHit) = try await startGeneration(engine: engine, request: generation, ticket: ticket, registry: registry)
+        let maxTokens = try Self.replyLimit(options, promptTokens: promptTokens, contextLength: info.contextLength, param: "messages")
+        let runner = try await ChoiceRunner.start(
+            options.requests(
+                messages: messages, promptTokens: nil, maxTokens: maxTokens, userId: user.userId, requestId: context.id),
+            engine: engine, service: service)
         let id = "chatcmpl-" + randomHex(bytes: 12)
         let created = Int(Date().timeIntervalSince1970)
-        let pingInterval = service.configuration.pingInterval
         let stats = context.stats
+        let wantsLogprobs = options.logprobs != nil
 
-        guard body.stream == true else {
+        guard options.stream else {
             // Nothing is written until the end, so only the connection tells that the client left:
             // then the generation is cancelled like a stream whose write failed.
-            let (outcome, hungUp) = await cancellingOnHangUp(context.channel) {
-                await driveGeneration(
-                    stream: stream, stops: stops, pingInterval: pingInterval,
-                    registerCancel: { await registry.attach(ticket, cancel: $0) }, emit: { _ in })
+            let (outcomes, hungUp) = await cancellingOnHangUp(context.channel) {
+                await runner.drive(stops: options.stops, minTokens: options.minTokens, stats: stats, emit: { _, _ in })
             }
-            await registry.finish(ticket)
-            stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
-            if let error = outcome.error { throw error }
-            if hungUp && outcome.finishReason == nil { throw APIError.clientClosed }
-            guard let finish = outcome.finishReason else {
+            if let error = outcomes.lazy.compactMap(\.error).first { throw error }
+            if hungUp && outcomes.contains(where: { $0.finishReason == nil }) { throw APIError.clientClosed }
+            if outcomes.contains(where: { $0.finishReason == nil }) {
                 throw APIError.unavailable("The reply was interrupted (the server is shutting down).")
+            }
+            let choices = outcomes.enumerated().map { i, outcome in
+                ChatCompletionResponse.Choice(
+                    index: i, message: .init(content: outcome.text), finishReason: outcome.finishReason!,
+                    logprobs: wantsLogprobs ? ChatLogprobs(outcome.logprobs, engine: engine) : nil)
             }
             var response = try jsonResponse(
                 ChatCompletionResponse(
-                    id: id, created: created, model: info.id,
-                    choices: [.init(message: .init(content: outcome.text), finishReason: finish)],
-                    usage: UsageResponse(outcome.usage)))
-            if cacheHit { response.headers[.sarvamCache] = "hit" }
+                    id: id, created: created, model: info.id, choices: choices, usage: UsageResponse(combinedUsage(outcomes))))
+            if runner.cacheHit { response.headers[.sarvamCache] = "hit" }
             return response
         }
 
-        let includeUsage = body.streamOptions?.includeUsage == true
-        @Sendable func chunk(_ delta: ChatCompletionChunk.Delta, finish: FinishReason? = nil) -> ChatCompletionChunk {
-            ChatCompletionChunk(id: id, created: created, model: info.id, choices: [.init(delta: delta, finishReason: finish)])
+        @Sendable func chunk(_ index: Int, _ delta: ChatCompletionChunk.Delta, finish: FinishReason? = nil,
+                             logprobs: ChatLogprobs? = nil) -> ChatCompletionChunk {
+            ChatCompletionChunk(
+                id: id, created: created, model: info.id,
+                choices: [.init(index: index, delta: delta, finishReason: finish, logprobs: logprobs)])
         }
         var response = sseResponse { write in
-            let outcome = await driveGeneration(
-                stream: stream, stops: stops, pingInterval: pingInterval,
-                registerCancel: { await registry.attach(ticket, cancel: $0) },
-                emit: { output in
-                    switch output {
-                    case .ping: try await write(SSE.ping)
-                    case .promptProcessed: try await write(SSE.data(chunk(.init(role: "assistant", content: ""))))
-                    case .text(let text): try await write(SSE.data(chunk(.init(content: text))))
-                    }
-                })
-            await registry.finish(ticket)
-            stats.record(usage: outcome.usage, outcome: outcome.status.rawValue)
-            if let finish = outcome.finishReason {
-                try await write(SSE.data(chunk(.init(), finish: finish)))
-                if includeUsage {
-                    try await write(
-                        SSE.data(
-                            ChatCompletionChunk(
-                                id: id, created: created, model: info.id, choices: [],
-                                usage: UsageResponse(outcome.usage))))
+            let outcomes = await runner.drive(stops: options.stops, minTokens: options.minTokens, stats: stats) { index, output in
+                switch output {
+                case .ping: try await write(SSE.ping)
+                case .promptProcessed: try await write(SSE.data(chunk(index, .init(role: "assistant", content: ""))))
+                case .text(let text, let entries):
+                    let logprobs = wantsLogprobs ? ChatLogprobs(entries, engine: engine) : nil
+                    try await write(SSE.data(chunk(index, .init(content: text), logprobs: logprobs)))
                 }
-            } else {
-                let error =
-                    outcome.error
-                    ?? APIError(
-                        status: .serviceUnavailable, message: "The reply was interrupted.",
-                        type: "server_error", code: "interrupted")
+            }
+            for (index, outcome) in outcomes.enumerated() {
+                if let finish = outcome.finishReason { try await write(SSE.data(chunk(index, .init(), finish: finish))) }
+            }
+            if let error = unfinishedError(outcomes) {
                 try await write(SSE.data(error.body))
+            } else if options.includeUsage {
+                try await write(
+                    SSE.data(
+                        ChatCompletionChunk(
+                            id: id, created: created, model: info.id, choices: [], usage: UsageResponse(combinedUsage(outcomes)))))
             }
             try await write(SSE.done)
         }
-        if cacheHit { response.headers[.sarvamCache] = "hit" }
+        if runner.cacheHit { response.headers[.sarvamCache] = "hit" }
         return response
     }
-}
 
+    /// The reply's token limit: what the client asked for, or what the context leaves; a request
+    /// that cannot fit is a 400 naming `param` (the prompt's field).
+    static func replyLimit(_ options: OpenAIOptions, promptTokens: Int, contextLength: Int, param: String) throws -> Int {
+        if promptTokens >= contextLength {
+            throw APIError.contextLengthExceeded(promptTokens: promptTokens, limit: contextLength, param: param)
+        }
+        if let requested = options.maxTokens, promptTokens + requested > contextLength {
+            throw APIError(
+                status: .badRequest,
+                message:
+                    "This model's maximum context length is \(contextLength) tokens. However, you requested \(promptTokens + requested) tokens (\(promptTokens) in the \(param), \(requested) in the completion). Please reduce the length of the \(param) or completion.",
+                type: "invalid_request_error", param: param, code: "context_length_exceeded")
+        }
+        return options.maxTokens ?? (contextLength - promptTokens)
+    }
+}
 
 func randomHex(bytes: Int) -> String {
     var rng = SystemRandomNumberGenerator()

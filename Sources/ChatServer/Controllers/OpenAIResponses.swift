@@ -1,7 +1,7 @@
 import Foundation
 
-// The bodies of `/v1`, as OpenAI's API writes them: `logprobs` and `system_fingerprint` are always
-// there and null (we have neither), a chunk's `finish_reason` is null until the last choice chunk.
+// The bodies of `/v1`, as OpenAI's API writes them: `logprobs` is always there (null unless asked
+// for), `system_fingerprint` always null, a chunk's `finish_reason` null until its choice's last chunk.
 
 /// `GET /v1/models`.
 struct ModelListResponse: APIResponse {
@@ -64,13 +64,14 @@ struct ChatCompletionResponse: APIResponse {
         var index = 0
         var message: Message
         var finishReason: FinishReason
+        var logprobs: ChatLogprobs?
         enum CodingKeys: String, CodingKey { case index, message, logprobs, finishReason = "finish_reason" }
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(index, forKey: .index)
             try c.encode(message, forKey: .message)
-            try c.encodeNil(forKey: .logprobs)
+            try c.encode(logprobs, forKey: .logprobs)
             try c.encode(finishReason, forKey: .finishReason)
         }
     }
@@ -108,13 +109,14 @@ struct ChatCompletionChunk: Encodable {
         var index = 0
         var delta: Delta
         var finishReason: FinishReason?
+        var logprobs: ChatLogprobs?
         enum CodingKeys: String, CodingKey { case index, delta, logprobs, finishReason = "finish_reason" }
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(index, forKey: .index)
             try c.encode(delta, forKey: .delta)
-            try c.encodeNil(forKey: .logprobs)
+            try c.encode(logprobs, forKey: .logprobs)
             try c.encode(finishReason, forKey: .finishReason)
         }
     }
@@ -137,5 +139,42 @@ struct ChatCompletionChunk: Encodable {
         try c.encodeNil(forKey: .systemFingerprint)
         try c.encode(choices, forKey: .choices)
         try c.encodeIfPresent(usage, forKey: .usage)
+    }
+}
+
+/// A chat choice's `logprobs`: `{"content": [...], "refusal": null}`.
+struct ChatLogprobs: Encodable {
+    struct Alternative: Encodable {
+        var token: String
+        var logprob: Float
+        var bytes: [UInt8]
+    }
+    struct Entry: Encodable {
+        var token: String
+        var logprob: Float
+        var bytes: [UInt8]
+        var topLogprobs: [Alternative]
+        enum CodingKeys: String, CodingKey { case token, logprob, bytes, topLogprobs = "top_logprobs" }
+    }
+    var content: [Entry]
+    enum CodingKeys: String, CodingKey { case content, refusal }
+
+    init(_ entries: [TokenLogprobs], engine: any ChatEngine) {
+        func alternative(_ token: Int, _ logprob: Float) -> Alternative {
+            let bytes = engine.tokenBytes(token)
+            return Alternative(token: tokenString(bytes), logprob: finiteLogprob(logprob), bytes: bytes)
+        }
+        content = entries.map { e in
+            let chosen = alternative(e.token, e.logprob)
+            return Entry(
+                token: chosen.token, logprob: chosen.logprob, bytes: chosen.bytes,
+                topLogprobs: e.top.map { alternative($0.token, $0.logprob) })
+        }
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(content, forKey: .content)
+        try c.encodeNil(forKey: .refusal)
     }
 }

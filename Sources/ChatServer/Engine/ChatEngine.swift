@@ -1,4 +1,5 @@
 import Foundation
+import Transformer
 
 // The narrow seam between the HTTP server and a model engine. The server knows messages and text;
 // the engine (the adapter over Transformer + Tokenizer and its engine loop) knows
@@ -78,6 +79,15 @@ public struct GenerationRequest: Sendable {
     public var conversationId: String?
     /// The HTTP request id, for the engine's logs.
     public var requestId: String
+    /// Prompt token ids fed as they are, without the chat template (`/v1/completions`); when set,
+    /// `messages` is not used.
+    public var promptTokens: [Int]?
+    /// Stop tokens do not end the reply (vLLM's `ignore_eos`): it runs to `maxTokens` or the context.
+    public var ignoreEOS = false
+    /// Stop tokens cannot be sampled before this many tokens (vLLM's `min_tokens`).
+    public var minTokens = 0
+    /// Stream each token's log-probability with this many alternatives (0...20); nil: none.
+    public var logprobs: Int?
 
     public init(
         messages: [ChatMessage], maxTokens: Int, sampling: SamplingParameters = .init(),
@@ -117,13 +127,29 @@ public struct GenerationUsage: Sendable, Equatable, Codable {
     }
 }
 
+/// A generated token with its log-probability under the raw model (before penalties and
+/// temperature) and the most likely alternatives at its position.
+public struct TokenLogprobs: Sendable, Equatable {
+    public var token: Int
+    public var logprob: Float
+    public var top: [TokenLogprob]
+
+    public init(token: Int, logprob: Float, top: [TokenLogprob]) {
+        self.token = token
+        self.logprob = logprob
+        self.top = top
+    }
+}
+
 /// What an engine's stream yields, in this order:
-/// `.promptProcessed` once, then any number of `.text`, then `.finished` once.
+/// `.promptProcessed` once, then any number of `.logprobs` and `.text`, then `.finished` once.
+/// A token's `.logprobs` (only when asked for) comes before the `.text` that holds its text.
 public enum GenerationEvent: Sendable, Equatable {
     /// The prompt is in the KV cache; the first token follows. Until then the server sends pings.
     case promptProcessed(promptTokens: Int)
     /// Complete UTF-8 text (never half a character) and how many tokens produced it.
     case text(String, tokenCount: Int)
+    case logprobs(TokenLogprobs)
     case finished(FinishReason, GenerationUsage)
 }
 
@@ -175,6 +201,19 @@ public protocol ChatEngine: Sendable {
     /// Forgets what the engine keeps of a deleted conversation (its KV snapshots on disk). Blocking.
     func forgetConversation(userId: Int64, conversationId: String)
 
+    /// Token ids valid in prompts: 0 ..< vocabularySize (0: the engine takes no token ids).
+    var vocabularySize: Int { get }
+
+    /// Token ids of `text` taken as a user's text: special-token text stays text. `addSpecial`
+    /// adds the beginning-of-sequence token when the model's tokenizer uses one.
+    func tokenize(_ text: String, addSpecial: Bool) throws -> [Int]
+
+    /// The text of token ids (special tokens included), each id below `vocabularySize`.
+    func detokenize(_ ids: [Int]) throws -> String
+
+    /// The raw bytes of one token (may be part of a UTF-8 character).
+    func tokenBytes(_ id: Int) -> [UInt8]
+
     /// Stops the engine at server shutdown and saves what should outlive the process. Blocking.
     func close()
 
@@ -193,6 +232,15 @@ extension ChatEngine {
     }
 
     public func forgetConversation(userId: Int64, conversationId: String) {}
+
+    public var vocabularySize: Int { 0 }
+    public func tokenize(_ text: String, addSpecial: Bool) throws -> [Int] {
+        throw ChatEngineError.invalidRequest("this model has no tokenizer to expose")
+    }
+    public func detokenize(_ ids: [Int]) throws -> String {
+        throw ChatEngineError.invalidRequest("this model has no tokenizer to expose")
+    }
+    public func tokenBytes(_ id: Int) -> [UInt8] { [] }
     public func close() {}
 
     public func startGeneration(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error> {

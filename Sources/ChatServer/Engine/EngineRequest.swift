@@ -47,6 +47,20 @@ final class EngineRequest {
         sampler.observe(job.prompt)
     }
 
+    /// Scratch copy of a logit row with the stop tokens masked (only while below `minTokens`).
+    private var masked: [Float] = []
+
+    /// Samples from `row` with every stop token's logit at −∞ (before `minTokens` are generated).
+    func sampleWithoutStopTokens(_ row: UnsafeBufferPointer<Float>) -> Int {
+        if job.stopTokenIds.isEmpty { return sampler.sample(row) }
+        if masked.count != row.count { masked = Array(repeating: 0, count: row.count) }
+        masked.withUnsafeMutableBufferPointer { m in
+            _ = m.initialize(from: row)
+            for id in job.stopTokenIds where id >= 0 && id < m.count { m[id] = -.infinity }
+        }
+        return sampler.sample(masked)
+    }
+
     /// Whose KV snapshots it may load and whose its own are.
     var snapshotOwner: KVSnapshotOwner { KVSnapshotOwner(user: job.userId, conversation: job.conversationId ?? "") }
 

@@ -23,8 +23,13 @@ struct OutputProcessor {
             r.continuation.yield(.promptProcessed(promptTokens: r.job.prompt.count))
         }
         if r.generatedCount >= r.job.maxTokens { return .length }
-        let token = r.sampler.sample(row)
-        if r.job.stopTokenIds.contains(token) { return .stop }
+        let token = r.generatedCount < r.job.minTokens ? r.sampleWithoutStopTokens(row) : r.sampler.sample(row)
+        if r.job.stopTokenIds.contains(token) && !r.job.ignoreEOS { return .stop }
+        if let top = r.job.logprobs {
+            // The raw model's distribution (before penalties, temperature and top-k/top-p), as vLLM reports by default.
+            let (chosen, alternatives) = LogSoftmax.entries(row, token: token, top: top)
+            r.continuation.yield(.logprobs(TokenLogprobs(token: token, logprob: chosen, top: alternatives)))
+        }
         r.tokens.append(token)
         r.generatedCount += 1
         r.sampler.observe(token)

@@ -31,6 +31,8 @@ final class ResponseCache: @unchecked Sendable {
         var seed: UInt64?
         var maxTokens: Int
         var stopTokenIds: [Int]
+        var ignoreEOS: Bool
+        var minTokens: Int
     }
 
     /// A stored reply: the engine's events after the prompt, as they were streamed.
@@ -56,14 +58,17 @@ final class ResponseCache: @unchecked Sendable {
         self.metrics = metrics
     }
 
-    /// The key of a job, or nil when its reply may not be cached (sampled without a seed, or off).
+    /// The key of a job, or nil when its reply may not be cached (sampled without a seed, asking for
+    /// log-probabilities, which are not stored, or off).
     func key(for job: SchedulerJob) -> Key? {
-        guard mode != .off, budgetBytes > 0, job.sampling.temperature == 0 || job.sampling.seed != nil else { return nil }
+        guard mode != .off, budgetBytes > 0, job.logprobs == nil, job.sampling.temperature == 0 || job.sampling.seed != nil
+        else { return nil }
         let s = job.sampling
         return Key(
             user: mode == .user ? job.userId : nil, prompt: job.prompt, temperature: s.temperature, topK: s.topK, topP: s.topP,
             repetitionPenalty: s.repetitionPenalty, presencePenalty: s.presencePenalty, frequencyPenalty: s.frequencyPenalty,
-            seed: s.seed, maxTokens: job.maxTokens, stopTokenIds: job.stopTokenIds.sorted())
+            seed: s.seed, maxTokens: job.maxTokens, stopTokenIds: job.stopTokenIds.sorted(),
+            ignoreEOS: job.ignoreEOS, minTokens: job.minTokens)
     }
 
     /// The stored reply as a finished stream, or nil (a miss).
@@ -100,7 +105,7 @@ final class ResponseCache: @unchecked Sendable {
             switch event {
             case .text(let text, let tokens): recorder.texts.append((text, tokens))
             case .finished(let reason, let usage): store(key, texts: recorder.texts, reason: reason, usage: usage)
-            case .promptProcessed: break
+            case .promptProcessed, .logprobs: break
             }
             return event
         }

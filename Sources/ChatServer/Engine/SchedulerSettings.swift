@@ -145,6 +145,12 @@ public struct SchedulerJob: Sendable {
     public var requestId: String
     /// Called on the engine thread with every generated token (tests, tracing). Must not block.
     public var onToken: (@Sendable (Int) -> Void)?
+    /// A stop token is kept as an ordinary token instead of ending the reply (vLLM's `ignore_eos`).
+    public var ignoreEOS = false
+    /// Stop tokens cannot be sampled until this many tokens are generated (vLLM's `min_tokens`).
+    public var minTokens = 0
+    /// Report each generated token's log-probability and this many alternatives; nil: none.
+    public var logprobs: Int?
 
     public init(
         prompt: [Int], maxTokens: Int, sampling: Transformer::SamplingParameters = .greedy,

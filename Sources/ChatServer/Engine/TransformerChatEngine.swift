@@ -75,19 +75,46 @@ public final class TransformerChatEngine: ChatEngine, @unchecked Sendable {
     public func startGenerationReportingCache(
         _ request: GenerationRequest
     ) throws -> (stream: AsyncThrowingStream<GenerationEvent, Error>, cacheHit: Bool) {
-        guard !request.messages.isEmpty else { throw ChatEngineError.invalidRequest("messages: expected at least one message, found none") }
-        let prompt = promptTokens(request.messages)
+        let prompt: [Int]
+        if let ids = request.promptTokens {
+            guard !ids.isEmpty else { throw ChatEngineError.invalidRequest("prompt: expected at least one token, found none") }
+            if let bad = ids.first(where: { $0 < 0 || $0 >= vocabularySize }) {
+                throw ChatEngineError.invalidRequest("prompt: token id \(bad) is outside the vocabulary 0..<\(vocabularySize)")
+            }
+            prompt = ids
+        } else {
+            guard !request.messages.isEmpty else { throw ChatEngineError.invalidRequest("messages: expected at least one message, found none") }
+            prompt = promptTokens(request.messages)
+        }
         let limit = scheduler.contextLength
         if prompt.count >= limit { throw ChatEngineError.contextLengthExceeded(promptTokens: prompt.count, limit: limit) }
-        let job = SchedulerJob(
+        var job = SchedulerJob(
             prompt: prompt, maxTokens: min(max(0, request.maxTokens), limit - prompt.count + 1),
             sampling: try samplingDefaults.parameters(for: request.sampling),
             stopTokenIds: stopTokenIds, userId: request.userId, conversationId: request.conversationId,
             requestId: request.requestId)
+        job.ignoreEOS = request.ignoreEOS
+        job.minTokens = request.minTokens
+        job.logprobs = request.logprobs
         guard let responseCache, let key = responseCache.key(for: job) else { return (try scheduler.trySubmit(job), false) }
         if let replay = responseCache.replay(key) { return (replay, true) }
         return (responseCache.recording(key, try scheduler.trySubmit(job)), false)
     }
+
+    public var vocabularySize: Int { tokenizer.vocabularySize }
+
+    public func tokenize(_ text: String, addSpecial: Bool) throws -> [Int] {
+        tokenizer.encode(text: text, addBos: addSpecial && tokenizer.addsBosToken)
+    }
+
+    public func detokenize(_ ids: [Int]) throws -> String {
+        if let bad = ids.first(where: { $0 < 0 || $0 >= vocabularySize }) {
+            throw ChatEngineError.invalidRequest("tokens: id \(bad) is outside the vocabulary 0..<\(vocabularySize)")
+        }
+        return tokenizer.decode(ids)
+    }
+
+    public func tokenBytes(_ id: Int) -> [UInt8] { tokenizer.decodeBytes([id]) }
 
     /// Ready for /health once built: `makeTransformerEngines` runs the warm-up step before returning it.
     public var isReady: Bool { true }

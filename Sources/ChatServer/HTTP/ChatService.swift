@@ -78,6 +78,7 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     router.add(middleware: RequestLogMiddleware(logger: service.logger, quotas: service.quotas))
 
     WebPage.addRoutes(to: router)
+    APIContract.addRoutes(to: router)
     router.get("/health") { _, _ -> EditedResponse<HealthResponse> in
         let draining = await service.registry.draining
         switch service.catalog.state {
@@ -109,6 +110,7 @@ public func buildRouter(_ service: ChatService) -> Router<ServerContext> {
     OpenAIController(service: service).addRoutes(to: v1)
     let sessions = SessionController(service: service)
     sessions.addPublicRoutes(to: router.group("api"))
+    TokenizeController(service: service).addRoutes(to: router, auth: auth)
     let api = router.group("api").add(middleware: auth)
     sessions.addRoutes(to: api)
     ConversationsController(service: service).addRoutes(to: api)
@@ -138,8 +140,12 @@ struct HealthResponse: APIResponse {
     var error: String?
 }
 
-/// An SSE response whose body is produced by `produce`, which gets a function writing one frame.
-func sseResponse(_ produce: @escaping @Sendable (_ write: @Sendable (String) async throws -> Void) async throws -> Void) -> Response {
+/// An SSE response whose body is produced by `produce`, which gets a function writing one frame
+/// (escaping so that concurrent writers, such as the choices of one reply, may share it; it must
+/// not be called after `produce` returns).
+func sseResponse(
+    _ produce: @escaping @Sendable (_ write: @escaping @Sendable (String) async throws -> Void) async throws -> Void
+) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "text/event-stream"
     headers[.cacheControl] = "no-cache"

@@ -41,7 +41,7 @@ final class KVSnapshotRealModelTests: XCTestCase {
             switch event {
             case .text(let t, _): text += t
             case .finished(_, let usage): cached = usage.cachedPromptTokens
-            case .promptProcessed: break
+            case .promptProcessed, .logprobs: break
             }
         }
         engine.scheduler.snapshotStore?.waitForWrites()

@@ -20,6 +20,8 @@ final class AutoModelTests: XCTestCase {
             return #"{"model": "auto", "messages": [{"role": "user", "content": \#(escaped)}]}"#
         }
         try await f.test { client in
+            let me = try await client.send(.get, "/api/me", key: f.keyA)
+            XCTAssertEqual(me.object["models"] as? [String], ["auto", "small", "large"], "auto first: the page's default")
             let question = try await client.send(.post, "/v1/chat/completions", key: f.keyA, json: chat("What is the capital of France?"))
             XCTAssertEqual(question.status, .ok, question.text)
             XCTAssertEqual(question.object["model"] as? String, "small")
@@ -78,6 +80,8 @@ final class AutoModelTests: XCTestCase {
                 .post, "/v1/chat/completions", key: f.keyA, json: #"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#)
             XCTAssertEqual(r.status, .ok, r.text)
             XCTAssertEqual(r.object["model"] as? String, "fake-model")
+            let me = try await client.send(.get, "/api/me", key: f.keyA)
+            XCTAssertEqual(me.object["models"] as? [String], ["fake-model"])
             XCTAssertNil(r.headers[HTTPField.Name("X-Sarvam-Tier")!])
         }
     }

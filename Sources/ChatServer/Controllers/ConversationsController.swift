@@ -68,8 +68,10 @@ struct ConversationsController: Sendable {
 
     func me(context: ServerContext) async throws -> MeResponse {
         let user = try context.requireUser()
+        // With two tiers, `auto` comes first: the page's default.
+        let models = (service.catalog.tiers == nil ? [] : [EngineCatalog.autoModel]) + service.catalog.models.map(\.id)
         return MeResponse(
-            id: user.userId, name: user.name, isAdmin: user.isAdmin, models: service.catalog.models.map(\.id),
+            id: user.userId, name: user.name, isAdmin: user.isAdmin, models: models,
             quota: try await service.quotas.status(userId: user.userId))
     }
 

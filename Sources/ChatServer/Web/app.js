@@ -347,18 +347,22 @@ async function send() {
     }
     $("input").value = ""; autosize();
     const path = "/api/conversations/" + encodeURIComponent(state.conv.id) + "/messages";
-    const taken = await stream(path, { content, model: $("model").value || undefined });
+    const taken = await stream(path, { content, model: $("model").value || undefined, think_harder: thinkHarder() });
     // A refused message (too long, say) goes back into the empty box, to be shortened rather than typed again.
     if (!taken && !$("input").value) { $("input").value = content; autosize(); }
     const c = state.convs.find((x) => x.id === state.conv.id); if (c) $("convTitle").textContent = c.title;
   } catch (e) { showError(e.message); }
 }
+// "Think harder" asks model auto for the larger model; it means nothing for a named model.
+function thinkHarder() { return $("model").value === "auto" && $("thinkHarder").checked ? true : undefined; }
 async function regenerate() {
   if (!state.conv || state.running) return;
   const views = document.querySelectorAll("#messages .msg");
   const last = views[views.length - 1];
   if (last && last.classList.contains("assistant")) last.remove();
-  await stream("/api/conversations/" + encodeURIComponent(state.conv.id) + "/regenerate", { model: $("model").value || undefined });
+  await stream("/api/conversations/" + encodeURIComponent(state.conv.id) + "/regenerate", {
+    model: $("model").value || undefined, think_harder: thinkHarder(),
+  });
 }
 async function stop() {
   if (!state.conv) return;
@@ -388,6 +392,8 @@ async function start() {
     const select = $("model"); select.replaceChildren();
     for (const id of me.models) select.append(el("option", { value: id, text: id }));
     select.hidden = me.models.length < 2;
+    $("thinkLabel").hidden = !me.models.includes("auto");
+    select.addEventListener("change", () => { $("thinkLabel").hidden = select.value !== "auto"; });
     await loadConversations();
     if (state.convs.length) openConversation(state.convs[0].id); else newChat();
   } catch (e) { if (e.message !== "unauthorized") showError(e.message); }

@@ -386,6 +386,7 @@ public final class EngineLoop: @unchecked Sendable {
     private func runLoop() {
         while true {
             if running.isEmpty && waiting.isEmpty {
+                computeGate?.noteStreaming(self, false)
                 releaseIdleCacheMemory()
                 stepTrace?.flush()
             }
@@ -485,7 +486,12 @@ public final class EngineLoop: @unchecked Sendable {
         }
 
         let views = running.map(plannerView)
+        if let gate = computeGate, let itl = settings.interTokenLatencyTarget {
+            // Another engine's streams wait through this step too: prompt-only steps stay short then.
+            planner.promptStepTarget = gate.othersStreaming(than: self) ? itl * 0.45 : settings.promptStepTargetSeconds
+        }
         let plan = planner.batch(running: views, pool: poolState, cost: cost, starvedSteps: starvedSteps)
+        computeGate?.noteStreaming(self, !plan.decode.isEmpty)
         let computed = Dictionary(uniqueKeysWithValues: views.map { ($0.id, $0.computed) })
         var attended = 0
         for id in plan.decode { attended += computed[id]! + 1 }

@@ -49,4 +49,18 @@ final class ComputeGateTests: XCTestCase {
         }
         XCTAssertLessThanOrEqual(longest, 2, "steps of one engine in a row while both were busy")
     }
+
+    func testOthersStreaming() {
+        let gate = ComputeGate()
+        let light = NSObject()
+        let heavy = NSObject()
+        XCTAssertFalse(gate.othersStreaming(than: heavy))
+        gate.noteStreaming(light, true)
+        XCTAssertTrue(gate.othersStreaming(than: heavy))
+        XCTAssertFalse(gate.othersStreaming(than: light), "its own streams do not count")
+        gate.noteStreaming(heavy, true)
+        gate.noteStreaming(light, false)
+        XCTAssertFalse(gate.othersStreaming(than: heavy))
+        XCTAssertTrue(gate.othersStreaming(than: light))
+    }
 }

@@ -37,8 +37,9 @@ public struct Quotas: Sendable {
     public func admit(userId: Int64) async throws -> Int? {
         let (rpm, tpd) = try await limits(userId: userId)
         let time = now().timeIntervalSince1970
+        var used = 0
         if let tpd {
-            let used = try await store.usage(userId: userId, kind: Self.tokensKind, window: Self.day(time))
+            used = try await store.usage(userId: userId, kind: Self.tokensKind, window: Self.day(time))
             if used >= tpd {
                 throw APIError.quotaExceeded(
                     "You have used your \(tpd) generated tokens for today (UTC).", retryAfter: Self.secondsToNextDay(time))
@@ -52,8 +53,7 @@ public struct Quotas: Sendable {
             }
         }
         guard let tpd else { return nil }
-        let used = try await store.usage(userId: userId, kind: Self.tokensKind, window: Self.day(time))
-        return max(1, tpd - used)
+        return tpd - used
     }
 
     /// Adds the tokens a reply generated to the user's day.

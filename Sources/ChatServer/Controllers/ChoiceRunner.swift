@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// The `n` choices of one `/v1` request: each is its own generation in the engine (its own ticket,
 /// sequence and sampler), driven side by side; their output reaches one response writer in turn.
@@ -41,6 +42,20 @@ struct ChoiceRunner: Sendable {
             throw error
         }
         return ChoiceRunner(service: service, engine: engine, started: started)
+    }
+
+    /// Drives every choice to its end for a reply sent whole: nothing is written until then, so only
+    /// the connection tells that the client left, and then the choices are cancelled like a stream
+    /// whose write failed. Throws what the client is told instead of a partial reply.
+    func driveWhole(stops: [String], minTokens: Int, stats: RequestStats, channel: any Channel) async throws -> [GenerationOutcome] {
+        let (outcomes, hungUp) = await cancellingOnHangUp(channel) {
+            await drive(stops: stops, minTokens: minTokens, stats: stats, emit: { _, _ in })
+        }
+        if let error = outcomes.lazy.compactMap(\.error).first { throw error }
+        if outcomes.contains(where: { $0.finishReason == nil }) {
+            throw hungUp ? APIError.clientClosed : APIError.unavailable("The reply was interrupted (the server is shutting down).")
+        }
+        return outcomes
     }
 
     /// Drives every choice to its end. `emit(index, output)` calls never overlap. Outcomes are in

@@ -47,14 +47,8 @@ extension OpenAIController {
         let wantsLogprobs = options.logprobs != nil
 
         guard options.stream else {
-            let (outcomes, hungUp) = await cancellingOnHangUp(context.channel) {
-                await runner.drive(stops: options.stops, minTokens: options.minTokens, stats: stats, emit: { _, _ in })
-            }
-            if let error = outcomes.lazy.compactMap(\.error).first { throw error }
-            if hungUp && outcomes.contains(where: { $0.finishReason == nil }) { throw APIError.clientClosed }
-            if outcomes.contains(where: { $0.finishReason == nil }) {
-                throw APIError.unavailable("The reply was interrupted (the server is shutting down).")
-            }
+            let outcomes = try await runner.driveWhole(
+                stops: options.stops, minTokens: options.minTokens, stats: stats, channel: context.channel)
             let choices = outcomes.enumerated().map { i, outcome in
                 CompletionResponse.Choice(
                     index: i, text: outcome.text,

@@ -68,16 +68,8 @@ struct OpenAIController: Sendable {
         let wantsLogprobs = options.logprobs != nil
 
         guard options.stream else {
-            // Nothing is written until the end, so only the connection tells that the client left:
-            // then the generation is cancelled like a stream whose write failed.
-            let (outcomes, hungUp) = await cancellingOnHangUp(context.channel) {
-                await runner.drive(stops: options.stops, minTokens: options.minTokens, stats: stats, emit: { _, _ in })
-            }
-            if let error = outcomes.lazy.compactMap(\.error).first { throw error }
-            if hungUp && outcomes.contains(where: { $0.finishReason == nil }) { throw APIError.clientClosed }
-            if outcomes.contains(where: { $0.finishReason == nil }) {
-                throw APIError.unavailable("The reply was interrupted (the server is shutting down).")
-            }
+            let outcomes = try await runner.driveWhole(
+                stops: options.stops, minTokens: options.minTokens, stats: stats, channel: context.channel)
             let choices = outcomes.enumerated().map { i, outcome in
                 ChatCompletionResponse.Choice(
                     index: i, message: .init(content: outcome.text), finishReason: outcome.finishReason!,

@@ -74,39 +74,36 @@ struct RequestLogMiddleware: RouterMiddleware {
                 }
             }
             return response
-        } catch let error as APIError {
-            log(status: Int(error.status.code), note: error.code ?? error.type)
-            var response = try error.response(from: request, context: context)
-            response.headers[HTTPField.Name("x-request-id")!] = requestId
-            return response
-        } catch let error as StoreUnavailableError {
-            log(status: 503, note: "store_unavailable")
-            context.logger.warning("store unavailable", metadata: ["error": "\(error)"])
-            var response = try APIError.storeUnavailable.response(from: request, context: context)
-            response.headers[HTTPField.Name("x-request-id")!] = requestId
-            return response
-        } catch let error as StoreFullError {
-            log(status: 507, note: "storage_full")
-            context.logger.error("the disk is full: nothing can be stored", metadata: ["error": "\(error)"])
-            var response = try APIError.storageFull.response(from: request, context: context)
-            response.headers[HTTPField.Name("x-request-id")!] = requestId
-            return response
-        } catch let error as HTTPResponseError {
-            // Hummingbird's own errors (no such route, bad method...) in the API's error shape.
-            let message = error.status == .notFound ? "No route for \(method) \(path)." : "\(error.status.reasonPhrase)."
-            let api = APIError(
-                status: error.status, message: message,
-                type: error.status.code >= 500 ? "server_error" : "invalid_request_error")
-            log(status: Int(error.status.code), note: "\(error)")
+        } catch {
+            let (api, note) = Self.apiError(for: error, method: method, path: path, logger: context.logger)
+            log(status: Int(api.status.code), note: note)
             var response = try api.response(from: request, context: context)
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             return response
-        } catch {
-            log(status: 500, note: "\(error)")
-            context.logger.error("unexpected error", metadata: ["error": "\(error)"])
-            var response = try APIError.internalError("Internal error.").response(from: request, context: context)
-            response.headers[HTTPField.Name("x-request-id")!] = requestId
-            return response
+        }
+    }
+
+    /// What a thrown error tells the client, and the note for the request's log line; errors the
+    /// client did not cause are logged too.
+    static func apiError(for error: any Error, method: String, path: String, logger: Logger) -> (APIError, String) {
+        switch error {
+        case let error as APIError:
+            return (error, error.code ?? error.type)
+        case let error as StoreUnavailableError:
+            logger.warning("store unavailable", metadata: ["error": "\(error)"])
+            return (.storeUnavailable, "store_unavailable")
+        case let error as StoreFullError:
+            logger.error("the disk is full: nothing can be stored", metadata: ["error": "\(error)"])
+            return (.storageFull, "storage_full")
+        case let error as HTTPResponseError:
+            // Hummingbird's own errors (no such route, bad method...) in the API's error shape.
+            let message = error.status == .notFound ? "No route for \(method) \(path)." : "\(error.status.reasonPhrase)."
+            let api = APIError(
+                status: error.status, message: message, type: error.status.code >= 500 ? "server_error" : "invalid_request_error")
+            return (api, "\(error)")
+        default:
+            logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return (.internalError("Internal error."), "\(error)")
         }
     }
 }
@@ -119,7 +116,9 @@ extension RequestLogMiddleware {
 /// `/api/conversations/{id}…` route.
 func conversationId(route: String, path: String) -> String? {
     let template = route.split(separator: "/")
-    guard template.count >= 3, template[0] == "api", template[1] == "conversations", (template[2].hasPrefix("{") || template[2].hasPrefix(":")) else { return nil }
+    guard template.count >= 3, template[0] == "api", template[1] == "conversations",
+        template[2].hasPrefix("{") || template[2].hasPrefix(":")
+    else { return nil }
     let parts = path.split(separator: "/")
     return parts.count >= 3 ? String(parts[2]) : nil
 }

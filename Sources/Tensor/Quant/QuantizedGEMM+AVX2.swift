@@ -33,9 +33,11 @@
 //         for each row of the block: the micro-kernel, accumulators kept in `partial` between chunks
 //       the block's sums, transposed, written to y a cache line at a time.
 //
-// No VNNI form yet: the products are vpmaddubsw + vpmaddwd on every build. docs/kernels.md has the
-// inner loop as compiled (objdump) and the measurements against the small-M tiles (which is why
-// `gemmMinimumRows` is 9); docs/decisions.md what was tried and dropped.
+// With AVX-512 VNNI (`#if AVX512VNNI`) each broadcast × piece is one `vpdpbusd` into Int32 lanes
+// (int8 codes made unsigned by a sign-bit flip, the 128·Σx offset taken off in float); elsewhere
+// vpmaddubsw + vpmaddwd. docs/kernels.md has the inner loop as compiled (objdump) and the
+// measurements against the small-M tiles (which is why `gemmMinimumRows` is 9); docs/decisions.md
+// what was tried and dropped.
 // QuantKernelsTests.testKernelInstructions checks the products and the broadcasts.
 
 #if AVX2
@@ -43,6 +45,13 @@ import _Builtin_intrinsics.intel
 
 @inline(__always) private func load256(_ p: UnsafeRawPointer) -> __m256i { p.loadUnaligned(as: __m256i.self) }
 @inline(__always) private func loadFloats(_ p: UnsafePointer<Float>) -> __m256 { UnsafeRawPointer(p).loadUnaligned(as: __m256.self) }
+
+#if AVX512VNNI
+/// acc + Σ of 4 products u8(u) × s8(s) per Int32 lane (`vpdpbusd`; its unmasked intrinsic is a macro Swift cannot import).
+@inline(__always) private func dpbusd(_ acc: __m256i, _ u: __m256i, _ s: __m256i) -> __m256i {
+    _mm256_mask_dpbusd_epi32(acc, 0xFF, u, s)
+}
+#endif
 
 // MARK: - unpacking
 
@@ -223,13 +232,33 @@ private func unsignedCodesTile(
     _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: TileAccumulators
 ) {
     let inputs = TileInputs(a, t: t, tiles: tiles)
-    let ones = _mm256_set1_epi16(1)
     let code = UnsafeRawPointer(c)
     var (f0, f1, f2, f3) = acc.start(tiles: tiles)
     for g in g0..<g1 {
         let cg = code + g &* 32
+        #if AVX512VNNI
+        // vpdpbusd adds each lane's 4 byte products straight into Int32: no Int16 stage. Two
+        // accumulators per tile (the group's halves) keep the dependency chains short.
+        var d0 = _mm256_setzero_si256(), d1 = d0, d2 = d0, d3 = d0
+        var e0 = d0, e1 = d0, e2 = d0, e3 = d0
+        for k in 0..<4 {
+            let wa = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 4 * k, as: Int32.self))
+            let wb = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 16 + 4 * k, as: Int32.self))
+            let pa = g &* 256 &+ 32 * k, pb = pa &+ 128
+            d0 = dpbusd(d0, wa, load256(inputs.x.0 + pa))
+            e0 = dpbusd(e0, wb, load256(inputs.x.0 + pb))
+            if tiles > 1 { d1 = dpbusd(d1, wa, load256(inputs.x.1 + pa)); e1 = dpbusd(e1, wb, load256(inputs.x.1 + pb)) }
+            if tiles > 2 { d2 = dpbusd(d2, wa, load256(inputs.x.2 + pa)); e2 = dpbusd(e2, wb, load256(inputs.x.2 + pb)) }
+            if tiles > 3 { d3 = dpbusd(d3, wa, load256(inputs.x.3 + pa)); e3 = dpbusd(e3, wb, load256(inputs.x.3 + pb)) }
+        }
+        d0 = _mm256_add_epi32(d0, e0)
+        if tiles > 1 { d1 = _mm256_add_epi32(d1, e1) }
+        if tiles > 2 { d2 = _mm256_add_epi32(d2, e2) }
+        if tiles > 3 { d3 = _mm256_add_epi32(d3, e3) }
+        #else
         // Per tile, Int16 sums of 4 products per half of the group (≤ 4·2·31·127 = 31,496), then
         // the halves widened and added.
+        let ones = _mm256_set1_epi16(1)
         var d0 = _mm256_setzero_si256(), d1 = d0, d2 = d0, d3 = d0
         for h in 0..<2 {
             var p0 = _mm256_setzero_si256(), p1 = p0, p2 = p0, p3 = p0
@@ -246,6 +275,7 @@ private func unsignedCodesTile(
             if tiles > 2 { d2 = _mm256_add_epi32(d2, _mm256_madd_epi16(p2, ones)) }
             if tiles > 3 { d3 = _mm256_add_epi32(d3, _mm256_madd_epi16(p3, ones)) }
         }
+        #endif
         let sg = _mm256_set1_ps(s[g]), og = _mm256_set1_ps(o[g])
         @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
             f = _mm256_fmadd_ps(
@@ -268,12 +298,41 @@ private func int8GEMMTile(
     acc: TileAccumulators, prefetchDistance: Int
 ) {
     let inputs = TileInputs(a, t: t, tiles: tiles)
-    let ones = _mm256_set1_epi16(1)
     var (f0, f1, f2, f3) = acc.start(tiles: tiles)
     for g in g0..<g1 {
         let block = row + g &* Int8Block.bytes
         if prefetchDistance > 0 { prefetchForRead(block + prefetchDistance) }
         var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0
+        #if AVX512VNNI
+        // Codes made unsigned (w + 128, a sign-bit flip shared by the tiles) go straight into
+        // vpdpbusd; the offset's 128·Σx comes off in float with the activations' per-group sums.
+        var j0 = i0, j1 = i0, j2 = i0, j3 = i0
+        let flip = _mm256_set1_epi8(-128)
+        for k in 0..<4 {
+            let wa = _mm256_xor_si256(
+                _mm256_set1_epi32(block.loadUnaligned(fromByteOffset: Int8Block.quantsOffset + 4 * k, as: Int32.self)), flip)
+            let wb = _mm256_xor_si256(
+                _mm256_set1_epi32(block.loadUnaligned(fromByteOffset: Int8Block.quantsOffset + 16 + 4 * k, as: Int32.self)), flip)
+            let pa = g &* 256 &+ 32 * k, pb = pa &+ 128
+            i0 = dpbusd(i0, wa, load256(inputs.x.0 + pa))
+            j0 = dpbusd(j0, wb, load256(inputs.x.0 + pb))
+            if tiles > 1 { i1 = dpbusd(i1, wa, load256(inputs.x.1 + pa)); j1 = dpbusd(j1, wb, load256(inputs.x.1 + pb)) }
+            if tiles > 2 { i2 = dpbusd(i2, wa, load256(inputs.x.2 + pa)); j2 = dpbusd(j2, wb, load256(inputs.x.2 + pb)) }
+            if tiles > 3 { i3 = dpbusd(i3, wa, load256(inputs.x.3 + pa)); j3 = dpbusd(j3, wb, load256(inputs.x.3 + pb)) }
+        }
+        i0 = _mm256_add_epi32(i0, j0)
+        if tiles > 1 { i1 = _mm256_add_epi32(i1, j1) }
+        if tiles > 2 { i2 = _mm256_add_epi32(i2, j2) }
+        if tiles > 3 { i3 = _mm256_add_epi32(i3, j3) }
+        let sg = broadcastHalf(block)
+        let offset = _mm256_set1_ps(128)
+        @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
+            let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8))
+            let dot = _mm256_fnmadd_ps(offset, loadFloats(inputs.sx(i) + g &* 8), scaled)
+            f = _mm256_fmadd_ps(sg, dot, f)
+        }
+        #else
+        let ones = _mm256_set1_epi16(1)
         for k in 0..<8 {
             let w = _mm256_set1_epi32(block.loadUnaligned(fromByteOffset: Int8Block.quantsOffset + 4 * k, as: Int32.self))
             let u = _mm256_sign_epi8(w, w)
@@ -290,6 +349,7 @@ private func int8GEMMTile(
         @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
             f = _mm256_fmadd_ps(sg, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(inputs.dx(i) + g &* 8)), f)
         }
+        #endif
         add(&f0, i0, 0)
         if tiles > 1 { add(&f1, i1, 1) }
         if tiles > 2 { add(&f2, i2, 2) }

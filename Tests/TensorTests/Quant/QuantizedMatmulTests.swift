@@ -286,8 +286,8 @@ final class QuantKernelsTests: XCTestCase {
     /// The quantized kernels keep the instructions their comments name (objdump of this test
     /// executable): the byte products and the software prefetch in every tile and decode kernel.
     /// The byte products follow the build: where Package.swift defines AVX512VNNI, the int8 decode
-    /// and small-M tiles (`dotBytes`) multiply with `vpdpbusd`; every other kernel, and the int8
-    /// ones on AVX2-only builds, with `vpmaddubsw` and then `vpmaddwd`, which LLVM fuses with the
+    /// and small-M tiles (`dotBytes`) and the GEMM tiles multiply with `vpdpbusd`; every other
+    /// kernel, and those on AVX2-only builds, with `vpmaddubsw` and then `vpmaddwd`, which LLVM fuses with the
     /// `vpaddd` that follows it into `vpdpwssd` when the target has VNNI (so either is accepted).
     /// Losing them silently costs 1.3-40x (docs/kernels.md).
     func testKernelInstructions() throws {
@@ -317,13 +317,14 @@ final class QuantKernelsTests: XCTestCase {
         let int8Bytes = unsignedBytes
         let int8Lacks: [String] = []
         #endif
-        // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations.
+        // The GEMM tiles multiply broadcast weight codes (vpbroadcastd) with interleaved activations:
+        // one vpdpbusd per product on VNNI builds, vpmaddubsw + vpmaddwd elsewhere.
         try assertKernels(
             [
                 "19unsignedCodesTiles1", "19unsignedCodesTiles2", "19unsignedCodesTiles4", "14int8GEMMTiles1", "14int8GEMMTiles2",
                 "14int8GEMMTiles4",
             ],
-            contain: unsignedBytes + [["vpbroadcastd"]])
+            contain: int8Bytes + [["vpbroadcastd"]], lack: int8Lacks)
         // The int8 tiles broadcast each Float16 scale with vpbroadcastw + vcvtph2ps: a scalar half
         // converted and broadcast compiled to vpinsrw merging into a live accumulator register (a
         // false dependency from one group's scale to the previous group's sums).

@@ -93,6 +93,22 @@ final class TierRouterTests: XCTestCase {
         XCTAssertFalse(noDegrade.overflows(lightLoad: busyLight, heavyLoad: calm))
     }
 
+    /// The heavy engine's predicted wait as the router reads it: free slots beside waiting requests
+    /// are not free (the step budget or the KV cache holds those requests back).
+    func testRoutingWaitCountsFreeSlotsOnlyWhileNothingWaits() {
+        var o = QueueOutlook(capacity: 2, freeSlots: 1)
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 0, "a free slot, nobody waiting")
+        o.waitingPriorities = [10, 20]
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 6, "behind two, no measured interval: 3 × 2 s")
+        o.secondsBetweenEnds = 4
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 12)
+        XCTAssertEqual(o.routingWait(promptTokens: 5, perRequest: 2), 4, "first in line: one request's end")
+        o.displaceablePriorities = [50]
+        XCTAssertEqual(o.routingWait(promptTokens: 5, perRequest: 2), 0, "takes the slot of a later request still in its prompt")
+        o.waitingPriorities = []
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 0)
+    }
+
     func testCodeDetection() {
         XCTAssertTrue(RoutingFeatures.looksLikeCode("Why does this fail?\n```swift\nlet x = 1\n```"))
         XCTAssertTrue(RoutingFeatures.looksLikeCode("def f(x):\n    return x + 1\nprint(f(2))"))

@@ -208,6 +208,9 @@ enum LoadBench {
                         result.maxRejectSeconds, result.promptTokensPerSecond,
                         right(result.peakRSS.map { "\($0 >> 20) MiB" } ?? "-", 8), later, cached))
                 if !failures.isEmpty { print("        SLO missed: " + failures.joined(separator: "; ")) }
+                if !result.tiers.isEmpty {
+                    print("        served by: " + result.tiers.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                }
                 for e in result.errors.prefix(3) { print("        error: \(e)") }
             }
             if let stepProfile {
@@ -347,6 +350,8 @@ enum LoadBench {
         var maxGap = 0.0
         var peakRSS: Int?
         var errors: [String] = []
+        /// Successful requests by what served them (`X-Sarvam-Tier`), for `"model": "auto"`.
+        var tiers: [String: Int] = [:]
 
         init() {}
 
@@ -363,6 +368,7 @@ enum LoadBench {
                     completionTokens += outcome.completionTokens
                     promptTokens += outcome.promptTokens
                     cachedPromptTokens += outcome.cachedPromptTokens
+                    if let tier = outcome.tier { tiers[tier, default: 0] += 1 }
                     if let t = outcome.timeToFirstToken {
                         ttfts.append(t)
                         if outcome.long { longTTFTs.append(t) } else { shortTTFTs.append(t) }
@@ -426,6 +432,8 @@ enum LoadBench {
                 ("rejected_429_max_s", number(maxRejectSeconds)),
                 ("peak_rss_bytes", peakRSS.map { "\($0)" } ?? "null"),
                 ("slo_ok", failures.isEmpty ? "true" : "false"), ("slo_failed", LoadBench.jsonArray(failures)),
+                ("tiers", "{" + tiers.sorted { $0.key < $1.key }.map { "\(LoadBench.jsonArray([$0.key]).dropFirst().dropLast()): \($0.value)" }
+                    .joined(separator: ", ") + "}"),
             ]
             return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
         }
@@ -738,6 +746,8 @@ struct StreamOutcome {
     var turn = 0
     /// The conversation opened with the ~1,000-token paste (else with a short question).
     var long = false
+    /// What served a `"model": "auto"` request (`X-Sarvam-Tier`: light, heavy, an overflow upstream).
+    var tier: String?
 }
 
 final class LoadClient: @unchecked Sendable {
@@ -835,6 +845,7 @@ final class LoadClient: @unchecked Sendable {
                 return StreamOutcome(status: .failed("HTTP \(head.status): \(String(decoding: errorBody.prefix(300), as: UTF8.self))"))
             }
             try check.finish()
+            outcome.tier = head.headers["x-sarvam-tier"]
             outcome.completionTokens = check.completionTokens
             outcome.promptTokens = check.promptTokens
             outcome.cachedPromptTokens = check.cachedPromptTokens

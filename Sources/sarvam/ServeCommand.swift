@@ -147,6 +147,14 @@ struct ServeCommand: AsyncParsableCommand {
     var upstreamIdleTimeout: Double?
     @Option(name: .long, help: "Seconds between two reads of an upstream's model list (env SARVAM_UPSTREAM_REFRESH; default 60).")
     var upstreamRefresh: Double?
+    @Option(
+        name: .long,
+        help: "on or off: `auto` sends requests light while the heavy tier would break the SLO (env SARVAM_TIER_DEGRADE; default on).")
+    var tierDegrade: String?
+    @Option(
+        name: .long,
+        help: "NAME/MODEL of an upstream that takes `auto` requests while every local tier is saturated (env SARVAM_UPSTREAM_OVERFLOW).")
+    var upstreamOverflow: String?
 
     /// Prints a line at once (`print` is block-buffered when stdout is a pipe or a file, as under tools/run).
     private static func say(_ line: String) {
@@ -180,6 +188,7 @@ struct ServeCommand: AsyncParsableCommand {
         var engineOptions = try engineSettings(settings, contextLength: contextLength, threads: threads)
         let listener = try listenerSettings(settings, host: host, port: port)
         let upstreamList = try upstreamConfigurations(settings)
+        let tierRouting = try tierRoutingSettings(settings, scheduler: engineOptions.scheduler, upstreams: upstreamList ?? [])
         if try settings.bool(kvSnapshots, "SARVAM_KV_SNAPSHOTS") ?? true {
             guard engineOptions.scheduler.prefixCaching else {
                 throw ValidationError(
@@ -245,7 +254,7 @@ struct ServeCommand: AsyncParsableCommand {
             quotaDefaults: QuotaLimits(
                 requestsPerMinute: try settings.int(quotaRequestsPerMinute, "SARVAM_QUOTA_REQUESTS_PER_MINUTE", in: 0...Int.max),
                 tokensPerDay: try settings.int(quotaTokensPerDay, "SARVAM_QUOTA_TOKENS_PER_DAY", in: 0...Int.max)),
-            logger: logger)
+            tierRouting: tierRouting, logger: logger)
         // The server answers (503 "loading") while the models load.
         engineOptions.logger = logger
         let loader = Task { [logger, engineOptions] in

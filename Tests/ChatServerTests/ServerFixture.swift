@@ -20,13 +20,13 @@ struct ServerFixture {
     init(
         engine: FakeEngine = FakeEngine(), configuration: ChatServerConfiguration = ServerFixture.fastConfiguration,
         catalog: EngineCatalog? = nil, store: (any ChatStore)? = nil, quotaDefaults: QuotaLimits = QuotaLimits(),
-        signInLimiter: SignInLimiter = SignInLimiter()
+        signInLimiter: SignInLimiter = SignInLimiter(), tierRouting: TierRouter.Settings = .init()
     ) async throws {
         self.engine = engine
         let store = try store ?? GRDBChatStore(database: ChatDatabase())
         service = ChatService(
             catalog: catalog ?? EngineCatalog(engines: [engine]), store: store,
-            configuration: configuration, quotaDefaults: quotaDefaults,
+            configuration: configuration, quotaDefaults: quotaDefaults, tierRouting: tierRouting,
             logger: {
                 var l = Logger(label: "test"); l.logLevel = .warning; return l
             }(), signInLimiter: signInLimiter, passwordCost: Self.passwordCost)

@@ -16,10 +16,11 @@ public struct ModelTiers: Sendable {
     }
 }
 
-/// The engine a request runs on, and for `auto` the tier and why.
+/// The engine a request runs on, and for `auto` what served it and why.
 public struct EngineChoice: Sendable {
     public var engine: any ChatEngine
-    public var tier: ModelTier?
+    /// `light` or `heavy`, or the overflow upstream's `NAME/MODEL`; nil when the model was named.
+    public var tier: String?
     public var reason: RoutingReason?
 }
 
@@ -43,17 +44,41 @@ extension ChatService {
     /// request for the larger model. Counts the decision in the metrics.
     func selectEngine(model: String?, messages: [ChatMessage], previousModel: String?, thinkHarder: Bool) throws -> EngineChoice {
         guard model == EngineCatalog.autoModel else { return EngineChoice(engine: try catalog.engine(named: model)) }
-        guard let tiers = catalog.tiers else { return EngineChoice(engine: try catalog.engine(named: nil)) }
+        guard let tiers = catalog.tiers else {
+            let engine = try catalog.engine(named: nil)
+            let load = { engine.load(promptTokens: (try? engine.countTokens(messages)) ?? 0) }
+            if tierRouter.settings.overflowModel != nil, let lightLoad = load(),
+                tierRouter.overflows(lightLoad: lightLoad, heavyLoad: nil), let overflow = overflowChoice()
+            {
+                return overflow
+            }
+            return EngineChoice(engine: engine)
+        }
         let promptTokens = (try? tiers.light.countTokens(messages)) ?? 0
         let lastUser = messages.last(where: { $0.role == .user })?.content ?? ""
         let features = RoutingFeatures(
             promptTokens: promptTokens, historyTurns: max(0, messages.filter { $0.role == .user }.count - 1),
             looksLikeCode: RoutingFeatures.looksLikeCode(lastUser), thinkHarder: thinkHarder,
             conversationTier: tiers.tier(ofModel: previousModel))
-        let load = tiers.heavy.load(promptTokens: promptTokens) ?? TierLoad(predictedWaitSeconds: 0, stepSecondsP95: 0)
-        let (tier, reason) = tierRouter.route(features, heavyLoad: load, now: ContinuousClock.now.secondsSinceStart)
+        let calm = TierLoad(predictedWaitSeconds: 0, stepSecondsP95: 0)
+        let heavyLoad = tiers.heavy.load(promptTokens: promptTokens) ?? calm
+        let (tier, reason) = tierRouter.route(features, heavyLoad: heavyLoad, now: ContinuousClock.now.secondsSinceStart)
+        if tierRouter.settings.overflowModel != nil,
+            tierRouter.overflows(lightLoad: tiers.light.load(promptTokens: promptTokens) ?? calm, heavyLoad: heavyLoad),
+            let overflow = overflowChoice()
+        {
+            return overflow
+        }
         SarvamMetrics.recordRouting(tier: tier.rawValue, reason: reason.rawValue)
-        return EngineChoice(engine: tiers.engine(tier), tier: tier, reason: reason)
+        return EngineChoice(engine: tiers.engine(tier), tier: tier.rawValue, reason: reason)
+    }
+
+    /// The overflow upstream's model, counted; nil (the request stays local) while it cannot
+    /// take requests: its upstream down or the model not in its list.
+    private func overflowChoice() -> EngineChoice? {
+        guard let name = tierRouter.settings.overflowModel, let engine = try? catalog.engine(named: name) else { return nil }
+        SarvamMetrics.recordRouting(tier: name, reason: RoutingReason.overflow.rawValue)
+        return EngineChoice(engine: engine, tier: name, reason: .overflow)
     }
 }
 

@@ -223,9 +223,7 @@ public final class EngineLoop: @unchecked Sendable {
         if refusal(userId: Int64.min, promptTokens: promptTokens) != nil {
             return TierLoad(predictedWaitSeconds: nil, stepSecondsP95: outlook.intervalP95)
         }
-        let wait =
-            outlook.predictedWait(promptTokens: promptTokens)
-            ?? (outlook.freeSlots > 0 ? 0 : Double(outlook.waitingPriorities.count + 1) * settings.timeToFirstTokenTarget)
+        let wait = outlook.routingWait(promptTokens: promptTokens, perRequest: settings.timeToFirstTokenTarget)
         return TierLoad(predictedWaitSeconds: wait, stepSecondsP95: outlook.intervalP95)
     }
 
@@ -774,6 +772,20 @@ struct QueueOutlook: Sendable {
     func predictedWait(ahead: Int, slots: Int) -> Double? {
         if ahead < slots { return 0 }
         return secondsBetweenEnds.map { Double(ahead - slots + 1) * $0 }
+    }
+
+    /// The wait a new prompt of `promptTokens` is predicted for the tier router. As
+    /// `predictedWait(promptTokens:)`, except that free slots count only while nothing waits
+    /// (requests still waiting after a step beside free slots are held back by the step's decode
+    /// budget or the KV cache, and so would a new one be), and before two requests have ended each
+    /// one ahead counts `perRequest` seconds.
+    func routingWait(promptTokens: Int, perRequest: Double) -> Double {
+        let mine = Double(promptTokens)
+        let ahead = waitingPriorities.prefix { $0 <= mine }.count
+        let free = waitingPriorities.isEmpty ? freeSlots : 0
+        let slots = free + displaceablePriorities.filter { $0 > mine }.count
+        if ahead < slots { return 0 }
+        return Double(ahead - slots + 1) * (secondsBetweenEnds ?? perRequest)
     }
 
     /// The wait of the last request in line (whether the queue is overloaded).

@@ -12,6 +12,8 @@ public enum ModelTier: String, Sendable, Codable, CaseIterable {
 public enum RoutingReason: String, Sendable, CaseIterable {
     case general, code, longPrompt = "long_prompt", deepHistory = "deep_history", thinkHarder = "think_harder"
     case conversation, degraded
+    /// Every local tier saturated: sent to the overflow upstream.
+    case overflow
 }
 
 /// What is known of a request before generation.
@@ -54,7 +56,7 @@ public struct RoutingFeatures: Sendable, Equatable {
     }
 }
 
-/// The heavy tier's load, as its engine predicts it.
+/// A tier's load, as its engine predicts it.
 public struct TierLoad: Sendable, Equatable {
     /// Seconds a new short request would wait before its first step; nil when it would be refused.
     public var predictedWaitSeconds: Double?
@@ -69,11 +71,14 @@ public struct TierLoad: Sendable, Equatable {
 
 /// The routing policy of `"model": "auto"`:
 /// 1. While the heavy tier would break the SLO (a new request's predicted wait past half the TTFT
-///    target, or its steps past the inter-token target), every request goes light (`degraded`); it
+///    target, a refusal, or its steps past the inter-token target), every request goes light (`degraded`); it
 ///    counts as recovered once both stay under 70 % of those bounds for `recoverySeconds`.
 /// 2. Otherwise a conversation keeps the tier of its previous turn (its cached prefix is there).
 /// 3. Otherwise heavy for "think harder", code, prompts of `heavyPromptTokens` or more, or
 ///    `heavyHistoryTurns` earlier turns or more; light for the rest.
+/// Without `degrade`, rule 1 is skipped (each request stays on its tier whatever the load).
+/// Separately, `overflows` says when every local tier is saturated, so that the request goes to
+/// the overflow upstream model, when one is configured, instead of queueing locally.
 public final class TierRouter: @unchecked Sendable {
     public struct Settings: Sendable, Equatable {
         public var ttftTarget: Double
@@ -81,14 +86,21 @@ public final class TierRouter: @unchecked Sendable {
         public var heavyPromptTokens: Int
         public var heavyHistoryTurns: Int
         public var recoverySeconds: Double
+        /// Whether an overloaded heavy tier sends requests light (`--tier-degrade`).
+        public var degrade: Bool
+        /// The upstream model (`NAME/MODEL`) that takes `auto` requests while every local tier is
+        /// saturated (`--upstream-overflow`); nil: none, requests queue locally.
+        public var overflowModel: String?
 
         public init(ttftTarget: Double = 2, itlTarget: Double = 0.2, heavyPromptTokens: Int = 1_500, heavyHistoryTurns: Int = 6,
-                    recoverySeconds: Double = 10) {
+                    recoverySeconds: Double = 10, degrade: Bool = true, overflowModel: String? = nil) {
             self.ttftTarget = ttftTarget
             self.itlTarget = itlTarget
             self.heavyPromptTokens = heavyPromptTokens
             self.heavyHistoryTurns = heavyHistoryTurns
             self.recoverySeconds = recoverySeconds
+            self.degrade = degrade
+            self.overflowModel = overflowModel
         }
     }
 
@@ -104,7 +116,7 @@ public final class TierRouter: @unchecked Sendable {
 
     /// The tier for a request, and why; `now` in seconds on any monotonic clock.
     public func route(_ features: RoutingFeatures, heavyLoad: TierLoad, now: Double) -> (ModelTier, RoutingReason) {
-        let overloaded = lock.withLock { updateDegraded(heavyLoad, now: now) }
+        let overloaded = settings.degrade && lock.withLock { updateDegraded(heavyLoad, now: now) }
         if overloaded { return (.light, .degraded) }
         if let tier = features.conversationTier { return (tier, .conversation) }
         if features.thinkHarder { return (.heavy, .thinkHarder) }
@@ -114,11 +126,27 @@ public final class TierRouter: @unchecked Sendable {
         return (.light, .general)
     }
 
+    /// Whether every local tier is saturated, so a request should go to the overflow upstream
+    /// (when `overflowModel` is set): the light tier would refuse it or make it wait past the TTFT
+    /// target, and the heavy tier, when there is one, would break the SLO (the bound that degrades).
+    /// Independent of `degrade` and of the tier `route` chose.
+    public func overflows(lightLoad: TierLoad, heavyLoad: TierLoad?) -> Bool {
+        guard settings.overflowModel != nil else { return false }
+        guard (lightLoad.predictedWaitSeconds ?? .infinity) > settings.ttftTarget else { return false }
+        return heavyLoad.map(breaking) ?? true
+    }
+
+    /// A new request's predicted wait past half the TTFT target (the rest is left for its prefill
+    /// and first step), the engine refusing, or steps past the inter-token target.
+    private func breaking(_ load: TierLoad) -> Bool {
+        (load.predictedWaitSeconds ?? .infinity) > settings.ttftTarget * 0.5 || load.stepSecondsP95 > settings.itlTarget
+    }
+
     private func updateDegraded(_ load: TierLoad, now: Double) -> Bool {
         let wait = load.predictedWaitSeconds ?? .infinity
-        let breaking = wait > settings.ttftTarget * 0.5 || load.stepSecondsP95 > settings.itlTarget
+        let isBreaking = breaking(load)
         let healthy = wait <= settings.ttftTarget * 0.5 * 0.7 && load.stepSecondsP95 <= settings.itlTarget * 0.7
-        if breaking {
+        if isBreaking {
             degraded = true
             healthySince = nil
         } else if degraded {

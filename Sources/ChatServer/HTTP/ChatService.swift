@@ -170,7 +170,7 @@ private final class WriterBox: @unchecked Sendable {
 extension HTTPField.Name {
     /// `hit` when the reply was served whole from the response cache.
     static let sarvamCache = HTTPField.Name("X-Sarvam-Cache")!
-    /// `light` or `heavy`: the tier that served a `"model": "auto"` request.
+    /// `light` or `heavy`, or the overflow upstream's `NAME/MODEL`: what served a `"model": "auto"` request.
     static let sarvamTier = HTTPField.Name("X-Sarvam-Tier")!
     /// Why that tier (`RoutingReason`).
     static let sarvamTierReason = HTTPField.Name("X-Sarvam-Tier-Reason")!

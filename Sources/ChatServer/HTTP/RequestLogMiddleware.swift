@@ -34,7 +34,7 @@ struct RequestLogMiddleware: RouterMiddleware {
             if let c = s.completion { metadata["completion_tokens"] = .stringConvertible(c) }
             if let first = stats.firstTokenAt { metadata["ttft_ms"] = .stringConvertible(Self.milliseconds(first - start)) }
             if let o = s.outcome { metadata["outcome"] = "\(o)" }
-            if let r = stats.route { metadata["tier"] = "\(r.tier.rawValue)"; metadata["tier_reason"] = "\(r.reason.rawValue)" }
+            if let r = stats.route { metadata["tier"] = "\(r.tier)"; metadata["tier_reason"] = "\(r.reason.rawValue)" }
             if let note { metadata["note"] = "\(note)" }
             logger.info("request", metadata: metadata)
             SarvamMetrics.recordRequest(
@@ -44,7 +44,7 @@ struct RequestLogMiddleware: RouterMiddleware {
             var response = try await RequestStats.$current.withValue(stats) { try await next(request, context) }
             response.headers[HTTPField.Name("x-request-id")!] = requestId
             if let route = stats.route {
-                response.headers[.sarvamTier] = route.tier.rawValue
+                response.headers[.sarvamTier] = route.tier
                 response.headers[.sarvamTierReason] = route.reason.rawValue
             }
             let status = Int(response.status.code)

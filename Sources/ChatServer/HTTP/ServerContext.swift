@@ -13,7 +13,7 @@ public final class RequestStats: @unchecked Sendable {
     private var _completionTokens: Int?
     private var _outcome: String?
     private var _firstTokenAt: ContinuousClock.Instant?
-    private var _route: (tier: ModelTier, reason: RoutingReason)?
+    private var _route: (tier: String, reason: RoutingReason)?
 
     public init() {}
 
@@ -27,12 +27,12 @@ public final class RequestStats: @unchecked Sendable {
     }
     var firstTokenAt: ContinuousClock.Instant? { lock.withLock { _firstTokenAt } }
 
-    /// The tier an `auto` request went to and why (response headers and the log).
+    /// The tier (or overflow upstream model) an `auto` request went to and why (response headers and the log).
     func noteRoute(_ choice: EngineChoice) {
         guard let tier = choice.tier, let reason = choice.reason else { return }
         lock.withLock { _route = (tier, reason) }
     }
-    var route: (tier: ModelTier, reason: RoutingReason)? { lock.withLock { _route } }
+    var route: (tier: String, reason: RoutingReason)? { lock.withLock { _route } }
 
     public var userId: Int64? {
         get { lock.withLock { _userId } }

@@ -47,6 +47,68 @@ final class TierRouterTests: XCTestCase {
         XCTAssertTrue(router.route(code, heavyLoad: calm, now: 72) == (.heavy, .conversation))
     }
 
+    func testWithoutDegradeEveryRequestKeepsItsTierWhateverTheLoad() {
+        let router = TierRouter(settings: .init(ttftTarget: 2, itlTarget: 0.2, recoverySeconds: 10, degrade: false))
+        let code = RoutingFeatures(promptTokens: 40, looksLikeCode: true)
+        let loads = [
+            calm, TierLoad(predictedWaitSeconds: 1.2, stepSecondsP95: 0.1), TierLoad(predictedWaitSeconds: 0.1, stepSecondsP95: 0.25),
+            TierLoad(predictedWaitSeconds: nil, stepSecondsP95: 0.5), TierLoad(predictedWaitSeconds: 60, stepSecondsP95: 3),
+        ]
+        for (t, load) in loads.enumerated() {
+            XCTAssertTrue(router.route(code, heavyLoad: load, now: Double(t)) == (.heavy, .code), "\(load)")
+            XCTAssertTrue(router.route(RoutingFeatures(promptTokens: 30), heavyLoad: load, now: Double(t)) == (.light, .general))
+            XCTAssertTrue(
+                router.route(RoutingFeatures(promptTokens: 30, conversationTier: .heavy), heavyLoad: load, now: Double(t))
+                    == (.heavy, .conversation))
+            XCTAssertFalse(router.isDegraded)
+        }
+        // The same loads with degrade on (the default) do degrade: the difference is the setting.
+        let degrading = TierRouter(settings: .init(ttftTarget: 2, itlTarget: 0.2, recoverySeconds: 10))
+        XCTAssertTrue(degrading.route(code, heavyLoad: loads[1], now: 0) == (.light, .degraded))
+    }
+
+    func testOverflowOnlyWhenEveryLocalTierIsSaturated() {
+        let router = TierRouter(settings: .init(ttftTarget: 2, itlTarget: 0.2, overflowModel: "up/big"))
+        let busyHeavy = TierLoad(predictedWaitSeconds: 1.5, stepSecondsP95: 0.1)  // past half the TTFT target
+        let slowHeavy = TierLoad(predictedWaitSeconds: 0, stepSecondsP95: 0.3)  // steps past the ITL target
+        let refusingHeavy = TierLoad(predictedWaitSeconds: nil, stepSecondsP95: 0.1)
+        let busyLight = TierLoad(predictedWaitSeconds: 2.5, stepSecondsP95: 0.1)  // past the whole TTFT target
+        let refusingLight = TierLoad(predictedWaitSeconds: nil, stepSecondsP95: 0.1)
+        let queuedLight = TierLoad(predictedWaitSeconds: 1.9, stepSecondsP95: 0.19)  // waits, but within the target
+
+        XCTAssertTrue(router.overflows(lightLoad: busyLight, heavyLoad: busyHeavy))
+        XCTAssertTrue(router.overflows(lightLoad: busyLight, heavyLoad: slowHeavy))
+        XCTAssertTrue(router.overflows(lightLoad: refusingLight, heavyLoad: refusingHeavy))
+        // One tier with room: stay local.
+        XCTAssertFalse(router.overflows(lightLoad: busyLight, heavyLoad: calm))
+        XCTAssertFalse(router.overflows(lightLoad: calm, heavyLoad: refusingHeavy))
+        XCTAssertFalse(router.overflows(lightLoad: queuedLight, heavyLoad: busyHeavy))
+        // Only one local model (no heavy tier): that model's own saturation decides.
+        XCTAssertTrue(router.overflows(lightLoad: busyLight, heavyLoad: nil))
+        XCTAssertFalse(router.overflows(lightLoad: queuedLight, heavyLoad: nil))
+        // Without an overflow model, never; with degrade off, the same rule as with it.
+        XCTAssertFalse(TierRouter().overflows(lightLoad: refusingLight, heavyLoad: refusingHeavy))
+        let noDegrade = TierRouter(settings: .init(degrade: false, overflowModel: "up/big"))
+        XCTAssertTrue(noDegrade.overflows(lightLoad: busyLight, heavyLoad: busyHeavy))
+        XCTAssertFalse(noDegrade.overflows(lightLoad: busyLight, heavyLoad: calm))
+    }
+
+    /// The heavy engine's predicted wait as the router reads it: free slots beside waiting requests
+    /// are not free (the step budget or the KV cache holds those requests back).
+    func testRoutingWaitCountsFreeSlotsOnlyWhileNothingWaits() {
+        var o = QueueOutlook(capacity: 2, freeSlots: 1)
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 0, "a free slot, nobody waiting")
+        o.waitingPriorities = [10, 20]
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 6, "behind two, no measured interval: 3 × 2 s")
+        o.secondsBetweenEnds = 4
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 12)
+        XCTAssertEqual(o.routingWait(promptTokens: 5, perRequest: 2), 4, "first in line: one request's end")
+        o.displaceablePriorities = [50]
+        XCTAssertEqual(o.routingWait(promptTokens: 5, perRequest: 2), 0, "takes the slot of a later request still in its prompt")
+        o.waitingPriorities = []
+        XCTAssertEqual(o.routingWait(promptTokens: 100, perRequest: 2), 0)
+    }
+
     func testCodeDetection() {
         XCTAssertTrue(RoutingFeatures.looksLikeCode("Why does this fail?\n```swift\nlet x = 1\n```"))
         XCTAssertTrue(RoutingFeatures.looksLikeCode("def f(x):\n    return x + 1\nprint(f(2))"))

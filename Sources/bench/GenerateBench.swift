@@ -3,6 +3,7 @@
 //     prompt in 8 chunks of 512 (`prefill_4096_tps`; `--no-4096` skips it);
 //   - decode tokens/s of one sequence, 128 greedy tokens;
 //   - aggregate decode tokens/s of 4, 8 and 16 sequences stepping together;
+//   - with --draft, one stream of speculative decoding on code prompts (SpeculativeBench);
 //   - resident memory, and decode speed as a fraction of the bandwidth roofline: the read
 //     bandwidth measured in the same run divided by the weight bytes one decode step reads.
 // Before timing it checks that a batched step gives each sequence the logits of a lone step.
@@ -25,6 +26,12 @@ enum GenerateBench {
         var threads = 2
         @Option(parsing: .unconditional, help: "Runs per measurement (medians are reported).")
         var repeats = 3
+        @Option(
+            help: ArgumentHelp(
+                "A draft model (same tokenizer) for speculative decoding of each --model: adds speculative_decode_tps, "
+                    + "acceptance_rate, tokens_per_verify and plain decode on the same code prompts.",
+                valueName: "path"))
+        var draft: String?
         @Flag(name: .customLong("no-4096"), help: "Skip the 4,096-token chunked prefill (about half a minute per model).")
         var skip4096 = false
 
@@ -41,7 +48,7 @@ enum GenerateBench {
             // The default model (auto: each matrix in its source's precision) and the two test variants.
             models = ["", "-int4", "-int8"].map { "weights/qwen2.5-coder-0.5b-instruct\($0).sarvam" }
         }
-        for path in models where !FileManager.default.fileExists(atPath: path) {
+        for path in models + (options.draft.map { [$0] } ?? []) where !FileManager.default.fileExists(atPath: path) {
             throw GenerateBenchError(
                 "no model at \(path): fetch the default model and its test variants with `tools/fetch-model default --test-variants`")
         }
@@ -54,14 +61,24 @@ enum GenerateBench {
         }
         for path in models {
             let r = try measure(path: path, pool: pool, repeats: repeats, bandwidth: bandwidth, long4096: long4096)
+            let speculative = try options.draft.map { try SpeculativeBench.measure(target: path, draft: $0, pool: pool) }
             if json {
-                let object: [String: Any] = [
+                var object: [String: Any] = [
                     "quant": r.quant, "model": path, "threads": threads,
                     "prefill_tps": round1(r.prefill), "prefill_4096_tps": round1(r.prefill4096), "decode_tps": round1(r.decode),
                     "batch_tps": Dictionary(uniqueKeysWithValues: r.batch.map { ("\($0.key)", round1($0.value)) }),
                     "rss_bytes": r.rss, "roofline_fraction": (r.rooflineFraction * 1000).rounded() / 1000,
                     "bandwidth_gbs": round1(bandwidth), "weight_bytes_per_token": r.bytesPerToken,
                 ]
+                if let sp = speculative {
+                    object["draft"] = options.draft
+                    object["code_decode_tps"] = round1(sp.plainTokensPerSecond)
+                    object["speculative_decode_tps"] = round1(sp.speculativeTokensPerSecond)
+                    object["speculative_speedup"] = (sp.speculativeTokensPerSecond / sp.plainTokensPerSecond * 100).rounded() / 100
+                    object["acceptance_rate"] = (sp.stats.acceptanceRate * 1000).rounded() / 1000
+                    object["tokens_per_verify"] = (sp.stats.tokensPerVerification * 100).rounded() / 100
+                    object["speculative_identical_prompts"] = "\(sp.identicalPrompts)/\(sp.prompts)"
+                }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
@@ -70,6 +87,14 @@ enum GenerateBench {
                         format: "%-6@  %17.1f  %11.1f  %13.1f  %7.1f  %7.1f  %7.1f  %7.0f  %17.1f   %8.2f",
                         r.quant, r.prefill, r.prefill4096, r.decode, r.batch[4] ?? 0, r.batch[8] ?? 0, r.batch[16] ?? 0,
                         Double(r.rss) / 1e6, Double(r.bytesPerToken) / 1e6, r.rooflineFraction))
+                if let sp = speculative {
+                    print(
+                        String(
+                            format: "  code prompts, greedy: plain decode %.1f tok/s, speculative %.1f tok/s (%.2fx), acceptance %.3f, "
+                                + "%.2f tokens per verification, identical on %d of %d prompts",
+                            sp.plainTokensPerSecond, sp.speculativeTokensPerSecond, sp.speculativeTokensPerSecond / sp.plainTokensPerSecond,
+                            sp.stats.acceptanceRate, sp.stats.tokensPerVerification, sp.identicalPrompts, sp.prompts))
+                }
             }
         }
     }

@@ -95,6 +95,10 @@ struct ServeCommand: AsyncParsableCommand {
     var responseCacheMb: Int?
     @Option(
         name: .long,
+        help: "on or off: with two models, the smaller drafts tokens the larger verifies (env SARVAM_SPECULATIVE; default on).")
+    var speculative: String?
+    @Option(
+        name: .long,
         help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
     var stepTrace: String?
 
@@ -196,6 +200,7 @@ struct ServeCommand: AsyncParsableCommand {
             }
             engineOptions.snapshotDirectory = (data.resolvedDataDirectory as NSString).appendingPathComponent("kv-snapshots")
         }
+        engineOptions.speculative = try settings.bool(speculative, "SARVAM_SPECULATIVE") ?? true
         engineOptions.snapshotBudgetBytes = try settings.int(kvDiskMb, "SARVAM_KV_DISK_MB", in: 0...(1 << 30)).map { $0 << 20 } ?? (4 << 30)
         let cacheMode = settings.string(responseCache, "SARVAM_RESPONSE_CACHE") ?? "user"
         guard let mode = ResponseCacheMode(rawValue: cacheMode.lowercased()) else {

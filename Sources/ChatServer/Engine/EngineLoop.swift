@@ -86,17 +86,29 @@ public final class EngineLoop: @unchecked Sendable {
     private var snapshotter: KVSnapshotter?
     /// Signalled when the engine thread has stopped and saved its snapshots.
     private let stopped = DispatchSemaphore(value: 0)
+    /// Speculative decoding's draft model and cache (nil: off).
+    let draft: SpeculativeDraft?
 
     public init(
         model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
         modelId: String, logger: Logger = Logger(label: "sarvam.engine"), stepTrace: StepTrace? = nil,
-        now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds, snapshotStore: KVSnapshotStore? = nil
+        now: @escaping @Sendable () -> Double = EngineLoop.monotonicSeconds, snapshotStore: KVSnapshotStore? = nil,
+        draftModel: Model? = nil, draftCache: KVCache? = nil
     ) throws {
         try settings.validate()
         if snapshotStore != nil && !settings.prefixCaching {
             throw ChatEngineError.invalidRequest("KV snapshots need prefix caching: turn both on or snapshots off")
         }
         self.snapshotStore = snapshotStore
+        if let draftModel, let draftCache {
+            guard draftCache.contextLength >= cache.contextLength else {
+                throw ChatEngineError.failed("the draft's KV cache holds fewer positions than the model's")
+            }
+            draft = try SpeculativeDraft(
+                model: draftModel, cache: draftCache, target: model, prefixCaching: settings.prefixCaching, logger: logger)
+        } else {
+            draft = nil
+        }
         self.model = model
         self.cache = cache
         contextLength = cache.contextLength
@@ -265,6 +277,15 @@ public final class EngineLoop: @unchecked Sendable {
         let rows = max(1, min(capacity, blockCount / 2))
         let chunk = max(1, min(settings.prefillTokensPerStep, contextLength, (blockCount - rows) * blockSize))
         _ = try forward(rows: rows - 1, chunk: chunk)
+        if let draft {
+            // The draft's largest forward: a prompt chunk beside decode rows of up to 8 positions.
+            let chunkSequence = draft.cache.makeSequence()
+            let sequences = (0..<min(rows, draft.maxStreams)).map { _ in draft.cache.makeSequence() }
+            defer { (sequences + [chunkSequence]).forEach(draft.cache.release) }
+            _ = try draft.model.forward(
+                sequences.map { SequenceInput(sequence: $0, tokens: [token, token]) }
+                    + [SequenceInput(sequence: chunkSequence, tokens: Array(repeating: token, count: chunk), logits: .none)])
+        }
         cacheTouched = true
         guard settings.interTokenLatencyTarget != nil else { return }
 
@@ -507,8 +528,21 @@ public final class EngineLoop: @unchecked Sendable {
             preempt(byId[id]!)
             report.preempted.append(byId[id]!.job.requestId)
         }
-        var entries: [(request: EngineRequest, count: Int)] = plan.decode.map { (byId[$0]!, 1) }
-        entries += plan.prefill.map { (byId[$0.id]!, $0.tokens) }
+        let draftStart = now()
+        var drafts: [UInt64: [Int]] = [:]
+        if let draft {
+            let decoding = plan.decode.map { byId[$0]! }
+            let prefilling = plan.prefill.map { (byId[$0.id]!, $0.tokens) }
+            drafts = speculate(decode: decoding, prefill: prefilling, draft)
+        }
+        let draftSeconds = draft == nil ? 0 : now() - draftStart
+        var entries: [StepEntry] = plan.decode.map { StepEntry(request: byId[$0]!, count: 1, drafts: drafts[$0] ?? []) }
+        entries += plan.prefill.map { StepEntry(request: byId[$0.id]!, count: $0.tokens, drafts: []) }
+        let draftRows = entries.reduce(0) { $0 + $1.drafts.count }
+        for e in entries where !e.drafts.isEmpty {
+            let k = e.drafts.count, before = e.request.sequence.length + 1
+            attended += k * before + k * (k + 1) / 2
+        }
         report.decoded = plan.decode.map { byId[$0]!.job.requestId }
         report.prefilled = plan.prefill.map { .init(requestId: byId[$0.id]!.job.requestId, tokens: $0.tokens) }
 
@@ -516,15 +550,17 @@ public final class EngineLoop: @unchecked Sendable {
         if !entries.isEmpty {
             cacheTouched = true
             let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
-            let rows = plan.decode.count + promptTokens
-            let logitRows = entries.filter { $0.request.sequence.length + $0.count == $0.request.tokens.count }.count
+            // A request's draft tokens are extra rows with logits (the draft steps ran before).
+            let rows = plan.decode.count + promptTokens + draftRows
+            let logitRows = entries.filter { $0.request.sequence.length + $0.count == $0.request.tokens.count }.count + draftRows
             let predicted = cost.predict(rows: rows, logitRows: logitRows, attendedPositions: attended)
-            run(entries)
+            run(entries, &report)
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
+            draft?.cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))
             let duration = now() - stepStart
             EngineMetrics.record(metrics.stepDuration, seconds: duration)
-            cost.record(rows: rows, logitRows: logitRows, attendedPositions: attended, seconds: duration)
-            learnMargin(decodeRows: plan.decode.count, predicted: predicted)
+            cost.record(rows: rows, logitRows: logitRows, attendedPositions: attended, seconds: max(0, duration - draftSeconds))
+            learnMargin(decodeRows: plan.decode.count, predicted: predicted + draftSeconds)
             stepTrace?.append(
                 StepTraceRecord(
                     t: stepStart - startedAt, seconds: duration, predicted: predicted, decodeRows: plan.decode.count,
@@ -614,30 +650,93 @@ public final class EngineLoop: @unchecked Sendable {
         report.admitted.append(r.job.requestId)
     }
 
+    /// One request's part of a step: `count` of its pending tokens, and when it speculates, the
+    /// draft tokens fed after its last one (their rows verify them).
+    struct StepEntry {
+        var request: EngineRequest
+        var count: Int
+        var drafts: [Int]
+    }
+
     /// One batched forward over the entries; on failure, each entry alone so only the culprit fails.
-    private func run(_ entries: [(request: EngineRequest, count: Int)]) {
-        let inputs = entries.map { r, n in
+    private func run(_ entries: [StepEntry], _ report: inout StepReport) {
+        let inputs = entries.map { entry in
+            let r = entry.request, n = entry.count
             let start = r.sequence.length
+            let last = start + n == r.tokens.count
             return SequenceInput(
-                sequence: r.sequence, tokens: Array(r.tokens[start..<(start + n)]),
-                logits: start + n == r.tokens.count ? .last : .none)
+                sequence: r.sequence, tokens: Array(r.tokens[start..<(start + n)]) + entry.drafts,
+                logits: !entry.drafts.isEmpty ? .all : last ? .last : .none)
         }
         do {
             let logits = try model.forward(inputs)
+            let outcomes = entries.enumerated().map { e, entry in verify(entry, logits: logits, entry: e, &report) }
             publish(entries.map(\.request))
-            for (e, entry) in entries.enumerated() { consume(entry.request, logits: logits, entry: e) }
+            for (e, entry) in entries.enumerated() { consume(entry.request, logits: logits, entry: e, outcome: outcomes[e]) }
         } catch {
             logger.warning("batched step failed; retrying its entries one by one", metadata: ["error": "\(error)"])
-            for (entry, input) in zip(entries, inputs) {
+            // Alone and without drafts: a request fails only for what it would fail without speculation.
+            for var entry in entries {
+                entry.drafts = []
+                let r = entry.request, start = r.sequence.length
+                let input = SequenceInput(
+                    sequence: r.sequence, tokens: Array(r.tokens[start..<(start + entry.count)]),
+                    logits: start + entry.count == r.tokens.count ? .last : .none)
                 do {
                     let logits = try model.forward([input])
+                    let outcome = verify(entry, logits: logits, entry: 0, &report)
                     publish([entry.request])
-                    consume(entry.request, logits: logits, entry: 0)
+                    consume(entry.request, logits: logits, entry: 0, outcome: outcome)
                 } catch {
                     fail(entry.request, Self.engineError(error))
                 }
             }
         }
+        for entry in entries where !entry.request.ended { draft?.settle(entry.request) }
+    }
+
+    /// For an entry that speculated: which drafts the target keeps and its next token; the
+    /// sequence is cut back to the committed tokens and the kept drafts (so only verified
+    /// positions are ever published).
+    private func verify(_ entry: StepEntry, logits: BatchLogits, entry e: Int, _ report: inout StepReport)
+        -> SpeculativeVerification.Outcome?
+    {
+        guard !entry.drafts.isEmpty else { return nil }
+        let r = entry.request
+        let base = logits.entryRows[e].lowerBound
+        let outcome = r.speculative!.verify { logits.row(base + $0) }
+        let length = r.tokens.count + outcome.accepted
+        let kept = cache.truncate(r.sequence, to: length)
+        precondition(kept == length, "a speculative tail shares a cached block")
+        r.draftLength?.record(drafted: entry.drafts.count, accepted: outcome.accepted)
+        report.draftedTokens += entry.drafts.count
+        report.acceptedTokens += outcome.accepted
+        metrics.draftTokens.increment(by: entry.drafts.count)
+        metrics.acceptedDraftTokens.increment(by: outcome.accepted)
+        return outcome
+    }
+
+    /// Which decoding requests speculate this step and their draft tokens (the draft model runs
+    /// here); prefilling requests' new prompt tokens are fed to the draft too. A request speculates
+    /// when at most `maxStreams` decode, it is past `minTokens` (the stop-token mask), and its k
+    /// draft positions fit its reply, the context and the free KV blocks left by the plan.
+    private func speculate(decode: [EngineRequest], prefill: [(EngineRequest, Int)], _ draft: SpeculativeDraft) -> [UInt64: [Int]] {
+        var free = cache.freeBlockCount
+        for r in decode { free -= max(0, cache.blocksNeeded(forLength: r.sequence.length + 1) - r.sequence.blockCount) }
+        for (r, n) in prefill { free -= max(0, cache.blocksNeeded(forLength: r.sequence.length + n) - r.sequence.blockCount) }
+        var chosen: [(request: EngineRequest, k: Int)] = []
+        if decode.count <= draft.maxStreams {
+            for r in decode where r.generatedCount >= r.job.minTokens {
+                draft.prepare(r)
+                var k = min(r.draftLength!.current, r.job.maxTokens - r.generatedCount - 1, contextLength - r.tokens.count)
+                let base = max(r.sequence.blockCount, cache.blocksNeeded(forLength: r.sequence.length + 1))
+                while k > 0 && cache.blocksNeeded(forLength: r.sequence.length + 1 + k) - base > free { k -= 1 }
+                guard k > 0 else { continue }
+                free -= cache.blocksNeeded(forLength: r.sequence.length + 1 + k) - base
+                chosen.append((r, k))
+            }
+        }
+        return draft.run(prefill: prefill.map { (request: $0.0, tokens: $0.1) }, decoding: chosen)
     }
 
     /// Registers the blocks the step filled, so later requests with the same prefix share them
@@ -647,12 +746,26 @@ public final class EngineLoop: @unchecked Sendable {
         for r in requests { cache.publishFullBlocks(r.sequence) }
     }
 
-    /// Hands an entry's logits (nil for a mid-prompt chunk) to the output processor; ends the reply when it says so.
-    private func consume(_ r: EngineRequest, logits: BatchLogits, entry: Int) {
-        guard let row = logits.last(entry: entry) else { return }
-        if let reason = outputs.process(r, logits: row) {
-            outputs.finish(r, reason)
-            end(r, outcome: reason.rawValue) { $0.finish() }
+    /// Hands an entry's logits (nil for a mid-prompt chunk) to the output processor; ends the reply
+    /// when it says so. A speculating entry gives its kept drafts and next token one by one, each
+    /// with its own row (stops, limits and logprobs apply per token).
+    private func consume(_ r: EngineRequest, logits: BatchLogits, entry: Int, outcome: SpeculativeVerification.Outcome?) {
+        guard let outcome else {
+            guard let row = logits.last(entry: entry) else { return }
+            if let reason = outputs.process(r, logits: row) {
+                outputs.finish(r, reason)
+                end(r, outcome: reason.rawValue) { $0.finish() }
+            }
+            return
+        }
+        let base = logits.entryRows[entry].lowerBound
+        let drafts = r.speculative!.drafts
+        for (i, token) in (drafts[0..<outcome.accepted] + [outcome.next]).enumerated() {
+            if let reason = outputs.process(r, logits: logits.row(base + i), chosen: token) {
+                outputs.finish(r, reason)
+                end(r, outcome: reason.rawValue) { $0.finish() }
+                return
+            }
         }
     }
 
@@ -678,6 +791,7 @@ public final class EngineLoop: @unchecked Sendable {
             cache.release(s)
         }
         r.sequence = nil
+        draft?.release(r)
         running.removeAll { $0 === r }
         waiting.removeAll { $0 === r }
         close(r.continuation)
@@ -695,6 +809,7 @@ public final class EngineLoop: @unchecked Sendable {
     /// Gives back the request's blocks and queues it first; its tokens so far are recomputed later.
     private func preempt(_ r: EngineRequest, reason: String = "lack of KV blocks") {
         cache.release(r.sequence)
+        draft?.release(r)
         running.removeAll { $0 === r }
         waiting.insert(r, at: 0)
         metrics.preemptions.increment()

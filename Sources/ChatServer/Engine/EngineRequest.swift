@@ -18,6 +18,13 @@ final class EngineRequest {
     var generatedCount = 0
     /// Nil until admitted (and after the end).
     var sequence: KVSequence!
+    /// With a draft model (`SpeculativeDraft`): the sampling of speculative rounds, which observes
+    /// the same committed tokens as `sampler`, and the draft model's sequence (nil until it drafts,
+    /// and after a preemption or the end).
+    var speculative: SpeculativeSampler?
+    var draftSequence: KVSequence?
+    /// Its draft length, adapted from its own acceptance rate.
+    var draftLength: DraftLength?
     var promptReported = false
     /// Prompt tokens attached from the prefix cache at first admission (usage reports them).
     var cachedPromptTokens = 0

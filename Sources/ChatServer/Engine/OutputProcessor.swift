@@ -14,8 +14,9 @@ struct OutputProcessor {
     static let shortPromptTokens = 256
 
     /// After a forward that fed `r`'s last pending token (`row`: its logits): reports the processed
-    /// prompt once, samples the next token and streams its text. Returns why the reply ends, if it does.
-    func process(_ r: EngineRequest, logits row: UnsafeBufferPointer<Float>) -> FinishReason? {
+    /// prompt once, samples the next token (or takes `chosen`, a token speculative decoding verified
+    /// against this row) and streams its text. Returns why the reply ends, if it does.
+    func process(_ r: EngineRequest, logits row: UnsafeBufferPointer<Float>, chosen: Int? = nil) -> FinishReason? {
         let t = now()
         if !r.promptReported {
             r.promptReported = true
@@ -23,7 +24,7 @@ struct OutputProcessor {
             r.continuation.yield(.promptProcessed(promptTokens: r.job.prompt.count))
         }
         if r.generatedCount >= r.job.maxTokens { return .length }
-        let token = r.generatedCount < r.job.minTokens ? r.sampleWithoutStopTokens(row) : r.sampler.sample(row)
+        let token = chosen ?? (r.generatedCount < r.job.minTokens ? r.sampleWithoutStopTokens(row) : r.sampler.sample(row))
         if r.job.stopTokenIds.contains(token) && !r.job.ignoreEOS { return .stop }
         if let top = r.job.logprobs {
             // The raw model's distribution (before penalties, temperature and top-k/top-p), as vLLM reports by default.
@@ -33,6 +34,7 @@ struct OutputProcessor {
         r.tokens.append(token)
         r.generatedCount += 1
         r.sampler.observe(token)
+        r.speculative?.observe(token)
         r.job.onToken?(token)
         metrics.generatedTokens.increment()
         if r.firstTokenAt == nil {

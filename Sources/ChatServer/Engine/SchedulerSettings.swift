@@ -180,6 +180,9 @@ public struct StepReport: Sendable, Equatable {
     public var admitted: [String] = []
     /// Admitted requests that start after a cached prefix, and its length in tokens.
     public var reusedPrefix: [Prefill] = []
+    /// Speculative decoding this step: draft tokens proposed and kept by the target, over all requests.
+    public var draftedTokens = 0
+    public var acceptedTokens = 0
 
     public struct Prefill: Sendable, Equatable {
         public var requestId: String

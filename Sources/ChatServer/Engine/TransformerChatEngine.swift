@@ -202,6 +202,9 @@ public struct TransformerEngineSettings: Sendable {
     public var stepTracePath: String?
     /// Shared by the engines of one process so their steps take turns on the cores; nil: none.
     public var computeGate: ComputeGate?
+    /// With several models: the smallest drafts for the largest (speculative decoding), when they
+    /// share a vocabulary.
+    public var speculative = true
 
     public init(
         contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
@@ -231,13 +234,15 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
     var ids = Set<String>()
     var settings = settings
     if modelPaths.count > 1 && settings.computeGate == nil { settings.computeGate = ComputeGate() }
+    let draftPlan = settings.speculative ? speculativePair(modelPaths) : nil
     for path in modelPaths {
         do {
             var settings = settings
             if modelPaths.count > 1, let trace = settings.stepTracePath {
                 settings.stepTracePath = trace + "." + URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             }
-            let engine = try loadTransformerEngine(path: path, settings: settings)
+            let engine = try loadTransformerEngine(
+                path: path, settings: settings, draftPath: draftPlan?.target == path ? draftPlan?.draft : nil)
             guard ids.insert(engine.modelInfo.id).inserted else {
                 throw ChatEngineError.invalidRequest("two models are named \(engine.modelInfo.id); rename one file")
             }
@@ -249,22 +254,53 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
     return engines
 }
 
-/// Loads one weight file into a ready engine (blocking; tens of milliseconds to seconds).
-public func loadTransformerEngine(path: String, settings: TransformerEngineSettings) throws -> TransformerChatEngine {
+/// The largest of several weight files (by size) as the target, the smallest as its draft; nil
+/// for fewer than two files or when a size cannot be read.
+func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
+    guard Set(paths).count > 1 else { return nil }
+    var sizes: [(path: String, bytes: Int)] = []
+    for path in paths {
+        guard let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int else { return nil }
+        sizes.append((path, bytes))
+    }
+    sizes.sort { $0.bytes < $1.bytes }
+    guard sizes.first!.bytes < sizes.last!.bytes else { return nil }
+    return (sizes.last!.path, sizes.first!.path)
+}
+
+/// Loads one weight file into a ready engine (blocking; tens of milliseconds to seconds). With
+/// `draftPath`, a second model of that file (its own instance: a model is not reentrant; the
+/// weights are memory-mapped, so it shares the other engine's pages) drafts for this one when
+/// both have one vocabulary; otherwise the engine runs without and says so in the log.
+public func loadTransformerEngine(
+    path: String, settings: TransformerEngineSettings, draftPath: String? = nil
+) throws -> TransformerChatEngine {
     let file = try WeightFile.open(path)
     let pool = ThreadPool(threads: max(1, settings.threads))
     let model = try Model(file: file, pool: pool)
     let tokenizer = try Tokenizer(json: file.description.tokenizer)
     let template = ChatTemplate(detectingFrom: file.description.chatTemplate)
     let id = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+    var draft: Model?
+    if let draftPath {
+        let draftFile = try WeightFile.open(draftPath, verify: false)
+        if draftFile.description.tokenizer == file.description.tokenizer
+            && draftFile.description.model.vocabSize == model.configuration.vocabSize
+        {
+            draft = try Model(file: draftFile, pool: pool)
+        } else {
+            settings.logger.warning(
+                "no speculative decoding: the models have different vocabularies", metadata: ["model": "\(id)", "draft": "\(draftPath)"])
+        }
+    }
     return try makeTransformerEngine(
-        id: id, model: model, tokenizer: tokenizer, template: template, settings: settings, modelChecksum: file.checksum)
+        id: id, model: model, tokenizer: tokenizer, template: template, settings: settings, modelChecksum: file.checksum, draft: draft)
 }
 
 /// An engine over an already built model (the tests' synthetic ones too): cache, scheduler, warm-up, thread.
 public func makeTransformerEngine(
     id: String, model: Model, tokenizer: Tokenizer, template: ChatTemplate,
-    settings: TransformerEngineSettings, startThread: Bool = true, modelChecksum: String? = nil
+    settings: TransformerEngineSettings, startThread: Bool = true, modelChecksum: String? = nil, draft: Model? = nil
 ) throws -> TransformerChatEngine {
     let c = model.configuration
     guard tokenizer.vocabularySize <= c.vocabSize else {
@@ -284,10 +320,16 @@ public func makeTransformerEngine(
             try KVSnapshotStore(root: root, model: $0, layout: cache.layout, budgetBytes: settings.snapshotBudgetBytes)
         }
     }
+    // The draft's cache mirrors the model's (same blocks and context; its positions are smaller).
+    let draftCache = try draft.map {
+        try KVCache(
+            configuration: $0.configuration, blockCount: cache.blockCount, precision: settings.kvPrecision,
+            blockSize: cache.blockSize, contextLength: cache.contextLength)
+    }
     let scheduler = try EngineLoop(
         model: model, cache: cache, tokenizer: tokenizer, settings: settings.scheduler,
         modelId: id, logger: settings.logger, stepTrace: try settings.stepTracePath.map { try StepTrace(path: $0) },
-        snapshotStore: snapshots)
+        snapshotStore: snapshots, draftModel: draft, draftCache: draftCache)
     try scheduler.warmUp()
     scheduler.computeGate = settings.computeGate
     if startThread { scheduler.start() }
@@ -296,6 +338,7 @@ public func makeTransformerEngine(
         metadata: [
             "model": "\(id)", "context": "\(cache.contextLength)", "kvBlocks": "\(cache.blockCount)",
             "kvMiB": "\(cache.bytes >> 20)", "template": "\(template.family.rawValue)", "capacity": "\(scheduler.capacity)",
+            "speculative": "\(draft != nil)",
         ])
     return TransformerChatEngine(
         id: id, scheduler: scheduler, tokenizer: tokenizer, template: template, responseCache: settings.responseCache)

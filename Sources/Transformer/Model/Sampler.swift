@@ -153,18 +153,88 @@ public struct Sampler: Sendable {
             if buffer.count != V { buffer = Array(repeating: 0, count: V) }
             buffer.withUnsafeMutableBufferPointer { a in
                 _ = a.initialize(from: logits)
-                for (token, n) in counts where token >= 0 && token < V {
-                    var l = a[token]
-                    if p.repetitionPenalty != 1 { l = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty }
-                    l -= p.presencePenalty + Float(n) * p.frequencyPenalty
-                    a[token] = l
-                }
+                penalize(a)
             }
             let token = buffer.withUnsafeBufferPointer { choose($0) }
             adjusted = buffer
             return token
         }
         return choose(logits)
+    }
+
+    /// Applies the repetition, presence and frequency penalties of the observed tokens to `a`.
+    private func penalize(_ a: UnsafeMutableBufferPointer<Float>) {
+        let p = parameters
+        for (token, n) in counts where token >= 0 && token < a.count {
+            var l = a[token]
+            if p.repetitionPenalty != 1 { l = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty }
+            l -= p.presencePenalty + Float(n) * p.frequencyPenalty
+            a[token] = l
+        }
+    }
+
+    /// The distribution `sample` draws from for this row and the observed history, as V
+    /// probabilities that are zero outside the tokens the filters keep (greedy: one-hot at the
+    /// argmax). Speculative decoding needs it to accept or reject draft tokens. Draws nothing.
+    public mutating func probabilities(_ logits: UnsafeBufferPointer<Float>) -> [Float] {
+        let V = logits.count
+        precondition(V > 0, "empty logit row")
+        if parameters.hasPenalties && !counts.isEmpty {
+            var buffer = [Float](logits)
+            buffer.withUnsafeMutableBufferPointer { penalize($0) }
+            return buffer.withUnsafeBufferPointer { distribution($0) }
+        }
+        return distribution(logits)
+    }
+
+    public mutating func probabilities(_ logits: [Float]) -> [Float] {
+        logits.withUnsafeBufferPointer { probabilities($0) }
+    }
+
+    /// `choose`'s candidates and weights, written out as probabilities instead of drawn from.
+    private mutating func distribution(_ row: UnsafeBufferPointer<Float>) -> [Float] {
+        let p = parameters
+        let V = row.count
+        var out = [Float](repeating: 0, count: V)
+        let best = Ops.argmax(row.baseAddress!, count: V)
+        if p.isGreedy {
+            out[best] = 1
+            return out
+        }
+        candidates.removeAll(keepingCapacity: true)
+        weights.removeAll(keepingCapacity: true)
+        var sortByWeight = false
+        if p.topK > 0 && p.topK < V {
+            let inverseT = 1 / Double(p.temperature), maxLogit = Double(row[best])
+            selectTopK(row, k: p.topK)
+            for i in candidates.indices { weights.append(exp((Double(row[candidates[i]]) - maxLogit) * inverseT)) }
+        } else {
+            // The same Float weights as `choose` computes.
+            var w = [Float](repeating: 0, count: V)
+            let inverseT = 1 / p.temperature
+            let total: Double = w.withUnsafeMutableBufferPointer { w in
+                let wp = w.baseAddress!, lp = row.baseAddress!
+                for i in 0..<V { wp[i] = lp[i] * inverseT }
+                Ops.expShifted(wp, count: V, shift: lp[best] * inverseT)
+                var total = 0.0
+                for i in 0..<V { total += Double(wp[i]) }
+                return total
+            }
+            if p.topP >= 1 && p.minP <= 0 {
+                for i in 0..<V { out[i] = Float(Double(w[i]) / total) }
+                return out
+            }
+            let floor = p.topP < 1 ? (1 - Double(p.topP)) * total / Double(V) : Double(p.minP)
+            for i in 0..<V where Double(w[i]) >= floor {
+                candidates.append(i)
+                weights.append(Double(w[i]))
+            }
+            sortByWeight = true
+        }
+        let keep = filterCandidates(sortByWeight: sortByWeight)
+        let total = weights[0..<keep].reduce(0, +)
+        for i in 0..<keep { out[candidates[i]] = Float(weights[i] / total) }
+        return out
     }
 
     private mutating func choose(_ row: UnsafeBufferPointer<Float>) -> Int {
@@ -223,6 +293,19 @@ public struct Sampler: Sendable {
     /// Applies top-p and min-p to `candidates`/`weights` (sorted by weight first when top-p needs
     /// it) and draws one.
     private mutating func drawFromCandidates(sortByWeight: Bool) -> Int {
+        let keep = filterCandidates(sortByWeight: sortByWeight)
+        let total = weights[0..<keep].reduce(0, +)
+        let u = rng.nextUniform() * total
+        var cumulative = 0.0
+        for i in 0..<keep {
+            cumulative += weights[i]
+            if u < cumulative { return candidates[i] }
+        }
+        return candidates[keep - 1]
+    }
+
+    /// Applies top-p and min-p to `candidates`/`weights`, which keep their first `returned` entries.
+    private mutating func filterCandidates(sortByWeight: Bool) -> Int {
         let p = parameters
         if sortByWeight && p.topP < 1 { sortCandidatesByWeight() }
 
@@ -244,14 +327,7 @@ public struct Sampler: Sendable {
             }
             keep = j
         }
-        let total = weights[0..<keep].reduce(0, +)
-        let u = rng.nextUniform() * total
-        var cumulative = 0.0
-        for i in 0..<keep {
-            cumulative += weights[i]
-            if u < cumulative { return candidates[i] }
-        }
-        return candidates[keep - 1]
+        return keep
     }
 
     /// candidates = the k largest entries of `row`, sorted descending (min-heap of size k: V log k).

@@ -100,16 +100,22 @@ struct SchedulerHarness {
 
     init(
         settings: SchedulerSettings, blocks: Int = 256, blockSize: Int = 4, contextLength: Int? = nil, model: Model? = nil,
-        stepTrace: StepTrace? = nil, snapshotStore: KVSnapshotStore? = nil
+        stepTrace: StepTrace? = nil, snapshotStore: KVSnapshotStore? = nil, draft: Model? = nil
     ) throws {
         let model = try model ?? EngineFixture.model()
         self.model = model
         let cache = try KVCache(
             configuration: model.configuration, blockCount: blocks, precision: .float16,
             blockSize: blockSize, contextLength: contextLength)
+        let draftCache = try draft.map {
+            try KVCache(
+                configuration: $0.configuration, blockCount: blocks, precision: .float16, blockSize: blockSize,
+                contextLength: cache.contextLength)
+        }
         scheduler = try EngineLoop(
             model: model, cache: cache, tokenizer: EngineFixture.tokenizer, settings: settings,
-            modelId: "tiny-\(UUID().uuidString.prefix(8))", stepTrace: stepTrace, now: clock.function, snapshotStore: snapshotStore)
+            modelId: "tiny-\(UUID().uuidString.prefix(8))", stepTrace: stepTrace, now: clock.function, snapshotStore: snapshotStore,
+            draftModel: draft, draftCache: draftCache)
     }
 
     /// A greedy job named `id` whose tokens land in `log[id]`.

@@ -1,0 +1,112 @@
+// Greedy speculative decoding on the real models (0.5B drafting for 1.5B) must give the 1.5B
+// model's own greedy tokens, token for token: the reference is the plain Generator on the 1.5B alone.
+// The one allowed difference is a near-tie that the verification step's summation order flips
+// (checked against the plain path's own logits), after which the comparison resumes.
+import Foundation
+import Tensor
+import TestSupport
+import Tokenizer
+import Transformer
+import XCTest
+
+final class SpeculativeRealModelTests: XCTestCase {
+    static var largePath: String {
+        repositoryRoot().appendingPathComponent("weights/qwen2.5-coder-1.5b-instruct.sarvam").path
+    }
+
+    /// Code and chat prompts (ChatML, as the server renders them).
+    static let prompts: [String] = [
+        "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+        "import Foundation\n\n/// Reverses the words of a sentence.\nfunc reverseWords(_ s: String) -> String {\n",
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            + "Write a Python function that checks whether a string is a palindrome.<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nExplain what a hash map is in two sentences.<|im_end|>\n<|im_start|>assistant\n",
+        "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
+    ]
+
+    /// Logit difference below which two tokens are a near-tie for the summation orders of
+    /// different batch shapes (as RealModelTests.tieMargin).
+    static let tieMargin: Float = 0.1
+
+    /// The target's logits after `prompt` + `forced` computed as the plain Generator does: the
+    /// prompt in one step, then one token per step.
+    private func plainLogits(_ model: Model, _ cache: KVCache, prompt: [Int], forced: [Int]) throws -> [Float] {
+        let seq = cache.makeSequence()
+        defer { cache.release(seq) }
+        var logits = try model.forward([SequenceInput(sequence: seq, tokens: prompt, logits: .last)])
+        for t in forced { logits = try model.forward([SequenceInput(sequence: seq, tokens: [t], logits: .last)]) }
+        return Array(logits.last(entry: 0)!)
+    }
+
+    func testGreedyEqualsTheTargetAlone() throws {
+        guard FileManager.default.fileExists(atPath: Self.largePath) else {
+            throw XCTSkip("\(Self.largePath) is missing (`tools/fetch-model large` fetches the 1.5B model): no target to verify against")
+        }
+        let draftPath = defaultModelPath().path
+        guard FileManager.default.fileExists(atPath: draftPath) else {
+            XCTFail("missing \(draftPath): run `tools/fetch-model default`")
+            return
+        }
+        let pool = ThreadPool(threads: 2)
+        let targetFile = try WeightFile.open(Self.largePath, verify: false)
+        let draftFile = try WeightFile.open(draftPath, verify: false)
+        let target = try Model(file: targetFile, pool: pool)
+        let draft = try Model(file: draftFile, pool: pool)
+        let tokenizer = try Tokenizer(json: targetFile.description.tokenizer)
+        let targetCache = try target.makeCache(memoryBudget: 64 << 20, contextLength: 1024)
+        let draftCache = try draft.makeCache(memoryBudget: 32 << 20, contextLength: 1024)
+        let plain = Generator(model: target, cache: targetCache)
+        let speculative = try SpeculativeGenerator(target: target, targetCache: targetCache, draft: draft, draftCache: draftCache)
+        let parameters = GenerationParameters(maxTokens: 128, sampling: .greedy)
+
+        var total = SpeculativeStats()
+        var ties: [Float] = []
+        for (n, text) in Self.prompts.enumerated() {
+            let prompt = tokenizer.encodeTrusted(template: text)
+            let expected = try plain.generate(prompt: prompt, parameters: parameters).tokens
+            XCTAssertEqual(expected.count, 128)
+            // From `start` on, the speculative tokens after prompt + expected[..<start] must be the
+            // expected ones. At a difference, the target's own logits (the plain path) must rank the
+            // two tokens within `tieMargin`: the verification's multi-row step adds in another order
+            // than a one-row decode step, which can flip a near-tie and nothing else. The check then
+            // resumes after the expected token.
+            var start = 0
+            while start < expected.count {
+                var p = parameters
+                p.maxTokens = expected.count - start
+                let got = try speculative.generate(prompt: prompt + expected[..<start], parameters: p)
+                total.verifications += got.speculation.verifications
+                total.draftedTokens += got.speculation.draftedTokens
+                total.acceptedTokens += got.speculation.acceptedTokens
+                let tail = Array(expected[start...])
+                guard let i = zip(got.generation.tokens, tail).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset else {
+                    XCTAssertEqual(got.generation.tokens, tail, "prompt \(n) from token \(start)")
+                    break
+                }
+                let position = start + i
+                let row = try plainLogits(target, targetCache, prompt: prompt, forced: Array(expected[..<position]))
+                let margin = row[expected[position]] - row[got.generation.tokens[i]]
+                print("prompt \(n), token \(position): \(got.generation.tokens[i]) instead of \(expected[position]), margin \(margin)")
+                XCTAssertLessThan(margin, Self.tieMargin, "prompt \(n), token \(position): not a near-tie")
+                ties.append(margin)
+                start = position + 1
+            }
+        }
+        print(
+            "speculative greedy: acceptance \(total.acceptanceRate), tokens per verification \(total.tokensPerVerification), "
+                + "\(total.verifications) verifications, near-ties \(ties)")
+        // The drafts must have been used at all (a draft never kept would still be "exact"), and
+        // near-ties must stay rare.
+        XCTAssertGreaterThan(total.acceptanceRate, 0.3)
+        XCTAssertLessThanOrEqual(ties.count, Self.prompts.count, "at most about one near-tie flip per prompt of 128 tokens")
+
+        // A stop token ends both the same way, and is not reported.
+        let chat = tokenizer.encodeTrusted(template: Self.prompts[3])
+        let imEnd = tokenizer.encodeTrusted(template: "<|im_end|>")
+        let stopping = GenerationParameters(maxTokens: 128, sampling: .greedy, stopTokenIds: Set(imEnd))
+        let a = try plain.generate(prompt: chat, parameters: stopping)
+        let b = try speculative.generate(prompt: chat, parameters: stopping)
+        XCTAssertEqual(b.generation.tokens, a.tokens)
+        XCTAssertEqual(b.generation.stopReason, a.stopReason)
+    }
+}

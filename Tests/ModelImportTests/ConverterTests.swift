@@ -93,7 +93,9 @@ final class ConvertedDefaultModelTests: XCTestCase {
         let file = try open(nil)
         let gguf = try GGUFFile(path: ggufPath).importModel()
         var exactTypes = Set<GGMLType>()
-        for source in gguf.tensors where source.name.hasPrefix("blk.11.") || source.name == "token_embd.weight" {
+        // blk.10's ffn_down is Q6_K (int6, exact); blk.11 has Q5_0, Q4_K and F32.
+        for source in gguf.tensors
+        where source.name.hasPrefix("blk.11.") || source.name == "blk.10.ffn_down.weight" || source.name == "token_embd.weight" {
             let stored = try file.tensor(named: source.name)
             let expectedFormat = QuantizationPolicy.auto.format(for: source) { true }
             XCTAssertEqual(stored.format, expectedFormat, source.name)

@@ -130,6 +130,8 @@ public enum Converter {
             return rowwise { src, dst, rows in Repack.q5_0ToInt5(src, dst, rows: rows, cols: t.cols) }
         case (.Q4_K, .int4):
             return rowwise { src, dst, rows in Repack.q4_KToInt4(src, dst, superblocks: rows * t.cols / 256) }
+        case (.Q6_K, .int6):
+            return rowwise { src, dst, rows in Repack.q6_KToInt6(src, dst, superblocks: rows * t.cols / 256) }
         case (.Q6_K, .int8):
             return rowwise { src, dst, rows in
                 requantized.value += Repack.q6_KToInt8(src, dst, superblocks: rows * t.cols / 256)
@@ -156,7 +158,7 @@ public enum Converter {
                 case .f16:
                     for i in 0..<n * t.cols { halves[i] = Float16(floats[i]).bitPattern.littleEndian }
                     try emit(UnsafeRawBufferPointer(start: halves, count: 2 * n * t.cols))
-                case .int8, .int5, .int4:
+                case .int8, .int5, .int4, .int6:
                     let q = QuantizedMatrix.quantize(floats, rows: n, cols: t.cols, format: format)
                     try withExtendedLifetime(q.owner) {
                         try emit(UnsafeRawBufferPointer(start: q.data, count: outRow * n))

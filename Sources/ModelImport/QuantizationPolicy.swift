@@ -8,10 +8,11 @@ import Tensor
 ///   Q8_0, Q4_0        → int8 exactly (int8 is Q8_0's block; 4-bit values fit in 8)
 ///   Q5_0              → int5 exactly (int5 holds Q5_0's values: 5.5 bits per weight, not int8's 8.5)
 ///   Q5_1, Q4_1, Q5_K  → int8 (requantized per 32; int8's error is far below the source's)
-///   Q6_K              → int8 (exact where its sub-block scales allow, else requantized per 32)
+///   Q6_K              → int6 exactly (int6 holds Q6_K's values: 6.5625 bits per weight, not int8's 8.5)
 ///   Q4_K              → int4 exactly (int4 is Q4_K with a kernel-friendly nibble order)
 ///   F16, BF16 → f16, F32 → f32 (BF16 or F32 values beyond Float16's range keep f32)
-/// `int8`, `f16`, `f32` force that format for every matrix (exact where the source allows).
+/// `int8`, `f16`, `f32` force that format for every matrix (exact where the source allows; `int8`
+/// gives Q6_K the int8 repack, exact where its sub-block scales allow, else requantized per 32).
 /// `int4` starts from llama.cpp's Q4_K_M mix: int4 for most matrices, but the ones whose errors
 /// hurt most — the output projection, `attn_v` and `ffn_down` — stay int8 unless the source already
 /// holds them in Q4_K or Q5_0 (then int4 or int5, exactly: the same values in fewer bytes); the
@@ -34,7 +35,7 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
         switch self {
         case .auto:
             return
-                "auto: matrices keep the source precision (Q8_0/Q4_0 → int8 exact, Q5_0 → int5 exact, Q6_K → int8 exact where the scales allow, Q5_1/Q4_1/Q5_K → int8, Q4_K → int4 exact, F16/BF16 → f16, F32 → f32); norms and biases f32"
+                "auto: matrices keep the source precision (Q8_0/Q4_0 → int8 exact, Q5_0 → int5 exact, Q6_K → int6 exact, Q5_1/Q4_1/Q5_K → int8, Q4_K → int4 exact, F16/BF16 → f16, F32 → f32); norms and biases f32"
         case .int8, .int4, .f16, .f32:
             if self == .int4 {
                 return
@@ -55,6 +56,7 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
             switch tensor.type {
             case .Q4_K: target = .int4
             case .Q5_0: target = .int5
+            case .Q6_K: target = .int6
             case .F16: target = .f16
             case .BF16: target = .f16
             case .F32: target = .f32
@@ -70,7 +72,9 @@ public enum QuantizationPolicy: String, CaseIterable, Sendable {
         case .f16: target = .f16
         case .f32: target = .f32
         }
-        // Quantized formats need whole groups of 32; such a matrix stays in half precision instead.
+        // int6 needs whole superblocks of 256 (always true of a Q6_K source); quantized formats need
+        // whole groups of 32, else the matrix stays in half precision.
+        if target == .int6 && tensor.cols % 256 != 0 { target = .int8 }
         if target.traits.isQuantized && tensor.cols % 32 != 0 { target = .f16 }
         if target == .f16 && tensor.type != .F16 && !fitsFloat16() { target = .f32 }
         return target

@@ -9,6 +9,7 @@ import Tensor
 //   Q4_0 → int8   scale d, q − 8           Q5_0 → int8   scale d, q − 16
 //   Q5_0 → int5   scale d and the five-bit q verbatim, regrouped into int5 superblocks
 //   Q4_K → int4   header (d, dmin, 12 scale bytes) verbatim, nibbles reordered group by group
+//   Q6_K → int6   d, the 16 sub-block scales and the six-bit q verbatim, reordered for the kernels
 //   Q6_K → int8   exact where the two 16-weight sub-block scales of a 32-group share a factor that
 //                 keeps every product in int8 and d × factor in Float16; else that group is requantized.
 
@@ -76,6 +77,26 @@ public enum Repack {
                     let a = byte(qs, 32 * c + i), z = byte(qs, 32 * c + i + 16)
                     out.storeBytes(of: (a & 0xF) | (z << 4), toByteOffset: 16 * (2 * c) + i, as: UInt8.self)
                     out.storeBytes(of: (a >> 4) | (z & 0xF0), toByteOffset: 16 * (2 * c + 1) + i, as: UInt8.self)
+                }
+            }
+        }
+    }
+
+    /// Q6_K (210-byte superblocks) → int6 (210-byte superblocks, see Tensor's WeightFormat), exact: the
+    /// same d, sub-block scales and 0...63 codes (q − 32 is Q6_K's value), laid out for the kernels.
+    public static func q6_KToInt6(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, superblocks: Int) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { codes in
+            withUnsafeTemporaryAllocation(of: Int8.self, capacity: 16) { scales in
+                withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 1) { d in
+                    for b in 0..<superblocks {
+                        let s = src + 210 * b
+                        for i in 0..<256 { codes[i] = UInt8(Int(q6Value(s, i).q) + 32) }
+                        for j in 0..<16 { scales[j] = s.load(fromByteOffset: 192 + j, as: Int8.self) }
+                        d[0] = UInt16(littleEndian: s.loadUnaligned(fromByteOffset: 208, as: UInt16.self))
+                        Int6Superblock.packRow(
+                            codes: codes.baseAddress!, scales: scales.baseAddress!, d: d.baseAddress!, cols: 256,
+                            into: dst + Int6Superblock.bytes * b)
+                    }
                 }
             }
         }

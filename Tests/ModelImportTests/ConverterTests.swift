@@ -16,7 +16,7 @@ final class QuantizationPolicyTests: XCTestCase {
 
     func testAutoKeepsTheSourcePrecision() {
         let expected: [GGMLType: WeightFormat] = [
-            .Q8_0: .int8, .Q5_0: .int5, .Q4_0: .int8, .Q5_1: .int8, .Q4_1: .int8, .Q6_K: .int8, .Q5_K: .int8,
+            .Q8_0: .int8, .Q5_0: .int5, .Q4_0: .int8, .Q5_1: .int8, .Q4_1: .int8, .Q6_K: .int6, .Q5_K: .int8,
             .Q4_K: .int4, .F16: .f16, .BF16: .f16, .F32: .f32,
         ]
         for (type, format) in expected {
@@ -53,6 +53,10 @@ final class QuantizationPolicyTests: XCTestCase {
         XCTAssertEqual(QuantizationPolicy.int8.format(for: tensor(.F32, cols: 40)) { false }, .f32)
         XCTAssertEqual(QuantizationPolicy.auto.format(for: tensor(.BF16)) { false }, .f32)
         XCTAssertEqual(QuantizationPolicy.f16.format(for: tensor(.F16)) { false }, .f16, "F16 always fits")
+        // int6 holds whole superblocks of 256 only (any Q6_K source has them); `int8` forces the old int8 repack.
+        XCTAssertEqual(QuantizationPolicy.auto.format(for: tensor(.Q6_K, cols: 1536)) { true }, .int6)
+        XCTAssertEqual(QuantizationPolicy.auto.format(for: tensor(.Q6_K, cols: 288)) { true }, .int8)
+        XCTAssertEqual(QuantizationPolicy.int8.format(for: tensor(.Q6_K, cols: 1536)) { true }, .int8)
     }
 }
 
@@ -89,11 +93,12 @@ final class ConvertedDefaultModelTests: XCTestCase {
         let file = try open(nil)
         let gguf = try GGUFFile(path: ggufPath).importModel()
         var exactTypes = Set<GGMLType>()
-        for source in gguf.tensors where source.name.hasPrefix("blk.11.") || source.name == "token_embd.weight" {
+        // blk.10's ffn_down is Q6_K (int6, exact); blk.11 has Q5_0, Q4_K and F32.
+        for source in gguf.tensors
+        where source.name.hasPrefix("blk.11.") || source.name == "blk.10.ffn_down.weight" || source.name == "token_embd.weight" {
             let stored = try file.tensor(named: source.name)
             let expectedFormat = QuantizationPolicy.auto.format(for: source) { true }
             XCTAssertEqual(stored.format, expectedFormat, source.name)
-            guard source.type != .Q6_K else { continue }  // requantized, not exact
             var a = [Float](repeating: 0, count: source.cols), b = a
             for r in stride(from: 0, to: source.rows, by: source.rows > 10_000 ? 1009 : 7) {
                 source.dequantizeRow(r, into: &a)
@@ -105,7 +110,7 @@ final class ConvertedDefaultModelTests: XCTestCase {
             }
             exactTypes.insert(source.type)
         }
-        XCTAssertEqual(exactTypes, [.F32, .Q5_0, .Q4_K])
+        XCTAssertEqual(exactTypes, [.F32, .Q5_0, .Q4_K, .Q6_K])
     }
 
     func testVariantsFollowTheirPolicy() throws {

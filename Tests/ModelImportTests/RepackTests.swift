@@ -4,7 +4,7 @@ import Tensor
 import TestSupport
 import ModelImport
 
-/// Repacked int8/int5/int4 matrices dequantize (through Tensor's QuantizedMatrix) to exactly the GGUF
+/// Repacked int8/int5/int4/int6 matrices dequantize (through Tensor's QuantizedMatrix) to exactly the GGUF
 /// dequantization, for random blocks and for the real model's tensors.
 final class RepackTests: XCTestCase {
     /// Random but valid blocks of `type`: random bytes with finite, modest Float16 scales.
@@ -64,7 +64,9 @@ final class RepackTests: XCTestCase {
 
     func testRandomBlocksRepackExactly() throws {
         var g = SeededGenerator(seed: 42)
-        for (type, format) in [(GGMLType.Q8_0, WeightFormat.int8), (.Q4_0, .int8), (.Q5_0, .int8), (.Q5_0, .int5), (.Q4_K, .int4)] {
+        for (type, format) in [
+            (GGMLType.Q8_0, WeightFormat.int8), (.Q4_0, .int8), (.Q5_0, .int8), (.Q5_0, .int5), (.Q4_K, .int4), (.Q6_K, .int6),
+        ] {
             let cols = 512, rows = 5
             let blocks = rows * cols / type.traits!.blockSize
             try checkExact(type, bytes: randomBlocks(type, count: blocks, generator: &g), rows: rows, cols: cols, format: format)
@@ -81,6 +83,36 @@ final class RepackTests: XCTestCase {
         try checkExact(.Q5_0, bytes: HandBuiltBlocks.q5_0().0, rows: 1, cols: 32, format: .int5)
         try checkExact(.Q4_0, bytes: HandBuiltBlocks.q4_0().0, rows: 1, cols: 32, format: .int8)
         try checkExact(.Q8_0, bytes: HandBuiltBlocks.q8_0().0, rows: 1, cols: 32, format: .int8)
+    }
+
+    /// Q6_K → int6 on random blocks (random bytes: every scale from −128 to 127, every code) of
+    /// several row lengths, and on hand-built blocks with extreme scales, codes and d, compared with
+    /// the values written beside the hand-built blocks (HandBuiltBlocks builds them from the GGUF
+    /// layout, independently of ModelImport) as well as with the converter's Q6_K dequantization.
+    func testQ6_KRepacksToInt6Exactly() throws {
+        var g = SeededGenerator(seed: 66)
+        for (rows, cols) in [(1, 256), (3, 1536), (2, 8960)] {
+            try checkExact(.Q6_K, bytes: randomBlocks(.Q6_K, count: rows * cols / 256, generator: &g), rows: rows, cols: cols, format: .int6)
+        }
+        let extremeQ = (0..<256).map { i in [-32, 31, 0, -1, 1, -31][i % 6] }
+        let scaleSets: [[Int8]] = [
+            (0..<16).map { [-128, 127, 0, 1, -1, 64, -64, 2][$0 % 8] }, [Int8](repeating: -128, count: 16), [Int8](repeating: 127, count: 16),
+        ]
+        // Float16's largest, a negative, its smallest subnormal, and zero.
+        for d: Float in [65504, -0.75, 5.9604645e-8, 0] {
+            for scales in scaleSets {
+                let (bytes, expected) = HandBuiltBlocks.q6_K(scales: scales, q: extremeQ, d: d)
+                try checkExact(.Q6_K, bytes: bytes, rows: 1, cols: 256, format: .int6)
+                try bytes.withUnsafeBytes { raw in
+                    let t = SourceTensor(name: "w", type: .Q6_K, rows: 1, cols: 256, isVector: false, data: raw.baseAddress!, owner: NSObject())
+                    let m = try repacked(t, format: .int6)
+                    var got = [Float](repeating: .nan, count: 256)
+                    m.dequantizeRow(0, into: &got)
+                    XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern), "d \(d) scales \(scales): \(mismatch(got, expected) ?? "")")
+                }
+            }
+        }
+        try checkExact(.Q6_K, bytes: HandBuiltBlocks.q6_K().0, rows: 1, cols: 256, format: .int6)
     }
 
     func testQ6_KIsExactWhenScalesShareAFactorAndCloseOtherwise() throws {
@@ -117,8 +149,8 @@ final class RepackTests: XCTestCase {
         }
     }
 
-    /// The real model: every Q8_0, Q5_0 (to int8 and int5) and Q4_K tensor of a few layers repacks
-    /// bit-exactly.
+    /// The real model: every Q8_0, Q5_0 (to int8 and int5), Q4_K and Q6_K (to int6) tensor of a few
+    /// layers repacks bit-exactly.
     func testRealTensorsRepackExactly() throws {
         let path = defaultGGUFPath().path
         guard FileManager.default.fileExists(atPath: path) else {
@@ -134,6 +166,7 @@ final class RepackTests: XCTestCase {
             case .Q8_0: formats = [.int8]
             case .Q5_0: formats = [.int8, .int5]
             case .Q4_K: formats = [.int4]
+            case .Q6_K: formats = [.int6]
             default: continue
             }
             for format in formats {
@@ -151,6 +184,6 @@ final class RepackTests: XCTestCase {
             }
             checked[t.type, default: 0] += 1
         }
-        XCTAssertEqual(Set(checked.keys), [.Q8_0, .Q5_0, .Q4_K], "expected tensors of each exact type among those checked")
+        XCTAssertEqual(Set(checked.keys), [.Q8_0, .Q5_0, .Q4_K, .Q6_K], "expected tensors of each exact type among those checked")
     }
 }

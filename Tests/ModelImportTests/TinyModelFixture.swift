@@ -9,7 +9,9 @@ import Transformer
 struct TinyModelFixture {
     enum Flavour { case llama, qwen2 }
     let flavour: Flavour
-    let layers = 2, hidden = 64, heads = 4, kvHeads = 2, headDim = 16, ffn = 96
+    let layers = 2, hidden = 64, heads = 4, kvHeads = 2, headDim = 16
+    /// 256 gives ffn_down whole Q6_K superblocks (Int6ImportTests).
+    var ffn = 96
     let tokens = ["a", "b", "c", "ab", "Ġa", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>"]
     /// One id beyond the tokenizer's: llama.cpp names it "[PAD9]", unused.
     var vocab: Int { tokens.count + 1 }

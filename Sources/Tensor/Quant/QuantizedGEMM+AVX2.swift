@@ -25,6 +25,11 @@
 // (0...31, weight order) and per-group float s and o (`unpackInt5Row`, `unpackInt4Row`): the bit
 // and nibble shuffles are paid once per row per call instead of once per tile, and the inner loop
 // is the same for both formats.
+// int6 rows unpack into signed codes q − 32 (−32...31), their Int16 sub-block scales and per
+// superblock d (`unpackInt6Row`); `int6GEMMTile` multiplies them with the sign trick of int8
+// (|w| ≤ 32, so 4 products per half group stay in Int16: 4·2·32·127 = 32,512), applies each
+// sub-block's scale with its vpmaddwd (Int32 per superblock, < 2^28), and does the float work once
+// per superblock: f += float(Σ_s sc_s·dot_s) · d · dx (int6 activations have one scale per 256).
 //
 // Loop nest per thread (its chunk of output rows, one M block of `runRows`), `gemmBlocks`:
 //   for each block of 16 weight rows: unpack (int5/int4; the first read of those weights,
@@ -154,6 +159,28 @@ private func unpackInt4Row(
         }
         g0 += 8
         s += 1
+    }
+}
+
+/// One int6 row to signed codes q − 32 (weight order), the Int16 scale of each sub-block of 16
+/// (row order) and each superblock's d.
+@inline(__always)
+private func unpackInt6Row(
+    _ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
+    scales: UnsafeMutablePointer<Int16>, d: UnsafeMutablePointer<Float>, prefetchDistance: Int
+) {
+    let thirtyTwo = _mm256_set1_epi8(32)
+    for b in 0..<cols / 256 {
+        let sb = row + b * Int6Superblock.bytes
+        prefetchAhead(sb, prefetchDistance)
+        prefetchForRead(sb + (prefetchDistance + 192))
+        d[b] = Float(Float16(bitPattern: Int6Superblock.dBits(sb)))
+        for s in 0..<16 { scales[16 * b + s] = Int16(Int6Superblock.scale(sb, s)) }
+        let h0 = load256(sb + Int6Superblock.highBitsOffset), h1 = load256(sb + (Int6Superblock.highBitsOffset + 32))
+        for p in 0..<4 {
+            let (lo, hi) = int6Pair(sb, h0, h1, p)  // the decode kernels' unpacking (QuantizedMatmul+Int6.swift)
+            storePair(_mm256_sub_epi8(lo, thirtyTwo), _mm256_sub_epi8(hi, thirtyTwo), codes + 256 * b + 64 * p)
+        }
     }
 }
 
@@ -358,12 +385,89 @@ private func int8GEMMTile(
     acc.finish(f0, f1, f2, f3, tiles: tiles)
 }
 
+/// One unpacked int6 row (signed codes `c`, sub-block scales `sc`, superblock `d`) × `tiles` (1, 2
+/// or 4) activation tiles starting at tile t, over groups g0 ..< g1 (whole superblocks).
+@inline(__always)
+private func int6GEMMTile(
+    _ c: UnsafePointer<UInt8>, _ sc: UnsafePointer<Int16>, _ d: UnsafePointer<Float>,
+    _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: TileAccumulators
+) {
+    let inputs = TileInputs(a, t: t, tiles: tiles)
+    let code = UnsafeRawPointer(c)
+    var (f0, f1, f2, f3) = acc.start(tiles: tiles)
+    var g = g0
+    while g < g1 {
+        var i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0
+        for j in 0..<8 {
+            let gj = g &+ j
+            let cg = code + gj &* 32
+            for h in 0..<2 {
+                var p0 = _mm256_setzero_si256(), p1 = p0, p2 = p0, p3 = p0
+                for k in 0..<4 {
+                    let w = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 16 * h + 4 * k, as: Int32.self))
+                    let u = _mm256_sign_epi8(w, w)
+                    let piece = gj &* 256 &+ (128 * h + 32 * k)
+                    @inline(__always) func product(_ x: UnsafeRawPointer) -> __m256i {
+                        _mm256_maddubs_epi16(u, _mm256_sign_epi8(load256(x + piece), w))
+                    }
+                    p0 = _mm256_add_epi16(p0, product(inputs.x.0))
+                    if tiles > 1 { p1 = _mm256_add_epi16(p1, product(inputs.x.1)) }
+                    if tiles > 2 { p2 = _mm256_add_epi16(p2, product(inputs.x.2)) }
+                    if tiles > 3 { p3 = _mm256_add_epi16(p3, product(inputs.x.3)) }
+                }
+                let s = _mm256_set1_epi16(sc[2 &* gj &+ h])
+                i0 = _mm256_add_epi32(i0, _mm256_madd_epi16(p0, s))
+                if tiles > 1 { i1 = _mm256_add_epi32(i1, _mm256_madd_epi16(p1, s)) }
+                if tiles > 2 { i2 = _mm256_add_epi32(i2, _mm256_madd_epi16(p2, s)) }
+                if tiles > 3 { i3 = _mm256_add_epi32(i3, _mm256_madd_epi16(p3, s)) }
+            }
+        }
+        let db = _mm256_set1_ps(d[g >> 3])
+        @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ i: Int) {
+            f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(db, loadFloats(inputs.dx(i) + g &* 8)), f)
+        }
+        add(&f0, i0, 0)
+        if tiles > 1 { add(&f1, i1, 1) }
+        if tiles > 2 { add(&f2, i2, 2) }
+        if tiles > 3 { add(&f3, i3, 3) }
+        g &+= 8
+    }
+    acc.finish(f0, f1, f2, f3, tiles: tiles)
+}
+
 // One specialization per tile count, so the accumulators stay in registers.
 private typealias UnsignedTileFunction = (
     UnsafePointer<UInt8>, UnsafePointer<Float>, UnsafePointer<Float>, QuantizedActivations,
     Int, Int, Int, TileAccumulators
 ) -> Void
 private typealias Int8TileFunction = (UnsafeRawPointer, QuantizedActivations, Int, Int, Int, TileAccumulators, Int) -> Void
+private typealias Int6TileFunction = (
+    UnsafePointer<UInt8>, UnsafePointer<Int16>, UnsafePointer<Float>, QuantizedActivations, Int, Int, Int, TileAccumulators
+) -> Void
+
+@inline(never)
+private func int6GEMMTiles1(
+    _ c: UnsafePointer<UInt8>, _ sc: UnsafePointer<Int16>, _ d: UnsafePointer<Float>,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6GEMMTile(c, sc, d, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6GEMMTiles2(
+    _ c: UnsafePointer<UInt8>, _ sc: UnsafePointer<Int16>, _ d: UnsafePointer<Float>,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6GEMMTile(c, sc, d, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6GEMMTiles4(
+    _ c: UnsafePointer<UInt8>, _ sc: UnsafePointer<Int16>, _ d: UnsafePointer<Float>,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6GEMMTile(c, sc, d, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
+}
 
 @inline(never)
 private func unsignedCodesTiles1(
@@ -419,7 +523,7 @@ private func int8GEMMTiles4(
 private let gemmRowsPerBlock = 16
 
 /// Groups per K chunk: four tiles' chunk of activation codes (32 × 512 bytes) and the block's chunk
-/// of weight codes (16 × 512) share the 32 KB L1. Without chunks the tiles' codes at K = 4,864
+/// of weight codes (16 × 512) share the 32 KB L1. A multiple of 8: the int6 tiles take whole superblocks. Without chunks the tiles' codes at K = 4,864
 /// (78 KB per pair of tiles) would come from L2 for every weight row.
 private let gemmGroupsPerChunk = 16
 
@@ -438,8 +542,9 @@ private func copyRow(_ from: UnsafePointer<Float>, to: UnsafeMutablePointer<Floa
 func avx2GEMM(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "GEMM activation blocks must start at a multiple of 8 rows")
     let cols = w.cols, block = gemmRowsPerBlock
-    // Scratch: unpacked codes [block, K], s and o [block, G], partial sums [block, 32], the
-    // block's finished sums transposed [32, block].
+    // Scratch: unpacked codes [block, K], s and o [block, G] (int6: its Int16 sub-block scales in
+    // s, its superblocks' d in o), partial sums [block, 32], the block's finished sums transposed
+    // [32, block].
     let bytes = (w.format != .int8 ? block * (cols + 8 * (cols / 32)) : 0) + 2 * block * 32 * 4
     withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
         gemmBlocks(w, a, y, rows: rows, ms: ms, scratch: buffer.baseAddress!, bytes: bytes)
@@ -470,6 +575,11 @@ private func gemmBlocks(
                     unpackInt5Row(
                         w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
                         offset: offset + i * groups, prefetchDistance: distance)
+                } else if w.format == .int6 {
+                    unpackInt6Row(
+                        w.rowPointer(n), cols: cols, codes: codes + i * cols,
+                        scales: UnsafeMutableRawPointer(scale + i * groups).assumingMemoryBound(to: Int16.self),
+                        d: offset + i * groups, prefetchDistance: distance)
                 } else {
                     unpackInt4Row(
                         w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
@@ -482,10 +592,11 @@ private func gemmBlocks(
             let tiles = tileEnd - t >= 4 ? 4 : tileEnd - t >= 2 ? 2 : 1
             let unsignedTile: UnsignedTileFunction
             let int8Tile: Int8TileFunction
+            let int6Tile: Int6TileFunction
             switch tiles {
-            case 4: unsignedTile = unsignedCodesTiles4; int8Tile = int8GEMMTiles4
-            case 2: unsignedTile = unsignedCodesTiles2; int8Tile = int8GEMMTiles2
-            default: unsignedTile = unsignedCodesTiles1; int8Tile = int8GEMMTiles1
+            case 4: unsignedTile = unsignedCodesTiles4; int8Tile = int8GEMMTiles4; int6Tile = int6GEMMTiles4
+            case 2: unsignedTile = unsignedCodesTiles2; int8Tile = int8GEMMTiles2; int6Tile = int6GEMMTiles2
+            default: unsignedTile = unsignedCodesTiles1; int8Tile = int8GEMMTiles1; int6Tile = int6GEMMTiles1
             }
             var g0 = 0
             while g0 < groups {
@@ -494,7 +605,12 @@ private func gemmBlocks(
                     let i = n - r0
                     let acc = TileAccumulators(
                         partial: partial + i * 32, out: transposed + i, stride: block, first: g0 == 0, last: g1 == groups)
-                    if unpacks {
+                    if w.format == .int6 {
+                        int6Tile(
+                            UnsafePointer(codes + i * cols),
+                            UnsafeRawPointer(scale + i * groups).assumingMemoryBound(to: Int16.self),
+                            UnsafePointer(offset + i * groups), a, t, g0, g1, acc)
+                    } else if unpacks {
                         unsignedTile(
                             UnsafePointer(codes + i * cols), UnsafePointer(scale + i * groups), UnsafePointer(offset + i * groups), a, t,
                             g0, g1, acc)

@@ -123,3 +123,47 @@ func portableInt5(
         }
     }
 }
+
+/// Σ c[i]·x[i] over 16 pairs with c signed −32...31 (int6 codes minus 32), exact in Int32.
+@inline(__always)
+func dot16(_ c: UnsafePointer<Int8>, _ x: UnsafePointer<Int8>) -> Int32 {
+    var s: Int32 = 0
+    for i in 0..<16 { s &+= Int32(Int16(c[i]) &* Int16(x[i])) }
+    return s
+}
+
+/// int6: each row is unpacked once into signed codes q − 32 (weight order) and its sub-block scales,
+/// then per superblock and activation row Σ_s sc[s] · Σ_i (q − 32)·x stays in Int32 (≤ 16 · 128 ·
+/// 16 · 32 · 127 < 2^31) and is scaled once by d · (the superblock's activation scale).
+func portableInt6(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    rows: Range<Int>, ms: Range<Int>
+) {
+    let groups = w.cols / 32, cols = w.cols, superblocks = cols / 256
+    withUnsafeTemporaryAllocation(of: Int8.self, capacity: cols) { codeBuffer in
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: cols / 16) { scaleBuffer in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: superblocks) { dBuffer in
+                let codes = codeBuffer.baseAddress!, scales = scaleBuffer.baseAddress!, ds = dBuffer.baseAddress!
+                for n in rows {
+                    let row = w.rowPointer(n)
+                    for b in 0..<superblocks {
+                        let sb = row + b * Int6Superblock.bytes
+                        ds[b] = Float(Float16(bitPattern: Int6Superblock.dBits(sb)))
+                        for s in 0..<16 { scales[16 * b + s] = Int32(Int6Superblock.scale(sb, s)) }
+                        for i in 0..<256 { codes[256 * b + i] = Int8(Int(Int6Superblock.code(sb, i)) - 32) }
+                    }
+                    for m in ms {
+                        let x = a.codes + m * cols
+                        var acc: Float = 0
+                        for b in 0..<superblocks {
+                            var total: Int32 = 0
+                            for s in 16 * b..<16 * b + 16 { total &+= scales[s] &* dot16(codes + 16 * s, x + 16 * s) }
+                            acc += Float(total) * (ds[b] * a.scales[m * groups + 8 * b])
+                        }
+                        y[m * w.rows + n] = acc
+                    }
+                }
+            }
+        }
+    }
+}

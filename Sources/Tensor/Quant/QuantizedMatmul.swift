@@ -105,7 +105,7 @@ public struct QuantizedActivations {
     public static func scaleRepeat(_ layout: Layout) -> Int { layout == .natural ? 8 : 0 }
 
     /// The activation scale block every kernel path and the reference use for weights of `format`.
-    public static func scaleBlock(for format: WeightFormat) -> Int { format == .int4 ? 256 : 32 }
+    public static func scaleBlock(for format: WeightFormat) -> Int { format == .int4 || format == .int6 ? 256 : 32 }
 
     /// Bytes of scratch needed for M × K activations (all parts 64-byte aligned).
     public static func byteCount(m: Int, cols: Int, layout: Layout) -> Int {
@@ -271,7 +271,7 @@ public func quantizedMatmul(
     switch w.format {
     case .f32, .f16:
         floatMatmul(w, x, m: m, y, pool: pool)
-    case .int8, .int5, .int4:
+    case .int8, .int5, .int4, .int6:
         let layout = activationLayout(w.format, path, m: m)
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: layout)
         withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
@@ -290,7 +290,7 @@ public func quantizedMatmul(
     _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
     pool: ThreadPool, path: QuantKernels.Path
 ) {
-    precondition(w.format.traits.isQuantized, "integer kernels take int8/int5/int4 weights, got \(w.format)")
+    precondition(w.format.traits.isQuantized, "integer kernels take int8/int5/int4/int6 weights, got \(w.format)")
     precondition(a.cols == w.cols, "activations have \(a.cols) columns, weights \(w.cols)")
     precondition(a.layout == activationLayout(w.format, path, m: a.m), "activations quantized in the wrong layout for this kernel")
     precondition(
@@ -321,8 +321,9 @@ public func quantizedMatmul(
     }
     let path = QuantKernels.activePath
     // One activation quantization per (layout, scale block) that the formats present need: int8
-    // and int5 share theirs from `gemmMinimumRows` rows on (both interleaved, one scale per 32).
-    let formats: [WeightFormat] = [.int8, .int5, .int4]
+    // and int5 share theirs from `gemmMinimumRows` rows on (both interleaved, one scale per 32),
+    // int4 and int6 always (same layout, one scale per 256).
+    let formats: [WeightFormat] = [.int8, .int5, .int4, .int6]
     let present = formats.map { f in ws.contains { $0.format == f } }
     func needs(_ f: WeightFormat) -> (QuantizedActivations.Layout, Int) {
         (activationLayout(f, path, m: m), QuantizedActivations.scaleBlock(for: f))
@@ -409,14 +410,14 @@ func runRows(
 }
 
 /// The activation code order the kernel for `m` activation rows reads: the AVX2 GEMM kernels
-/// (m ≥ `QuantKernels.gemmMinimumRows`) read `interleavedRows`, the AVX2 int4/int5 decode and
+/// (m ≥ `QuantKernels.gemmMinimumRows`) read `interleavedRows`, the AVX2 int4/int5/int6 decode and
 /// small-M tiles `pairedHalves`, everything else `natural`.
 public func activationLayout(_ format: WeightFormat, _ path: QuantKernels.Path, m: Int) -> QuantizedActivations.Layout {
     guard path == .avx2 else { return .natural }
     #if AVX2
     if m >= QuantKernels.gemmMinimumRows { return .interleavedRows }
     #endif
-    return format == .int4 || format == .int5 ? .pairedHalves : .natural
+    return format == .int4 || format == .int5 || format == .int6 ? .pairedHalves : .natural
 }
 
 @inline(__always)
@@ -427,6 +428,7 @@ func runKernel(
     switch (path, w.format) {
     case (.portable, .int8): portableInt8(w, a, y, rows: rows, ms: ms)
     case (.portable, .int5): portableInt5(w, a, y, rows: rows, ms: ms)
+    case (.portable, .int6): portableInt6(w, a, y, rows: rows, ms: ms)
     case (.portable, _): portableInt4(w, a, y, rows: rows, ms: ms)
     case (.avx2, _):
         #if AVX2
@@ -437,6 +439,7 @@ func runKernel(
         switch w.format {
         case .int4: avx2Int4(w, a, y, rows: rows, ms: ms)
         case .int5: avx2Int5(w, a, y, rows: rows, ms: ms)
+        case .int6: avx2Int6(w, a, y, rows: rows, ms: ms)
         default: avx2Int8(w, a, y, rows: rows, ms: ms)
         }
         #else
@@ -451,6 +454,7 @@ func runKernel(
 ///   int8: y[m][n] = Σ_g  sx[m][g] · dw[n][g] · Σ_i qw·qx
 ///   int5: y[m][n] = Σ_g  sx[m][g] · d[n][g] · Σ_i q·qx  −  16·d[n][g] · (sx[m][g]·Σ_i qx)
 ///   int4: y[m][n] = Σ_g  sx[m][g] · d·sc[g] · Σ_i q·qx  −  dmin·mn[g] · (sx[m][g]·Σ_i qx)
+///   int6: y[m][n] = Σ_g  sx[m][g] · d · Σ_{s in g} sc[s] · Σ_{i in s} (q − 32)·qx   (two sub-blocks s per group)
 /// f32/f16: y[m][n] = Σ_k w·x in Float32, no activation quantization.
 public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Float>, m: Int, _ y: UnsafeMutablePointer<Float>) {
     switch w.format {
@@ -465,7 +469,7 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ x: UnsafePointer<Fl
                 y[mi * w.rows + n] = s
             }
         }
-    case .int8, .int5, .int4:
+    case .int8, .int5, .int4, .int6:
         let bytes = QuantizedActivations.byteCount(m: m, cols: w.cols, layout: .natural)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         defer { buffer.deallocate() }
@@ -498,6 +502,17 @@ public func quantizedMatmulReference(_ w: QuantizedMatrix, _ a: QuantizedActivat
                     for i in 0..<32 { dot += Int32(Int5Superblock.code(sb, g % 8, i)) * Int32(a.codes[a.position(mi, g * 32 + i)]) }
                     let d = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, g % 8)))
                     total += Float(dot) * (d * sx) - 16 * d * a.sums[mi * groups + g]
+                } else if w.format == .int6 {
+                    let sb = row + (g / 8) * Int6Superblock.bytes
+                    var scaled: Int32 = 0
+                    for s in 2 * (g % 8)..<2 * (g % 8) + 2 {
+                        var dot: Int32 = 0
+                        for i in 16 * s..<16 * s + 16 {
+                            dot += (Int32(Int6Superblock.code(sb, i)) - 32) * Int32(a.codes[a.position(mi, (g / 8) * 256 + i)])
+                        }
+                        scaled += Int32(Int6Superblock.scale(sb, s)) * dot
+                    }
+                    total += Float(scaled) * (Float(Float16(bitPattern: Int6Superblock.dBits(sb))) * sx)
                 } else {
                     let sb = row + (g / 8) * Int4Superblock.bytes
                     let j = g % 8

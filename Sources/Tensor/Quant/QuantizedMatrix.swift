@@ -29,7 +29,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
     public init(format: WeightFormat, rows: Int, cols: Int, data: UnsafeRawPointer, owner: AnyObject?) {
         precondition(
             rows > 0 && format.supports(cols: cols),
-            "\(format) matrix needs rows > 0 and cols a positive multiple of 32 (float formats: > 0); got \(rows)×\(cols)")
+            "\(format) matrix needs rows > 0 and cols \(format.columnRequirement); got \(rows)×\(cols)")
         self.format = format
         self.rows = rows
         self.cols = cols
@@ -50,12 +50,13 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// Quantizes row-major Float32 weights [rows, cols] into a new owned matrix.
     /// int8: per group scale = max|w|/127 (rounded to Float16), q = round(w/scale).
     /// int5: per group d = max|w|/15 (Float16), q − 16 = round(w/d) (see `quantizeInt5Row`).
+    /// int6: per sub-block of 16 a scale max|w|/31 expressed as d·sc (see `quantizeInt6Row`).
     /// int4: see `quantizeInt4Row` in Int4Quantizer.swift (a grid that covers each group's range, error
     /// ≤ half a step).
     public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, format: WeightFormat) -> QuantizedMatrix {
         precondition(
             rows > 0 && format.supports(cols: cols),
-            "cannot store \(rows)×\(cols) as \(format): quantized formats need cols % 32 == 0")
+            "cannot store \(rows)×\(cols) as \(format): it needs cols \(format.columnRequirement)")
         let stride = format.bytesPerRow(cols: cols)
         let storage = QuantizedStorage(byteCount: rows * stride)
         for r in 0..<rows {
@@ -73,6 +74,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 quantizeInt5Row(src, cols: cols, into: dst)
             case .int4:
                 quantizeInt4Row(src, cols: cols, into: dst)
+            case .int6:
+                quantizeInt6Row(src, cols: cols, into: dst)
             }
         }
         return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(storage.bytes), owner: storage)
@@ -113,6 +116,16 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 for i in 0..<16 {
                     out[g * 32 + i] = scale * Float(nib[i] & 0xF) - offset
                     out[g * 32 + i + 16] = scale * Float(nib[i] >> 4) - offset
+                }
+            }
+        case .int6:
+            // (d·sc)·(q − 32) in this order, as ggml's dequantize_row_q6_K: bit-identical values.
+            for b in 0..<cols / 256 {
+                let sb = row + b * Int6Superblock.bytes
+                let d = Float(Float16(bitPattern: Int6Superblock.dBits(sb)))
+                for s in 0..<16 {
+                    let scale = d * Float(Int6Superblock.scale(sb, s))
+                    for i in 16 * s..<16 * s + 16 { out[256 * b + i] = scale * Float(Int(Int6Superblock.code(sb, i)) - 32) }
                 }
             }
         }
@@ -173,6 +186,42 @@ func quantizeInt8Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutab
         let inv: Float = d > 0 ? 1 / d : 0
         for i in 0..<32 {
             q[i] = Int8(max(-127, min(127, (x[i] * inv).rounded(.toNearestOrEven))))
+        }
+    }
+}
+
+/// One int6 row: per sub-block of 16 the scale f = max|w|/31 (codes q − 32 in −31...31 keep every
+/// weight within half a step), per superblock d = max f / 127 as Float16 and sc = round(f / d), then
+/// q − 32 = round(w / (d·sc)) within −32...31. (A simple form of ggml's Q6_K quantizer, for tests
+/// and re-quantization; imports from Q6_K are exact repacks.)
+func quantizeInt6Row(_ w: UnsafePointer<Float>, cols: Int, into dst: UnsafeMutableRawPointer) {
+    let superblocks = cols / 256
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cols) { codes in
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: cols / 16) { scales in
+            withUnsafeTemporaryAllocation(of: UInt16.self, capacity: superblocks) { ds in
+                for b in 0..<superblocks {
+                    var f = [Float](repeating: 0, count: 16)
+                    for s in 0..<16 {
+                        var amax: Float = 0
+                        for i in 0..<16 { amax = max(amax, abs(w[256 * b + 16 * s + i])) }
+                        f[s] = amax / 31
+                    }
+                    let d = Float(Float16(f.max()! / 127))
+                    ds[b] = Float16(d).bitPattern
+                    for s in 0..<16 {
+                        let sc = d > 0 ? max(-128, min(127, (f[s] / d).rounded(.toNearestOrEven))) : 0
+                        scales[16 * b + s] = Int8(sc)
+                        let step = d * sc
+                        let inverse: Float = step != 0 ? 1 / step : 0
+                        for i in 16 * s..<16 * s + 16 {
+                            let q = max(-32, min(31, (w[256 * b + i] * inverse).rounded(.toNearestOrEven)))
+                            codes[256 * b + i] = UInt8(Int(q) + 32)
+                        }
+                    }
+                }
+                Int6Superblock.packRow(
+                    codes: codes.baseAddress!, scales: scales.baseAddress!, d: ds.baseAddress!, cols: cols, into: dst)
+            }
         }
     }
 }

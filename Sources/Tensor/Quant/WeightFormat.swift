@@ -24,17 +24,32 @@
 //          byte i holds weight i (low nibble) and weight i+16 (high nibble). A row whose
 //          cols % 256 != 0 ends with a truncated superblock: the 16-byte header followed by only
 //          16·g nibble bytes for its g = (cols % 256)/32 groups.
+//   int6 : superblocks of 256 weights = 16 sub-blocks of 16, 210 bytes each (6.5625 bits per weight,
+//          ggml's Q6_K, which imports exactly: int8 would need 8.5); cols must be a multiple of 256:
+//          [d: Float16][sc: 16 × Int8][nibbles: 128 bytes][high bits: 64 bytes]
+//          w = d·sc[s]·(q − 32), q in 0...63, sub-block s = weights 16s ..< 16s+16.
+//          Low four bits as int4's pairs (32-byte chunk p holds groups 2p and 2p + 1 of 32 and unpacks
+//          into code vector 2p = [A w0..15 | B w0..15] and 2p + 1 = [A w16..31 | B w16..31], each
+//          16-byte half one sub-block). The two high bits of the weight at byte b of code vector v
+//          are bits 2(v % 4) ..< 2(v % 4) + 2 of byte b of high-bit plane v / 4 (32 bytes each): two
+//          32-byte loads serve a superblock, and each vector's bits are a constant shift and a mask
+//          away. The scales are stored in the order the code vectors' halves read them: sc byte
+//          t < 8 is the scale of vector t's low half (sub-block 4(t/2) + t%2), t ≥ 8 of vector
+//          t − 8's high half (sub-block 4((t−8)/2) + 2 + t%2), so after a sign extension to Int16 one
+//          `vpshufb` spreads vector v's two scales over its two 128-bit lanes.
 //
 // Why int4 uses the offset form (d·sc·q − dmin·m) rather than a symmetric one: the default
 // model's int4 source (Q4_K) imports exactly, the offset gives one more effective level per group
 // for skewed groups, and raw unsigned nibbles times signed int8 activations are exactly what
 // `vpmaddubsw` (AVX2) multiplies (and VNNI's `vpdpbusd`); the offset's contribution is
 // −dmin·m[j]·Σx over the group, with Σx computed once per call per activation group.
-// int5 uses the same unsigned-codes trick: q in 0...31 times int8 activations, minus 16·d·Σx.
+// int5 uses the same unsigned-codes trick: q in 0...31 times int8 activations, minus 16·d·Σx;
+// int6 too (q in 0...63, minus 32·Σ_s sc[s]·Σx over sub-block s, with the activations' sub-block
+// sums computed once per call), except in the GEMM, which unpacks q − 32 as signed bytes.
 
 /// How a matrix's weights are stored. The raw value is what the weight file records.
 public enum WeightFormat: String, Codable, Sendable, CaseIterable {
-    case f32, f16, int8, int5, int4
+    case f32, f16, int8, int5, int4, int6
 
     /// Per-format constants: the traits table.
     public struct Traits: Sendable {
@@ -44,7 +59,7 @@ public enum WeightFormat: String, Codable, Sendable, CaseIterable {
         public let blockWeights: Int
         /// Bytes of one full block.
         public let blockBytes: Int
-        /// Whether `cols` must be a multiple of 32.
+        /// Whether `cols` must be a multiple of 32 (of 256 for int6, see `supports(cols:)`).
         public let isQuantized: Bool
     }
 
@@ -55,10 +70,12 @@ public enum WeightFormat: String, Codable, Sendable, CaseIterable {
         case .int8: return Traits(groupSize: 32, blockWeights: 32, blockBytes: Int8Block.bytes, isQuantized: true)
         case .int5: return Traits(groupSize: 32, blockWeights: 256, blockBytes: Int5Superblock.bytes, isQuantized: true)
         case .int4: return Traits(groupSize: 32, blockWeights: 256, blockBytes: Int4Superblock.bytes, isQuantized: true)
+        case .int6: return Traits(groupSize: 32, blockWeights: 256, blockBytes: Int6Superblock.bytes, isQuantized: true)
         }
     }
 
-    /// Bytes of one row of `cols` weights (`cols` must be a multiple of 32 for quantized formats).
+    /// Bytes of one row of `cols` weights (`cols` must be a multiple of 32 for quantized formats, of
+    /// 256 for int6).
     public func bytesPerRow(cols: Int) -> Int {
         switch self {
         case .f32: return cols * 4
@@ -70,12 +87,20 @@ public enum WeightFormat: String, Codable, Sendable, CaseIterable {
         case .int4:
             let tail = cols % 256
             return cols / 256 * Int4Superblock.bytes + (tail == 0 ? 0 : Int4Superblock.headerBytes + tail / 2)
+        case .int6:
+            return cols / 256 * Int6Superblock.bytes
         }
     }
 
     /// Whether a row of `cols` weights can be stored in this format.
+    /// int6 has whole superblocks only: its source, Q6_K, cannot store other rows either.
     public func supports(cols: Int) -> Bool {
-        cols > 0 && (!traits.isQuantized || cols % 32 == 0)
+        cols > 0 && (!traits.isQuantized || cols % 32 == 0) && (self != .int6 || cols % 256 == 0)
+    }
+
+    /// What `supports(cols:)` asks for, in words (for error messages).
+    public var columnRequirement: String {
+        self == .int6 ? "a positive multiple of 256" : traits.isQuantized ? "a positive multiple of 32" : "positive"
     }
 
     /// Average storage bits per weight for rows of `cols` weights.
@@ -174,6 +199,75 @@ public enum Int4Superblock {
                 s[j + 4] = (sc & 0xF) | ((m & 0xF) << 4)
                 s[j - 4] |= (sc >> 4) << 6
                 s[j] |= (m >> 4) << 6
+            }
+        }
+    }
+}
+
+/// int6 superblock layout (see the file comment): [d: Float16][sc: 16 × Int8][nibbles: 128][high bits: 64].
+public enum Int6Superblock {
+    public static let bytes = 210
+    public static let scalesOffset = 2
+    public static let nibblesOffset = 18
+    public static let highBitsOffset = 146
+
+    /// Where weight i (0..<256) of a superblock lives: (nibble byte offset, whether it is the high
+    /// nibble, high-bit byte offset, shift of its two high bits).
+    @inline(__always)
+    static func position(_ i: Int) -> (byte: Int, high: Bool, highByte: Int, shift: Int) {
+        let j = i >> 5, e = i & 31
+        let v = 2 * (j >> 1) + (e >> 4), b = (j & 1) * 16 + (e & 15)
+        return (nibblesOffset + 32 * (j >> 1) + b, e >= 16, highBitsOffset + 32 * (v >> 2) + b, 2 * (v & 3))
+    }
+
+    /// Position in the stored scale order of sub-block s (0..<16): see the file comment.
+    @inline(__always)
+    public static func scaleSlot(_ s: Int) -> Int {
+        let p = s >> 2, r = s & 3
+        return (r >= 2 ? 8 : 0) + 2 * p + (r & 1)
+    }
+
+    /// Code q (0...63) of weight `i` (0..<256) of the superblock at `sb`.
+    @inline(__always)
+    public static func code(_ sb: UnsafeRawPointer, _ i: Int) -> UInt8 {
+        let (byte, high, highByte, shift) = position(i)
+        let b = sb.load(fromByteOffset: byte, as: UInt8.self)
+        let nibble = high ? b >> 4 : b & 0xF
+        return nibble | ((sb.load(fromByteOffset: highByte, as: UInt8.self) >> UInt8(shift)) & 3) << 4
+    }
+
+    /// Scale of sub-block `s` (0..<16).
+    @inline(__always)
+    public static func scale(_ sb: UnsafeRawPointer, _ s: Int) -> Int8 {
+        sb.load(fromByteOffset: scalesOffset + scaleSlot(s), as: Int8.self)
+    }
+
+    /// d as Float16 bits.
+    @inline(__always)
+    public static func dBits(_ sb: UnsafeRawPointer) -> UInt16 {
+        UInt16(littleEndian: sb.loadUnaligned(as: UInt16.self))
+    }
+
+    /// Writes a row of `cols` (a multiple of 256) weights: `codes[k]` (0...63) for weight k,
+    /// `scales[s]` for sub-block s of the row (16 weights each), `d[b]` the Float16 bits of
+    /// superblock b's d. `dst` must hold `WeightFormat.int6.bytesPerRow(cols:)` bytes.
+    public static func packRow(
+        codes: UnsafePointer<UInt8>, scales: UnsafePointer<Int8>, d: UnsafePointer<UInt16>, cols: Int,
+        into dst: UnsafeMutableRawPointer
+    ) {
+        precondition(cols % 256 == 0, "int6 rows hold whole superblocks of 256 weights, got \(cols) columns")
+        dst.initializeMemory(as: UInt8.self, repeating: 0, count: WeightFormat.int6.bytesPerRow(cols: cols))
+        for b in 0..<cols / 256 {
+            let sb = dst + b * bytes
+            sb.storeBytes(of: d[b].littleEndian, as: UInt16.self)
+            for s in 0..<16 { sb.storeBytes(of: scales[16 * b + s], toByteOffset: scalesOffset + scaleSlot(s), as: Int8.self) }
+            for i in 0..<256 {
+                let q = codes[256 * b + i]
+                let (byte, high, highByte, shift) = position(i)
+                let old = sb.load(fromByteOffset: byte, as: UInt8.self)
+                sb.storeBytes(of: old | (high ? (q & 0xF) << 4 : q & 0xF), toByteOffset: byte, as: UInt8.self)
+                let h = sb.load(fromByteOffset: highByte, as: UInt8.self)
+                sb.storeBytes(of: h | ((q >> 4) & 3) << UInt8(shift), toByteOffset: highByte, as: UInt8.self)
             }
         }
     }

@@ -58,8 +58,8 @@ extension WeightFile {
         for t in tensors {
             guard seen.insert(t.name).inserted else { throw fail("tensor '\(t.name)' given twice") }
             guard t.rows > 0, t.cols > 0 else { throw fail("tensor '\(t.name)' has shape [\(t.rows), \(t.cols)]") }
-            if t.format.traits.isQuantized && t.cols % 32 != 0 {
-                throw fail("tensor '\(t.name)': \(t.format.rawValue) needs a multiple of 32 columns, found \(t.cols)")
+            if !t.format.supports(cols: t.cols) {
+                throw fail("tensor '\(t.name)': \(t.format.rawValue) needs \(t.format.columnRequirement) columns, found \(t.cols)")
             }
         }
 
@@ -131,7 +131,7 @@ extension WeightFile {
         guard json.count <= dataStart - prefixSize else { throw fail("internal: final header (\(json.count) bytes) outgrew its room") }
         var prefix = [UInt8](repeating: 0, count: prefixSize)
         prefix.replaceSubrange(0..<8, with: magic)
-        withUnsafeBytes(of: Self.version.littleEndian) { prefix.replaceSubrange(8..<12, with: $0) }
+        withUnsafeBytes(of: Self.version(for: tensors.map(\.format)).littleEndian) { prefix.replaceSubrange(8..<12, with: $0) }
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.replaceSubrange(16..<24, with: $0) }
         try out.finish(header: prefix + Array(json))
         finished = true

@@ -5,7 +5,8 @@ import Tensor
 // without a copy.
 //
 //   offset 0   magic "SARVAMWT" (8 bytes)
-//          8   version, UInt32 little-endian (= WeightFile.version)
+//          8   version, UInt32 little-endian: 1, or 2 when a tensor is int6 (a format that version-1
+//              readers do not know, so they refuse the file by its version; `WeightFile.version(for:)`)
 //         12   reserved, UInt32 (0)
 //         16   header JSON length in bytes, UInt64 little-endian
 //         24   header JSON (UTF-8), `WeightFileHeader` below: model configuration, chat template, source,
@@ -80,7 +81,16 @@ public struct WeightFileError: Error, CustomStringConvertible, Equatable {
 
 public final class WeightFile: @unchecked Sendable {
     public static let magic: [UInt8] = Array("SARVAMWT".utf8)
-    public static let version: UInt32 = 1
+    /// The newest version this build reads and writes.
+    public static let version: UInt32 = 2
+    /// The formats each version may hold: version 2 added int6 (Q6_K's values).
+    static let formatsOfVersion1: Set<WeightFormat> = [.f32, .f16, .int8, .int5, .int4]
+
+    /// The version a file holding `formats` is written with: the oldest whose readers know them all,
+    /// so a file without int6 still opens in builds that predate it.
+    public static func version(for formats: some Sequence<WeightFormat>) -> UInt32 {
+        formats.allSatisfy { formatsOfVersion1.contains($0) } ? 1 : 2
+    }
     public static let alignment = 64
     static let prefixSize = 24
     static let checksumName = "xxh64"
@@ -128,9 +138,9 @@ public final class WeightFile: @unchecked Sendable {
             throw fail("not a Sarvam weight file: magic is \"\(shown)\", expected \"SARVAMWT\"")
         }
         let version = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
-        guard version == Self.version else {
+        guard (1...Self.version).contains(version) else {
             throw fail(
-                "weight file version \(version) is not supported (this build reads version \(Self.version)); convert the model again with tools/convert"
+                "weight file version \(version) is not supported (this build reads versions 1 to \(Self.version)); convert the model again with tools/convert, or update Sarvam"
             )
         }
         let headerLength = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
@@ -168,10 +178,11 @@ public final class WeightFile: @unchecked Sendable {
             guard t.shape.count == 2, t.shape[0] > 0, t.shape[1] > 0, t.shape[0] <= 1 << 32, t.shape[1] <= 1 << 32 else {
                 throw fail("tensor '\(t.name)' has shape \(t.shape), expected [rows, cols] with positive sizes")
             }
-            if t.format.traits.isQuantized {
-                guard t.cols % 32 == 0 else {
-                    throw fail("tensor '\(t.name)' is \(t.format.rawValue) with \(t.cols) columns, expected a multiple of 32")
-                }
+            guard version >= Self.version(for: [t.format]) else {
+                throw fail("tensor '\(t.name)' is \(t.format.rawValue), which a version-\(version) file cannot hold (it needs version 2)")
+            }
+            guard t.format.supports(cols: t.cols) else {
+                throw fail("tensor '\(t.name)' is \(t.format.rawValue) with \(t.cols) columns, expected \(t.format.columnRequirement)")
             }
             let (expected, overflow) = QuantizedMatrix.bytesPerRow(format: t.format, cols: t.cols).multipliedReportingOverflow(by: t.rows)
             guard !overflow, t.byteLength == expected else {

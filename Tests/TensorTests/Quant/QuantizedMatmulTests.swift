@@ -337,6 +337,11 @@ final class QuantKernelsTests: XCTestCase {
             XCTAssertGreaterThan(f.count("vpbroadcastw"), 0, "\(f.name) lost its vpbroadcastw scale")
             XCTAssertGreaterThan(f.count("vcvtph2ps"), 0, "\(f.name) lost its vcvtph2ps scale conversion")
         }
+        // int6's GEMM tiles: the int8 sign trick on broadcast codes, Int16 sub-block scales by vpmaddwd.
+        try assertKernels(
+            ["14int6GEMMTiles1", "14int6GEMMTiles2", "14int6GEMMTiles4"], contain: unsignedBytes + [["vpbroadcastd"], ["vpsignb"]])
+        // int6 decode and small-M tiles: unsigned codes, the sub-block sums' offset, prefetch.
+        try assertKernels(["9int6Tiles"], contain: unsignedBytes + [["prefetcht0"]])
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
         try assertKernels(["10gemmBlocks"], contain: [["prefetcht0"]])
         try assertKernels(["9int8Tiles", "10int8Decode"], contain: int8Bytes + [["prefetcht0"]], lack: int8Lacks)

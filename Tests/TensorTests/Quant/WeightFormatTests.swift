@@ -32,7 +32,7 @@ final class WeightFormatTests: XCTestCase {
     }
 
     func testRawValuesAreTheWeightFileSpelling() {
-        XCTAssertEqual(WeightFormat.allCases.map(\.rawValue), ["f32", "f16", "int8", "int5", "int4"])
+        XCTAssertEqual(WeightFormat.allCases.map(\.rawValue), ["f32", "f16", "int8", "int5", "int4", "int6"])
     }
 
     func testTraits() {

@@ -260,7 +260,10 @@ func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
     guard Set(paths).count > 1 else { return nil }
     var sizes: [(path: String, bytes: Int)] = []
     for path in paths {
-        guard let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int else { return nil }
+        // The file's own size, not a symbolic link's.
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let size = try? FileManager.default.attributesOfItem(atPath: resolved)[.size], let bytes = (size as? NSNumber)?.intValue
+        else { return nil }
         sizes.append((path, bytes))
     }
     sizes.sort { $0.bytes < $1.bytes }
@@ -271,7 +274,7 @@ func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
 /// Loads one weight file into a ready engine (blocking; tens of milliseconds to seconds). With
 /// `draftPath`, a second model of that file (its own instance: a model is not reentrant; the
 /// weights are memory-mapped, so it shares the other engine's pages) drafts for this one when
-/// both have one vocabulary; otherwise the engine runs without and says so in the log.
+/// both have the same vocabulary size; otherwise the engine runs without and says so in the log.
 public func loadTransformerEngine(
     path: String, settings: TransformerEngineSettings, draftPath: String? = nil
 ) throws -> TransformerChatEngine {
@@ -284,9 +287,9 @@ public func loadTransformerEngine(
     var draft: Model?
     if let draftPath {
         let draftFile = try WeightFile.open(draftPath, verify: false)
-        if draftFile.description.tokenizer == file.description.tokenizer
-            && draftFile.description.model.vocabSize == model.configuration.vocabSize
-        {
+        // Any draft of the same vocabulary size is correct (verification decides every token); one
+        // of another tokenizer would only be useless, so the vocabulary size is all that is checked.
+        if draftFile.description.model.vocabSize == model.configuration.vocabSize {
             draft = try Model(file: draftFile, pool: pool)
         } else {
             settings.logger.warning(

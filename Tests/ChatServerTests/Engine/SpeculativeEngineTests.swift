@@ -200,3 +200,26 @@ final class SpeculativeRealModelEngineTests: XCTestCase {
         withExtendedLifetime((targetFile, draftFile)) {}
     }
 }
+
+/// Which served model drafts for which: by the size of the files themselves (through symbolic links).
+final class SpeculativePairTests: XCTestCase {
+    func testTheSmallestFileDraftsForTheLargestThroughLinks() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pair-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, bytes) in [("small.bin", 10), ("large.bin", 30)] {
+            try Data(count: bytes).write(to: dir.appendingPathComponent(name))
+        }
+        // Links of equal length to files of different sizes.
+        for (link, file) in [("a", "small.bin"), ("b", "large.bin")] {
+            try FileManager.default.createSymbolicLink(
+                atPath: dir.appendingPathComponent(link).path, withDestinationPath: dir.appendingPathComponent(file).path)
+        }
+        let a = dir.appendingPathComponent("a").path, b = dir.appendingPathComponent("b").path
+        let pair = speculativePair([a, b])
+        XCTAssertEqual(pair?.target, b)
+        XCTAssertEqual(pair?.draft, a)
+        XCTAssertNil(speculativePair([a]))
+        XCTAssertNil(speculativePair([a, a]))
+    }
+}

@@ -95,7 +95,7 @@ struct ServeCommand: AsyncParsableCommand {
     var responseCacheMb: Int?
     @Option(
         name: .long,
-        help: "on or off: with two models, the smaller drafts tokens the larger verifies (env SARVAM_SPECULATIVE; default on).")
+        help: "on or off: with two models, the smaller drafts tokens the larger verifies (env SARVAM_SPECULATIVE; default off).")
     var speculative: String?
     @Option(
         name: .long,
@@ -200,7 +200,7 @@ struct ServeCommand: AsyncParsableCommand {
             }
             engineOptions.snapshotDirectory = (data.resolvedDataDirectory as NSString).appendingPathComponent("kv-snapshots")
         }
-        engineOptions.speculative = try settings.bool(speculative, "SARVAM_SPECULATIVE") ?? true
+        engineOptions.speculative = try settings.bool(speculative, "SARVAM_SPECULATIVE") ?? false
         engineOptions.snapshotBudgetBytes = try settings.int(kvDiskMb, "SARVAM_KV_DISK_MB", in: 0...(1 << 30)).map { $0 << 20 } ?? (4 << 30)
         let cacheMode = settings.string(responseCache, "SARVAM_RESPONSE_CACHE") ?? "user"
         guard let mode = ResponseCacheMode(rawValue: cacheMode.lowercased()) else {

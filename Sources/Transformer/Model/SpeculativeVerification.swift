@@ -23,14 +23,6 @@ public enum SpeculativeVerification {
         }
     }
 
-    /// Greedy verification from the target's argmax of each row (k + 1 of them).
-    public static func greedy(targetArgmax: [Int], draft: [Int]) -> Outcome {
-        precondition(targetArgmax.count == draft.count + 1, "need k + 1 target rows for k draft tokens")
-        var n = 0
-        while n < draft.count && targetArgmax[n] == draft[n] { n += 1 }
-        return Outcome(accepted: n, next: targetArgmax[n])
-    }
-
     /// Whether draft token `token` (drawn from q) is kept against p, given u uniform in [0, 1):
     /// kept when u < p(token) / q(token).
     public static func accepts(_ token: Int, p: [Float], q: [Float], uniform u: Double) -> Bool {

@@ -171,12 +171,34 @@ final class SpeculativeDistributionTests: XCTestCase {
         return (0..<V).flatMap { a in (0..<V).map { b in Double(p[2][a]) * Double(p[a][b]) } }.min()!
     }
 
+    /// Greedy: drafts are kept while the target row's argmax equals them, then the target's argmax
+    /// of the first disagreeing row (or the bonus row) follows. Rows are one-hot-like logits over 10
+    /// tokens peaked at the listed argmax.
     func testGreedyKeepsWhileTheArgmaxAgrees() {
-        XCTAssertEqual(
-            SpeculativeVerification.greedy(targetArgmax: [4, 7, 9, 1], draft: [4, 7, 2]), .init(accepted: 2, next: 9))
-        XCTAssertEqual(SpeculativeVerification.greedy(targetArgmax: [4, 7, 9], draft: [4, 7]), .init(accepted: 2, next: 9))
-        XCTAssertEqual(SpeculativeVerification.greedy(targetArgmax: [3], draft: []), .init(accepted: 0, next: 3))
-        XCTAssertEqual(SpeculativeVerification.greedy(targetArgmax: [3, 5], draft: [4]), .init(accepted: 0, next: 3))
+        func outcome(targetArgmax: [Int], draft: [Int]) -> SpeculativeVerification.Outcome {
+            var sampler = SpeculativeSampler(parameters: .greedy)
+            sampler.beginDraft()
+            let rows = UnsafeMutableBufferPointer<Float>.allocate(capacity: 10 * targetArgmax.count)
+            defer { rows.deallocate() }
+            for (i, peak) in targetArgmax.enumerated() {
+                for t in 0..<10 { rows[10 * i + t] = t == peak ? 5 : 0 }
+            }
+            for d in draft {
+                let row = (0..<10).map { Float($0 == d ? 5 : 0) }
+                XCTAssertEqual(row.withUnsafeBufferPointer { sampler.propose($0) }, d)
+            }
+            var read: [Int] = []
+            let result = sampler.verify { i in
+                read.append(i)
+                return UnsafeBufferPointer(rebasing: rows[(10 * i)..<(10 * i + 10)])
+            }
+            XCTAssertEqual(read, Array(0...result.accepted), "rows after the first rejection are not read")
+            return result
+        }
+        XCTAssertEqual(outcome(targetArgmax: [4, 7, 9, 1], draft: [4, 7, 2]), .init(accepted: 2, next: 9))
+        XCTAssertEqual(outcome(targetArgmax: [4, 7, 9], draft: [4, 7]), .init(accepted: 2, next: 9))
+        XCTAssertEqual(outcome(targetArgmax: [3], draft: []), .init(accepted: 0, next: 3))
+        XCTAssertEqual(outcome(targetArgmax: [3, 5], draft: [4]), .init(accepted: 0, next: 3))
     }
 
     func testDraftLengthFollowsTheAcceptanceRate() {

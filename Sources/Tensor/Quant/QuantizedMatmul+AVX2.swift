@@ -18,31 +18,27 @@
 //   int5: as int4's pairs, with the fifth bits ORed in (one 32-byte qh load per superblock, bit
 //         plane 2p / 2p+1 for lo / hi: a shift and a mask each) and codes q in 0...31 unsigned, so
 //         no vpsignb: p32 = madd(maddubs(lo, xlo) + maddubs(hi, xhi), 1) (≤ 2·2·31·127 fits Int16);
-//         per group in float (int5 activations have one scale per 32, as int8):
+//         in float per group (int5 activations have one scale per 32, as int8), lane g of a vector:
 //         acc += d·(float(dot)·dx − 16·(dx·Σqx)).
 //   The int4 and int5 kernels have no VNNI form: they use maddubs + madd on every build.
 //
-// Register blocking (AVX2 has 16 ymm registers):
-//   - decode (M = 1): one row at a time (one sequential stream reads DRAM faster than two rows at
-//     once, and two rows' state does not fit the registers). int8 `int8Decode`: 8 groups per step
-//     reduced by a vphaddd tree so the float work is once per 8 groups. int4 `int4DecodeRow`: the
-//     superblock header decoded with byte shuffles (`int4HeaderVector`). Both prefetch their rows
-//     ahead (Prefetch.swift).
-//   - int8, M > 1: R × MB tiles for leftover rows (R = 2 × MB ≤ 2, or 1 × MB ≤ 7), one 8-lane float
-//     accumulator per (row, activation row); full blocks of 8 activation rows use 2 × 8 tiles whose
-//     accumulator LANES are activation rows: the 8 Int32 vectors of a group are reduced by a
-//     `vphaddd` tree, so conversion, scale multiply and FMA happen once per (row, group).
-//   - int5: decode `int5DecodeRow` reduces a superblock's 4 pair vectors with 3 vphaddd + vpermd
-//     to one vector of 8 group dots (float work once per superblock); M > 1 `int5Tile` (MB ≤ 8
-//     rows, lanes = activation rows, missing rows zero in the reduction).
-//   - int4, M > 1: full 8-row tiles (`int4Tile8`): Int32 accumulators per activation row over a
-//     superblock, then one `laneSums8` so the float work is shared by the 8 rows (lanes = rows);
-//     leftover MB < 8 rows use 1 × MB tiles (`int4BlockTile`) with per-row float accumulators.
+// Register blocking (AVX2 has 16 ymm registers): one weight row × MB ≤ 8 activation rows per
+// call (`int8Rows`, `int4Rows`, `int5Rows`, specialized per MB so the accumulators stay in
+// registers where they fit); decode is the MB = 1 case. The weight row's unpacking (int4, int5) and
+// scales are shared by the MB rows, and each activation row then runs exactly the instructions it
+// would run alone, so its result does not depend on M (`QuantKernels.rowInvariantRows`: a
+// speculative verification of k + 1 rows computes what k + 1 decode steps would):
+//   - int8: eight groups per step, per activation row 8 × (vpsignb ×2, `dotBytes`) reduced by a
+//     `vphaddd` tree (`laneSums8`) to one vector of 8 group dots, so the float work (conversion,
+//     weight × activation scale, FMA) is once per 8 groups and row.
+//   - int4: per superblock the header decoded with byte shuffles (`int4HeaderVector`), Int32
+//     accumulators per activation row over the superblock, one float FMA pair per superblock and row.
+//   - int5: per superblock a row's 4 pair vectors reduced with 3 vphaddd + vpermd to one vector of
+//     8 group dots, float work once per superblock and row.
 //   Activation tiles are the outer loop and the thread's rows the inner one, so a tile's codes
-//   stay in L1. Threads split output rows; each weight byte is read from DRAM once per call for
-//   up to 48-290 activation rows (see `quantizedMatmul`'s M blocking). The tiles prefetch too:
-//   their first pass over a row chunk streams it from DRAM.
-//
+//   stay in L1. Threads split output rows; each weight byte is read from DRAM once per call (the
+//   weight row is in L1 for activation rows 2...MB). Every kernel prefetches its rows ahead
+//   (Prefetch.swift).
 // docs/kernels.md lists the inner loops as compiled (objdump) and the measurements behind these
 // choices; re-check the listing after any change to a hot loop.
 // QuantKernelsTests.testIntrinsicPathIsCompiledIn fails if this path (or its VNNI form on a VNNI
@@ -151,100 +147,70 @@ func broadcastHalf(_ p: UnsafeRawPointer) -> __m256 {
 
 // MARK: - int8
 
-/// One tile over the whole row: R output rows (n, n+1) × MB activation rows (m0 ..< m0+MB), with
-/// R·MB ≤ 8 accumulators c0...c7 (index r·MB + i; R = 2 only with MB ≤ 2) that stay in registers.
+/// One int8 weight row × MB ≤ 8 activation rows m0 ..< m0+MB, eight groups per step: per activation
+/// row the eight groups' Int32 partial sums are reduced by a `vphaddd` tree (`laneSums8`) to one
+/// vector of 8 group dots, so the float work (conversion, weight scale × activation scale, FMA) is
+/// once per 8 groups: per 8 groups and row 8 × (vpsignb ×2, `dotBytes`) + 6 vphaddd, the 8 weight
+/// scales gathered into one vcvtph2ps once for the MB rows. Groups past the last multiple of 8 go
+/// one at a time in scalar float. Every activation row runs the same instructions whatever MB is,
+/// so a row's result does not depend on the rows beside it (decode is MB = 1; see
+/// `QuantKernels.rowInvariantRows`). The weight bytes come from DRAM for row 0 and from L1 after.
+/// Prefetches one line per 64 bytes `prefetchDistance` ahead.
 @inline(__always)
-private func int8Tile(
-    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-    n: Int, m0: Int, R: Int, MB: Int, prefetchDistance: Int
+private func int8Rows(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
+    prefetchDistance: Int
 ) {
     let groups = w.cols / 32, cols = w.cols
-    let row0 = w.rowPointer(n), row1 = w.rowPointer(R > 1 ? n + 1 : n)
-    let x = UnsafeRawPointer(a.codes + m0 * cols)
-    let xs = a.expandedScales + m0 * groups * 8
+    let row = w.rowPointer(n)
+    let x = UnsafeRawPointer(a.codes + m0 &* cols)
+    let xs = a.scales + m0 &* groups
     let ones = _mm256_set1_epi16(1)
     var c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0
-    for g in 0..<groups {
-        let b0 = row0 + g * Int8Block.bytes, b1 = row1 + g * Int8Block.bytes
-        prefetchForRead(b0 + prefetchDistance)
-        if R > 1 { prefetchForRead(b1 + prefetchDistance) }
-        let w0 = load256(b0 + Int8Block.quantsOffset), w1 = load256(b1 + Int8Block.quantsOffset)
-        let abs0 = _mm256_sign_epi8(w0, w0), abs1 = _mm256_sign_epi8(w1, w1)
-        let d0 = broadcastHalf(b0), d1 = broadcastHalf(b1)
-        @inline(__always) func pair(_ acc: inout __m256, _ r: Int, _ i: Int) {
-            let xv = load256(x + i * cols + g * 32)
-            let dot = r == 0 ? dotBytes(abs0, _mm256_sign_epi8(xv, w0), ones) : dotBytes(abs1, _mm256_sign_epi8(xv, w1), ones)
-            let scale = _mm256_mul_ps(r == 0 ? d0 : d1, loadFloats(xs + (i * groups + g) * 8))
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc)
-        }
-        if R == 1 && MB == 1 {
-            // One row, one activation row (a leftover row of M > 1; M = 1 runs int8Decode): even and
-            // odd groups into two accumulators, so two FMA chains overlap.
-            if g & 1 == 0 { pair(&c0, 0, 0) } else { pair(&c1, 0, 0) }
-        } else if R == 1 {
-            pair(&c0, 0, 0)
-            if MB > 1 { pair(&c1, 0, 1) }
-            if MB > 2 { pair(&c2, 0, 2) }
-            if MB > 3 { pair(&c3, 0, 3) }
-            if MB > 4 { pair(&c4, 0, 4) }
-            if MB > 5 { pair(&c5, 0, 5) }
-            if MB > 6 { pair(&c6, 0, 6) }
-            if MB > 7 { pair(&c7, 0, 7) }
-        } else if MB == 1 {
-            pair(&c0, 0, 0)
-            pair(&c1, 1, 0)
-        } else {
-            pair(&c0, 0, 0)
-            pair(&c1, 0, 1)
-            pair(&c2, 1, 0)
-            pair(&c3, 1, 1)
-        }
+    @inline(__always) func forEach(_ body: (inout __m256, Int) -> Void) {
+        body(&c0, 0)
+        if MB > 1 { body(&c1, 1) }
+        if MB > 2 { body(&c2, 2) }
+        if MB > 3 { body(&c3, 3) }
+        if MB > 4 { body(&c4, 4) }
+        if MB > 5 { body(&c5, 5) }
+        if MB > 6 { body(&c6, 6) }
+        if MB > 7 { body(&c7, 7) }
     }
-    if R == 1 && MB == 1 { c0 = _mm256_add_ps(c0, c1) }
-    storeTile(y, rows: w.rows, n: n, m0: m0, R: R, MB: MB, c0, c1, c2, c3, c4, c5, c6, c7)
-}
-
-/// A tile of R rows × exactly 8 activation rows whose accumulator lanes are the 8 activation
-/// rows: the 8 per-pair Int32 vectors of a group are reduced with a `vphaddd` tree to one vector
-/// of 8 group dots, so the float conversion, the scale multiply and the FMA happen once per
-/// (row, group) instead of once per (row, activation row, group). acc_r += float(dots) · dw·[dx_m].
-@inline(__always)
-private func int8Tile8(
-    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
-    n: Int, m0: Int, R: Int, prefetchDistance: Int
-) {
-    let groups = w.cols / 32, cols = w.cols
-    let row0 = w.rowPointer(n), row1 = w.rowPointer(R > 1 ? n + 1 : n)
-    let x = UnsafeRawPointer(a.codes + m0 * cols)
-    let dx = a.scalesByGroup + (m0 / 8) * groups * 8
-    let ones = _mm256_set1_epi16(1)
-    var acc0 = _mm256_setzero_ps(), acc1 = acc0
-    @inline(__always) func reduce8(_ w: __m256i, _ absW: __m256i, _ g: Int) -> __m256i {
-        @inline(__always) func p(_ i: Int) -> __m256i {
-            dotBytes(absW, _mm256_sign_epi8(load256(x + i * cols + g * 32), w), ones)
+    var g = 0
+    while g &+ 8 <= groups {
+        let b = row + g &* Int8Block.bytes
+        // 8 blocks = 272 bytes: five lines ahead.
+        for line in 0..<5 { prefetchForRead(b + (prefetchDistance &+ line &* 64)) }
+        @inline(__always) func scaleBits(_ k: Int) -> Int16 { Int16(bitPattern: (b + k * Int8Block.bytes).loadUnaligned(as: UInt16.self)) }
+        let weightScales = _mm256_cvtph_ps(
+            _mm_setr_epi16(
+                scaleBits(0), scaleBits(1), scaleBits(2), scaleBits(3), scaleBits(4), scaleBits(5), scaleBits(6), scaleBits(7)))
+        forEach { acc, i in
+            let xi = x + (i &* cols &+ g &* 32)
+            @inline(__always) func p(_ k: Int) -> __m256i {
+                let wv = load256(b + k * Int8Block.bytes + Int8Block.quantsOffset)
+                return dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(xi + k * 32), wv), ones)
+            }
+            let dots = laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))  // lane k = group k
+            let scales = _mm256_mul_ps(weightScales, loadFloats(xs + (i &* groups &+ g)))
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scales, acc)
         }
-        return laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))
+        g &+= 8
     }
-    for g in 0..<groups {
-        let scales = loadFloats(dx + g * 8)
-        let b0 = row0 + g * Int8Block.bytes
-        prefetchForRead(b0 + prefetchDistance)
-        let w0 = load256(b0 + Int8Block.quantsOffset)
-        acc0 = _mm256_fmadd_ps(
-            _mm256_cvtepi32_ps(reduce8(w0, _mm256_sign_epi8(w0, w0), g)),
-            _mm256_mul_ps(broadcastHalf(b0), scales), acc0)
-        if R > 1 {
-            let b1 = row1 + g * Int8Block.bytes
-            prefetchForRead(b1 + prefetchDistance)
-            let w1 = load256(b1 + Int8Block.quantsOffset)
-            acc1 = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(reduce8(w1, _mm256_sign_epi8(w1, w1), g)),
-                _mm256_mul_ps(broadcastHalf(b1), scales), acc1)
+    let first = g
+    forEach { acc, i in
+        var tail: Float = 0
+        var g = first
+        while g < groups {
+            let b = row + g * Int8Block.bytes
+            let wv = load256(b + Int8Block.quantsOffset)
+            let dot = dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(x + (i * cols + g * 32)), wv), ones)
+            let v = unsafeBitCast(dot, to: SIMD8<Int32>.self)
+            tail += Float(v.wrappedSum()) * (loadHalf(b) * xs[i * groups + g])
+            g += 1
         }
-    }
-    for i in 0..<8 {
-        y[(m0 + i) * w.rows + n] = acc0[i]
-        if R > 1 { y[(m0 + i) * w.rows + n + 1] = acc1[i] }
+        y[(m0 + i) * w.rows + n] = horizontalSum(acc) + tail
     }
 }
 
@@ -277,98 +243,44 @@ private func laneSums8(
     return unsafeBitCast(sum, to: __m256i.self)
 }
 
-// One specialization per tile shape, so each keeps its accumulators in registers.
-private typealias Int8TileFunction = @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int, Int) -> Void
-private let int8Tiles: [Int8TileFunction] = [
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 1, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 2, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 3, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 4, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 5, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 6, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 7, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 1, MB: 8, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 2, MB: 1, prefetchDistance: $5) },
-    { int8Tile($0, $1, $2, n: $3, m0: $4, R: 2, MB: 2, prefetchDistance: $5) },
-    { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 1, prefetchDistance: $5) },
-    { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 2, prefetchDistance: $5) },
+// One specialization per activation-row count, so each keeps its accumulators in registers.
+private typealias RowsFunction = @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int, Int) -> Void
+private let int8RowFunctions: [RowsFunction] = [
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
+    { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
 ]
 
-/// Decode (M = 1), one int8 row, eight groups per step: the eight groups' Int32 partial sums are
-/// reduced by a `vphaddd` tree to one vector of 8 group dots, so the float work (conversion, weight
-/// scale × activation scale, FMA) is once per 8 groups instead of once per group: per 8 groups
-/// 8 × (vpsignb ×2, `dotBytes`) + 6 vphaddd + the 8 weight scales gathered into one vcvtph2ps.
-/// Prefetches one line per 64 bytes `prefetchDistance` ahead. Groups past the last multiple of 8
-/// go one at a time.
+/// Decode (M = 1): `int8Rows` for one activation row, not inlined into the row loop.
 @inline(never)
 private func int8Decode(
     _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m: Int,
     prefetchDistance: Int
 ) {
-    let groups = w.cols / 32, cols = w.cols
-    let row = w.rowPointer(n)
-    let x = UnsafeRawPointer(a.codes + m * cols)
-    let xs = a.scales + m * groups
-    let ones = _mm256_set1_epi16(1)
-    var acc = _mm256_setzero_ps()
-    var g = 0
-    while g + 8 <= groups {
-        let b = row + g * Int8Block.bytes
-        // 8 blocks = 272 bytes: five lines ahead.
-        for line in 0..<5 { prefetchForRead(b + prefetchDistance + line * 64) }
-        @inline(__always) func p(_ k: Int) -> __m256i {
-            let wv = load256(b + k * Int8Block.bytes + Int8Block.quantsOffset)
-            return dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(x + (g + k) * 32), wv), ones)
-        }
-        let dots = laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))  // lane k = group k
-        @inline(__always) func scaleBits(_ k: Int) -> Int16 { Int16(bitPattern: (b + k * Int8Block.bytes).loadUnaligned(as: UInt16.self)) }
-        let halves = _mm_setr_epi16(
-            scaleBits(0), scaleBits(1), scaleBits(2), scaleBits(3), scaleBits(4), scaleBits(5), scaleBits(6), scaleBits(7))
-        let scales = _mm256_mul_ps(_mm256_cvtph_ps(halves), loadFloats(xs + g))
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scales, acc)
-        g += 8
-    }
-    var tail: Float = 0
-    while g < groups {
-        let b = row + g * Int8Block.bytes
-        let wv = load256(b + Int8Block.quantsOffset)
-        let dot = dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(x + g * 32), wv), ones)
-        let v = unsafeBitCast(dot, to: SIMD8<Int32>.self)
-        tail += Float(v.wrappedSum()) * (loadHalf(b) * xs[g])
-        g += 1
-    }
-    y[m * w.rows + n] = horizontalSum(acc) + tail
+    int8Rows(w, a, y, n: n, m0: m, MB: 1, prefetchDistance: prefetchDistance)
 }
 
 func avx2Int8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int8 activation blocks must start at a multiple of 8 rows")
+    // The prefetch setting is read once per call: a global `var` read inside the per-row kernel
+    // costs a dynamic exclusivity check (swift_beginAccess) per row.
+    let distance = QuantKernels.prefetchDistance
     if ms.count == 1 {
-        // The prefetch setting is read once per call: a global `var` read inside the per-row kernel
-        // costs a dynamic exclusivity check (swift_beginAccess) per row.
-        let distance = QuantKernels.prefetchDistance
         for n in rows { int8Decode(w, a, y, n: n, m: ms.lowerBound, prefetchDistance: distance) }
         return
     }
-    let tileDistance = QuantKernels.prefetchDistance
     // Activation tiles outer, rows inner (as avx2Int4): a tile's codes stay in L1 while the thread's
-    // rows cycle through L2. Two output rows per step when the tile can take them (M = 2, or full
-    // 8-row tiles); M = 1 streams one row at a time (see int8Tile).
+    // rows cycle through L2.
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        let pairs = ms.count == 2 || mb == 8
-        var n = rows.lowerBound
-        while n < rows.upperBound {
-            let r = pairs && rows.upperBound - n >= 2 ? 2 : 1
-            if mb == 8 {
-                int8Tiles[r == 2 ? 11 : 10](w, a, y, n, m0, tileDistance)
-            } else if r == 2 {
-                int8Tiles[7 + mb](w, a, y, n, m0, tileDistance)
-            } else {
-                int8Tiles[mb - 1](w, a, y, n, m0, tileDistance)
-            }
-            n += r
-        }
+        let tile = int8RowFunctions[mb - 1]
+        for n in rows { tile(w, a, y, n, m0, distance) }
         m0 += mb
     }
 }
@@ -417,17 +329,25 @@ private func int4SuperblockProducts(
         if rows > 6 { body(&i6, 6) }
         if rows > 7 { body(&i7, 7) }
     }
-    var j = 0
-    while j + 2 <= count {
-        let v = load256(nib + j * 16)
+    @inline(__always) func pair(_ j: Int) {
+        let v = load256(nib + j &* 16)
         let lo = _mm256_and_si256(v, nibbleMask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask)
-        let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(j))))
+        let sc16 = _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(truncatingIfNeeded: j))))
         forEach { acc, i in
-            let xp = x + i * cols + j * 32
+            let xp = x + (i &* cols &+ j &* 32)
             let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, load256(xp)), _mm256_maddubs_epi16(hi, load256(xp + 32)))
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc16))
         }
-        j += 2
+    }
+    var j = 0
+    if count == 8 {
+        // j constant in each step: the scale-shuffle control is a constant.
+        pair(0); pair(2); pair(4); pair(6)
+        j = 8
+    }
+    while j &+ 2 <= count {
+        pair(j)
+        j &+= 2
     }
     if j < count {
         // A last unpaired group (G odd; its activation codes are in natural order).
@@ -446,13 +366,14 @@ private func int4SuperblockProducts(
 /// (`scaleBlock` 256). Per superblock and activation row the whole Σ_j sc[j]·Σ_i q·x is exact in
 /// Int32 (`vpmaddwd` multiplies the Int16 pair sums by the six-bit scales: ≤ 4·2·7620·63 < 2^22),
 /// so the float work happens once per superblock, not per group:
-///   acc_i += float(Σ) · (d · dx_i) + (−dmin·m[0..<8]) · (dx_i·Σqx_i)[0..<8]
+///   acc_i += float(Σ) · (d · dx_i) + (−dmin·m[0..<8]) · (dx_i·Σqx_i)[0..<8],  y_i = Σ lanes of acc_i
 /// Per pair of groups and activation row: 2 vpmaddubsw (x from memory), vpaddw, vpmaddwd,
-/// vpaddd; the nibble unpacking and scale shuffle (5 instructions) are shared by the MB rows.
-/// Used for the rows left over after full 8-row tiles (`int4Tile8`, which reduces once per
-/// superblock).
+/// vpaddd; the header (decoded in vector registers, `int4HeaderVector`), the nibble unpacking and
+/// the scale shuffle (5 instructions) are shared by the MB rows. Every activation row runs the
+/// same instructions whatever MB is, so a row's result does not depend on the rows beside it
+/// (decode is MB = 1; see `QuantKernels.rowInvariantRows`).
 @inline(__always)
-private func int4BlockTile(
+private func int4Rows(
     _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
     prefetchDistance: Int
 ) {
@@ -489,62 +410,15 @@ private func int4BlockTile(
     storeTile(y, rows: w.rows, n: n, m0: m0, R: 1, MB: MB, f0, f1, f2, f3, f4, f5, f6, f7)
 }
 
-/// One int4 weight row × a full tile of 8 activation rows, with accumulator LANES = activation rows:
-/// the products per pair of groups are those of `int4BlockTile` (Int32 per activation row over the
-/// superblock), then per superblock `laneSums8` turns the 8 Int32 vectors into one, and the float
-/// work is shared by the 8 rows:
-///   f += float(Σ) · (d · dx[0..<8]) + Σ_j (−dmin·m_j) · (dx·Σqx_j)[0..<8]   (by-group arrays)
-/// The 1 × MB tile instead converts, scales and adds per activation row, and keeps 8 float
-/// accumulators beside the 8 Int32 ones: more than AVX2's 16 registers, so it spills.
-@inline(never)
-private func int4Tile8(
-    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int,
-    prefetchDistance: Int
-) {
-    let groups = w.cols / 32, cols = w.cols
-    let row = w.rowPointer(n)
-    let x = UnsafeRawPointer(a.codes + m0 * cols)
-    let dxs = a.scalesByGroup + (m0 / 8) * groups * 8, xsums = a.sumsByGroup + (m0 / 8) * groups * 8
-    var f = _mm256_setzero_ps(), fa = f, fb = f
-    let superblocks = (groups + 7) / 8
-    for s in 0..<superblocks {
-        let count = min(8, groups - s * 8)
-        let sb = row + s * Int4Superblock.bytes
-        prefetchSuperblock(sb, prefetchDistance)
-        let (scaleBytes, negMins, d) = int4Header(sb)
-        let nib = sb + Int4Superblock.nibblesOffset
-        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(
-            nib, scaleBytes, count: count,
-            x: x + s * 256, cols: cols, rows: 8)
-        let g0 = s * 8
-        let dots = laneSums8(i0, i1, i2, i3, i4, i5, i6, i7)
-        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(_mm256_set1_ps(d), loadFloats(dxs + g0 * 8)), f)
-        // The offset term into two more accumulators, alternating: one chain of 8 dependent FMAs
-        // per superblock (4 cycles each) stalls the loop.
-        let nm = unsafeBitCast(negMins, to: SIMD8<Float>.self)
-        var k = 0
-        while k + 2 <= count {
-            fa = _mm256_fmadd_ps(_mm256_set1_ps(nm[k]), loadFloats(xsums + (g0 + k) * 8), fa)
-            fb = _mm256_fmadd_ps(_mm256_set1_ps(nm[k + 1]), loadFloats(xsums + (g0 + k + 1) * 8), fb)
-            k += 2
-        }
-        if k < count { fa = _mm256_fmadd_ps(_mm256_set1_ps(nm[k]), loadFloats(xsums + (g0 + k) * 8), fa) }
-    }
-    let out = unsafeBitCast(_mm256_add_ps(f, _mm256_add_ps(fa, fb)), to: SIMD8<Float>.self)
-    for i in 0..<8 { y[(m0 + i) * w.rows + n] = out[i] }
-}
-
-private typealias Int4BlockTileFunction =
-    @Sendable (QuantizedMatrix, QuantizedActivations, UnsafeMutablePointer<Float>, Int, Int, Int) -> Void
-private let int4BlockTiles: [Int4BlockTileFunction] = [
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
-    { int4BlockTile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
+private let int4RowFunctions: [RowsFunction] = [
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
+    { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
 ]
 
 /// The header of a superblock decoded in vector registers from one 16-byte load of
@@ -569,78 +443,13 @@ func int4HeaderVector(_ sb: UnsafeRawPointer) -> (__m256i, __m256, __m128) {
     return (_mm256_broadcastsi128_si256(sm), mins, _mm_cvtph_ps(h))
 }
 
-/// Decode (M = 1), one row: the header decoded in vector registers (`int4HeaderVector`), then per
-/// pair of groups vmovdqu, vpand, vpsrlw, vpand, vpmaddubsw ×2 (x from memory), vpaddw, vpshufb
-/// (six-bit scales; constant control in a full superblock), vpmaddwd, vpaddd; once per superblock
-///   acc += float(Σ) · (d · dx),  mins += (m[0..<8] · dmin) · (dx·Σqx)[0..<8],  y = Σacc − Σmins.
-/// One row at a time keeps every value in a register (two rows' state would spill), and the loop
-/// counters use wrapping arithmetic (no overflow branches).
+/// Decode (M = 1): `int4Rows` for one activation row, not inlined into the row loop.
 @inline(never)
 private func int4DecodeRow(
     _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
     _ prefetchDistance: Int
 ) {
-    let groups = w.cols / 32
-    let row = w.rowPointer(n)
-    let x = UnsafeRawPointer(a.codes + m &* w.cols)
-    let sums = a.sums + m &* groups, scales = a.scales + m &* groups
-    let nibbleMask = _mm256_set1_epi8(0x0F)
-    let spread = int4ScaleSpread()
-    let dminLane = _mm256_set1_epi32(1)
-    var acc = _mm256_setzero_ps(), minAcc = acc
-    @inline(__always) func pairStep(_ part: inout __m256i, _ nib: UnsafeRawPointer, _ xg: UnsafeRawPointer, _ sc16: __m256i) {
-        let v = load256(nib)
-        let p16 = _mm256_add_epi16(
-            _mm256_maddubs_epi16(_mm256_and_si256(v, nibbleMask), load256(xg)),
-            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), nibbleMask), load256(xg + 32)))
-        part = _mm256_add_epi32(part, _mm256_madd_epi16(p16, sc16))
-    }
-    var s = 0, g0 = 0
-    while g0 < groups {
-        let count = min(8, groups &- g0)
-        let sb = row + s &* Int4Superblock.bytes
-        let nib = sb + Int4Superblock.nibblesOffset
-        let xs = x + g0 &* 32
-        prefetchSuperblock(sb, prefetchDistance)
-        let (scaleBytes, mins, dd) = int4HeaderVector(sb)
-        var part = _mm256_setzero_si256()
-        let t: __m256
-        if count == 8 {
-            // j constant in each step: the scale-shuffle control is a constant.
-            pairStep(&part, nib, xs, _mm256_shuffle_epi8(scaleBytes, spread))
-            pairStep(&part, nib + 32, xs + 64, _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(2))))
-            pairStep(&part, nib + 64, xs + 128, _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(4))))
-            pairStep(&part, nib + 96, xs + 192, _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(6))))
-            t = loadFloats(sums + g0)
-        } else {
-            var j = 0
-            while j &+ 2 <= count {
-                pairStep(
-                    &part, nib + j &* 16, xs + j &* 32,
-                    _mm256_shuffle_epi8(scaleBytes, _mm256_add_epi8(spread, _mm256_set1_epi8(Int8(truncatingIfNeeded: j)))))
-                j &+= 2
-            }
-            if j < count {
-                // A last unpaired group (G odd; its activation codes are in natural order).
-                let mask = _mm_set1_epi8(0x0F)
-                let v = load128(nib + j &* 16)
-                let u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask))
-                let sc16 = _mm256_shuffle_epi8(
-                    scaleBytes, _mm256_add_epi8(_mm256_set1_epi16(-0x8000), _mm256_set1_epi8(Int8(truncatingIfNeeded: j))))
-                part = _mm256_add_epi32(part, _mm256_madd_epi16(_mm256_maddubs_epi16(u, load256(xs + j &* 32)), sc16))
-            }
-            // Lanes ≥ count of the sums are zero, so the (unused) mins there add nothing.
-            t = _mm256_maskload_ps(
-                sums + g0, _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
-        }
-        let ddWide = _mm256_castps128_ps256(dd)
-        let dx = _mm256_set1_ps(scales[g0])
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(part), _mm256_mul_ps(_mm256_broadcastss_ps(dd), dx), acc)
-        minAcc = _mm256_fmadd_ps(_mm256_mul_ps(mins, _mm256_permutevar8x32_ps(ddWide, dminLane)), t, minAcc)
-        s &+= 1
-        g0 &+= 8
-    }
-    y[m &* w.rows &+ n] = horizontalSum(_mm256_sub_ps(acc, minAcc))
+    int4Rows(w, a, y, n: n, m0: m, MB: 1, prefetchDistance: prefetchDistance)
 }
 
 /// Prefetches the three cache lines of the superblock `distance` bytes past `sb` (int4's 144 or
@@ -665,11 +474,8 @@ func avx2Int4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        if mb == 8 {
-            for n in rows { int4Tile8(w, a, y, n: n, m0: m0, prefetchDistance: tileDistance) }
-        } else {
-            for n in rows { int4BlockTiles[mb - 1](w, a, y, n, m0, tileDistance) }
-        }
+        let tile = int4RowFunctions[mb - 1]
+        for n in rows { tile(w, a, y, n, m0, tileDistance) }
         m0 += mb
     }
 }
@@ -718,133 +524,99 @@ private func int5UnpairedDot(_ sb: UnsafeRawPointer, _ j: Int, _ x: UnsafePointe
     return dot
 }
 
-/// Decode (M = 1), one int5 row, a superblock per step: per pair `int5Pair` + `int5PairDots`, then
-/// three vphaddd and a vpermd give one vector of the 8 group dots, and the float work is once per
-/// superblock: acc += d[0..<8] · (float(dots) · sx[0..<8] − 16 · (sx·Σqx)[0..<8]).
-@inline(never)
-private func int5DecodeRow(
-    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
-    _ prefetchDistance: Int
+/// One int5 weight row × MB ≤ 8 activation rows m0 ..< m0+MB, a superblock per step: the pairs'
+/// codes are unpacked once (`int5Pair`) for the MB rows; per activation row `int5PairDots` per
+/// pair, then three vphaddd and a vpermd give one vector of the 8 group dots, and the float work is
+/// once per superblock: acc += d[0..<8] · (float(dots) · sx[0..<8] − 16 · (sx·Σqx)[0..<8]). An
+/// unpaired last group (odd group counts) goes to a scalar tail. Every activation row runs the
+/// same instructions whatever MB is, so a row's result does not depend on the rows beside it
+/// (decode is MB = 1; see `QuantKernels.rowInvariantRows`).
+@inline(__always)
+private func int5Rows(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
+    prefetchDistance: Int
 ) {
-    let groups = w.cols / 32
+    let groups = w.cols / 32, cols = w.cols
     let row = w.rowPointer(n)
-    let x = UnsafeRawPointer(a.codes + m &* w.cols)
-    let xs = a.scales + m &* groups, sums = a.sums + m &* groups
+    let x = UnsafeRawPointer(a.codes + m0 &* cols)
     let ones = _mm256_set1_epi16(1)
     let natural = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)
     let minusSixteen = _mm256_set1_ps(-16)
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
-    var acc = _mm256_setzero_ps()
-    var tail: Float = 0
+    let zero = _mm256_setzero_si256()
+    var c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0
+    var tails = SIMD8<Float>()
+    @inline(__always) func forEach(_ body: (inout __m256, Int) -> Void) {
+        body(&c0, 0)
+        if MB > 1 { body(&c1, 1) }
+        if MB > 2 { body(&c2, 2) }
+        if MB > 3 { body(&c3, 3) }
+        if MB > 4 { body(&c4, 4) }
+        if MB > 5 { body(&c5, 5) }
+        if MB > 6 { body(&c6, 6) }
+        if MB > 7 { body(&c7, 7) }
+    }
     var s = 0, g0 = 0
     while g0 < groups {
         let count = min(8, groups &- g0)
         let sb = row + s &* Int5Superblock.bytes
         prefetchSuperblock(sb, prefetchDistance)
         let qh = load256(sb + Int5Superblock.highBitsOffset)
-        let xs0 = x + g0 &* 32
-        @inline(__always) func pair(_ p: Int) -> __m256i {
-            let (lo, hi) = int5Pair(sb, qh, p)
-            return int5PairDots(lo, hi, xs0 + 64 &* p, ones)
-        }
-        let zero = _mm256_setzero_si256()
-        let q0 = count >= 2 ? pair(0) : zero, q1 = count >= 4 ? pair(1) : zero
-        let q2 = count >= 6 ? pair(2) : zero, q3 = count >= 8 ? pair(3) : zero
-        // [g0 g2 g4 g6 | g1 g3 g5 g7] → lane k = group k
-        let dots = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(_mm256_hadd_epi32(q0, q1), _mm256_hadd_epi32(q2, q3)), natural)
-        let sx: __m256, sm: __m256
-        if count == 8 {
-            sx = loadFloats(xs + g0)
-            sm = loadFloats(sums + g0)
-        } else {
-            // Paired groups only (an unpaired one goes to the scalar tail).
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count & ~1)), lanes)
-            sx = _mm256_maskload_ps(xs + g0, mask)
-            sm = _mm256_maskload_ps(sums + g0, mask)
-            if count & 1 == 1 {
-                let j = count - 1, g = g0 + j
-                let d = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, j)))
-                tail += d * (Float(int5UnpairedDot(sb, j, a.codes + m * w.cols + g * 32)) * xs[g] - 16 * sums[g])
-            }
-        }
+        let (l0, h0) = count >= 2 ? int5Pair(sb, qh, 0) : (zero, zero)
+        let (l1, h1) = count >= 4 ? int5Pair(sb, qh, 1) : (zero, zero)
+        let (l2, h2) = count >= 6 ? int5Pair(sb, qh, 2) : (zero, zero)
+        let (l3, h3) = count >= 8 ? int5Pair(sb, qh, 3) : (zero, zero)
         let d = _mm256_cvtph_ps(load128(sb))
-        acc = _mm256_fmadd_ps(d, _mm256_fmadd_ps(minusSixteen, sm, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), sx)), acc)
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count & ~1)), lanes)
+        forEach { acc, i in
+            let xi = x + (i &* cols &+ g0 &* 32)
+            let q0 = count >= 2 ? int5PairDots(l0, h0, xi, ones) : zero
+            let q1 = count >= 4 ? int5PairDots(l1, h1, xi + 64, ones) : zero
+            let q2 = count >= 6 ? int5PairDots(l2, h2, xi + 128, ones) : zero
+            let q3 = count >= 8 ? int5PairDots(l3, h3, xi + 192, ones) : zero
+            // [g0 g2 g4 g6 | g1 g3 g5 g7] → lane k = group k
+            let dots = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(_mm256_hadd_epi32(q0, q1), _mm256_hadd_epi32(q2, q3)), natural)
+            let xs = a.scales + (m0 &+ i) &* groups, sums = a.sums + (m0 &+ i) &* groups
+            let sx: __m256, sm: __m256
+            if count == 8 {
+                sx = loadFloats(xs + g0)
+                sm = loadFloats(sums + g0)
+            } else {
+                // Paired groups only (an unpaired one goes to the scalar tail).
+                sx = _mm256_maskload_ps(xs + g0, mask)
+                sm = _mm256_maskload_ps(sums + g0, mask)
+                if count & 1 == 1 {
+                    let j = count - 1, g = g0 + j
+                    let dj = Float(Float16(bitPattern: Int5Superblock.scaleBits(sb, j)))
+                    tails[i] += dj * (Float(int5UnpairedDot(sb, j, a.codes + (m0 + i) * cols + g * 32)) * xs[g] - 16 * sums[g])
+                }
+            }
+            acc = _mm256_fmadd_ps(d, _mm256_fmadd_ps(minusSixteen, sm, _mm256_mul_ps(_mm256_cvtepi32_ps(dots), sx)), acc)
+        }
         s &+= 1
         g0 &+= 8
     }
-    y[m &* w.rows &+ n] = horizontalSum(acc) + tail
+    forEach { acc, i in y[(m0 + i) * w.rows + n] = horizontalSum(acc) + tails[i] }
 }
 
-/// One int5 row × a tile of MB ≤ 8 activation rows, accumulator lanes = activation rows: per pair
-/// the codes are unpacked once and multiplied with the rows' codes (`int5PairDots`), two vphaddd
-/// levels and two vperm2i128 give group A's and group B's dots for the rows, and per group:
-/// f += d · (float(dots) · dx[0..<8] − 16 · (dx·Σqx)[0..<8]) (by-group arrays, zero past M).
-/// Rows past MB are zero vectors in the reduction (a few idle vphaddd), which was faster than a
-/// separate per-row tile for the leftover rows (docs/decisions.md).
-@inline(__always)
-private func int5Tile(
-    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
-    prefetchDistance: Int
+/// Decode (M = 1): `int5Rows` for one activation row, not inlined into the row loop.
+@inline(never)
+private func int5DecodeRow(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int,
+    _ prefetchDistance: Int
 ) {
-    let groups = w.cols / 32, cols = w.cols
-    let row = w.rowPointer(n)
-    let x = UnsafeRawPointer(a.codes + m0 * cols)
-    let dxs = a.scalesByGroup + (m0 / 8) * groups * 8, xsums = a.sumsByGroup + (m0 / 8) * groups * 8
-    let ones = _mm256_set1_epi16(1)
-    let sixteen = _mm256_set1_ps(16)
-    var fa = _mm256_setzero_ps(), fb = fa
-    @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ d: Float, _ g: Int) {
-        let t = _mm256_fnmadd_ps(sixteen, loadFloats(xsums + g * 8), _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(dxs + g * 8)))
-        f = _mm256_fmadd_ps(_mm256_set1_ps(d), t, f)
-    }
-    var s = 0, g0 = 0
-    while g0 < groups {
-        let count = min(8, groups - g0)
-        let sb = row + s * Int5Superblock.bytes
-        prefetchSuperblock(sb, prefetchDistance)
-        let qh = load256(sb + Int5Superblock.highBitsOffset)
-        let d = unsafeBitCast(_mm256_cvtph_ps(load128(sb)), to: SIMD8<Float>.self)
-        @inline(__always) func pair(_ p: Int) {
-            let (lo, hi) = int5Pair(sb, qh, p)
-            let xp = x + (g0 + 2 * p) * 32
-            @inline(__always) func q(_ i: Int) -> __m256i { i < MB ? int5PairDots(lo, hi, xp + i * cols, ones) : _mm256_setzero_si256() }
-            // low halves: A's dots for rows 0-3 / 4-7, high halves: B's (vinserti128 / vperm2i128)
-            let h0123 = unsafeBitCast(
-                _mm256_hadd_epi32(_mm256_hadd_epi32(q(0), q(1)), _mm256_hadd_epi32(q(2), q(3))), to: SIMD8<Int32>.self)
-            let h4567 = unsafeBitCast(
-                _mm256_hadd_epi32(_mm256_hadd_epi32(q(4), q(5)), _mm256_hadd_epi32(q(6), q(7))), to: SIMD8<Int32>.self)
-            add(&fa, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf), to: __m256i.self), d[2 * p], g0 + 2 * p)
-            add(
-                &fb, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf), to: __m256i.self), d[2 * p + 1],
-                g0 + 2 * p + 1)
-        }
-        if count == 8 {
-            pair(0); pair(1); pair(2); pair(3)
-        } else {
-            for p in 0..<count / 2 { pair(p) }
-            if count & 1 == 1 {
-                let j = count - 1, g = g0 + j
-                var dots = SIMD8<Int32>()
-                for i in 0..<MB { dots[i] = int5UnpairedDot(sb, j, a.codes + (m0 + i) * cols + g * 32) }
-                add(&fa, unsafeBitCast(dots, to: __m256i.self), d[j], g)
-            }
-        }
-        s += 1
-        g0 += 8
-    }
-    let out = unsafeBitCast(_mm256_add_ps(fa, fb), to: SIMD8<Float>.self)
-    for i in 0..<MB { y[(m0 + i) * w.rows + n] = out[i] }
+    int5Rows(w, a, y, n: n, m0: m, MB: 1, prefetchDistance: prefetchDistance)
 }
 
-private let int5Tiles: [Int4BlockTileFunction] = [
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
-    { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
+private let int5RowFunctions: [RowsFunction] = [
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 3, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 4, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 5, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 6, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 7, prefetchDistance: $5) },
+    { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
 ]
 
 func avx2Int5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
@@ -858,7 +630,7 @@ func avx2Int5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        let tile = int5Tiles[mb - 1]
+        let tile = int5RowFunctions[mb - 1]
         for n in rows { tile(w, a, y, n, m0, distance) }
         m0 += mb
     }

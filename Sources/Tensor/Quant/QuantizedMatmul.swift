@@ -39,6 +39,15 @@ public enum QuantKernels {
     /// `bench kernels` can time both kernel families in one run: set it before any matmul runs.
     nonisolated(unsafe) public static var gemmMinimumRows = 9
 
+    /// Activation rows up to which every row of a call comes out bitwise as that row alone (M = 1)
+    /// would, on every path and format: the decode and small-M kernels run one instruction sequence
+    /// per activation row (decode is their one-row case), the portable loops work per row, and the
+    /// own float path dots one row at a time. From `gemmMinimumRows` (quantized) or
+    /// `FloatKernels.sgemmMinimumRows` (float) rows on, the GEMM kernels and sgemm sum in another
+    /// order. Speculative verification keeps its k + 1 rows within this, so that at temperature 0 it
+    /// computes exactly what one-token decode steps would.
+    public static var rowInvariantRows: Int { min(gemmMinimumRows, FloatKernels.sgemmMinimumRows) - 1 }
+
     /// The path `quantizedMatmul` uses by default on this build.
     public static var activePath: Path {
         #if AVX2

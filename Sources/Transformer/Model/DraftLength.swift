@@ -6,7 +6,11 @@
 // reading the weights) plus k draft steps, each `draftCost` of a target step. k is the value in
 // 1...maximum with the most tokens per unit of cost, E(k) / (1 + k · draftCost), recomputed after
 // every verification from an exponential average of the measured rate (weight `smoothing`).
+// The default maximum keeps a verification's k + 1 rows within `QuantKernels.rowInvariantRows`,
+// where each row is computed bitwise as a one-token step would compute it: at temperature 0 the
+// output is then the target model's alone, token for token.
 import Foundation
+import Tensor
 
 public struct DraftLength: Sendable {
     public let minimum: Int
@@ -18,7 +22,10 @@ public struct DraftLength: Sendable {
     public private(set) var acceptanceRate: Double
     public private(set) var current: Int
 
-    public init(minimum: Int = 1, maximum: Int = 8, draftCost: Double, smoothing: Double = 0.2, initialRate: Double = 0.7) {
+    /// The longest draft whose verification rows (k + 1) the kernels compute as one-token steps.
+    public static var rowInvariantMaximum: Int { QuantKernels.rowInvariantRows - 1 }
+
+    public init(minimum: Int = 1, maximum: Int = DraftLength.rowInvariantMaximum, draftCost: Double, smoothing: Double = 0.2, initialRate: Double = 0.7) {
         precondition(minimum >= 1 && maximum >= minimum, "draft length bounds must satisfy 1 <= minimum <= maximum")
         self.minimum = minimum
         self.maximum = maximum

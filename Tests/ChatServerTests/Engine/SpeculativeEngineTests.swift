@@ -128,11 +128,13 @@ final class SpeculativeEngineTests: XCTestCase {
 
 /// The served 1.5B model with the 0.5B one drafting, against the same engine without a draft: three
 /// concurrent greedy streams each. The tokens must be equal; the one allowed difference is a near-tie
-/// that a step of another shape (batch rows, draft rows) adds in another order and flips: then the
-/// two tokens' logits on the plain one-row path must be within `tieMargin`, and the rest is not compared.
-/// That reference differs from both engines too (their steps hold three streams' rows, and their
-/// float16 KV entries were written by those steps): flips measured 0.04-0.16 apart, while a wrong
-/// verification keeps tokens whose logits lie far below the top.
+/// that a step of another shape adds in another order and flips: three streams' verification rows
+/// (3 × (k + 1)) and prompt chunks beside decode rows pass `QuantKernels.rowInvariantRows`, where the
+/// GEMM kernels take over (one sequence alone is exact: SpeculativeRealModelTests). Then the two
+/// tokens' logits on the plain one-row path must be within `tieMargin`, and the rest is not compared.
+/// That reference differs from both engines too (their float16 KV entries were written by batched
+/// steps): flips measured 0.04-0.16 apart, while a wrong verification keeps tokens whose logits lie
+/// far below the top.
 final class SpeculativeRealModelEngineTests: XCTestCase {
     static let tieMargin: Float = 0.3
 

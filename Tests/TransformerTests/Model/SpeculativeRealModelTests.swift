@@ -1,7 +1,7 @@
 // Greedy speculative decoding on the real models (0.5B drafting for 1.5B) must give the 1.5B
-// model's own greedy tokens, token for token: the reference is the plain Generator on the 1.5B alone.
-// The one allowed difference is a near-tie that the verification step's summation order flips
-// (checked against the plain path's own logits), after which the comparison resumes.
+// model's own greedy tokens, token for token: the reference is the plain Generator on the 1.5B alone
+// (prompt, then one token per step). Exact, near-ties included: a verification's k + 1 rows stay
+// within `QuantKernels.rowInvariantRows`, where each row is computed bitwise as a one-token step.
 import Foundation
 import Tensor
 import TestSupport
@@ -23,10 +23,6 @@ final class SpeculativeRealModelTests: XCTestCase {
         "<|im_start|>user\nExplain what a hash map is in two sentences.<|im_end|>\n<|im_start|>assistant\n",
         "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
     ]
-
-    /// Logit difference below which two tokens are a near-tie for the summation orders of
-    /// different batch shapes (as RealModelTests.tieMargin).
-    static let tieMargin: Float = 0.1
 
     /// The target's logits after `prompt` + `forced` computed as the plain Generator does: the
     /// prompt in one step, then one token per step.
@@ -60,35 +56,23 @@ final class SpeculativeRealModelTests: XCTestCase {
         let parameters = GenerationParameters(maxTokens: 128, sampling: .greedy)
 
         var total = SpeculativeStats()
-        var ties: [Float] = []
         /// Speculative generation must give `expected` (the plain tokens after `prompt`) and stop the
-        /// same way. At a difference, the target's own logits (the plain path) must rank the two
-        /// tokens within `tieMargin`: the verification's multi-row step adds in another order than a
-        /// one-row decode step, which can flip a near-tie and nothing else. The check then resumes
-        /// after the expected token.
+        /// same way. At a difference the message says how far apart the target's own logits (the
+        /// plain path) put the two tokens.
         func compare(_ label: String, prompt: [Int], expected: GenerationResult, parameters: GenerationParameters) throws {
-            var start = 0
-            while true {
-                var p = parameters
-                p.maxTokens = parameters.maxTokens - start
-                let got = try speculative.generate(prompt: prompt + expected.tokens[..<start], parameters: p)
-                total.verifications += got.speculation.verifications
-                total.draftedTokens += got.speculation.draftedTokens
-                total.acceptedTokens += got.speculation.acceptedTokens
-                let tail = Array(expected.tokens[start...])
-                guard let i = zip(got.generation.tokens, tail).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset else {
-                    XCTAssertEqual(got.generation.tokens, tail, "\(label) from token \(start)")
-                    XCTAssertEqual(got.generation.stopReason, expected.stopReason, "\(label) from token \(start)")
-                    return
-                }
-                let position = start + i
-                let row = try plainLogits(target, targetCache, prompt: prompt, forced: Array(expected.tokens[..<position]))
-                let margin = row[expected.tokens[position]] - row[got.generation.tokens[i]]
-                print("\(label), token \(position): \(got.generation.tokens[i]) instead of \(expected.tokens[position]), margin \(margin)")
-                XCTAssertLessThan(margin, Self.tieMargin, "\(label), token \(position): not a near-tie")
-                ties.append(margin)
-                start = position + 1
+            let got = try speculative.generate(prompt: prompt, parameters: parameters)
+            total.verifications += got.speculation.verifications
+            total.draftedTokens += got.speculation.draftedTokens
+            total.acceptedTokens += got.speculation.acceptedTokens
+            if let i = zip(got.generation.tokens, expected.tokens).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+                let row = try plainLogits(target, targetCache, prompt: prompt, forced: Array(expected.tokens[..<i]))
+                XCTFail(
+                    "\(label), token \(i): \(got.generation.tokens[i]) instead of \(expected.tokens[i]) "
+                        + "(the target alone puts them \(row[expected.tokens[i]] - row[got.generation.tokens[i]]) apart)")
+                return
             }
+            XCTAssertEqual(got.generation.tokens, expected.tokens, label)
+            XCTAssertEqual(got.generation.stopReason, expected.stopReason, label)
         }
         for (n, text) in Self.prompts.enumerated() {
             let prompt = tokenizer.encodeTrusted(template: text)
@@ -106,10 +90,10 @@ final class SpeculativeRealModelTests: XCTestCase {
 
         print(
             "speculative greedy: acceptance \(total.acceptanceRate), tokens per verification \(total.tokensPerVerification), "
-                + "\(total.verifications) verifications, near-ties \(ties)")
-        // The drafts must have been used at all (a draft never kept would still be "exact"), and
-        // near-ties must stay rare.
+                + "\(total.verifications) verifications")
+        // The drafts must have been used at all (a draft never kept would still be "exact"), with
+        // verifications of several rows.
         XCTAssertGreaterThan(total.acceptanceRate, 0.3)
-        XCTAssertLessThanOrEqual(ties.count, Self.prompts.count + 1, "at most about one near-tie flip per prompt of 128 tokens")
+        XCTAssertGreaterThan(total.tokensPerVerification, 2)
     }
 }

@@ -24,6 +24,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
     public let data: UnsafeRawPointer
     /// Keeps `data` alive (a mapped file or a `QuantizedStorage`).
     public let owner: AnyObject?
+    /// Bytes per row, computed once: the kernels find every row through `rowPointer`.
+    public let bytesPerRow: Int
 
     /// Borrows `rows * bytesPerRow(format, cols)` bytes at `data` (no copy, validates only shapes).
     public init(format: WeightFormat, rows: Int, cols: Int, data: UnsafeRawPointer, owner: AnyObject?) {
@@ -35,13 +37,13 @@ public struct QuantizedMatrix: @unchecked Sendable {
         self.cols = cols
         self.data = data
         self.owner = owner
+        bytesPerRow = format.bytesPerRow(cols: cols)
     }
 
     public static func bytesPerRow(format: WeightFormat, cols: Int) -> Int {
         format.bytesPerRow(cols: cols)
     }
 
-    public var bytesPerRow: Int { format.bytesPerRow(cols: cols) }
     public var byteCount: Int { rows * bytesPerRow }
 
     @inline(__always)

@@ -293,7 +293,7 @@ public final class EngineLoop: @unchecked Sendable {
         // tokens (their attention taken out); the difference at equal M is the logits' cost per row.
         let guess = Self.costGuess(model.configuration)
         var decode: [StepCostModel.Point] = []
-        for m in [1, 8, 16, 32, 64] where m <= blockCount / 2 {
+        for m in [1, 2, 4, 8, 16, 32, 64] where m <= blockCount / 2 {
             decode.append(.init(rows: m, seconds: try best(m == 1 ? 3 : 2, rows: m, chunk: 0)))
         }
         guard let largest = decode.last, decode.allSatisfy({ $0.seconds > 0 }) else { return }
@@ -533,7 +533,11 @@ public final class EngineLoop: @unchecked Sendable {
         if let draft {
             let decoding = plan.decode.map { byId[$0]! }
             let prefilling = plan.prefill.map { (byId[$0.id]!, $0.tokens) }
-            drafts = speculate(decode: decoding, prefill: prefilling, draft)
+            let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
+            let lastChunks = plan.prefill.filter { computed[$0.id]! + $0.tokens == byId[$0.id]!.tokens.count }.count
+            drafts = speculate(
+                decode: decoding, prefill: prefilling, draft,
+                step: (rows: plan.decode.count + promptTokens, logitRows: plan.decode.count + lastChunks, attended: attended))
         }
         let draftSeconds = draft == nil ? 0 : now() - draftStart
         var entries: [StepEntry] = plan.decode.map { StepEntry(request: byId[$0]!, count: 1, drafts: drafts[$0] ?? []) }
@@ -650,6 +654,11 @@ public final class EngineLoop: @unchecked Sendable {
         report.admitted.append(r.job.requestId)
     }
 
+    /// Steps in a row whose speculating requests chose no drafts (see `speculate`).
+    private var stepsWithoutDrafts = 0
+    /// Steps without drafts after which two drafts are tried anyway.
+    static let draftProbeInterval = 16
+
     /// One request's part of a step: `count` of its pending tokens, and when it speculates, the
     /// draft tokens fed after its last one (their rows verify them).
     struct StepEntry {
@@ -717,26 +726,57 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     /// Which decoding requests speculate this step and their draft tokens (the draft model runs
-    /// here); prefilling requests' new prompt tokens are fed to the draft too. A request speculates
-    /// when at most `maxStreams` decode, it is past `minTokens` (the stop-token mask), and its k
-    /// draft positions fit its reply, the context and the free KV blocks left by the plan.
-    private func speculate(decode: [EngineRequest], prefill: [(EngineRequest, Int)], _ draft: SpeculativeDraft) -> [UInt64: [Int]] {
+    /// here); prefilling requests' new prompt tokens are fed to the draft too. A request may
+    /// speculate when at most `maxStreams` decode and it is past `minTokens` (the stop-token mask);
+    /// its room is what its reply, the context and the free KV blocks left by the plan allow. How
+    /// many drafts (the same k for all, 0 for none) is `DraftLengthChoice`'s: the most expected
+    /// tokens per second of this step (`step`: its rows, logit rows and attended positions
+    /// without drafts), priced by the cost model and the draft's measured pass time. When k = 0
+    /// wins, two drafts are tried every `draftProbeInterval` steps so the acceptance rates stay current.
+    private func speculate(
+        decode: [EngineRequest], prefill: [(EngineRequest, Int)], _ draft: SpeculativeDraft,
+        step: (rows: Int, logitRows: Int, attended: Int)
+    ) -> [UInt64: [Int]] {
         var free = cache.freeBlockCount
         for r in decode { free -= max(0, cache.blocksNeeded(forLength: r.sequence.length + 1) - r.sequence.blockCount) }
         for (r, n) in prefill { free -= max(0, cache.blocksNeeded(forLength: r.sequence.length + n) - r.sequence.blockCount) }
-        var chosen: [(request: EngineRequest, k: Int)] = []
+        var candidates: [(request: EngineRequest, k: Int)] = []
         if decode.count <= draft.maxStreams {
             for r in decode where r.generatedCount >= r.job.minTokens {
                 draft.prepare(r)
-                var k = min(r.draftLength!.current, r.job.maxTokens - r.generatedCount - 1, contextLength - r.tokens.count)
+                var k = min(r.draftLength!.maximum, r.job.maxTokens - r.generatedCount - 1, contextLength - r.tokens.count)
                 let base = max(r.sequence.blockCount, cache.blocksNeeded(forLength: r.sequence.length + 1))
                 while k > 0 && cache.blocksNeeded(forLength: r.sequence.length + 1 + k) - base > free { k -= 1 }
                 guard k > 0 else { continue }
                 free -= cache.blocksNeeded(forLength: r.sequence.length + 1 + k) - base
-                chosen.append((r, k))
+                candidates.append((r, k))
             }
         }
-        return draft.run(prefill: prefill.map { (request: $0.0, tokens: $0.1) }, decoding: chosen)
+        var chosen: [(request: EngineRequest, k: Int)] = []
+        if !candidates.isEmpty {
+            // An extra row of request r attends about as many positions as its decode row.
+            let perRow = decode.isEmpty ? 0 : decode.reduce(0) { $0 + $1.sequence.length + 1 } / decode.count
+            let cost = self.cost
+            let pass = draft.passSeconds ?? draft.draftCost * cost.predict(rows: decode.count, attendedPositions: step.attended)
+            var k = DraftLengthChoice.best(
+                candidates.map { .init(acceptanceRate: $0.request.draftLength!.acceptanceRate, cap: $0.k) },
+                stepSeconds: { extra in
+                    cost.predict(rows: step.rows + extra, logitRows: step.logitRows + extra, attendedPositions: step.attended + extra * perRow)
+                },
+                draftPassSeconds: pass)
+            stepsWithoutDrafts = k > 0 ? 0 : stepsWithoutDrafts + 1
+            if stepsWithoutDrafts >= Self.draftProbeInterval {
+                k = 2
+                stepsWithoutDrafts = 0
+            }
+            if k > 0 { chosen = candidates.map { ($0.request, min(k, $0.k)) } }
+        }
+        // A pass is timed only in runs that feed nothing else (no prompt chunk, no catch-up).
+        let plain = prefill.isEmpty && chosen.allSatisfy { $0.request.tokens.count - ($0.request.draftSequence?.length ?? 0) <= 2 }
+        let start = now()
+        let drafts = draft.run(prefill: prefill.map { (request: $0.0, tokens: $0.1) }, decoding: chosen)
+        if plain, let passes = chosen.map(\.k).max() { draft.recordPasses(passes, seconds: now() - start) }
+        return drafts
     }
 
     /// Registers the blocks the step filled, so later requests with the same prefix share them

@@ -39,6 +39,18 @@ final class SpeculativeDraft {
         draftCost = SpeculativeGenerator.draftCost(target: target, draft: model)
     }
 
+    /// Seconds of one draft forward pass over a step's speculating requests, an exponential
+    /// average of the measured runs (nil before the first).
+    private(set) var passSeconds: Double?
+
+    /// Records a `run` that made `passes` forward passes in `seconds` (the first pass also feeds
+    /// prompt chunks and catch-up tokens; that share is small beside the passes).
+    func recordPasses(_ passes: Int, seconds: Double) {
+        guard passes > 0, seconds.isFinite, seconds > 0 else { return }
+        let one = seconds / Double(passes)
+        passSeconds = passSeconds.map { $0 + 0.2 * (one - $0) } ?? one
+    }
+
     /// The request's draft sequence, made (after the longest cached prefix) when missing.
     private func sequence(for r: EngineRequest) -> KVSequence {
         if let s = r.draftSequence { return s }

@@ -35,6 +35,9 @@
 //     accumulators per activation row over the superblock, one float FMA pair per superblock and row.
 //   - int5: per superblock a row's 4 pair vectors reduced with 3 vphaddd + vpermd to one vector of
 //     8 group dots, float work once per superblock and row.
+//   M = 8 exactly (past `QuantKernels.rowInvariantRows`) keeps the faster tiles whose accumulator
+//   LANES are the 8 activation rows (`int8Tile8`, `int4Tile8`, `int5Tile`): the float work once
+//   per group or superblock for all 8 rows; they sum in another order.
 //   Activation tiles are the outer loop and the thread's rows the inner one, so a tile's codes
 //   stay in L1. Threads split output rows; each weight byte is read from DRAM once per call (the
 //   weight row is in L1 for activation rows 2...MB). Every kernel prefetches its rows ahead
@@ -151,8 +154,8 @@ func broadcastHalf(_ p: UnsafeRawPointer) -> __m256 {
 /// row the eight groups' Int32 partial sums are reduced by a `vphaddd` tree (`laneSums8`) to one
 /// vector of 8 group dots, so the float work (conversion, weight scale × activation scale, FMA) is
 /// once per 8 groups: per 8 groups and row 8 × (vpsignb ×2, `dotBytes`) + 6 vphaddd, the 8 weight
-/// scales gathered into one vcvtph2ps once for the MB rows. Groups past the last multiple of 8 go
-/// one at a time in scalar float. Every activation row runs the same instructions whatever MB is,
+/// scales gathered into one vcvtph2ps once for the MB rows; a row's last step may hold fewer than 8
+/// groups (zero lanes). Every activation row runs the same instructions whatever MB is,
 /// so a row's result does not depend on the rows beside it (decode is MB = 1; see
 /// `QuantKernels.rowInvariantRows`). The weight bytes come from DRAM for row 0 and from L1 after.
 /// Prefetches one line per 64 bytes `prefetchDistance` ahead.
@@ -177,42 +180,92 @@ private func int8Rows(
         if MB > 6 { body(&c6, 6) }
         if MB > 7 { body(&c7, 7) }
     }
-    var g = 0
-    while g &+ 8 <= groups {
+    /// Groups g ..< g + count (count ≤ 8; a row's last step may hold fewer, whose missing lanes
+    /// give zero dots and zero scales and so add exactly nothing).
+    @inline(__always) func step(_ g: Int, _ count: Int) {
         let b = row + g &* Int8Block.bytes
         // 8 blocks = 272 bytes: five lines ahead.
         for line in 0..<5 { prefetchForRead(b + (prefetchDistance &+ line &* 64)) }
-        @inline(__always) func scaleBits(_ k: Int) -> Int16 { Int16(bitPattern: (b + k * Int8Block.bytes).loadUnaligned(as: UInt16.self)) }
+        @inline(__always) func scaleBits(_ k: Int) -> Int16 {
+            k < count ? Int16(bitPattern: (b + k * Int8Block.bytes).loadUnaligned(as: UInt16.self)) : 0
+        }
         let weightScales = _mm256_cvtph_ps(
             _mm_setr_epi16(
                 scaleBits(0), scaleBits(1), scaleBits(2), scaleBits(3), scaleBits(4), scaleBits(5), scaleBits(6), scaleBits(7)))
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(Int32(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+        // The step's weight codes and their magnitudes, shared by the MB rows.
+        @inline(__always) func codes(_ k: Int) -> (__m256i, __m256i) {
+            guard k < count else { return (_mm256_setzero_si256(), _mm256_setzero_si256()) }
+            let wv = load256(b + k * Int8Block.bytes + Int8Block.quantsOffset)
+            return (wv, _mm256_sign_epi8(wv, wv))
+        }
+        let w0 = codes(0), w1 = codes(1), w2 = codes(2), w3 = codes(3), w4 = codes(4), w5 = codes(5), w6 = codes(6), w7 = codes(7)
         forEach { acc, i in
             let xi = x + (i &* cols &+ g &* 32)
-            @inline(__always) func p(_ k: Int) -> __m256i {
-                let wv = load256(b + k * Int8Block.bytes + Int8Block.quantsOffset)
-                return dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(xi + k * 32), wv), ones)
+            @inline(__always) func p(_ k: Int, _ w: (__m256i, __m256i)) -> __m256i {
+                guard k < count else { return _mm256_setzero_si256() }
+                return dotBytes(w.1, _mm256_sign_epi8(load256(xi + k * 32), w.0), ones)
             }
-            let dots = laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))  // lane k = group k
-            let scales = _mm256_mul_ps(weightScales, loadFloats(xs + (i &* groups &+ g)))
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scales, acc)
+            let dots = laneSums8(p(0, w0), p(1, w1), p(2, w2), p(3, w3), p(4, w4), p(5, w5), p(6, w6), p(7, w7))  // lane k = group k
+            let sx = xs + (i &* groups &+ g)
+            let activationScales = count == 8 ? loadFloats(sx) : _mm256_maskload_ps(sx, mask)
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(weightScales, activationScales), acc)
         }
+    }
+    var g = 0
+    while g &+ 8 <= groups {
+        step(g, 8)  // count constant: no per-group tests
         g &+= 8
     }
-    let first = g
-    forEach { acc, i in
-        var tail: Float = 0
-        var g = first
-        while g < groups {
-            let b = row + g * Int8Block.bytes
-            let wv = load256(b + Int8Block.quantsOffset)
-            let dot = dotBytes(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(load256(x + (i * cols + g * 32)), wv), ones)
-            let v = unsafeBitCast(dot, to: SIMD8<Int32>.self)
-            tail += Float(v.wrappedSum()) * (loadHalf(b) * xs[i * groups + g])
-            g += 1
+    if g < groups { step(g, groups &- g) }
+    forEach { acc, i in y[(m0 + i) * w.rows + n] = horizontalSum(acc) }
+}
+
+/// M = 8 exactly (past `QuantKernels.rowInvariantRows`, where sgemm takes the float formats too):
+/// a tile of R rows × the 8 activation rows whose accumulator LANES are activation rows: the 8
+/// Int32 vectors of a group are reduced with a `vphaddd` tree to one vector of 8 row dots, so the
+/// float conversion, the scale multiply and the FMA happen once per (row, group). Sums in another
+/// order than `int8Rows`, and 1.1-1.2x its speed at 8 rows (batch 8 of the default model).
+@inline(__always)
+private func int8Tile8(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+    n: Int, m0: Int, R: Int, prefetchDistance: Int
+) {
+    let groups = w.cols / 32, cols = w.cols
+    let row0 = w.rowPointer(n), row1 = w.rowPointer(R > 1 ? n + 1 : n)
+    let x = UnsafeRawPointer(a.codes + m0 * cols)
+    let dx = a.scalesByGroup + (m0 / 8) * groups * 8
+    let ones = _mm256_set1_epi16(1)
+    var acc0 = _mm256_setzero_ps(), acc1 = acc0
+    @inline(__always) func reduce8(_ w: __m256i, _ absW: __m256i, _ g: Int) -> __m256i {
+        @inline(__always) func p(_ i: Int) -> __m256i {
+            dotBytes(absW, _mm256_sign_epi8(load256(x + i * cols + g * 32), w), ones)
         }
-        y[(m0 + i) * w.rows + n] = horizontalSum(acc) + tail
+        return laneSums8(p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7))
+    }
+    for g in 0..<groups {
+        let scales = loadFloats(dx + g * 8)
+        let b0 = row0 + g * Int8Block.bytes
+        prefetchForRead(b0 + prefetchDistance)
+        let w0 = load256(b0 + Int8Block.quantsOffset)
+        acc0 = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(reduce8(w0, _mm256_sign_epi8(w0, w0), g)),
+            _mm256_mul_ps(broadcastHalf(b0), scales), acc0)
+        if R > 1 {
+            let b1 = row1 + g * Int8Block.bytes
+            prefetchForRead(b1 + prefetchDistance)
+            let w1 = load256(b1 + Int8Block.quantsOffset)
+            acc1 = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(reduce8(w1, _mm256_sign_epi8(w1, w1), g)),
+                _mm256_mul_ps(broadcastHalf(b1), scales), acc1)
+        }
+    }
+    for i in 0..<8 {
+        y[(m0 + i) * w.rows + n] = acc0[i]
+        if R > 1 { y[(m0 + i) * w.rows + n + 1] = acc1[i] }
     }
 }
+
 
 /// Writes accumulator r·MB + i (its 8 lanes summed) to y[m0 + i][n + r].
 @inline(__always)
@@ -256,6 +309,9 @@ private let int8RowFunctions: [RowsFunction] = [
     { int8Rows($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) },
 ]
 
+private let int8Tile8Single: RowsFunction = { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 1, prefetchDistance: $5) }
+private let int8Tile8Pair: RowsFunction = { int8Tile8($0, $1, $2, n: $3, m0: $4, R: 2, prefetchDistance: $5) }
+
 /// Decode (M = 1): `int8Rows` for one activation row, not inlined into the row loop.
 @inline(never)
 private func int8Decode(
@@ -279,8 +335,17 @@ func avx2Int8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        let tile = int8RowFunctions[mb - 1]
-        for n in rows { tile(w, a, y, n, m0, distance) }
+        if mb == 8 {
+            var n = rows.lowerBound
+            while n < rows.upperBound {
+                let pair = rows.upperBound - n >= 2
+                if pair { int8Tile8Pair(w, a, y, n, m0, distance) } else { int8Tile8Single(w, a, y, n, m0, distance) }
+                n += pair ? 2 : 1
+            }
+        } else {
+            let tile = int8RowFunctions[mb - 1]
+            for n in rows { tile(w, a, y, n, m0, distance) }
+        }
         m0 += mb
     }
 }
@@ -410,6 +475,54 @@ private func int4Rows(
     storeTile(y, rows: w.rows, n: n, m0: m0, R: 1, MB: MB, f0, f1, f2, f3, f4, f5, f6, f7)
 }
 
+/// M = 8 exactly (as `int8Tile8`): one int4 weight row × the 8 activation rows, with accumulator
+/// LANES = activation rows: the products per pair of groups are those of `int4Rows` (Int32 per
+/// activation row over the superblock), then per superblock `laneSums8` turns the 8 Int32 vectors
+/// into one, and the float work is shared by the 8 rows (another order than `int4Rows`):
+///   f += float(Σ) · (d · dx[0..<8]) + Σ_j (−dmin·m_j) · (dx·Σqx_j)[0..<8]   (by-group arrays)
+/// `int4Rows` at MB = 8 keeps 8 float accumulators beside the 8 Int32 ones: more than AVX2's 16
+/// registers, so it spills (1.5B batch 8: ~8 % slower).
+@inline(never)
+private func int4Tile8(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int,
+    prefetchDistance: Int
+) {
+    let groups = w.cols / 32, cols = w.cols
+    let row = w.rowPointer(n)
+    let x = UnsafeRawPointer(a.codes + m0 * cols)
+    let dxs = a.scalesByGroup + (m0 / 8) * groups * 8, xsums = a.sumsByGroup + (m0 / 8) * groups * 8
+    var f = _mm256_setzero_ps(), fa = f, fb = f
+    let superblocks = (groups + 7) / 8
+    for s in 0..<superblocks {
+        let count = min(8, groups - s * 8)
+        let sb = row + s * Int4Superblock.bytes
+        prefetchSuperblock(sb, prefetchDistance)
+        let (scaleBytes, negMins, d) = int4Header(sb)
+        let nib = sb + Int4Superblock.nibblesOffset
+        let (i0, i1, i2, i3, i4, i5, i6, i7) = int4SuperblockProducts(
+            nib, scaleBytes, count: count,
+            x: x + s * 256, cols: cols, rows: 8)
+        let g0 = s * 8
+        let dots = laneSums8(i0, i1, i2, i3, i4, i5, i6, i7)
+        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(_mm256_set1_ps(d), loadFloats(dxs + g0 * 8)), f)
+        // The offset term into two more accumulators, alternating: one chain of 8 dependent FMAs
+        // per superblock (4 cycles each) stalls the loop.
+        let nm = unsafeBitCast(negMins, to: SIMD8<Float>.self)
+        var k = 0
+        while k + 2 <= count {
+            fa = _mm256_fmadd_ps(_mm256_set1_ps(nm[k]), loadFloats(xsums + (g0 + k) * 8), fa)
+            fb = _mm256_fmadd_ps(_mm256_set1_ps(nm[k + 1]), loadFloats(xsums + (g0 + k + 1) * 8), fb)
+            k += 2
+        }
+        if k < count { fa = _mm256_fmadd_ps(_mm256_set1_ps(nm[k]), loadFloats(xsums + (g0 + k) * 8), fa) }
+    }
+    let out = unsafeBitCast(_mm256_add_ps(f, _mm256_add_ps(fa, fb)), to: SIMD8<Float>.self)
+    for i in 0..<8 { y[(m0 + i) * w.rows + n] = out[i] }
+}
+
+
+private let int4Tile8Function: RowsFunction = { int4Tile8($0, $1, $2, n: $3, m0: $4, prefetchDistance: $5) }
+
 private let int4RowFunctions: [RowsFunction] = [
     { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
     { int4Rows($0, $1, $2, n: $3, m0: $4, MB: 2, prefetchDistance: $5) },
@@ -474,7 +587,7 @@ func avx2Int4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        let tile = int4RowFunctions[mb - 1]
+        let tile = mb == 8 ? int4Tile8Function : int4RowFunctions[mb - 1]
         for n in rows { tile(w, a, y, n, m0, tileDistance) }
         m0 += mb
     }
@@ -599,6 +712,68 @@ private func int5Rows(
     forEach { acc, i in y[(m0 + i) * w.rows + n] = horizontalSum(acc) + tails[i] }
 }
 
+/// M = 8 exactly (as `int8Tile8`): one int5 row × the 8 activation rows, accumulator lanes =
+/// activation rows: per pair
+/// the codes are unpacked once and multiplied with the rows' codes (`int5PairDots`), two vphaddd
+/// levels and two vperm2i128 give group A's and group B's dots for the rows, and per group:
+/// f += d · (float(dots) · dx[0..<8] − 16 · (dx·Σqx)[0..<8]) (by-group arrays, zero past M).
+/// Sums in another order than `int5Rows`.
+@inline(__always)
+private func int5Tile(
+    _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, n: Int, m0: Int, MB: Int,
+    prefetchDistance: Int
+) {
+    let groups = w.cols / 32, cols = w.cols
+    let row = w.rowPointer(n)
+    let x = UnsafeRawPointer(a.codes + m0 * cols)
+    let dxs = a.scalesByGroup + (m0 / 8) * groups * 8, xsums = a.sumsByGroup + (m0 / 8) * groups * 8
+    let ones = _mm256_set1_epi16(1)
+    let sixteen = _mm256_set1_ps(16)
+    var fa = _mm256_setzero_ps(), fb = fa
+    @inline(__always) func add(_ f: inout __m256, _ dots: __m256i, _ d: Float, _ g: Int) {
+        let t = _mm256_fnmadd_ps(sixteen, loadFloats(xsums + g * 8), _mm256_mul_ps(_mm256_cvtepi32_ps(dots), loadFloats(dxs + g * 8)))
+        f = _mm256_fmadd_ps(_mm256_set1_ps(d), t, f)
+    }
+    var s = 0, g0 = 0
+    while g0 < groups {
+        let count = min(8, groups - g0)
+        let sb = row + s * Int5Superblock.bytes
+        prefetchSuperblock(sb, prefetchDistance)
+        let qh = load256(sb + Int5Superblock.highBitsOffset)
+        let d = unsafeBitCast(_mm256_cvtph_ps(load128(sb)), to: SIMD8<Float>.self)
+        @inline(__always) func pair(_ p: Int) {
+            let (lo, hi) = int5Pair(sb, qh, p)
+            let xp = x + (g0 + 2 * p) * 32
+            @inline(__always) func q(_ i: Int) -> __m256i { i < MB ? int5PairDots(lo, hi, xp + i * cols, ones) : _mm256_setzero_si256() }
+            // low halves: A's dots for rows 0-3 / 4-7, high halves: B's (vinserti128 / vperm2i128)
+            let h0123 = unsafeBitCast(
+                _mm256_hadd_epi32(_mm256_hadd_epi32(q(0), q(1)), _mm256_hadd_epi32(q(2), q(3))), to: SIMD8<Int32>.self)
+            let h4567 = unsafeBitCast(
+                _mm256_hadd_epi32(_mm256_hadd_epi32(q(4), q(5)), _mm256_hadd_epi32(q(6), q(7))), to: SIMD8<Int32>.self)
+            add(&fa, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.lowHalf, highHalf: h4567.lowHalf), to: __m256i.self), d[2 * p], g0 + 2 * p)
+            add(
+                &fb, unsafeBitCast(SIMD8<Int32>(lowHalf: h0123.highHalf, highHalf: h4567.highHalf), to: __m256i.self), d[2 * p + 1],
+                g0 + 2 * p + 1)
+        }
+        if count == 8 {
+            pair(0); pair(1); pair(2); pair(3)
+        } else {
+            for p in 0..<count / 2 { pair(p) }
+            if count & 1 == 1 {
+                let j = count - 1, g = g0 + j
+                var dots = SIMD8<Int32>()
+                for i in 0..<MB { dots[i] = int5UnpairedDot(sb, j, a.codes + (m0 + i) * cols + g * 32) }
+                add(&fa, unsafeBitCast(dots, to: __m256i.self), d[j], g)
+            }
+        }
+        s += 1
+        g0 += 8
+    }
+    let out = unsafeBitCast(_mm256_add_ps(fa, fb), to: SIMD8<Float>.self)
+    for i in 0..<MB { y[(m0 + i) * w.rows + n] = out[i] }
+}
+
+
 /// Decode (M = 1): `int5Rows` for one activation row, not inlined into the row loop.
 @inline(never)
 private func int5DecodeRow(
@@ -607,6 +782,8 @@ private func int5DecodeRow(
 ) {
     int5Rows(w, a, y, n: n, m0: m, MB: 1, prefetchDistance: prefetchDistance)
 }
+
+private let int5Tile8: RowsFunction = { int5Tile($0, $1, $2, n: $3, m0: $4, MB: 8, prefetchDistance: $5) }
 
 private let int5RowFunctions: [RowsFunction] = [
     { int5Rows($0, $1, $2, n: $3, m0: $4, MB: 1, prefetchDistance: $5) },
@@ -630,7 +807,7 @@ func avx2Int5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     var m0 = ms.lowerBound
     while m0 < ms.upperBound {
         let mb = min(8, ms.upperBound - m0)
-        let tile = int5RowFunctions[mb - 1]
+        let tile = mb == 8 ? int5Tile8 : int5RowFunctions[mb - 1]
         for n in rows { tile(w, a, y, n, m0, distance) }
         m0 += mb
     }

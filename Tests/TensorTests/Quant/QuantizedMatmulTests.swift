@@ -343,9 +343,11 @@ final class QuantKernelsTests: XCTestCase {
         try assertKernels(["9int6Tiles"], contain: unsignedBytes + [["prefetcht0"]])
         // The unpacking (inlined into the GEMM driver) prefetches the rows it reads first.
         try assertKernels(["10gemmBlocks"], contain: [["prefetcht0"]])
-        try assertKernels(["16int8RowFunctions", "10int8Decode"], contain: int8Bytes + [["prefetcht0"]], lack: int8Lacks)
         try assertKernels(
-            ["16int5RowFunctions", "13int5DecodeRow", "16int4RowFunctions", "13int4DecodeRow"],
+            ["16int8RowFunctions", "10int8Decode", "8avx2Int8"], contain: int8Bytes + [["prefetcht0"]],
+            lack: int8Lacks)
+        try assertKernels(
+            ["16int5RowFunctions", "13int5DecodeRow", "9int5Tile8", "16int4RowFunctions", "13int4DecodeRow"],
             contain: unsignedBytes + [["prefetcht0"]])
         // The int4 header is decoded with byte shuffles and one vcvtph2ps (d and dmin together).
         let decode = try Disassembly.functions(containing: ["6Tensor", "13int4DecodeRow"])

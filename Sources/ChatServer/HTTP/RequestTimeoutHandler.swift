@@ -33,6 +33,12 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Requests read whose response has not ended.
     private var unanswered = 0
     private var timer: Scheduled<Void>?
+    /// The read batch being completed ended a request (its `channelReadComplete` is not news).
+    private var readEndedRequest = false
+    /// Bytes of the next request arrived while the last one was being answered (a client may send
+    /// its next head as soon as it has the body, before the response's end passes here): once the
+    /// response ends, the header timeout applies, not the idle one.
+    private var nextHeadStarted = false
 
     init(headerTimeout: Duration, idleTimeout: Duration) {
         self.headerTimeout = TimeAmount(headerTimeout)
@@ -62,6 +68,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .head:
             unanswered += 1
             state = .readingBody
+            nextHeadStarted = false
             arm(idleTimeout, context: context)
         case .body:
             if state == .readingBody { arm(idleTimeout, context: context) }
@@ -72,6 +79,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
                 arm(idleTimeout, context: context)
             } else {
                 state = .responding
+                readEndedRequest = true
                 disarm()
             }
         }
@@ -83,7 +91,10 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
         if state == .idle {
             state = .awaitingHead
             arm(headerTimeout, context: context)
+        } else if state == .responding && !readEndedRequest {
+            nextHeadStarted = true
         }
+        readEndedRequest = false
         context.fireChannelReadComplete()
     }
 
@@ -91,8 +102,9 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
         if case .end = unwrapOutboundIn(data) {
             unanswered = max(0, unanswered - 1)
             if unanswered == 0 && state == .responding {
-                state = .idle
-                arm(idleTimeout, context: context)
+                state = nextHeadStarted ? .awaitingHead : .idle
+                arm(nextHeadStarted ? headerTimeout : idleTimeout, context: context)
+                nextHeadStarted = false
             }
         }
         context.write(data, promise: promise)

@@ -11,7 +11,7 @@
 
 import Foundation
 
-struct DraftLengthChoice {
+enum DraftLengthChoice {
     /// One request that may speculate: its averaged acceptance rate and the most drafts it can take.
     struct Candidate {
         var acceptanceRate: Double

@@ -74,9 +74,21 @@ final class FleetTests: XCTestCase {
     }
 
     /// The instance (1 or 2) that served the last request nginx logged for `pathPart`.
-    static func servedBy(_ fleet: Fleet, pathPart: String) throws -> Int? {
-        let log = try String(contentsOf: fleet.dir.appendingPathComponent("nginx/access.log"), encoding: .utf8)
-        guard let line = log.split(separator: "\n").last(where: { $0.contains(pathPart) }) else { return nil }
+    /// The instance (1 or 2) that answered the `request`-th request (1-based) whose path holds
+    /// `pathPart`, from nginx's access log. nginx writes the line when it has finished the request,
+    /// which can be just after the client has the whole reply: the log is read again for up to 3 s
+    /// until that line is there.
+    static func servedBy(_ fleet: Fleet, pathPart: String, request: Int) throws -> Int? {
+        var lines: [Substring] = []
+        let deadline = Date().addingTimeInterval(3)
+        repeat {
+            let log = try String(contentsOf: fleet.dir.appendingPathComponent("nginx/access.log"), encoding: .utf8)
+            lines = log.split(separator: "\n").filter { $0.contains(pathPart) }
+            if lines.count >= request { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < deadline
+        guard lines.count >= request else { return nil }
+        let line = lines[request - 1]
         for i in 1...2 where line.contains("upstream=127.0.0.1:\(fleet.instancePort(i))") && !line.contains(", ") { return i }
         // A failover logs "first, second": the instance that answered is the last one.
         for i in 1...2 where line.contains("127.0.0.1:\(fleet.instancePort(i)) upstream_status") { return i }
@@ -154,7 +166,8 @@ final class FleetTests: XCTestCase {
         let first = try Self.curl("\(nginx)/api/conversations/\(id)/messages", key: key, method: "POST", json: #"{"content":"Say hello."}"#)
         XCTAssertEqual(first.status, 200)
         XCTAssertTrue(first.body.contains("event: done"), first.body)
-        let serving = try XCTUnwrap(try Self.servedBy(fleet, pathPart: "/api/conversations/\(id)/messages"), "nginx logged no upstream")
+        let serving = try XCTUnwrap(
+            try Self.servedBy(fleet, pathPart: "/api/conversations/\(id)/messages", request: 1), "nginx logged no upstream")
         let pids = try Self.pids(fleet)
         kill(try XCTUnwrap(pids[serving]), SIGKILL)
         let start = Date()
@@ -163,7 +176,7 @@ final class FleetTests: XCTestCase {
         XCTAssertEqual(second.status, 200, second.body)
         XCTAssertTrue(second.body.contains("event: done"), second.body)
         XCTAssertLessThan(Date().timeIntervalSince(start), 5, "the turn after a kill -9 completes within 5 s")
-        XCTAssertEqual(try Self.servedBy(fleet, pathPart: "/api/conversations/\(id)/messages"), 3 - serving)
+        XCTAssertEqual(try Self.servedBy(fleet, pathPart: "/api/conversations/\(id)/messages", request: 2), 3 - serving)
         let history = try Self.curl("\(nginx)/api/conversations/\(id)", key: key)
         let stored = Self.object(history.body)["messages"] as? [[String: Any]] ?? []
         XCTAssertEqual(stored.map { $0["role"] as? String ?? "" }, ["user", "assistant", "user", "assistant"], history.body)

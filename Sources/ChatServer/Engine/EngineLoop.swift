@@ -528,16 +528,18 @@ public final class EngineLoop: @unchecked Sendable {
             preempt(byId[id]!)
             report.preempted.append(byId[id]!.job.requestId)
         }
+        // The step's rows and logit rows before drafts: decode rows, prompt tokens, and the last
+        // chunk of each prompt.
+        let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
+        let plainRows = plan.decode.count + promptTokens
+        let plainLogitRows = plan.decode.count + plan.prefill.filter { computed[$0.id]! + $0.tokens == byId[$0.id]!.tokens.count }.count
         let draftStart = now()
         var drafts: [UInt64: [Int]] = [:]
         if let draft {
             let decoding = plan.decode.map { byId[$0]! }
             let prefilling = plan.prefill.map { (byId[$0.id]!, $0.tokens) }
-            let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
-            let lastChunks = plan.prefill.filter { computed[$0.id]! + $0.tokens == byId[$0.id]!.tokens.count }.count
             drafts = speculate(
-                decode: decoding, prefill: prefilling, draft,
-                step: (rows: plan.decode.count + promptTokens, logitRows: plan.decode.count + lastChunks, attended: attended))
+                decode: decoding, prefill: prefilling, draft, step: (rows: plainRows, logitRows: plainLogitRows, attended: attended))
         }
         let draftSeconds = draft == nil ? 0 : now() - draftStart
         var entries: [StepEntry] = plan.decode.map { StepEntry(request: byId[$0]!, count: 1, drafts: drafts[$0] ?? []) }
@@ -553,10 +555,9 @@ public final class EngineLoop: @unchecked Sendable {
         if entries.isEmpty { previousDecodeStep = nil }
         if !entries.isEmpty {
             cacheTouched = true
-            let promptTokens = plan.prefill.reduce(0) { $0 + $1.tokens }
             // A request's draft tokens are extra rows with logits (the draft steps ran before).
-            let rows = plan.decode.count + promptTokens + draftRows
-            let logitRows = entries.filter { $0.request.sequence.length + $0.count == $0.request.tokens.count }.count + draftRows
+            let rows = plainRows + draftRows
+            let logitRows = plainLogitRows + draftRows
             let predicted = cost.predict(rows: rows, logitRows: logitRows, attendedPositions: attended)
             run(entries, &report)
             cache.evictCachedBlocks(keeping: cachedBlocks(bytes: settings.maxCachedPrefixBytes))

@@ -267,15 +267,15 @@ private func int8Tile8(
 }
 
 
-/// Writes accumulator r·MB + i (its 8 lanes summed) to y[m0 + i][n + r].
+/// Writes accumulator i (its 8 lanes summed) to y[m0 + i][n], i < MB.
 @inline(__always)
 private func storeTile(
-    _ y: UnsafeMutablePointer<Float>, rows: Int, n: Int, m0: Int, R: Int, MB: Int,
+    _ y: UnsafeMutablePointer<Float>, rows: Int, n: Int, m0: Int, MB: Int,
     _ c0: __m256, _ c1: __m256, _ c2: __m256, _ c3: __m256,
     _ c4: __m256, _ c5: __m256, _ c6: __m256, _ c7: __m256
 ) {
-    @inline(__always) func put(_ c: __m256, _ k: Int) {
-        if k < R * MB { y[(m0 + k % MB) * rows + n + k / MB] = horizontalSum(c) }
+    @inline(__always) func put(_ c: __m256, _ i: Int) {
+        if i < MB { y[(m0 + i) * rows + n] = horizontalSum(c) }
     }
     put(c0, 0); put(c1, 1); put(c2, 2); put(c3, 3); put(c4, 4); put(c5, 5); put(c6, 6); put(c7, 7)
 }
@@ -472,7 +472,7 @@ private func int4Rows(
         if MB > 6 { finish(&f6, i6, 6) }
         if MB > 7 { finish(&f7, i7, 7) }
     }
-    storeTile(y, rows: w.rows, n: n, m0: m0, R: 1, MB: MB, f0, f1, f2, f3, f4, f5, f6, f7)
+    storeTile(y, rows: w.rows, n: n, m0: m0, MB: MB, f0, f1, f2, f3, f4, f5, f6, f7)
 }
 
 /// M = 8 exactly (as `int8Tile8`): one int4 weight row × the 8 activation rows, with accumulator

@@ -122,11 +122,9 @@ extension RowInvarianceTests {
         QuantKernels.gemmMinimumRows = 2
         defer { QuantKernels.gemmMinimumRows = saved }
         var rng = SeededGenerator(seed: 73)
-        var w = rng.floats(64 * 896)
-        for g in 0..<(64 * 896 / 32) { for i in 0..<32 { w[g * 32 + i] *= [0.02, 1, 0.3, 5][g % 4] } }
         let x = rng.floats(8 * 896, in: -2...2)
         for format in [WeightFormat.int8, .int4] {
-            let q = w.withUnsafeBufferPointer { QuantizedMatrix.quantize($0.baseAddress!, rows: 64, cols: 896, format: format) }
+            let q = makeWeights(&rng, rows: 64, cols: 896, format: format)
             var alone = [Float](), together = [Float](repeating: 0, count: 8 * 64)
             for i in 0..<8 {
                 var y = [Float](repeating: 0, count: 64)

@@ -325,6 +325,13 @@ final class QuantKernelsTests: XCTestCase {
                 "14int8GEMMTiles4",
             ],
             contain: int8Bytes + [["vpbroadcastd"]], lack: int8Lacks)
+        #if AVX512VNNI
+        // int4/int5 rows two at a time on VNNI builds: each piece of activations loaded into a
+        // register once for both rows' vpdpbusd.
+        try assertKernels(
+            ["23unsignedCodesPairTiles1", "23unsignedCodesPairTiles2", "23unsignedCodesPairTiles4"],
+            contain: [["vpdpbusd"], ["vpbroadcastd"]], lack: int8Lacks)
+        #endif
         // The int8 GEMM tiles broadcast each Float16 scale with vpbroadcastw + vcvtph2ps: a scalar
         // half converted and broadcast compiled to vpinsrw merging into a live accumulator register
         // (a false dependency from one group's scale to the previous group's sums). (The decode and

@@ -184,6 +184,50 @@ private func unpackInt6Row(
     }
 }
 
+#if AVX512VNNI
+/// One int6 row for the VNNI kernel (`int6VNNITile`): signed codes q − 32 (weight order) as
+/// `unpackInt6Row`, each sub-block's scale as Int32 `scales[16b + s]`, and per superblock b its d
+/// (`factors[b]`) and the bias of its products with activations made unsigned (x + 128), as Int32
+/// bits in `factors[groups + b]`: 128 · Σ_s sc_s · Σ_{i ∈ s} (q_i − 32).
+@inline(__always)
+private func unpackInt6RowVNNI(
+    _ row: UnsafeRawPointer, cols: Int, codes: UnsafeMutablePointer<UInt8>,
+    scales: UnsafeMutablePointer<Int32>, factors: UnsafeMutablePointer<Float>, prefetchDistance: Int
+) {
+    let groups = cols / 32
+    let thirtyTwo = _mm256_set1_epi8(32)
+    let bias = UnsafeMutableRawPointer(factors + groups).assumingMemoryBound(to: Int32.self)
+    for b in 0..<cols / 256 {
+        let sb = row + b * Int6Superblock.bytes
+        prefetchAhead(sb, prefetchDistance)
+        prefetchForRead(sb + (prefetchDistance + 192))
+        factors[b] = Float(Float16(bitPattern: Int6Superblock.dBits(sb)))
+        let h0 = load256(sb + Int6Superblock.highBitsOffset), h1 = load256(sb + (Int6Superblock.highBitsOffset + 32))
+        let out = codes + 256 * b
+        // Each sub-block's Σ q (0...63) by vpsadbw on the codes before they are stored (a 64-bit lane
+        // sums 8): pair chunk p holds groups 2p (A) and 2p + 1 (B), sub-blocks 4p ... 4p + 3 = A's
+        // halves, then B's.
+        var total: Int32 = 0
+        for p in 0..<4 {
+            let (lo, hi) = int6Pair(sb, h0, h1, p)
+            storePair(_mm256_sub_epi8(lo, thirtyTwo), _mm256_sub_epi8(hi, thirtyTwo), out + 64 * p)
+            let l = unsafeBitCast(_mm256_sad_epu8(lo, _mm256_setzero_si256()), to: SIMD4<Int64>.self)
+            let h = unsafeBitCast(_mm256_sad_epu8(hi, _mm256_setzero_si256()), to: SIMD4<Int64>.self)
+            @inline(__always) func subBlock(_ s: Int, _ sum: Int64) {
+                let sc = Int32(Int6Superblock.scale(sb, s))
+                scales[16 * b + s] = sc
+                total &+= sc &* (Int32(truncatingIfNeeded: sum) &- 16 * 32)
+            }
+            subBlock(4 * p, l[0] &+ l[1])
+            subBlock(4 * p + 1, h[0] &+ h[1])
+            subBlock(4 * p + 2, l[2] &+ l[3])
+            subBlock(4 * p + 3, h[2] &+ h[3])
+        }
+        bias[b] = 128 &* total
+    }
+}
+#endif
+
 // MARK: - micro-kernels
 
 /// Where one tile call's accumulators (lane i: activation row 8t + i, i < 8·tiles) start and end
@@ -493,6 +537,132 @@ private func int6GEMMTile(
     acc.finish(f0, f1, f2, f3, tiles: tiles)
 }
 
+#if AVX512VNNI
+/// R (1 or 2) int6 rows unpacked by `unpackInt6RowVNNI` (row 1's codes `cols` bytes, its scales
+/// and factors `2 · groups` elements after row 0's) × `tiles` (1, 2 or 4) activation tiles, over
+/// groups g0 ..< g1 (whole superblocks). `vpdpbusd` takes the activations as its unsigned operand
+/// (x + 128: a sign-bit flip of each piece, shared by the rows) and the signed codes q − 32 as the
+/// signed one; per sub-block of 16 the Int32 sums are scaled by its sc (vpmulld) into the
+/// superblock's sums, which start at −128 · Σ_s sc_s · Σ (q − 32) (the flip's bias, from the
+/// unpacking); then f += float(sums) · d · dx once per superblock, as `int6GEMMTile` (whose sign
+/// trick costs a vpsignb per product and Int16 sums widened by vpmaddwd).
+@inline(__always)
+private func int6VNNITile(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Int32>, _ factors: UnsafePointer<Float>, cols: Int, groups: Int,
+    rows R: Int, _ a: QuantizedActivations, t: Int, tiles: Int, g0: Int, g1: Int, acc: TileAccumulators
+) {
+    let inputs = TileInputs(a, t: t, tiles: tiles)
+    let code0 = UnsafeRawPointer(c), code1 = UnsafeRawPointer(c + cols)
+    let scales1 = scales + 2 &* groups, factors1 = factors + 2 &* groups
+    let bias0 = UnsafeRawPointer(factors + groups).assumingMemoryBound(to: Int32.self)
+    let bias1 = UnsafeRawPointer(factors1 + groups).assumingMemoryBound(to: Int32.self)
+    let acc1 = acc.row(1)
+    let flip = _mm256_set1_epi8(-128)
+    var (f0, f1, f2, f3) = acc.start(tiles: tiles)
+    var (h0, h1, h2, h3) = R > 1 ? acc1.start(tiles: tiles) : (f0, f1, f2, f3)
+    var g = g0
+    while g < g1 {
+        let b = g >> 3
+        var i0 = _mm256_set1_epi32(0 &- bias0[b]), i1 = i0, i2 = i0, i3 = i0
+        var j0 = R > 1 ? _mm256_set1_epi32(0 &- bias1[b]) : i0, j1 = j0, j2 = j0, j3 = j0
+        for s in 0..<16 {
+            let gs = g &+ (s >> 1)
+            var p0 = _mm256_setzero_si256(), p1 = p0, p2 = p0, p3 = p0
+            var q0 = p0, q1 = p0, q2 = p0, q3 = p0
+            for k in 0..<4 {
+                let offset = gs &* 32 &+ (16 * (s & 1) + 4 * k)
+                let w0 = _mm256_set1_epi32(code0.loadUnaligned(fromByteOffset: offset, as: Int32.self))
+                let w1 = R > 1 ? _mm256_set1_epi32(code1.loadUnaligned(fromByteOffset: offset, as: Int32.self)) : w0
+                let piece = gs &* 256 &+ (128 * (s & 1) + 32 * k)
+                @inline(__always) func products(_ p: inout __m256i, _ q: inout __m256i, _ x: UnsafeRawPointer) {
+                    let u = _mm256_xor_si256(load256(x + piece), flip)
+                    p = dpbusd(p, u, w0)
+                    if R > 1 { q = dpbusd(q, u, w1) }
+                }
+                products(&p0, &q0, inputs.x.0)
+                if tiles > 1 { products(&p1, &q1, inputs.x.1) }
+                if tiles > 2 { products(&p2, &q2, inputs.x.2) }
+                if tiles > 3 { products(&p3, &q3, inputs.x.3) }
+            }
+            let sc0 = _mm256_set1_epi32(scales[16 &* b &+ s])
+            i0 = _mm256_add_epi32(i0, _mm256_mullo_epi32(p0, sc0))
+            if tiles > 1 { i1 = _mm256_add_epi32(i1, _mm256_mullo_epi32(p1, sc0)) }
+            if tiles > 2 { i2 = _mm256_add_epi32(i2, _mm256_mullo_epi32(p2, sc0)) }
+            if tiles > 3 { i3 = _mm256_add_epi32(i3, _mm256_mullo_epi32(p3, sc0)) }
+            if R > 1 {
+                let sc1 = _mm256_set1_epi32(scales1[16 &* b &+ s])
+                j0 = _mm256_add_epi32(j0, _mm256_mullo_epi32(q0, sc1))
+                if tiles > 1 { j1 = _mm256_add_epi32(j1, _mm256_mullo_epi32(q1, sc1)) }
+                if tiles > 2 { j2 = _mm256_add_epi32(j2, _mm256_mullo_epi32(q2, sc1)) }
+                if tiles > 3 { j3 = _mm256_add_epi32(j3, _mm256_mullo_epi32(q3, sc1)) }
+            }
+        }
+        let d0 = _mm256_set1_ps(factors[b]), d1 = _mm256_set1_ps(factors1[b])
+        @inline(__always) func add(_ f: inout __m256, _ h: inout __m256, _ i: __m256i, _ j: __m256i, _ tile: Int) {
+            let dx = loadFloats(inputs.dx(tile) + g &* 8)
+            f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d0, dx), f)
+            if R > 1 { h = _mm256_fmadd_ps(_mm256_cvtepi32_ps(j), _mm256_mul_ps(d1, dx), h) }
+        }
+        add(&f0, &h0, i0, j0, 0)
+        if tiles > 1 { add(&f1, &h1, i1, j1, 1) }
+        if tiles > 2 { add(&f2, &h2, i2, j2, 2) }
+        if tiles > 3 { add(&f3, &h3, i3, j3, 3) }
+        g &+= 8
+    }
+    acc.finish(f0, f1, f2, f3, tiles: tiles)
+    if R > 1 { acc1.finish(h0, h1, h2, h3, tiles: tiles) }
+}
+
+@inline(never)
+private func int6VNNIRows1Tiles1(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6VNNIRows1Tiles2(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6VNNIRows1Tiles4(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6VNNIRows2Tiles1(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6VNNIRows2Tiles2(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
+}
+
+@inline(never)
+private func int6VNNIRows2Tiles4(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
+    _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
+) {
+    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
+}
+
+#endif
+
 // One specialization per tile count, so the accumulators stay in registers.
 private typealias UnsignedTileFunction = (
     UnsafePointer<UInt8>, UnsafePointer<Float>, UnsafePointer<Float>, QuantizedActivations,
@@ -552,7 +722,7 @@ private func unsignedCodesTiles4(
 }
 
 #if AVX512VNNI
-private typealias UnsignedPairFunction = (
+private typealias UnpackedRowsFunction = (
     UnsafePointer<UInt8>, UnsafePointer<Float>, UnsafePointer<Float>, Int, Int, QuantizedActivations, Int, Int, Int,
     TileAccumulators
 ) -> Void
@@ -627,6 +797,16 @@ private func copyRow(_ from: UnsafePointer<Float>, to: UnsafeMutablePointer<Floa
     }
 }
 
+/// Floats per unpacked row in each of the two factor arrays (s and o; int6: its sub-block scales and
+/// its d, and on VNNI builds also its superblocks' biases): 1 per group, int6 on VNNI builds 2.
+@inline(__always)
+private func factorStride(_ w: QuantizedMatrix) -> Int {
+    #if AVX512VNNI
+    if w.format == .int6 { return 2 * (w.cols / 32) }
+    #endif
+    return w.cols / 32
+}
+
 /// y[ms, rows] for `interleavedRows` activations (ms starts at a multiple of 8).
 func avx2GEMM(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "GEMM activation blocks must start at a multiple of 8 rows")
@@ -634,7 +814,7 @@ func avx2GEMM(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     // Scratch: unpacked codes [block, K], s and o [block, G] (int6: its Int16 sub-block scales in
     // s, its superblocks' d in o), partial sums [block, 32], the block's finished sums transposed
     // [32, block].
-    let bytes = (w.format != .int8 ? block * (cols + 8 * (cols / 32)) : 0) + 2 * block * 32 * 4
+    let bytes = (w.format != .int8 ? block * (cols + 8 * factorStride(w)) : 0) + 2 * block * 32 * 4
     withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
         gemmBlocks(w, a, y, rows: rows, ms: ms, scratch: buffer.baseAddress!, bytes: bytes)
     }
@@ -652,8 +832,9 @@ private func gemmBlocks(
     let partial = (base + (bytes - 2 * block * 32 * 4)).assumingMemoryBound(to: Float.self)
     let transposed = partial + block * 32
     let codes = base.assumingMemoryBound(to: UInt8.self)
+    let stride = factorStride(w)
     let scale = (base + block * cols).assumingMemoryBound(to: Float.self)
-    let offset = (base + block * (cols + 4 * groups)).assumingMemoryBound(to: Float.self)
+    let offset = (base + block * (cols + 4 * stride)).assumingMemoryBound(to: Float.self)
     var r0 = rows.lowerBound
     while r0 < rows.upperBound {
         let r1 = min(rows.upperBound, r0 + block)
@@ -662,17 +843,24 @@ private func gemmBlocks(
                 let i = n - r0
                 if w.format == .int5 {
                     unpackInt5Row(
-                        w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
-                        offset: offset + i * groups, prefetchDistance: distance)
+                        w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * stride,
+                        offset: offset + i * stride, prefetchDistance: distance)
                 } else if w.format == .int6 {
+                    #if AVX512VNNI
+                    unpackInt6RowVNNI(
+                        w.rowPointer(n), cols: cols, codes: codes + i * cols,
+                        scales: UnsafeMutableRawPointer(scale + i * stride).assumingMemoryBound(to: Int32.self),
+                        factors: offset + i * stride, prefetchDistance: distance)
+                    #else
                     unpackInt6Row(
                         w.rowPointer(n), cols: cols, codes: codes + i * cols,
-                        scales: UnsafeMutableRawPointer(scale + i * groups).assumingMemoryBound(to: Int16.self),
-                        d: offset + i * groups, prefetchDistance: distance)
+                        scales: UnsafeMutableRawPointer(scale + i * stride).assumingMemoryBound(to: Int16.self),
+                        d: offset + i * stride, prefetchDistance: distance)
+                    #endif
                 } else {
                     unpackInt4Row(
-                        w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * groups,
-                        offset: offset + i * groups, prefetchDistance: distance)
+                        w.rowPointer(n), cols: cols, codes: codes + i * cols, scale: scale + i * stride,
+                        offset: offset + i * stride, prefetchDistance: distance)
                 }
             }
         }
@@ -688,12 +876,12 @@ private func gemmBlocks(
             default: unsignedTile = unsignedCodesTiles1; int8Tile = int8GEMMTiles1; int6Tile = int6GEMMTiles1
             }
             #if AVX512VNNI
-            let pair: UnsignedPairFunction =
-                switch tiles {
-                case 4: unsignedCodesPairTiles4
-                case 2: unsignedCodesPairTiles2
-                default: unsignedCodesPairTiles1
-                }
+            let pair: UnpackedRowsFunction, int6Pair: UnpackedRowsFunction, int6Single: UnpackedRowsFunction
+            switch tiles {
+            case 4: pair = unsignedCodesPairTiles4; int6Pair = int6VNNIRows2Tiles4; int6Single = int6VNNIRows1Tiles4
+            case 2: pair = unsignedCodesPairTiles2; int6Pair = int6VNNIRows2Tiles2; int6Single = int6VNNIRows1Tiles2
+            default: pair = unsignedCodesPairTiles1; int6Pair = int6VNNIRows2Tiles1; int6Single = int6VNNIRows1Tiles1
+            }
             #endif
             var g0 = 0
             while g0 < groups {
@@ -702,17 +890,24 @@ private func gemmBlocks(
                     TileAccumulators(partial: partial + i * 32, out: transposed + i, stride: block, first: g0 == 0, last: g1 == groups)
                 }
                 #if AVX512VNNI
-                // int4 and int5 rows two at a time, an odd last one alone.
-                var single = r0
-                if unpacks && w.format != .int6 {
-                    while single + 2 <= r1 {
-                        let i = single - r0
-                        pair(
-                            UnsafePointer(codes + i * cols), UnsafePointer(scale + i * groups), UnsafePointer(offset + i * groups),
+                // Unpacked rows two at a time, an odd last one alone.
+                var n = r0
+                if unpacks {
+                    @inline(__always) func run(_ kernel: UnpackedRowsFunction, rows: Int) {
+                        let i = n - r0
+                        kernel(
+                            UnsafePointer(codes + i * cols), UnsafePointer(scale + i * stride), UnsafePointer(offset + i * stride),
                             cols, groups, a, t, g0, g1, accumulators(i))
-                        single += 2
+                        n += rows
+                    }
+                    if w.format == .int6 {
+                        while n + 2 <= r1 { run(int6Pair, rows: 2) }
+                        if n < r1 { run(int6Single, rows: 1) }
+                    } else {
+                        while n + 2 <= r1 { run(pair, rows: 2) }
                     }
                 }
+                let single = n
                 #else
                 let single = r0
                 #endif
@@ -722,11 +917,11 @@ private func gemmBlocks(
                     if w.format == .int6 {
                         int6Tile(
                             UnsafePointer(codes + i * cols),
-                            UnsafeRawPointer(scale + i * groups).assumingMemoryBound(to: Int16.self),
-                            UnsafePointer(offset + i * groups), a, t, g0, g1, acc)
+                            UnsafeRawPointer(scale + i * stride).assumingMemoryBound(to: Int16.self),
+                            UnsafePointer(offset + i * stride), a, t, g0, g1, acc)
                     } else if unpacks {
                         unsignedTile(
-                            UnsafePointer(codes + i * cols), UnsafePointer(scale + i * groups), UnsafePointer(offset + i * groups), a, t,
+                            UnsafePointer(codes + i * cols), UnsafePointer(scale + i * stride), UnsafePointer(offset + i * stride), a, t,
                             g0, g1, acc)
                     } else {
                         // int8 reads its blocks in place: the first tiles stream them from memory and prefetch.

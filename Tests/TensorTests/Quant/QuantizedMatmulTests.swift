@@ -331,6 +331,10 @@ final class QuantKernelsTests: XCTestCase {
         try assertKernels(
             ["23unsignedCodesPairTiles1", "23unsignedCodesPairTiles2", "23unsignedCodesPairTiles4"],
             contain: [["vpdpbusd"], ["vpbroadcastd"]], lack: int8Lacks)
+        // int6 on VNNI builds: vpdpbusd on flipped activations, sub-block scales by vpmulld.
+        try assertKernels(
+            ["int6VNNIRows1Tiles", "int6VNNIRows2Tiles"], contain: [["vpdpbusd"], ["vpbroadcastd"], ["vpmulld"]],
+            lack: int8Lacks + ["vpsignb"])
         #endif
         // The int8 GEMM tiles broadcast each Float16 scale with vpbroadcastw + vcvtph2ps: a scalar
         // half converted and broadcast compiled to vpinsrw merging into a live accumulator register
@@ -343,7 +347,7 @@ final class QuantKernelsTests: XCTestCase {
             XCTAssertGreaterThan(f.count("vpbroadcastw"), 0, "\(f.name) lost its vpbroadcastw scale")
             XCTAssertGreaterThan(f.count("vcvtph2ps"), 0, "\(f.name) lost its vcvtph2ps scale conversion")
         }
-        // int6's GEMM tiles: the int8 sign trick on broadcast codes, Int16 sub-block scales by vpmaddwd.
+        // int6's GEMM tiles (AVX2-only builds): the int8 sign trick on broadcast codes, Int16 sub-block scales by vpmaddwd.
         try assertKernels(
             ["14int6GEMMTiles1", "14int6GEMMTiles2", "14int6GEMMTiles4"], contain: unsignedBytes + [["vpbroadcastd"], ["vpsignb"]])
         // int6 decode and small-M tiles: unsigned codes, the sub-block sums' offset, prefetch.

@@ -399,17 +399,21 @@ func rowGrain(_ w: QuantizedMatrix, _ pool: ThreadPool) -> Int {
 }
 
 /// The kernels over weight rows `rows` and every activation row, M blocked so that one block's
-/// codes stay in L2 (≤ ~256 KB) while the row tiles stream by; for decode-sized M there is one
-/// block, so each weight byte is read once per call. (A multiple of 8 rows: the kernels' 8-row
-/// tiles index per-8-row scale vectors.)
+/// codes stay in cache while the weight rows stream by; for decode-sized M there is one block, so
+/// each weight byte is read once per call. The portable kernels keep a block in L2 (≤ ~256 KB).
+/// The AVX2 GEMM (M ≥ `QuantKernels.gemmMinimumRows`) unpacks each weight row once per block, so
+/// its blocks are as large as L3 comfortably holds (≤ 8 MB, split evenly): a 512-row prefill step is
+/// one block even at K = 8,960 (256 KB blocks were 16 rows there, each row unpacked 32 times and
+/// multiplied by 2-tile kernels; docs/kernels.md). (A multiple of 16 rows, so that a block's 8-row
+/// tiles split into the GEMM kernels' groups of 4 and 2 tiles without a lone one, except at the end.)
 @inline(__always)
 func runRows(
     _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>,
     path: QuantKernels.Path
 ) {
-    // (A multiple of 16 rows, so that a block's 8-row tiles split into the GEMM kernels' groups of
-    // 4 and 2 tiles without a lone one, except at the end of M.)
-    let mBlock = a.m <= 16 ? a.m : max(16, min(a.m, (256 * 1024) / a.cols) / 16 * 16)
+    let budget = path == .avx2 && a.m >= QuantKernels.gemmMinimumRows ? 8 << 20 : 256 << 10
+    let blocks = (a.m * a.cols + budget - 1) / budget
+    let mBlock = a.m <= 16 ? a.m : max(16, ((a.m + blocks - 1) / blocks + 15) / 16 * 16)
     var m0 = 0
     while m0 < a.m {
         let m1 = min(a.m, m0 + mBlock)

@@ -42,12 +42,13 @@ final class Int6Tests: XCTestCase {
     }
 
     /// Every path, M in 1...9 and larger blocks (small-M tiles of 4 and their remainders, the GEMM
-    /// from 9 rows with 1, 2 and 4 tiles, several K chunks), odd row counts, one and two threads.
+    /// from 9 rows with 1, 2 and 4 tiles, several K chunks, two activation blocks at M = 1040 × K =
+    /// 8960), odd row counts, one and two threads.
     func testKernelsMatchFloatProduct() {
         var rng = SeededGenerator(seed: 62)
         let shapes: [(rows: Int, cols: Int, ms: [Int])] = [
             (1, 256, [1, 2, 3, 4, 5, 7, 8, 9, 16]), (7, 512, [1, 2, 4, 7, 16, 17, 64]), (33, 1536, [1, 2, 4, 7, 16, 64]),
-            (31, 8960, [1, 3, 16]), (65, 256, [1, 6, 40]),
+            (31, 8960, [1, 3, 16]), (65, 256, [1, 6, 40]), (3, 8960, [1040]),
         ]
         for (rows, cols, ms) in shapes {
             let w = randomWeights(&rng, rows: rows, cols: cols)

@@ -45,12 +45,13 @@ final class QuantizedMatmulTests: XCTestCase {
         }
     }
 
-    /// Larger M: several 8-row tiles plus remainders, and (K = 4864) more than one activation block
-    /// per call (blocks of 48 rows keep a block's codes in L2).
+    /// Larger M: several 8-row tiles plus remainders, and more than one activation block per call
+    /// (the portable kernels' blocks of 48 rows at K = 4864; the GEMM's at M · K past 8 MB: 1040 ×
+    /// 8960 is two blocks, 528 and 512 rows).
     func testLargerM() {
         var rng = SeededGenerator(seed: 25)
         for format in [WeightFormat.int8, .int5, .int4] {
-            for (rows, cols, ms) in [(33, 4864, [31, 64]), (7, 896, [64]), (5, 96, [512])] {
+            for (rows, cols, ms) in [(33, 4864, [31, 64]), (7, 896, [64]), (5, 96, [512]), (3, 8960, [1040])] {
                 let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
                 for m in ms {
                     check(w, m: m, pool: pools[1], rng: &rng, label: "\(format) \(rows)x\(cols) M=\(m) threads=2")

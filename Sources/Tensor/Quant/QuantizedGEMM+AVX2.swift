@@ -39,8 +39,9 @@
 //       the block's sums, transposed, written to y a cache line at a time.
 //
 // With AVX-512 VNNI (`#if AVX512VNNI`) each broadcast × piece is one `vpdpbusd` into Int32 lanes
-// (int8 codes made unsigned by a sign-bit flip, the 128·Σx offset taken off in float); elsewhere
-// vpmaddubsw + vpmaddwd. docs/kernels.md has the inner loop as compiled (objdump) and the
+// (int8 codes made unsigned by a sign-bit flip, the 128·Σx offset taken off in float), and unpacked
+// rows go two at a time (`unsignedCodesPair`, `int6VNNITile`: each piece loaded once for both
+// rows); elsewhere vpmaddubsw + vpmaddwd, one row at a time. docs/kernels.md has the inner loop as compiled (objdump) and the
 // measurements against the small-M tiles (which is why `gemmMinimumRows` is 9); docs/decisions.md
 // what was tried and dropped.
 // QuantKernelsTests.testKernelInstructions checks the products and the broadcasts.

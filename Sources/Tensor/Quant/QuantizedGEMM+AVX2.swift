@@ -41,9 +41,10 @@
 // With AVX-512 VNNI (`#if AVX512VNNI`) each broadcast × piece is one `vpdpbusd` into Int32 lanes
 // (int8 codes made unsigned by a sign-bit flip, the 128·Σx offset taken off in float), and unpacked
 // rows go two at a time (`unsignedCodesPair`, `int6VNNITile`: each piece loaded once for both
-// rows); elsewhere vpmaddubsw + vpmaddwd, one row at a time. docs/kernels.md has the inner loop as compiled (objdump) and the
-// measurements against the small-M tiles (which is why `gemmMinimumRows` is 9); docs/decisions.md
-// what was tried and dropped.
+// rows); elsewhere vpmaddubsw + vpmaddwd, one row at a time. docs/kernels.md has the inner loop
+// as compiled (objdump) and the measurements against the small-M tiles (which is why
+// `gemmMinimumRows` is 9; re-measured with the pairs: at M = 8 the GEMM runs 0.54-0.77x the int4
+// and int5 tiles); docs/decisions.md what was tried and dropped.
 // QuantKernelsTests.testKernelInstructions checks the products and the broadcasts.
 
 #if AVX2
@@ -598,7 +599,7 @@ private func int6VNNITile(
                 if tiles > 3 { j3 = _mm256_add_epi32(j3, _mm256_mullo_epi32(q3, sc1)) }
             }
         }
-        let d0 = _mm256_set1_ps(factors[b]), d1 = _mm256_set1_ps(factors1[b])
+        let d0 = _mm256_set1_ps(factors[b]), d1 = R > 1 ? _mm256_set1_ps(factors1[b]) : d0
         @inline(__always) func add(_ f: inout __m256, _ h: inout __m256, _ i: __m256i, _ j: __m256i, _ tile: Int) {
             let dx = loadFloats(inputs.dx(tile) + g &* 8)
             f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d0, dx), f)
@@ -619,7 +620,9 @@ private func int6VNNIRows1Tiles1(
     _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
     _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
 ) {
-    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
+    int6VNNITile(
+        c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t,
+        tiles: 1, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
@@ -627,7 +630,9 @@ private func int6VNNIRows1Tiles2(
     _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
     _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
 ) {
-    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
+    int6VNNITile(
+        c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t,
+        tiles: 2, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
@@ -635,7 +640,9 @@ private func int6VNNIRows1Tiles4(
     _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
     _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
 ) {
-    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
+    int6VNNITile(
+        c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 1, a, t: t,
+        tiles: 4, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
@@ -643,7 +650,9 @@ private func int6VNNIRows2Tiles1(
     _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
     _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
 ) {
-    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t, tiles: 1, g0: g0, g1: g1, acc: acc)
+    int6VNNITile(
+        c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t,
+        tiles: 1, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
@@ -651,7 +660,9 @@ private func int6VNNIRows2Tiles2(
     _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
     _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
 ) {
-    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t, tiles: 2, g0: g0, g1: g1, acc: acc)
+    int6VNNITile(
+        c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t,
+        tiles: 2, g0: g0, g1: g1, acc: acc)
 }
 
 @inline(never)
@@ -659,7 +670,9 @@ private func int6VNNIRows2Tiles4(
     _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Float>, _ factors: UnsafePointer<Float>, _ cols: Int, _ groups: Int,
     _ a: QuantizedActivations, _ t: Int, _ g0: Int, _ g1: Int, _ acc: TileAccumulators
 ) {
-    int6VNNITile(c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t, tiles: 4, g0: g0, g1: g1, acc: acc)
+    int6VNNITile(
+        c, UnsafeRawPointer(scales).assumingMemoryBound(to: Int32.self), factors, cols: cols, groups: groups, rows: 2, a, t: t,
+        tiles: 4, g0: g0, g1: g1, acc: acc)
 }
 
 #endif

@@ -16,9 +16,11 @@
 //     p32 −= 32 · madd([Σx_s], [sc_s]);  acc += float(p32) · (d · dx_b)
 //   so the superblock's Σ_s sc_s · Σ_i (q − 32)·x stays exact in Int32 (< 2^26) and the float work is
 //   once per superblock.
-// Register blocking: one weight row × MB ≤ 4 activation rows (its codes unpacked once per
-// superblock for the MB rows), M walked in blocks of 4; activation blocks outer, the thread's
-// rows inner (as the int4/int5 tiles). Decode (MB = 1) prefetches each row's lines
+// Register blocking: one weight row × MB ≤ 4 activation rows (8 on AVX-512 builds, whose 32
+// vector registers hold the 16 accumulators; a step of 5-8 rows, batched decode or a speculative
+// verification, then reads the weights once instead of twice), its codes unpacked once per
+// superblock for the MB rows; activation blocks outer, the thread's rows inner (as the int4/int5
+// tiles). Decode (MB = 1) prefetches each row's lines
 // `QuantKernels.prefetchDistance` ahead, as the other decode kernels.
 // No VNNI form: vpmaddubsw + vpmaddwd on every build (LLVM fuses vpmaddwd + vpaddd into vpdpwssd
 // on a VNNI target).
@@ -82,7 +84,7 @@ func int6ActivationSums(_ a: QuantizedActivations, row m: Int, into out: UnsafeM
     }
 }
 
-/// One int6 row × MB (1...4) activation rows m0 ..< m0 + MB; `sums` holds row m0's sub-block sums
+/// One int6 row × MB (1...`int6TileHeight`) activation rows m0 ..< m0 + MB; `sums` holds row m0's sub-block sums
 /// (`int6ActivationSums`), the next rows' K/16 further on.
 @inline(__always)
 private func int6Tile(
@@ -93,7 +95,7 @@ private func int6Tile(
     let row = w.rowPointer(n)
     let x = UnsafeRawPointer(a.codes + m0 &* cols)
     let xs = a.scales + m0 &* groups
-    var acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0
+    var acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0
     var b = 0
     while b < cols / 256 {
         let sb = row + b &* Int6Superblock.bytes
@@ -103,7 +105,7 @@ private func int6Tile(
         prefetchForRead(sb + (prefetchDistance &+ 192))
         let h0 = load256(sb + Int6Superblock.highBitsOffset), h1 = load256(sb + (Int6Superblock.highBitsOffset + 32))
         let sc16 = _mm256_cvtepi8_epi16(sb.loadUnaligned(fromByteOffset: Int6Superblock.scalesOffset, as: __m128i.self))
-        var p0 = _mm256_setzero_si256(), p1 = p0, p2 = p0, p3 = p0
+        var p0 = _mm256_setzero_si256(), p1 = p0, p2 = p0, p3 = p0, p4 = p0, p5 = p0, p6 = p0, p7 = p0
         let xb = x + b &* 256
         @inline(__always) func pair(_ p: Int) {
             let (lo, hi) = int6Pair(sb, h0, h1, p)
@@ -117,6 +119,10 @@ private func int6Tile(
             if MB > 1 { add(&p1, 1) }
             if MB > 2 { add(&p2, 2) }
             if MB > 3 { add(&p3, 3) }
+            if MB > 4 { add(&p4, 4) }
+            if MB > 5 { add(&p5, 5) }
+            if MB > 6 { add(&p6, 6) }
+            if MB > 7 { add(&p7, 7) }
         }
         pair(0); pair(1); pair(2); pair(3)
         let d = _mm256_cvtph_ps(_mm_set1_epi16(sb.loadUnaligned(as: Int16.self)))
@@ -129,6 +135,10 @@ private func int6Tile(
         if MB > 1 { finish(&acc1, p1, 1) }
         if MB > 2 { finish(&acc2, p2, 2) }
         if MB > 3 { finish(&acc3, p3, 3) }
+        if MB > 4 { finish(&acc4, p4, 4) }
+        if MB > 5 { finish(&acc5, p5, 5) }
+        if MB > 6 { finish(&acc6, p6, 6) }
+        if MB > 7 { finish(&acc7, p7, 7) }
         b &+= 1
     }
     @inline(__always) func store(_ acc: __m256, _ i: Int) {
@@ -140,7 +150,17 @@ private func int6Tile(
     if MB > 1 { store(acc1, 1) }
     if MB > 2 { store(acc2, 2) }
     if MB > 3 { store(acc3, 3) }
+    if MB > 4 { store(acc4, 4) }
+    if MB > 5 { store(acc5, 5) }
+    if MB > 6 { store(acc6, 6) }
+    if MB > 7 { store(acc7, 7) }
 }
+
+#if AVX512VNNI
+let int6TileHeight = 8
+#else
+let int6TileHeight = 4
+#endif
 
 // One specialization per tile height, so the accumulators stay in registers.
 private typealias Int6TileFunction = @Sendable (
@@ -151,6 +171,10 @@ private let int6Tiles: [Int6TileFunction] = [
     { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 2, prefetchDistance: $6) },
     { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 3, prefetchDistance: $6) },
     { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 4, prefetchDistance: $6) },
+    { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 5, prefetchDistance: $6) },
+    { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 6, prefetchDistance: $6) },
+    { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 7, prefetchDistance: $6) },
+    { int6Tile($0, $1, $2, $3, n: $4, m0: $5, MB: 8, prefetchDistance: $6) },
 ]
 
 func avx2Int6(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
@@ -163,7 +187,7 @@ func avx2Int6(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
         // Activation blocks outer, rows inner (as avx2Int4).
         var m0 = ms.lowerBound
         while m0 < ms.upperBound {
-            let mb = min(4, ms.upperBound - m0)
+            let mb = min(int6TileHeight, ms.upperBound - m0)
             let tile = int6Tiles[mb - 1]
             let blockSums = UnsafePointer(sums + (m0 - ms.lowerBound) * sumStride)
             for n in rows { tile(w, a, y, blockSums, n, m0, distance) }

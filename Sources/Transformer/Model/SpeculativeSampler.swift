@@ -1,7 +1,10 @@
 // The sampling side of speculative decoding for one sequence: draws the draft's tokens from the
 // draft model's processed distributions and verifies them against the target model's rows with
 // `SpeculativeVerification`. Penalties see the right history in every row: the committed tokens,
-// then the draft tokens before that row (copies of the samplers observe those).
+// then the draft tokens before that row (copies of the samplers observe those). Draft tokens come
+// from a draft model's rows (`propose(_:)`) or are given outright (`propose(token:)`, a lookup):
+// then q is one-hot at the token, kept with probability p(token), and a rejection draws from p
+// without it.
 import Foundation
 
 public struct SpeculativeSampler: Sendable {
@@ -14,9 +17,10 @@ public struct SpeculativeSampler: Sendable {
     /// Draws for the draft tokens, acceptance and corrections (the samplers' own generators are
     /// only used by `sampleTarget`).
     private var rng: SamplingRNG
-    /// This round's draft tokens d_1..d_k and, when not greedy, their distributions q_1..q_k [k][V].
+    /// This round's draft tokens d_1..d_k and, when not greedy, their distributions q_1..q_k [k][V]
+    /// (nil: one-hot at the token, a draft given outright).
     public private(set) var drafts: [Int] = []
-    private var draftDistributions: [[Float]] = []
+    private var draftDistributions: [[Float]?] = []
 
     public init(parameters: SamplingParameters) {
         self.parameters = parameters
@@ -70,6 +74,13 @@ public struct SpeculativeSampler: Sendable {
         return token
     }
 
+    /// Appends a draft token chosen without a distribution (e.g. by `PromptLookup`).
+    public mutating func propose(token: Int) {
+        if !parameters.isGreedy { draftDistributions.append(nil) }
+        drafting.observe(token)
+        drafts.append(token)
+    }
+
     /// Verifies this round's drafts against the target's rows: `targetRow(i)` is the target's logit
     /// row after the committed history and d_1..d_i (i = 0...k). Rows after the first rejection are
     /// not read.
@@ -82,9 +93,12 @@ public struct SpeculativeSampler: Sendable {
                 if best != drafts[i] { return .init(accepted: i, next: best) }
             } else {
                 let p = t.probabilities(row)
-                let q = draftDistributions[i]
-                if !SpeculativeVerification.accepts(drafts[i], p: p, q: q, uniform: rng.nextUniform()) {
-                    return .init(accepted: i, next: SpeculativeVerification.residual(p: p, q: q, uniform: rng.nextUniform()))
+                if let q = draftDistributions[i] {
+                    if !SpeculativeVerification.accepts(drafts[i], p: p, q: q, uniform: rng.nextUniform()) {
+                        return .init(accepted: i, next: SpeculativeVerification.residual(p: p, q: q, uniform: rng.nextUniform()))
+                    }
+                } else if !(rng.nextUniform() < Double(p[drafts[i]])) {
+                    return .init(accepted: i, next: SpeculativeVerification.residual(p: p, excluding: drafts[i], uniform: rng.nextUniform()))
                 }
             }
             t.observe(drafts[i])

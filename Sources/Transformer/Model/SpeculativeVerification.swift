@@ -50,6 +50,15 @@ public enum SpeculativeVerification {
         return last
     }
 
+    /// The residual for a one-hot q at `token` (a draft given outright): normalize(max(0, p − q)) is p
+    /// without that token. When p holds nothing else (a rejection has probability ~0), from p.
+    public static func residual(p: [Float], excluding token: Int, uniform u: Double) -> Int {
+        var rest = p
+        rest[token] = 0
+        guard rest.contains(where: { $0 > 0 }) else { return draw(p, uniform: u) }
+        return draw(rest, uniform: u)
+    }
+
     /// A token drawn from the probabilities p (summing to 1 up to rounding) with u uniform in [0, 1).
     public static func draw(_ p: [Float], uniform u: Double) -> Int {
         var total = 0.0

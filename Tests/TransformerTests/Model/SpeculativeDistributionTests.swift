@@ -113,6 +113,29 @@ final class SpeculativeDistributionTests: XCTestCase {
     /// The same through `SpeculativeSampler` with logit rows (the path the generators use), with
     /// top-k as well: the exact distribution is the softmax over the target's 3 best logits.
     func testSpeculativeSamplerMatchesTheTargetDistribution() {
+        checkSamplerDistribution { sampler, previous, _ in Self.draftTable[previous].withUnsafeBufferPointer { sampler.propose($0) } }
+    }
+
+    /// Drafts given outright (a prompt lookup's: q one-hot), here a fixed guess that the top-k
+    /// sometimes excludes (then p(d) = 0), alone and alternating with the draft model's.
+    func testGivenDraftsKeepTheTargetDistribution() {
+        checkSamplerDistribution { sampler, previous, _ in
+            sampler.propose(token: (previous + 1) % Self.V)
+            return (previous + 1) % Self.V
+        }
+        checkSamplerDistribution { sampler, previous, i in
+            if i % 2 == 1 { return Self.draftTable[previous].withUnsafeBufferPointer { sampler.propose($0) } }
+            sampler.propose(token: (previous + 2) % Self.V)
+            return (previous + 2) % Self.V
+        }
+    }
+
+    /// Speculative rounds of 3 drafts through `SpeculativeSampler` (each draft from
+    /// `propose(sampler, previous token, index in the round)`), at temperature 0.9 with top-k 3: the
+    /// first two tokens' empirical distribution against the exact one.
+    func checkSamplerDistribution(
+        propose: (inout SpeculativeSampler, Int, Int) -> Int, file: StaticString = #filePath, line: UInt = #line
+    ) {
         let V = Self.V, trials = 60_000, start = 1, k = 3
         let parameters = SamplingParameters(temperature: Self.temperature, topK: 3)
         func exact(_ row: [Float]) -> [Double] {
@@ -131,9 +154,7 @@ final class SpeculativeDistributionTests: XCTestCase {
             while out.count < 2 {
                 sampler.beginDraft()
                 var previous = last
-                for _ in 0..<k {
-                    previous = Self.draftTable[previous].withUnsafeBufferPointer { sampler.propose($0) }
-                }
+                for i in 0..<k { previous = propose(&sampler, previous, i) }
                 let drafts = sampler.drafts
                 let rows = ([last] + drafts).flatMap { Self.targetTable[$0] }
                 let outcome = rows.withUnsafeBufferPointer { r in
@@ -154,7 +175,9 @@ final class SpeculativeDistributionTests: XCTestCase {
         // Cells outside the top-3 must stay empty; the others are tested by chi-square.
         var kept: (counts: [Int], expected: [Double]) = ([], [])
         for i in 0..<V * V {
-            if expectedTwo[i] == 0 { XCTAssertEqual(two[i], 0, "token pair \(i / V), \(i % V) is outside top-k") } else {
+            if expectedTwo[i] == 0 {
+                XCTAssertEqual(two[i], 0, "token pair \(i / V), \(i % V) is outside top-k", file: file, line: line)
+            } else {
                 kept.counts.append(two[i]); kept.expected.append(expectedTwo[i])
             }
         }
@@ -162,8 +185,8 @@ final class SpeculativeDistributionTests: XCTestCase {
         let chiOne = Self.chiSquare(keptOne.map { one[$0] }, keptOne.map { p[start][$0] })
         let chiTwo = Self.chiSquare(kept.counts, kept.expected)
         // 2 and 8 degrees of freedom at p ≈ 1e-4.
-        XCTAssertLessThan(chiOne, 18.5, "first token chi-square")
-        XCTAssertLessThan(chiTwo, 31.8, "first two tokens chi-square")
+        XCTAssertLessThan(chiOne, 18.5, "first token chi-square", file: file, line: line)
+        XCTAssertLessThan(chiTwo, 31.8, "first two tokens chi-square", file: file, line: line)
     }
 
     static func minimumCell() -> Double {

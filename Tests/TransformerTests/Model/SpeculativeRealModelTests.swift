@@ -1,7 +1,8 @@
-// Greedy speculative decoding on the real models (0.5B drafting for 1.5B) must give the 1.5B
-// model's own greedy tokens, token for token: the reference is the plain Generator on the 1.5B alone
-// (prompt, then one token per step). Exact, near-ties included: a verification's k + 1 rows stay
-// within `QuantKernels.rowInvariantRows`, where each row is computed bitwise as a one-token step.
+// Greedy speculative decoding on the real models (0.5B drafting for 1.5B, alone with the longest
+// drafts, and with prompt lookup drafts and the cost rule's k) must give the 1.5B model's own greedy
+// tokens, token for token: the reference is the plain Generator on the 1.5B alone (prompt, then one
+// token per step). Exact, near-ties included: a verification's k + 1 rows stay within
+// `QuantKernels.rowInvariantRows`, where each row is computed bitwise as a one-token step.
 import Foundation
 import Tensor
 import TestSupport
@@ -22,6 +23,10 @@ final class SpeculativeRealModelTests: XCTestCase {
             + "Write a Python function that checks whether a string is a palindrome.<|im_end|>\n<|im_start|>assistant\n",
         "<|im_start|>user\nExplain what a hash map is in two sentences.<|im_end|>\n<|im_start|>assistant\n",
         "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
+        // An edit: the answer repeats the code, so prompt lookup drafts most of it.
+        "<|im_start|>user\nAdd a docstring to each function and show the whole code.\n\n```python\n"
+            + "def area(width, height):\n    return width * height\n\n"
+            + "def perimeter(width, height):\n    return 2 * (width + height)\n```<|im_end|>\n<|im_start|>assistant\n",
     ]
 
     /// The target's logits after `prompt` + `forced` computed as the plain Generator does: the
@@ -52,18 +57,26 @@ final class SpeculativeRealModelTests: XCTestCase {
         let targetCache = try target.makeCache(memoryBudget: 64 << 20, contextLength: 1024)
         let draftCache = try draft.makeCache(memoryBudget: 32 << 20, contextLength: 1024)
         let plain = Generator(model: target, cache: targetCache)
-        let speculative = try SpeculativeGenerator(target: target, targetCache: targetCache, draft: draft, draftCache: draftCache)
+        let longest = try SpeculativeGenerator(target: target, targetCache: targetCache, draft: draft, draftCache: draftCache)
+        longest.fixedDraftLength = DraftLength.rowInvariantMaximum
+        let both = try SpeculativeGenerator(
+            target: target, targetCache: targetCache, draft: draft, draftCache: draftCache, lookup: PromptLookup())
         let parameters = GenerationParameters(maxTokens: 128, sampling: .greedy)
 
-        var total = SpeculativeStats()
-        /// Speculative generation must give `expected` (the plain tokens after `prompt`) and stop the
-        /// same way. At a difference the message says how far apart the target's own logits (the
-        /// plain path) put the two tokens.
+        var total = SpeculativeStats(), totalBoth = SpeculativeStats()
+        /// Speculative generation (both configurations) must give `expected` (the plain tokens after
+        /// `prompt`) and stop the same way. At a difference the message says how far apart the
+        /// target's own logits (the plain path) put the two tokens.
         func compare(_ label: String, prompt: [Int], expected: GenerationResult, parameters: GenerationParameters) throws {
+            try compare(label + ", longest drafts", longest, prompt: prompt, expected: expected, parameters: parameters, into: &total)
+            try compare(label + ", lookup and draft", both, prompt: prompt, expected: expected, parameters: parameters, into: &totalBoth)
+        }
+        func compare(
+            _ label: String, _ speculative: SpeculativeGenerator, prompt: [Int], expected: GenerationResult,
+            parameters: GenerationParameters, into total: inout SpeculativeStats
+        ) throws {
             let got = try speculative.generate(prompt: prompt, parameters: parameters)
-            total.verifications += got.speculation.verifications
-            total.draftedTokens += got.speculation.draftedTokens
-            total.acceptedTokens += got.speculation.acceptedTokens
+            total = total + got.speculation
             if let i = zip(got.generation.tokens, expected.tokens).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
                 let row = try plainLogits(target, targetCache, prompt: prompt, forced: Array(expected.tokens[..<i]))
                 XCTFail(
@@ -88,12 +101,15 @@ final class SpeculativeRealModelTests: XCTestCase {
         guard case .stopToken = stopped.stopReason else { return XCTFail("the chat prompt's reply should end with <|im_end|>") }
         try compare("stopping chat", prompt: chat, expected: stopped, parameters: stopping)
 
-        print(
-            "speculative greedy: acceptance \(total.acceptanceRate), tokens per verification \(total.tokensPerVerification), "
-                + "\(total.verifications) verifications")
+        for (name, t) in [("longest drafts", total), ("lookup and draft", totalBoth)] {
+            print(
+                "speculative greedy, \(name): acceptance \(t.acceptanceRate), tokens per verification \(t.tokensPerVerification), "
+                    + "\(t.verifications) verifications, \(t.lookupDraftedTokens) lookup drafts")
+        }
         // The drafts must have been used at all (a draft never kept would still be "exact"), with
-        // verifications of several rows.
+        // verifications of several rows, and lookup drafts kept too.
         XCTAssertGreaterThan(total.acceptanceRate, 0.3)
         XCTAssertGreaterThan(total.tokensPerVerification, 2)
+        XCTAssertGreaterThan(totalBoth.lookupAcceptedTokens, 20)
     }
 }

@@ -3,23 +3,29 @@
 //
 // A request with acceptance rate a gains E(a, k) = (1 − a^(k+1)) / (1 − a) tokens from k drafts
 // (E = 1 at k = 0: its plain decode row). The step then costs the target's forward with every
-// request's extra rows, priced by the engine's measured cost curve (`StepCostModel`: extra rows
-// are not free where the batched step is compute-bound), plus k passes of the draft model:
+// request's extra rows, priced by a measured cost curve (the engine's `StepCostModel`, or
+// `SpeculativeGenerator`'s timings by row count: extra rows are not free where the step is
+// compute-bound), plus k passes of the draft model (none for lookup drafts):
 //     value(k) = Σ_r E(a_r, min(k, cap_r)) / (T(rows + Σ_r min(k, cap_r)) + k · draftPass)
 // k = 0 (no speculation this step) wins where the extra rows and the draft passes cost more than
 // the kept drafts save: a busy box, low acceptance, many streams.
 
 import Foundation
 
-enum DraftLengthChoice {
+public enum DraftLengthChoice {
     /// One request that may speculate: its averaged acceptance rate and the most drafts it can take.
-    struct Candidate {
-        var acceptanceRate: Double
-        var cap: Int
+    public struct Candidate: Sendable {
+        public var acceptanceRate: Double
+        public var cap: Int
+
+        public init(acceptanceRate: Double, cap: Int) {
+            self.acceptanceRate = acceptanceRate
+            self.cap = cap
+        }
     }
 
     /// Expected tokens from k drafts at acceptance rate a (the kept drafts and the correction or bonus).
-    static func expectedTokens(acceptanceRate a: Double, k: Int) -> Double {
+    public static func expectedTokens(acceptanceRate a: Double, k: Int) -> Double {
         let a = min(max(a, 0), 0.999)
         return (1 - pow(a, Double(k + 1))) / (1 - a)
     }
@@ -27,7 +33,7 @@ enum DraftLengthChoice {
     /// The k in 0...max cap with the most expected tokens per second; `stepSeconds(extraRows)` is
     /// the target step's predicted seconds with that many draft rows added, `draftPassSeconds` one
     /// draft forward over the candidates. Ties go to the shorter draft.
-    static func best(_ candidates: [Candidate], stepSeconds: (Int) -> Double, draftPassSeconds: Double) -> Int {
+    public static func best(_ candidates: [Candidate], stepSeconds: (Int) -> Double, draftPassSeconds: Double) -> Int {
         let longest = candidates.map(\.cap).max() ?? 0
         var bestK = 0, bestValue = -1.0
         for k in 0...max(0, longest) {

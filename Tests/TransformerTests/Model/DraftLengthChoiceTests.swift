@@ -1,7 +1,8 @@
-// The engine's draft length per step: expected tokens per second of the step, with extra rows
-// priced by the cost curve and the draft's passes. Reference values are computed by hand below.
+// The draft length per step (the engine's and SpeculativeGenerator's): expected tokens per second
+// of the step, with extra rows priced by the cost curve and the draft's passes. Reference values
+// are computed by hand below.
+import Transformer
 import XCTest
-@testable import ChatServer
 
 final class DraftLengthChoiceTests: XCTestCase {
     typealias Candidate = DraftLengthChoice.Candidate

@@ -123,7 +123,8 @@ enum GenerateBench {
                 guard let run else { continue }
                 print(
                     String(
-                        format: "    %-13@ %.1f tok/s (%.2fx), acceptance %.3f, %.2f tokens per verification, identical on %d of %d prompts",
+                        format: "    %-13@ %.1f tok/s (%.2fx), acceptance %.3f, %.2f tokens per verification, "
+                            + "identical on %d of %d prompts",
                         name, run.tokensPerSecond, run.tokensPerSecond / plain.tokensPerSecond, run.stats.acceptanceRate,
                         run.stats.tokensPerVerification, run.identical, run.prompts))
             }

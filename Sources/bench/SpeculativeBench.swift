@@ -135,7 +135,8 @@ enum SpeculativeBench {
         // One generator per configuration: each learns its own acceptance rates and timings.
         var configurations: [(name: String, generator: SpeculativeGenerator)] = []
         if let draft, let draftCache {
-            configurations.append(("draft", try SpeculativeGenerator(target: target, targetCache: targetCache, draft: draft, draftCache: draftCache)))
+            configurations.append(
+                ("draft", try SpeculativeGenerator(target: target, targetCache: targetCache, draft: draft, draftCache: draftCache)))
         }
         if lookup {
             configurations.append(("lookup", try SpeculativeGenerator(target: target, targetCache: targetCache, lookup: PromptLookup())))

@@ -99,6 +99,10 @@ struct ServeCommand: AsyncParsableCommand {
     var speculative: String?
     @Option(
         name: .long,
+        help: "on or off: speculative decoding with drafts looked up in the conversation itself (what followed an earlier occurrence of the reply's last tokens; fast code edits), with or without a draft model (env SARVAM_PROMPT_LOOKUP; default on).")
+    var promptLookup: String?
+    @Option(
+        name: .long,
         help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
     var stepTrace: String?
 
@@ -354,7 +358,7 @@ struct ServeCommand: AsyncParsableCommand {
     /// The engine's settings from the flags and the environment (one policy: a bad value is an error).
     private func engineSettings(_ settings: Settings, contextLength: Int?, threads: Int) throws -> TransformerEngineSettings {
         let defaults = SchedulerSettings()
-        let scheduler = SchedulerSettings(
+        var scheduler = SchedulerSettings(
             maxRunningSequences: try settings.int(maxSequences, "SARVAM_MAX_SEQUENCES", in: 1...4096),
             maxRunningPerUser: try settings.int(maxSequencesPerUser, "SARVAM_MAX_SEQUENCES_PER_USER", in: 1...4096),
             queueLimit: try settings.int(queueLimit, "SARVAM_QUEUE_LIMIT", in: 0...100_000) ?? defaults.queueLimit,
@@ -368,6 +372,7 @@ struct ServeCommand: AsyncParsableCommand {
                 ?? defaults.maxCachedPrefixBytes,
             idleCachedPrefixBytes: try settings.int(prefixCacheIdleMb, "SARVAM_PREFIX_CACHE_IDLE_MB", in: 0...(1 << 24)).map { $0 << 20 }
                 ?? defaults.idleCachedPrefixBytes)
+        scheduler.promptLookup = try settings.bool(promptLookup, "SARVAM_PROMPT_LOOKUP") ?? true
         try scheduler.validate()
         let trace = settings.string(stepTrace, "SARVAM_STEP_TRACE")
         if let trace, !FileManager.default.createFile(atPath: trace, contents: nil) {

@@ -86,8 +86,9 @@ public final class EngineLoop: @unchecked Sendable {
     private var snapshotter: KVSnapshotter?
     /// Signalled when the engine thread has stopped and saved its snapshots.
     private let stopped = DispatchSemaphore(value: 0)
-    /// Speculative decoding's draft model and cache (nil: off).
+    /// Speculative decoding's draft model and cache, and its prompt lookup (nil: off).
     let draft: SpeculativeDraft?
+    let lookup: PromptLookup?
 
     public init(
         model: Model, cache: KVCache, tokenizer: Tokenizer, settings: SchedulerSettings,
@@ -109,6 +110,7 @@ public final class EngineLoop: @unchecked Sendable {
         } else {
             draft = nil
         }
+        lookup = settings.promptLookup ? PromptLookup() : nil
         self.model = model
         self.cache = cache
         contextLength = cache.contextLength
@@ -534,15 +536,17 @@ public final class EngineLoop: @unchecked Sendable {
         let plainRows = plan.decode.count + promptTokens
         let plainLogitRows = plan.decode.count + plan.prefill.filter { computed[$0.id]! + $0.tokens == byId[$0.id]!.tokens.count }.count
         let draftStart = now()
-        var drafts: [UInt64: [Int]] = [:]
-        if let draft {
+        var drafts: [UInt64: Drafts] = [:]
+        if draft != nil || lookup != nil {
             let decoding = plan.decode.map { byId[$0]! }
             let prefilling = plan.prefill.map { (byId[$0.id]!, $0.tokens) }
             drafts = speculate(
-                decode: decoding, prefill: prefilling, draft, step: (rows: plainRows, logitRows: plainLogitRows, attended: attended))
+                decode: decoding, prefill: prefilling, step: (rows: plainRows, logitRows: plainLogitRows, attended: attended))
         }
-        let draftSeconds = draft == nil ? 0 : now() - draftStart
-        var entries: [StepEntry] = plan.decode.map { StepEntry(request: byId[$0]!, count: 1, drafts: drafts[$0] ?? []) }
+        let draftSeconds = draft == nil && lookup == nil ? 0 : now() - draftStart
+        var entries: [StepEntry] = plan.decode.map {
+            StepEntry(request: byId[$0]!, count: 1, drafts: drafts[$0]?.tokens ?? [], lookupMatch: drafts[$0]?.lookupMatch)
+        }
         entries += plan.prefill.map { StepEntry(request: byId[$0.id]!, count: $0.tokens, drafts: []) }
         let draftRows = entries.reduce(0) { $0 + $1.drafts.count }
         for e in entries where !e.drafts.isEmpty {
@@ -659,6 +663,9 @@ public final class EngineLoop: @unchecked Sendable {
     private var stepsWithoutDrafts = 0
     /// Steps without drafts after which two drafts are tried anyway.
     static let draftProbeInterval = 16
+    /// Without a draft model, lookups are tried in steps of at most this many decoding requests
+    /// (as `SpeculativeDraft.maxStreams`): beyond, the batched step is compute-bound.
+    static let maxSpeculatingStreams = 8
 
     /// One request's part of a step: `count` of its pending tokens, and when it speculates, the
     /// draft tokens fed after its last one (their rows verify them).
@@ -666,6 +673,15 @@ public final class EngineLoop: @unchecked Sendable {
         var request: EngineRequest
         var count: Int
         var drafts: [Int]
+        /// For lookup drafts, the length of the match they came from.
+        var lookupMatch: Int? = nil
+    }
+
+    /// A request's draft tokens for a step and their source (a lookup match's length, or nil: the
+    /// draft model).
+    struct Drafts {
+        var tokens: [Int]
+        var lookupMatch: Int?
     }
 
     /// One batched forward over the entries; on failure, each entry alone so only the culprit fails.
@@ -718,7 +734,11 @@ public final class EngineLoop: @unchecked Sendable {
         let length = r.tokens.count + outcome.accepted
         let kept = cache.truncate(r.sequence, to: length)
         precondition(kept == length, "a speculative tail shares a cached block")
-        r.draftLength?.record(drafted: entry.drafts.count, accepted: outcome.accepted)
+        if let match = entry.lookupMatch, let lookup {
+            r.lookupLengths[match - lookup.minimumMatch].record(drafted: entry.drafts.count, accepted: outcome.accepted)
+        } else {
+            r.draftLength?.record(drafted: entry.drafts.count, accepted: outcome.accepted)
+        }
         report.draftedTokens += entry.drafts.count
         report.acceptedTokens += outcome.accepted
         metrics.draftTokens.increment(by: entry.drafts.count)
@@ -726,57 +746,106 @@ public final class EngineLoop: @unchecked Sendable {
         return outcome
     }
 
-    /// Which decoding requests speculate this step and their draft tokens (the draft model runs
-    /// here); prefilling requests' new prompt tokens are fed to the draft too. A request may
-    /// speculate when at most `maxStreams` decode and it is past `minTokens` (the stop-token mask);
-    /// its room is what its reply, the context and the free KV blocks left by the plan allow. How
-    /// many drafts (the same k for all, 0 for none) is `DraftLengthChoice`'s: the most expected
-    /// tokens per second of this step (`step`: its rows, logit rows and attended positions
-    /// without drafts), priced by the cost model and the draft's measured pass time. When k = 0
-    /// wins, two drafts are tried every `draftProbeInterval` steps so the acceptance rates stay current.
+    /// The request's speculative state, made on first use from the tokens committed so far.
+    private func prepareSpeculation(_ r: EngineRequest) {
+        if r.speculative == nil {
+            var s = SpeculativeSampler(parameters: r.job.sampling)
+            s.observe(r.tokens)
+            r.speculative = s
+        }
+        if r.draftLength == nil { r.draftLength = DraftLength(draftCost: draft?.draftCost ?? 0) }
+        if let lookup, r.lookupLengths.isEmpty {
+            // Optimistic at first, so a match is tried and measured (the rates average fast).
+            r.lookupLengths = (lookup.minimumMatch...lookup.maximumMatch).map { _ in DraftLength(draftCost: 0, initialRate: 0.9) }
+        }
+    }
+
+    /// Which decoding requests speculate this step and their draft tokens; prefilling requests' new
+    /// prompt tokens are fed to the draft model too. A request may speculate when at most
+    /// `maxSpeculatingStreams` decode and it is past `minTokens` (the stop-token mask); its room is
+    /// what its reply, the context and the free KV blocks left by the plan allow. Its drafts come
+    /// from prompt lookup when the end of its tokens matches earlier ones, else from the draft model
+    /// (when there is one). How many (one k per source for all its requests, 0 for none) is
+    /// `DraftLengthChoice`'s: the most expected tokens per second of this step (`step`: its rows,
+    /// logit rows and attended positions without drafts), priced by the cost model and, for the
+    /// draft model, its measured pass time; lookups are chosen first (they cost no pass), the model's
+    /// k then prices its rows on top of theirs. When no source drafts, two drafts are tried every
+    /// `draftProbeInterval` steps so the acceptance rates stay current.
     private func speculate(
-        decode: [EngineRequest], prefill: [(EngineRequest, Int)], _ draft: SpeculativeDraft,
-        step: (rows: Int, logitRows: Int, attended: Int)
-    ) -> [UInt64: [Int]] {
+        decode: [EngineRequest], prefill: [(EngineRequest, Int)], step: (rows: Int, logitRows: Int, attended: Int)
+    ) -> [UInt64: Drafts] {
         var free = cache.freeBlockCount
         for r in decode { free -= max(0, cache.blocksNeeded(forLength: r.sequence.length + 1) - r.sequence.blockCount) }
         for (r, n) in prefill { free -= max(0, cache.blocksNeeded(forLength: r.sequence.length + n) - r.sequence.blockCount) }
-        var candidates: [(request: EngineRequest, k: Int)] = []
-        if decode.count <= draft.maxStreams {
+        var looked: [(request: EngineRequest, k: Int, found: [Int], match: Int)] = []
+        var modelled: [(request: EngineRequest, k: Int)] = []
+        if decode.count <= (draft?.maxStreams ?? Self.maxSpeculatingStreams) {
             for r in decode where r.generatedCount >= r.job.minTokens {
-                draft.prepare(r)
+                prepareSpeculation(r)
                 var k = min(r.draftLength!.maximum, r.job.maxTokens - r.generatedCount - 1, contextLength - r.tokens.count)
+                var found: [Int] = [], match = 0
+                if let lookup, k > 0 {
+                    (found, match) = lookup.draftWithMatch(after: r.tokens, count: k)
+                    if !found.isEmpty { k = found.count } else if draft == nil { continue }
+                }
                 let base = max(r.sequence.blockCount, cache.blocksNeeded(forLength: r.sequence.length + 1))
                 while k > 0 && cache.blocksNeeded(forLength: r.sequence.length + 1 + k) - base > free { k -= 1 }
                 guard k > 0 else { continue }
                 free -= cache.blocksNeeded(forLength: r.sequence.length + 1 + k) - base
-                candidates.append((r, k))
+                if !found.isEmpty { looked.append((r, k, Array(found.prefix(k)), match)) } else { modelled.append((r, k)) }
             }
         }
-        var chosen: [(request: EngineRequest, k: Int)] = []
-        if !candidates.isEmpty {
-            // An extra row of request r attends about as many positions as its decode row.
-            let perRow = decode.isEmpty ? 0 : decode.reduce(0) { $0 + $1.sequence.length + 1 } / decode.count
-            let cost = self.cost
+        // An extra row of request r attends about as many positions as its decode row.
+        let perRow = decode.isEmpty ? 0 : decode.reduce(0) { $0 + $1.sequence.length + 1 } / decode.count
+        let cost = self.cost
+        func stepSeconds(_ extra: Int) -> Double {
+            cost.predict(rows: step.rows + extra, logitRows: step.logitRows + extra, attendedPositions: step.attended + extra * perRow)
+        }
+        // Drafts never stretch a step past the latency budget the plan kept to.
+        let limit = planner.stepTarget
+        var lookupK = 0, modelK = 0
+        if !looked.isEmpty, let lookup {
+            lookupK = DraftLengthChoice.best(
+                looked.map { .init(acceptanceRate: $0.request.lookupLengths[$0.match - lookup.minimumMatch].acceptanceRate, cap: $0.k) },
+                stepSeconds: stepSeconds, draftPassSeconds: 0, limit: limit)
+        }
+        if lookupK == 0 && draft != nil {
+            // Matches not worth their rows this step may still take the draft model's tokens.
+            modelled += looked.map { ($0.request, $0.k) }
+            looked = []
+        }
+        let lookupRows = looked.reduce(0) { $0 + min(lookupK, $1.k) }
+        if !modelled.isEmpty, let draft {
             let pass = draft.passSeconds ?? draft.draftCost * cost.predict(rows: decode.count, attendedPositions: step.attended)
-            var k = DraftLengthChoice.best(
-                candidates.map { .init(acceptanceRate: $0.request.draftLength!.acceptanceRate, cap: $0.k) },
-                stepSeconds: { extra in
-                    cost.predict(rows: step.rows + extra, logitRows: step.logitRows + extra, attendedPositions: step.attended + extra * perRow)
-                },
-                draftPassSeconds: pass)
-            stepsWithoutDrafts = k > 0 ? 0 : stepsWithoutDrafts + 1
-            if stepsWithoutDrafts >= Self.draftProbeInterval {
-                k = 2
+            modelK = DraftLengthChoice.best(
+                modelled.map { .init(acceptanceRate: $0.request.draftLength!.acceptanceRate, cap: $0.k) },
+                stepSeconds: { stepSeconds(lookupRows + $0) }, draftPassSeconds: pass, limit: limit)
+        }
+        if looked.isEmpty && modelled.isEmpty || lookupK > 0 || modelK > 0 {
+            stepsWithoutDrafts = 0
+        } else {
+            stepsWithoutDrafts += 1
+            let probeRows = 2 * (looked.isEmpty ? modelled.count : looked.count)
+            if stepsWithoutDrafts >= Self.draftProbeInterval, limit.map({ stepSeconds(probeRows) <= $0 }) ?? true {
+                if looked.isEmpty { modelK = 2 } else { lookupK = 2 }
                 stepsWithoutDrafts = 0
             }
-            if k > 0 { chosen = candidates.map { ($0.request, min(k, $0.k)) } }
         }
+        var drafts: [UInt64: Drafts] = [:]
+        for l in looked where lookupK > 0 {
+            let r = l.request
+            r.speculative!.beginDraft()
+            for token in l.found.prefix(lookupK) { r.speculative!.propose(token: token) }
+            drafts[r.id] = Drafts(tokens: r.speculative!.drafts, lookupMatch: l.match)
+        }
+        guard let draft else { return drafts }
+        let chosen = modelK > 0 ? modelled.map { ($0.request, min(modelK, $0.k)) } : []
         // A pass is timed only in runs that feed nothing else (no prompt chunk, no catch-up).
-        let plain = prefill.isEmpty && chosen.allSatisfy { $0.request.tokens.count - ($0.request.draftSequence?.length ?? 0) <= 2 }
+        let plain = prefill.isEmpty && chosen.allSatisfy { $0.0.tokens.count - ($0.0.draftSequence?.length ?? 0) <= 2 }
         let start = now()
-        let drafts = draft.run(prefill: prefill.map { (request: $0.0, tokens: $0.1) }, decoding: chosen)
-        if plain, let passes = chosen.map(\.k).max() { draft.recordPasses(passes, seconds: now() - start) }
+        let proposed = draft.run(prefill: prefill.map { (request: $0.0, tokens: $0.1) }, decoding: chosen)
+        if plain, let passes = chosen.map(\.1).max() { draft.recordPasses(passes, seconds: now() - start) }
+        for (id, tokens) in proposed { drafts[id] = Drafts(tokens: tokens, lookupMatch: nil) }
         return drafts
     }
 

@@ -18,13 +18,15 @@ final class EngineRequest {
     var generatedCount = 0
     /// Nil until admitted (and after the end).
     var sequence: KVSequence!
-    /// With a draft model (`SpeculativeDraft`): the sampling of speculative rounds, which observes
-    /// the same committed tokens as `sampler`, and the draft model's sequence (nil until it drafts,
-    /// and after a preemption or the end).
+    /// With speculative decoding: the sampling of speculative rounds, which observes the same
+    /// committed tokens as `sampler` (nil until it first speculates), and the draft model's sequence
+    /// (`SpeculativeDraft`; nil until it drafts, and after a preemption or the end).
     var speculative: SpeculativeSampler?
     var draftSequence: KVSequence?
-    /// Its draft length, adapted from its own acceptance rate.
+    /// The draft model's acceptance rate for it, and prompt lookup's by match length (index:
+    /// length − minimumMatch), each averaged over its own verifications.
     var draftLength: DraftLength?
+    var lookupLengths: [DraftLength] = []
     var promptReported = false
     /// Prompt tokens attached from the prefix cache at first admission (usage reports them).
     var cachedPromptTokens = 0

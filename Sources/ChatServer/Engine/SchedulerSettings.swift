@@ -60,6 +60,10 @@ public struct SchedulerSettings: Sendable, Equatable {
     public var maxCachedPrefixBytes: Int
     /// Cached prefix bytes kept when the engine goes idle (the rest is given back to the system).
     public var idleCachedPrefixBytes: Int
+    /// Speculative decoding with prompt lookup drafts (`PromptLookup`: what followed an earlier
+    /// occurrence of the reply's last tokens), with or without a draft model; the step's cost
+    /// model decides per step whether drafts pay.
+    public var promptLookup = false
 
     /// The most sequences a measured capacity may come to.
     public static let capacityCeiling = 64

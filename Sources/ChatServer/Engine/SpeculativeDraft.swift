@@ -60,16 +60,6 @@ final class SpeculativeDraft {
         return s
     }
 
-    /// The request's speculative state, made on first use from the tokens committed so far.
-    func prepare(_ r: EngineRequest) {
-        if r.speculative == nil {
-            var s = SpeculativeSampler(parameters: r.job.sampling)
-            s.observe(r.tokens)
-            r.speculative = s
-        }
-        if r.draftLength == nil { r.draftLength = DraftLength(draftCost: draftCost) }
-    }
-
     /// Feeds prefilling requests' prompt chunks (`prefill`: the request and the tokens the target
     /// feeds it this step) and drafts up to `k` tokens for each decoding request of `decoding`.
     /// Returns the drafts by request id (a request caught up first, or on a draft failure, has none).

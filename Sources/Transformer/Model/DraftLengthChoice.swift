@@ -32,8 +32,11 @@ public enum DraftLengthChoice {
 
     /// The k in 0...max cap with the most expected tokens per second; `stepSeconds(extraRows)` is
     /// the target step's predicted seconds with that many draft rows added, `draftPassSeconds` one
-    /// draft forward over the candidates. Ties go to the shorter draft.
-    public static func best(_ candidates: [Candidate], stepSeconds: (Int) -> Double, draftPassSeconds: Double) -> Int {
+    /// draft forward over the candidates. With `limit` (a step's latency budget), a k > 0 whose step
+    /// and draft passes would last longer is not taken. Ties go to the shorter draft.
+    public static func best(
+        _ candidates: [Candidate], stepSeconds: (Int) -> Double, draftPassSeconds: Double, limit: Double? = nil
+    ) -> Int {
         let longest = candidates.map(\.cap).max() ?? 0
         var bestK = 0, bestValue = -1.0
         for k in 0...max(0, longest) {
@@ -44,7 +47,7 @@ public enum DraftLengthChoice {
                 rows += n
             }
             let seconds = stepSeconds(rows) + Double(k) * draftPassSeconds
-            guard seconds > 0 else { continue }
+            guard seconds > 0, k == 0 || limit.map({ seconds <= $0 }) ?? true else { continue }
             let value = tokens / seconds
             if value > bestValue * (1 + 1e-9) {
                 bestK = k

@@ -98,7 +98,8 @@ public struct SpeculativeSampler: Sendable {
                         return .init(accepted: i, next: SpeculativeVerification.residual(p: p, q: q, uniform: rng.nextUniform()))
                     }
                 } else if !(rng.nextUniform() < Double(p[drafts[i]])) {
-                    return .init(accepted: i, next: SpeculativeVerification.residual(p: p, excluding: drafts[i], uniform: rng.nextUniform()))
+                    let next = SpeculativeVerification.residual(p: p, excluding: drafts[i], uniform: rng.nextUniform())
+                    return .init(accepted: i, next: next)
                 }
             }
             t.observe(drafts[i])

@@ -1,5 +1,5 @@
-// Speculative decoding inside the engine loop (a draft model proposes, the served model verifies)
-// must change nothing a client sees at temperature 0: the same tokens, text events, stops, usage and
+// Speculative decoding inside the engine loop (a draft model or prompt lookup proposes, the served
+// model verifies) must change nothing a client sees at temperature 0: the same tokens, text events, stops, usage and
 // logprobs as the engine without a draft, with several streams joining and leaving, with the prefix
 // cache, and through preemption. The reference is the plain Generator on the served model alone.
 import Foundation
@@ -85,6 +85,50 @@ final class SpeculativeEngineTests: XCTestCase {
             XCTAssertEqual(h.scheduler.draft!.cache.freeBlockCount, h.scheduler.draft!.cache.blockCount, "\(name): and in the draft's")
             XCTAssertGreaterThan(h.scheduler.draft!.cache.cachedBlockCount, 0, "\(name): the draft publishes its verified blocks")
         }
+    }
+
+    /// Prompt lookup drafts (alone, and beside a draft model): the same events as the plain engine.
+    /// The tiny model's greedy replies repeat themselves, so lookups match often.
+    func testGreedyRepliesAreTheSameWithPromptLookup() async throws {
+        var settings = SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 16)
+        let plain = try SchedulerHarness(settings: settings)
+        let reference = try await serve(plain, jobs(plain))
+        settings.promptLookup = true
+        for (name, draft) in [("lookup alone", nil), ("lookup and a draft", try EngineFixture.model(seed: 9))] as [(String, Model?)] {
+            let h = try SchedulerHarness(settings: settings, draft: draft)
+            let (events, reports) = try await serve(h, jobs(h))
+            for (id, expected) in reference.events { assertSameEvents(events[id] ?? [], expected, "\(name) \(id)") }
+            for j in jobs(h) {
+                let alone = try EngineFixture.alone(
+                    h.model, prompt: j.job.prompt, maxTokens: j.job.maxTokens, stop: j.job.stopTokenIds)
+                XCTAssertEqual(h.log[j.job.requestId], alone, "\(name) \(j.job.requestId): tokens of the model alone")
+            }
+            let drafted = reports.reduce(0) { $0 + $1.draftedTokens }, accepted = reports.reduce(0) { $0 + $1.acceptedTokens }
+            XCTAssertGreaterThan(accepted, 0, "\(name): drafts proposed and kept")
+            XCTAssertGreaterThanOrEqual(drafted, accepted)
+            if draft == nil { XCTAssertLessThan(reports.count, reference.reports.count, "\(name): fewer steps with drafts") }
+            XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount, "\(name): every block back in the pool")
+        }
+    }
+
+    /// At temperature > 0 with lookup drafts only: replies complete with their length and drafts run.
+    func testSampledRepliesWithPromptLookupComplete() async throws {
+        var settings = SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 16)
+        settings.promptLookup = true
+        let h = try SchedulerHarness(settings: settings)
+        var list: [(job: SchedulerJob, joinAt: Int)] = []
+        for i in 0..<4 {
+            var job = h.job("s\(i)", prompt: EngineFixture.prompt(8 + i, seed: UInt64(60 + i)), maxTokens: 40)
+            job.sampling = Transformer::SamplingParameters(temperature: 0.3, topK: 3, seed: UInt64(i))
+            list.append((job, i))
+        }
+        let (events, reports) = try await serve(h, list)
+        for j in list {
+            XCTAssertEqual(h.log[j.job.requestId].count, 40, j.job.requestId)
+            XCTAssertEqual(
+                events[j.job.requestId]?.last, .finished(.length, GenerationUsage(promptTokens: j.job.prompt.count, completionTokens: 40)))
+        }
+        XCTAssertGreaterThan(reports.reduce(0) { $0 + $1.draftedTokens }, 0)
     }
 
     func testPreemptionWithDraftsGivesTheSameTokens() async throws {

@@ -35,6 +35,16 @@ final class DraftLengthChoiceTests: XCTestCase {
         XCTAssertEqual(k, 4)
     }
 
+    /// The same prices within a latency budget: k = 4 lasts 1 + 0.4 + 0.4 = 1.8 s, past a 1.5 s limit;
+    /// of k = 1, 2 (1.2, 1.4 s: values 1.5, 1.743) the better is 2. A budget the plain step already
+    /// breaks leaves no drafts.
+    func testDraftsStayWithinTheStepLimit() {
+        let step: (Int) -> Double = { 1 + 0.1 * Double($0) }
+        let candidates = [Candidate(acceptanceRate: 0.8, cap: 6)]
+        XCTAssertEqual(DraftLengthChoice.best(candidates, stepSeconds: step, draftPassSeconds: 0.1, limit: 1.5), 2)
+        XCTAssertEqual(DraftLengthChoice.best(candidates, stepSeconds: step, draftPassSeconds: 0.1, limit: 0.9), 0)
+    }
+
     /// Two candidates share the step: with 2 rows per k the same prices favour shorter drafts.
     /// Tokens 2·E(k) over 1 + 0.2k + 0.1k: 2, 2.769, 3.050, 3.107, 3.056 for k = 0...4: k = 3.
     func testSeveralStreamsShareTheExtraRows() {

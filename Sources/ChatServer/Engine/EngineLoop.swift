@@ -762,7 +762,8 @@ public final class EngineLoop: @unchecked Sendable {
 
     /// Which decoding requests speculate this step and their draft tokens; prefilling requests' new
     /// prompt tokens are fed to the draft model too. A request may speculate when at most
-    /// `maxSpeculatingStreams` decode and it is past `minTokens` (the stop-token mask); its room is
+    /// `maxSpeculatingStreams` decode, it is past `minTokens` (the stop-token mask) and it is greedy
+    /// or has no seed; its room is
     /// what its reply, the context and the free KV blocks left by the plan allow. Its drafts come
     /// from prompt lookup when the end of its tokens matches earlier ones, else from the draft model
     /// (when there is one). How many (one k per source for all its requests, 0 for none) is
@@ -780,7 +781,9 @@ public final class EngineLoop: @unchecked Sendable {
         var looked: [(request: EngineRequest, k: Int, found: [Int], match: Int)] = []
         var modelled: [(request: EngineRequest, k: Int)] = []
         if decode.count <= (draft?.maxStreams ?? Self.maxSpeculatingStreams) {
-            for r in decode where r.generatedCount >= r.job.minTokens {
+            // A sampled request with a seed never speculates: its tokens stay a function of its
+            // seed (whether a step drafts depends on the load, and drafting draws other numbers).
+            for r in decode where r.generatedCount >= r.job.minTokens && (r.job.sampling.isGreedy || r.job.sampling.seed == nil) {
                 prepareSpeculation(r)
                 var k = min(r.draftLength!.maximum, r.job.maxTokens - r.generatedCount - 1, contextLength - r.tokens.count)
                 var found: [Int] = [], match = 0

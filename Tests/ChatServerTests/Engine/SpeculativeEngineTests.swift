@@ -111,23 +111,31 @@ final class SpeculativeEngineTests: XCTestCase {
         }
     }
 
-    /// At temperature > 0 with lookup drafts only: replies complete with their length and drafts run.
+    /// At temperature > 0 with lookup drafts only: replies complete with their length and drafts
+    /// run; a request with a seed does not speculate, so its tokens are those the plain engine gives
+    /// for that seed.
     func testSampledRepliesWithPromptLookupComplete() async throws {
-        var settings = SchedulerSettings(maxRunningSequences: 4, prefillTokensPerStep: 16)
+        var settings = SchedulerSettings(maxRunningSequences: 5, prefillTokensPerStep: 16)
+        func jobs(_ h: SchedulerHarness) -> [(job: SchedulerJob, joinAt: Int)] {
+            var list: [(job: SchedulerJob, joinAt: Int)] = []
+            for i in 0..<5 {
+                var job = h.job("s\(i)", prompt: EngineFixture.prompt(8 + i, seed: UInt64(60 + i)), maxTokens: 40)
+                job.sampling = Transformer::SamplingParameters(temperature: 0.3, topK: 3, seed: i == 4 ? 11 : nil)
+                list.append((job, i))
+            }
+            return list
+        }
+        let plain = try SchedulerHarness(settings: settings)
+        _ = try await serve(plain, jobs(plain))
         settings.promptLookup = true
         let h = try SchedulerHarness(settings: settings)
-        var list: [(job: SchedulerJob, joinAt: Int)] = []
-        for i in 0..<4 {
-            var job = h.job("s\(i)", prompt: EngineFixture.prompt(8 + i, seed: UInt64(60 + i)), maxTokens: 40)
-            job.sampling = Transformer::SamplingParameters(temperature: 0.3, topK: 3, seed: UInt64(i))
-            list.append((job, i))
-        }
-        let (events, reports) = try await serve(h, list)
-        for j in list {
+        let (events, reports) = try await serve(h, jobs(h))
+        for j in jobs(h) {
             XCTAssertEqual(h.log[j.job.requestId].count, 40, j.job.requestId)
             XCTAssertEqual(
                 events[j.job.requestId]?.last, .finished(.length, GenerationUsage(promptTokens: j.job.prompt.count, completionTokens: 40)))
         }
+        XCTAssertEqual(h.log["s4"], plain.log["s4"], "the seeded request: the plain engine's tokens for its seed")
         XCTAssertGreaterThan(reports.reduce(0) { $0 + $1.draftedTokens }, 0)
     }
 
@@ -157,7 +165,7 @@ final class SpeculativeEngineTests: XCTestCase {
         var list: [(job: SchedulerJob, joinAt: Int)] = []
         for i in 0..<4 {
             var job = h.job("s\(i)", prompt: EngineFixture.prompt(8 + i, seed: UInt64(60 + i)), maxTokens: 24)
-            job.sampling = Transformer::SamplingParameters(temperature: 0.8, topK: 5, seed: UInt64(i))
+            job.sampling = Transformer::SamplingParameters(temperature: 0.8, topK: 5)  // no seed: seeded ones do not speculate
             list.append((job, i))
         }
         let (events, reports) = try await serve(h, list)

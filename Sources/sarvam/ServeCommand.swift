@@ -99,7 +99,10 @@ struct ServeCommand: AsyncParsableCommand {
     var speculative: String?
     @Option(
         name: .long,
-        help: "on or off: speculative decoding with drafts looked up in the conversation itself (what followed an earlier occurrence of the reply's last tokens; fast code edits), with or without a draft model (env SARVAM_PROMPT_LOOKUP; default on).")
+        help: ArgumentHelp(
+            "on or off: speculative decoding with drafts looked up in the conversation itself (what followed an earlier "
+                + "occurrence of the reply's last tokens; fast code edits), with or without a draft model "
+                + "(env SARVAM_PROMPT_LOOKUP; default on)."))
     var promptLookup: String?
     @Option(
         name: .long,

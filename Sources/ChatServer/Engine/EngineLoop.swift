@@ -763,10 +763,9 @@ public final class EngineLoop: @unchecked Sendable {
     /// Which decoding requests speculate this step and their draft tokens; prefilling requests' new
     /// prompt tokens are fed to the draft model too. A request may speculate when at most
     /// `maxSpeculatingStreams` decode, it is past `minTokens` (the stop-token mask) and it is greedy
-    /// or has no seed; its room is
-    /// what its reply, the context and the free KV blocks left by the plan allow. Its drafts come
-    /// from prompt lookup when the end of its tokens matches earlier ones, else from the draft model
-    /// (when there is one). How many (one k per source for all its requests, 0 for none) is
+    /// or has no seed; its room is what its reply, the context and the free KV blocks left by the
+    /// plan allow. Its drafts come from prompt lookup when the end of its tokens matches earlier
+    /// ones, else from the draft model (when there is one). How many (one k per source for all its requests, 0 for none) is
     /// `DraftLengthChoice`'s: the most expected tokens per second of this step (`step`: its rows,
     /// logit rows and attended positions without drafts), priced by the cost model and, for the
     /// draft model, its measured pass time; lookups are chosen first (they cost no pass), the model's
@@ -783,7 +782,10 @@ public final class EngineLoop: @unchecked Sendable {
         if decode.count <= (draft?.maxStreams ?? Self.maxSpeculatingStreams) {
             // A sampled request with a seed never speculates: its tokens stay a function of its
             // seed (whether a step drafts depends on the load, and drafting draws other numbers).
-            for r in decode where r.generatedCount >= r.job.minTokens && (r.job.sampling.isGreedy || r.job.sampling.seed == nil) {
+            let eligible = decode.filter {
+                $0.generatedCount >= $0.job.minTokens && ($0.job.sampling.isGreedy || $0.job.sampling.seed == nil)
+            }
+            for r in eligible {
                 prepareSpeculation(r)
                 var k = min(r.draftLength!.maximum, r.job.maxTokens - r.generatedCount - 1, contextLength - r.tokens.count)
                 var found: [Int] = [], match = 0

@@ -736,13 +736,15 @@ public final class EngineLoop: @unchecked Sendable {
         precondition(kept == length, "a speculative tail shares a cached block")
         if let match = entry.lookupMatch, let lookup {
             r.lookupLengths[match - lookup.minimumMatch].record(drafted: entry.drafts.count, accepted: outcome.accepted)
+            metrics.lookupDraftTokens.increment(by: entry.drafts.count)
+            metrics.acceptedLookupTokens.increment(by: outcome.accepted)
         } else {
             r.draftLength?.record(drafted: entry.drafts.count, accepted: outcome.accepted)
+            metrics.draftTokens.increment(by: entry.drafts.count)
+            metrics.acceptedDraftTokens.increment(by: outcome.accepted)
         }
         report.draftedTokens += entry.drafts.count
         report.acceptedTokens += outcome.accepted
-        metrics.draftTokens.increment(by: entry.drafts.count)
-        metrics.acceptedDraftTokens.increment(by: outcome.accepted)
         return outcome
     }
 

@@ -141,9 +141,12 @@ final class EngineMetrics: @unchecked Sendable {
     let promptTokens: CoreMetrics.Counter
     let generatedTokens: CoreMetrics.Counter
     let preemptions: CoreMetrics.Counter
-    /// Speculative decoding: draft tokens proposed, and those the target kept.
+    /// Speculative decoding: draft tokens proposed, and those the target kept, by source (the
+    /// draft model's, prompt lookup's).
     let draftTokens: CoreMetrics.Counter
     let acceptedDraftTokens: CoreMetrics.Counter
+    let lookupDraftTokens: CoreMetrics.Counter
+    let acceptedLookupTokens: CoreMetrics.Counter
     let timeToFirstToken: CoreMetrics.Timer
     let timePerOutputToken: CoreMetrics.Timer
     let latency: CoreMetrics.Timer
@@ -172,8 +175,11 @@ final class EngineMetrics: @unchecked Sendable {
         promptTokens = CoreMetrics.Counter(label: "sarvam_prompt_tokens_total", dimensions: d)
         generatedTokens = CoreMetrics.Counter(label: "sarvam_generated_tokens_total", dimensions: d)
         preemptions = CoreMetrics.Counter(label: "sarvam_engine_preemptions_total", dimensions: d)
-        draftTokens = CoreMetrics.Counter(label: "sarvam_speculative_draft_tokens_total", dimensions: d)
-        acceptedDraftTokens = CoreMetrics.Counter(label: "sarvam_speculative_accepted_tokens_total", dimensions: d)
+        let draftSource = d + [("source", "draft")], lookupSource = d + [("source", "lookup")]
+        draftTokens = CoreMetrics.Counter(label: "sarvam_speculative_draft_tokens_total", dimensions: draftSource)
+        acceptedDraftTokens = CoreMetrics.Counter(label: "sarvam_speculative_accepted_tokens_total", dimensions: draftSource)
+        lookupDraftTokens = CoreMetrics.Counter(label: "sarvam_speculative_draft_tokens_total", dimensions: lookupSource)
+        acceptedLookupTokens = CoreMetrics.Counter(label: "sarvam_speculative_accepted_tokens_total", dimensions: lookupSource)
         timeToFirstToken = CoreMetrics.Timer(label: "sarvam_time_to_first_token_seconds", dimensions: d)
         timePerOutputToken = CoreMetrics.Timer(label: "sarvam_time_per_output_token_seconds", dimensions: d)
         latency = CoreMetrics.Timer(label: "sarvam_request_latency_seconds", dimensions: d)

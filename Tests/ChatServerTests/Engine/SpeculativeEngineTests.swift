@@ -90,6 +90,7 @@ final class SpeculativeEngineTests: XCTestCase {
     /// Prompt lookup drafts (alone, and beside a draft model): the same events as the plain engine.
     /// The tiny model's greedy replies repeat themselves, so lookups match often.
     func testGreedyRepliesAreTheSameWithPromptLookup() async throws {
+        SarvamMetrics.bootstrap()  // before the engines make their metric handles
         var settings = SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 16)
         let plain = try SchedulerHarness(settings: settings)
         let reference = try await serve(plain, jobs(plain))
@@ -106,6 +107,12 @@ final class SpeculativeEngineTests: XCTestCase {
             let drafted = reports.reduce(0) { $0 + $1.draftedTokens }, accepted = reports.reduce(0) { $0 + $1.acceptedTokens }
             XCTAssertGreaterThan(accepted, 0, "\(name): drafts proposed and kept")
             XCTAssertGreaterThanOrEqual(drafted, accepted)
+            // The metrics count lookup drafts under their own source label.
+            let id = h.scheduler.modelId
+            let lookupKept = metricValue("sarvam_speculative_accepted_tokens_total", model: id, label: "source=\"lookup\"")
+            let modelKept = metricValue("sarvam_speculative_accepted_tokens_total", model: id, label: "source=\"draft\"")
+            XCTAssertGreaterThan(lookupKept, 0, "\(name): lookup drafts kept, by the metrics")
+            XCTAssertEqual(lookupKept + modelKept, Double(accepted), "\(name): the metrics count every kept draft once")
             if draft == nil { XCTAssertLessThan(reports.count, reference.reports.count, "\(name): fewer steps with drafts") }
             XCTAssertEqual(h.cache.freeBlockCount, h.cache.blockCount, "\(name): every block back in the pool")
         }

@@ -1,5 +1,5 @@
-// Greedy speculative decoding on the real models (0.5B drafting for 1.5B, alone with the longest
-// drafts, and with prompt lookup drafts and the cost rule's k) must give the 1.5B model's own greedy
+// Greedy speculative decoding on the real models (0.5B drafting for 1.5B with the longest drafts;
+// prompt lookup alone with the longest; both with the cost rule's k) must give the 1.5B model's own greedy
 // tokens, token for token: the reference is the plain Generator on the 1.5B alone (prompt, then one
 // token per step). Exact, near-ties included: a verification's k + 1 rows stay within
 // `QuantKernels.rowInvariantRows`, where each row is computed bitwise as a one-token step.
@@ -59,16 +59,19 @@ final class SpeculativeRealModelTests: XCTestCase {
         let plain = Generator(model: target, cache: targetCache)
         let longest = try SpeculativeGenerator(target: target, targetCache: targetCache, draft: draft, draftCache: draftCache)
         longest.fixedDraftLength = DraftLength.rowInvariantMaximum
+        let lookupOnly = try SpeculativeGenerator(target: target, targetCache: targetCache, lookup: PromptLookup())
+        lookupOnly.fixedDraftLength = DraftLength.rowInvariantMaximum
         let both = try SpeculativeGenerator(
             target: target, targetCache: targetCache, draft: draft, draftCache: draftCache, lookup: PromptLookup())
         let parameters = GenerationParameters(maxTokens: 128, sampling: .greedy)
 
-        var total = SpeculativeStats(), totalBoth = SpeculativeStats()
+        var total = SpeculativeStats(), totalLookup = SpeculativeStats(), totalBoth = SpeculativeStats()
         /// Speculative generation (both configurations) must give `expected` (the plain tokens after
         /// `prompt`) and stop the same way. At a difference the message says how far apart the
         /// target's own logits (the plain path) put the two tokens.
         func compare(_ label: String, prompt: [Int], expected: GenerationResult, parameters: GenerationParameters) throws {
             try compare(label + ", longest drafts", longest, prompt: prompt, expected: expected, parameters: parameters, into: &total)
+            try compare(label + ", lookup", lookupOnly, prompt: prompt, expected: expected, parameters: parameters, into: &totalLookup)
             try compare(label + ", lookup and draft", both, prompt: prompt, expected: expected, parameters: parameters, into: &totalBoth)
         }
         func compare(
@@ -101,15 +104,17 @@ final class SpeculativeRealModelTests: XCTestCase {
         guard case .stopToken = stopped.stopReason else { return XCTFail("the chat prompt's reply should end with <|im_end|>") }
         try compare("stopping chat", prompt: chat, expected: stopped, parameters: stopping)
 
-        for (name, t) in [("longest drafts", total), ("lookup and draft", totalBoth)] {
+        for (name, t) in [("longest drafts", total), ("lookup", totalLookup), ("lookup and draft", totalBoth)] {
             print(
                 "speculative greedy, \(name): acceptance \(t.acceptanceRate), tokens per verification \(t.tokensPerVerification), "
                     + "\(t.verifications) verifications, \(t.lookupDraftedTokens) lookup drafts")
         }
         // The drafts must have been used at all (a draft never kept would still be "exact"), with
-        // verifications of several rows, and lookup drafts kept too.
+        // verifications of several rows, and lookup drafts kept too (the fixed-length runs are
+        // deterministic; the cost rule's k depends on measured timings, so only "some" there).
         XCTAssertGreaterThan(total.acceptanceRate, 0.3)
         XCTAssertGreaterThan(total.tokensPerVerification, 2)
-        XCTAssertGreaterThan(totalBoth.lookupAcceptedTokens, 20)
+        XCTAssertGreaterThan(totalLookup.lookupAcceptedTokens, 50)
+        XCTAssertGreaterThan(totalBoth.draftedTokens, 0)
     }
 }

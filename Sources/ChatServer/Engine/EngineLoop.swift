@@ -755,10 +755,10 @@ public final class EngineLoop: @unchecked Sendable {
             s.observe(r.tokens)
             r.speculative = s
         }
-        if r.draftLength == nil { r.draftLength = DraftLength(draftCost: draft?.draftCost ?? 0) }
+        if r.draftLength == nil { r.draftLength = DraftLength() }
         if let lookup, r.lookupLengths.isEmpty {
             // Optimistic at first, so a match is tried and measured (the rates average fast).
-            r.lookupLengths = (lookup.minimumMatch...lookup.maximumMatch).map { _ in DraftLength(draftCost: 0, initialRate: 0.9) }
+            r.lookupLengths = (lookup.minimumMatch...lookup.maximumMatch).map { _ in DraftLength(initialRate: 0.9) }
         }
     }
 

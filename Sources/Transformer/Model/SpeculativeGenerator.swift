@@ -62,6 +62,8 @@ public final class SpeculativeGenerator: @unchecked Sendable {
     public var lookupLengths: [DraftLength]
     /// A fixed k instead of the cost rule (benchmarks, tests); nil: `DraftLengthChoice` per round.
     public var fixedDraftLength: Int?
+    /// A draft step's cost as a fraction of a target step (weight bytes read), until measured.
+    private let draftCost: Double
     /// Measured seconds of a target forward by row count (index rows − 1), and of one draft pass.
     private var rowSeconds: [Double?]
     private var draftPassSeconds: Double?
@@ -94,10 +96,10 @@ public final class SpeculativeGenerator: @unchecked Sendable {
         self.draft = draft
         self.draftCache = draftCache
         self.lookup = lookup
+        draftCost = draft.map { Self.draftCost(target: target, draft: $0) } ?? 0
         // Optimistic starting rates, so the first rounds draft and measure (the rates average fast).
-        self.draftLength =
-            draftLength ?? DraftLength(draftCost: draft.map { Self.draftCost(target: target, draft: $0) } ?? 0, initialRate: 0.9)
-        lookupLengths = lookup.map { l in (l.minimumMatch...l.maximumMatch).map { _ in DraftLength(draftCost: 0, initialRate: 0.9) } } ?? []
+        self.draftLength = draftLength ?? DraftLength(initialRate: 0.9)
+        lookupLengths = lookup.map { l in (l.minimumMatch...l.maximumMatch).map { _ in DraftLength(initialRate: 0.9) } } ?? []
         rowSeconds = Array(repeating: nil, count: self.draftLength.maximum + 1)
     }
 
@@ -208,7 +210,7 @@ public final class SpeculativeGenerator: @unchecked Sendable {
                 let (found, match) = lookup?.draftWithMatch(after: committed, count: room) ?? ([], 0)
                 let bucket = match - (lookup?.minimumMatch ?? 0)
                 var fromLookupChoice = found.isEmpty ? nil : choose(lookupLengths[bucket], cap: found.count, passSeconds: 0)
-                let pass = draftPassSeconds ?? draftLength.draftCost * predictedSeconds(rows: 1)
+                let pass = draftPassSeconds ?? draftCost * predictedSeconds(rows: 1)
                 var fromModelChoice = draft == nil ? nil : choose(draftLength, cap: room, passSeconds: pass)
                 if (fromLookupChoice?.k ?? 0) == 0 && (fromModelChoice?.k ?? 0) == 0 {
                     roundsWithoutDrafts += 1

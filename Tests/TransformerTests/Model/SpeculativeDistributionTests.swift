@@ -224,13 +224,17 @@ final class SpeculativeDistributionTests: XCTestCase {
         XCTAssertEqual(outcome(targetArgmax: [3, 5], draft: [4]), .init(accepted: 0, next: 3))
     }
 
-    func testDraftLengthFollowsTheAcceptanceRate() {
-        var length = DraftLength(draftCost: 0.3)
-        for _ in 0..<30 { length.record(drafted: 4, accepted: 4) }
-        XCTAssertEqual(length.current, DraftLength.rowInvariantMaximum, "all kept: the longest drafts whose verification stays exact")
-        for _ in 0..<30 { length.record(drafted: 4, accepted: 0) }
-        XCTAssertEqual(length.current, 1, "none kept: the shortest")
-        // At a = 0.8 and cost 0.3, E(k)/(1 + 0.3k) is 1.385, 1.525, 1.554, 1.528 for k = 1...4.
-        XCTAssertEqual(length.best(for: 0.8), 3)
+    /// The rate is an exponential average (weight 0.2) of each verification's kept share.
+    func testDraftLengthAveragesTheAcceptanceRate() {
+        var length = DraftLength(initialRate: 0.7)
+        XCTAssertEqual(length.maximum, DraftLength.rowInvariantMaximum, "the longest drafts whose verification stays exact")
+        length.record(drafted: 4, accepted: 2)
+        XCTAssertEqual(length.acceptanceRate, 0.7 + 0.2 * (0.5 - 0.7), accuracy: 1e-12)
+        length.record(drafted: 0, accepted: 0)
+        XCTAssertEqual(length.acceptanceRate, 0.66, accuracy: 1e-12, "a round without drafts says nothing")
+        for _ in 0..<40 { length.record(drafted: 4, accepted: 4) }
+        XCTAssertGreaterThan(length.acceptanceRate, 0.999)
+        for _ in 0..<40 { length.record(drafted: 3, accepted: 0) }
+        XCTAssertLessThan(length.acceptanceRate, 0.001)
     }
 }

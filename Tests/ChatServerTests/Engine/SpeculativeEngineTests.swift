@@ -61,6 +61,20 @@ final class SpeculativeEngineTests: XCTestCase {
         }
     }
 
+    /// Serves `jobs` on `h` and checks each reply: the plain engine's events (`reference`) and the
+    /// tokens of the model alone. Returns the step reports.
+    private func serveAsPlain(
+        _ h: SchedulerHarness, reference: [String: [GenerationEvent]], _ name: String
+    ) async throws -> [StepReport] {
+        let (events, reports) = try await serve(h, jobs(h))
+        for (id, expected) in reference { assertSameEvents(events[id] ?? [], expected, "\(name) \(id)") }
+        for j in jobs(h) {
+            let alone = try EngineFixture.alone(h.model, prompt: j.job.prompt, maxTokens: j.job.maxTokens, stop: j.job.stopTokenIds)
+            XCTAssertEqual(h.log[j.job.requestId], alone, "\(name) \(j.job.requestId): tokens of the model alone")
+        }
+        return reports
+    }
+
     func testGreedyRepliesAreTheSameWithADraft() async throws {
         let settings = SchedulerSettings(maxRunningSequences: 8, prefillTokensPerStep: 16)
         let plain = try SchedulerHarness(settings: settings)
@@ -68,13 +82,7 @@ final class SpeculativeEngineTests: XCTestCase {
         // The same weights as a draft (every draft kept) and other weights (most rejected).
         for (name, draftSeed) in [("same weights", UInt64(3)), ("other weights", UInt64(9))] {
             let h = try SchedulerHarness(settings: settings, draft: try EngineFixture.model(seed: draftSeed))
-            let (events, reports) = try await serve(h, jobs(h))
-            for (id, expected) in reference.events { assertSameEvents(events[id] ?? [], expected, "\(name) \(id)") }
-            for j in jobs(h) {
-                let alone = try EngineFixture.alone(
-                    h.model, prompt: j.job.prompt, maxTokens: j.job.maxTokens, stop: j.job.stopTokenIds)
-                XCTAssertEqual(h.log[j.job.requestId], alone, "\(name) \(j.job.requestId): tokens of the model alone")
-            }
+            let reports = try await serveAsPlain(h, reference: reference.events, name)
             let drafted = reports.reduce(0) { $0 + $1.draftedTokens }, accepted = reports.reduce(0) { $0 + $1.acceptedTokens }
             XCTAssertGreaterThan(drafted, 0, "\(name): the draft proposed tokens")
             if draftSeed == 3 {
@@ -97,13 +105,7 @@ final class SpeculativeEngineTests: XCTestCase {
         settings.promptLookup = true
         for (name, draft) in [("lookup alone", nil), ("lookup and a draft", try EngineFixture.model(seed: 9))] as [(String, Model?)] {
             let h = try SchedulerHarness(settings: settings, draft: draft)
-            let (events, reports) = try await serve(h, jobs(h))
-            for (id, expected) in reference.events { assertSameEvents(events[id] ?? [], expected, "\(name) \(id)") }
-            for j in jobs(h) {
-                let alone = try EngineFixture.alone(
-                    h.model, prompt: j.job.prompt, maxTokens: j.job.maxTokens, stop: j.job.stopTokenIds)
-                XCTAssertEqual(h.log[j.job.requestId], alone, "\(name) \(j.job.requestId): tokens of the model alone")
-            }
+            let reports = try await serveAsPlain(h, reference: reference.events, name)
             let drafted = reports.reduce(0) { $0 + $1.draftedTokens }, accepted = reports.reduce(0) { $0 + $1.acceptedTokens }
             XCTAssertGreaterThan(accepted, 0, "\(name): drafts proposed and kept")
             XCTAssertGreaterThanOrEqual(drafted, accepted)

@@ -240,7 +240,8 @@ final class SpeculativeRealModelEngineTests: XCTestCase {
                 guard case .finished(_, let usage) = events.last else { XCTFail("question \(i) did not finish"); continue }
                 XCTAssertEqual(usage.completionTokens, log["q\(i)"].count, "question \(i)")
             }
-            return (prompts.indices.map { log["q\($0)"] }, metricValue("sarvam_speculative_draft_tokens_total", model: engine.modelInfo.id))
+            let drafted = metricValue("sarvam_speculative_draft_tokens_total", model: engine.modelInfo.id, label: "source=\"draft\"")
+            return (prompts.indices.map { log["q\($0)"] }, drafted)
         }
         let plain = try await replies(draft: nil)
         let speculative = try await replies(draft: try Model(file: draftFile, pool: pool))

@@ -32,8 +32,9 @@
 // per superblock: f += float(Σ_s sc_s·dot_s) · d · dx (int6 activations have one scale per 256).
 //
 // Loop nest per thread (its chunk of output rows, one M block of `runRows`), `gemmBlocks`:
-//   for each block of 16 weight rows: unpack (int5/int4; the first read of those weights,
-//     prefetched ahead), then for each group of 4 activation tiles (32 rows; 2 or 1 at the end):
+//   for each block of 16 weight rows: unpack (int5/int4/int6; the first read of those weights,
+//     requested during the previous block's tiles and prefetched ahead), then for each group of
+//     4 activation tiles (32 rows; 2 or 1 at the end):
 //       for each K chunk of 16 groups (the tiles' codes and the block's codes share L1):
 //         for each row of the block: the micro-kernel, accumulators kept in `partial` between chunks
 //       the block's sums, transposed, written to y a cache line at a time.
@@ -177,13 +178,21 @@ private func unpackInt6Row(
         prefetchAhead(sb, prefetchDistance)
         prefetchForRead(sb + (prefetchDistance + 192))
         d[b] = Float(Float16(bitPattern: Int6Superblock.dBits(sb)))
-        for s in 0..<16 { scales[16 * b + s] = Int16(Int6Superblock.scale(sb, s)) }
+        UnsafeMutableRawPointer(scales + 16 * b).storeBytes(of: _mm256_cvtepi8_epi16(int6RowOrderScales(sb)), as: __m256i.self)
         let h0 = load256(sb + Int6Superblock.highBitsOffset), h1 = load256(sb + (Int6Superblock.highBitsOffset + 32))
         for p in 0..<4 {
             let (lo, hi) = int6Pair(sb, h0, h1, p)  // the decode kernels' unpacking (QuantizedMatmul+Int6.swift)
             storePair(_mm256_sub_epi8(lo, thirtyTwo), _mm256_sub_epi8(hi, thirtyTwo), codes + 256 * b + 64 * p)
         }
     }
+}
+
+/// The 16 Int8 sub-block scales of int6 superblock `sb` in row order (stored in the order the
+/// decode kernels' vector halves use them: `Int6Superblock.scaleSlot`).
+@inline(__always)
+private func int6RowOrderScales(_ sb: UnsafeRawPointer) -> __m128i {
+    let stored = sb.loadUnaligned(fromByteOffset: Int6Superblock.scalesOffset, as: __m128i.self)
+    return _mm_shuffle_epi8(stored, _mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15))
 }
 
 #if AVX512VNNI
@@ -206,26 +215,27 @@ private func unpackInt6RowVNNI(
         factors[b] = Float(Float16(bitPattern: Int6Superblock.dBits(sb)))
         let h0 = load256(sb + Int6Superblock.highBitsOffset), h1 = load256(sb + (Int6Superblock.highBitsOffset + 32))
         let out = codes + 256 * b
+        let sc = int6RowOrderScales(sb)
+        let scales32 = UnsafeMutableRawPointer(scales + 16 * b)
+        scales32.storeBytes(of: _mm256_cvtepi8_epi32(sc), as: __m256i.self)
+        scales32.storeBytes(of: _mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc, sc)), toByteOffset: 32, as: __m256i.self)
         // Each sub-block's Σ q (0...63) by vpsadbw on the codes before they are stored (a 64-bit lane
         // sums 8): pair chunk p holds groups 2p (A) and 2p + 1 (B), sub-blocks 4p ... 4p + 3 = A's
-        // halves, then B's.
-        var total: Int32 = 0
+        // halves, then B's; times its scale, less 16·32 per sub-block, summed in 4 Int32 lanes.
+        var total = _mm_setzero_si128()
+        let evens = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)
         for p in 0..<4 {
             let (lo, hi) = int6Pair(sb, h0, h1, p)
             storePair(_mm256_sub_epi8(lo, thirtyTwo), _mm256_sub_epi8(hi, thirtyTwo), out + 64 * p)
-            let l = unsafeBitCast(_mm256_sad_epu8(lo, _mm256_setzero_si256()), to: SIMD4<Int64>.self)
-            let h = unsafeBitCast(_mm256_sad_epu8(hi, _mm256_setzero_si256()), to: SIMD4<Int64>.self)
-            @inline(__always) func subBlock(_ s: Int, _ sum: Int64) {
-                let sc = Int32(Int6Superblock.scale(sb, s))
-                scales[16 * b + s] = sc
-                total &+= sc &* (Int32(truncatingIfNeeded: sum) &- 16 * 32)
-            }
-            subBlock(4 * p, l[0] &+ l[1])
-            subBlock(4 * p + 1, h[0] &+ h[1])
-            subBlock(4 * p + 2, l[2] &+ l[3])
-            subBlock(4 * p + 3, h[2] &+ h[3])
+            let l = _mm256_sad_epu8(lo, _mm256_setzero_si256()), h = _mm256_sad_epu8(hi, _mm256_setzero_si256())
+            // [l0 + l1, h0 + h1 | l2 + l3, h2 + h3] = sub-blocks 4p ..< 4p + 4 as Int64, then as Int32.
+            let sums64 = _mm256_add_epi64(_mm256_unpacklo_epi64(l, h), _mm256_unpackhi_epi64(l, h))
+            let sums = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(sums64, evens))
+            let scale4 = scales32.loadUnaligned(fromByteOffset: 16 * p, as: __m128i.self)
+            total = _mm_add_epi32(total, _mm_mullo_epi32(_mm_sub_epi32(sums, _mm_set1_epi32(16 * 32)), scale4))
         }
-        bias[b] = 128 &* total
+        let t = unsafeBitCast(total, to: SIMD4<Int32>.self)
+        bias[b] = 128 &* (t[0] &+ t[1] &+ t[2] &+ t[3])
     }
 }
 #endif
@@ -849,9 +859,24 @@ private func gemmBlocks(
     let stride = factorStride(w)
     let scale = (base + block * cols).assumingMemoryBound(to: Float.self)
     let offset = (base + block * (cols + 4 * stride)).assumingMemoryBound(to: Float.self)
+    let chunks = (groups + gemmGroupsPerChunk - 1) / gemmGroupsPerChunk
     var r0 = rows.lowerBound
     while r0 < rows.upperBound {
         let r1 = min(rows.upperBound, r0 + block)
+        // While the tiles multiply this block, the next block's weights are requested, a slice per
+        // row and K chunk of the first tile pass: unpacking then finds them in cache instead of
+        // stalling on memory with the vector units idle.
+        let next = w.rowPointer(r1)
+        let nextLines = unpacks ? (min(rows.upperBound, r1 + block) - r1) * w.bytesPerRow / 64 : 0
+        let linesPerRow = (nextLines + chunks * (r1 - r0) - 1) / (chunks * (r1 - r0))
+        var nextLine = 0
+        @inline(__always) func prefetchNextBlock(rows: Int) {
+            let end = min(nextLines, nextLine &+ rows &* linesPerRow)
+            while nextLine < end {
+                prefetchForRead(next + nextLine &* 64)
+                nextLine &+= 1
+            }
+        }
         if unpacks {
             for n in r0..<r1 {
                 let i = n - r0
@@ -909,6 +934,7 @@ private func gemmBlocks(
                 if unpacks {
                     @inline(__always) func run(_ kernel: UnpackedRowsFunction, rows: Int) {
                         let i = n - r0
+                        prefetchNextBlock(rows: rows)
                         kernel(
                             UnsafePointer(codes + i * cols), UnsafePointer(scale + i * stride), UnsafePointer(offset + i * stride),
                             cols, groups, a, t, g0, g1, accumulators(i))
@@ -928,6 +954,7 @@ private func gemmBlocks(
                 for n in single..<r1 {
                     let i = n - r0
                     let acc = accumulators(i)
+                    prefetchNextBlock(rows: 1)
                     if w.format == .int6 {
                         int6Tile(
                             UnsafePointer(codes + i * cols),

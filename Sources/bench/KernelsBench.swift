@@ -207,7 +207,7 @@ enum KernelsBench {
         var samples: [WeightFormat: [Int: [Double]]] = [:]
         for _ in 0..<7 {
             for d in distances {
-                QuantKernels.prefetchDistance = d
+                QuantKernels.decodePrefetchDistance = d
                 for format in [WeightFormat.int8, .int4] {
                     let t = time(repeats: 1, minimumSeconds: 0) {
                         x.withUnsafeBufferPointer { xp in

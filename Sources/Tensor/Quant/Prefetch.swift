@@ -26,4 +26,14 @@ extension QuantKernels {
     /// off. A setting only so that `bench kernels --prefetch-sweep` can compare
     /// distances in one run on a noisy shared machine; set it before any matmul runs, not during.
     nonisolated(unsafe) public static var prefetchDistance = 1024
+
+    /// The distance for decode (M = 1), where the kernels do least work per byte and the stream's
+    /// lead matters most. On the Zen 4 box (the AVX-512 VNNI builds) 4 KB decoded 1.04-1.2x faster
+    /// than 1 KB (1.5B and 0.5B, interleaved runs) while batched steps gained nothing; the AVX2
+    /// box was measured at 1 KB only.
+    #if AVX512VNNI
+    nonisolated(unsafe) public static var decodePrefetchDistance = 4096
+    #else
+    nonisolated(unsafe) public static var decodePrefetchDistance = 1024
+    #endif
 }

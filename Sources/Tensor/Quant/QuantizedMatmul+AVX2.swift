@@ -325,7 +325,7 @@ func avx2Int8(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     precondition(ms.lowerBound % 8 == 0, "int8 activation blocks must start at a multiple of 8 rows")
     // The prefetch setting is read once per call: a global `var` read inside the per-row kernel
     // costs a dynamic exclusivity check (swift_beginAccess) per row.
-    let distance = QuantKernels.prefetchDistance
+    let distance = ms.count == 1 ? QuantKernels.decodePrefetchDistance : QuantKernels.prefetchDistance
     if ms.count == 1 {
         for n in rows { int8Decode(w, a, y, n: n, m: ms.lowerBound, prefetchDistance: distance) }
         return
@@ -577,7 +577,7 @@ private func prefetchSuperblock(_ sb: UnsafeRawPointer, _ distance: Int) {
 func avx2Int4(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int4 activation blocks must start at a multiple of 8 rows")
     if ms.count == 1 {
-        let distance = QuantKernels.prefetchDistance  // once per call (see avx2Int8)
+        let distance = QuantKernels.decodePrefetchDistance  // once per call (see avx2Int8)
         for n in rows { int4DecodeRow(w, a, y, n, ms.lowerBound, distance) }
         return
     }
@@ -798,7 +798,7 @@ private let int5RowFunctions: [RowsFunction] = [
 
 func avx2Int5(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(ms.lowerBound % 8 == 0, "int5 activation blocks must start at a multiple of 8 rows")
-    let distance = QuantKernels.prefetchDistance  // once per call (see avx2Int8)
+    let distance = ms.count == 1 ? QuantKernels.decodePrefetchDistance : QuantKernels.prefetchDistance  // once per call (see avx2Int8)
     if ms.count == 1 {
         for n in rows { int5DecodeRow(w, a, y, n, ms.lowerBound, distance) }
         return

@@ -180,7 +180,7 @@ private let int6Tiles: [Int6TileFunction] = [
 func avx2Int6(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>) {
     precondition(w.cols % 256 == 0, "int6 rows hold whole superblocks, got \(w.cols) columns")
     let sumStride = w.cols / 16
-    let distance = QuantKernels.prefetchDistance  // once per call (see avx2Int8)
+    let distance = ms.count == 1 ? QuantKernels.decodePrefetchDistance : QuantKernels.prefetchDistance  // once per call (see avx2Int8)
     withUnsafeTemporaryAllocation(of: Int16.self, capacity: ms.count * sumStride) { buffer in
         let sums = buffer.baseAddress!
         for (i, m) in ms.enumerated() { int6ActivationSums(a, row: m, into: sums + i * sumStride) }

@@ -40,6 +40,8 @@ enum GenerateBench {
         var lookup = false
         @Flag(name: .customLong("no-4096"), help: "Skip the 4,096-token chunked prefill (about half a minute per model).")
         var skip4096 = false
+        @Option(help: "huge-pages or mapped: how the weights are held (as `sarvam serve --weights`).")
+        var weights: FileResidency = .hugePages
 
         func validate() throws {
             if threads < 1 { throw ValidationError("--threads: expected a positive integer, found \(threads)") }
@@ -66,10 +68,12 @@ enum GenerateBench {
             print("quant   prefill512 tok/s  prefill4096   decode tok/s   batch4   batch8  batch16   RSS MB   weights MB/token   roofline")
         }
         for path in models {
-            let r = try measure(path: path, pool: pool, repeats: repeats, bandwidth: bandwidth, long4096: long4096)
+            let r = try measure(
+                path: path, residency: options.weights, pool: pool, repeats: repeats, bandwidth: bandwidth, long4096: long4096)
             let speculative =
                 options.draft != nil || options.lookup
-                ? try SpeculativeBench.measure(target: path, draft: options.draft, lookup: options.lookup, pool: pool) : nil
+                ? try SpeculativeBench.measure(
+                    target: path, draft: options.draft, lookup: options.lookup, residency: options.weights, pool: pool) : nil
             if json {
                 var object: [String: Any] = [
                     "quant": r.quant, "model": path, "threads": threads,
@@ -140,8 +144,10 @@ enum GenerateBench {
         var rooflineFraction = 0.0
     }
 
-    static func measure(path: String, pool: ThreadPool, repeats: Int, bandwidth: Double, long4096: Bool) throws -> Result {
-        let file = try WeightFile.open(path, verify: false)
+    static func measure(
+        path: String, residency: FileResidency, pool: ThreadPool, repeats: Int, bandwidth: Double, long4096: Bool
+    ) throws -> Result {
+        let file = try WeightFile.open(path, verify: false, residency: residency)
         let model = try Model(file: file, pool: pool)
         let c = model.configuration
         // "int4: every matrix in int4 ..." -> "int4"; else the file name.
@@ -297,3 +303,5 @@ struct GenerateBenchError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+extension FileResidency: ExpressibleByArgument {}

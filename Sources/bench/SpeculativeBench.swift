@@ -123,9 +123,11 @@ enum SpeculativeBench {
         var both: [String: Run] = [:]
     }
 
-    static func measure(target targetPath: String, draft draftPath: String?, lookup: Bool, pool: ThreadPool) throws -> Result {
-        let targetFile = try WeightFile.open(targetPath, verify: false)
-        let draftFile = try draftPath.map { try WeightFile.open($0, verify: false) }
+    static func measure(
+        target targetPath: String, draft draftPath: String?, lookup: Bool, residency: FileResidency, pool: ThreadPool
+    ) throws -> Result {
+        let targetFile = try WeightFile.open(targetPath, verify: false, residency: residency)
+        let draftFile = try draftPath.map { try WeightFile.open($0, verify: false, residency: residency) }
         let target = try Model(file: targetFile, pool: pool)
         let draft = try draftFile.map { try Model(file: $0, pool: pool) }
         let tokenizer = try Tokenizer(json: targetFile.description.tokenizer)

@@ -21,7 +21,7 @@ private struct LoadedModel {
         let threads = threads ?? ProcessInfo.processInfo.activeProcessorCount
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
         let start = Date()
-        let file = try WeightFile.open(path, verify: false)
+        let file = try WeightFile.open(path, verify: false, residency: .hugePages)
         self.path = path
         model = try Model(file: file, pool: ThreadPool(threads: threads))
         tokenizer = try Tokenizer(json: file.description.tokenizer)

@@ -2,6 +2,7 @@ import ArgumentParser
 import ChatServer
 import Foundation
 import Logging
+import Transformer
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -104,6 +105,12 @@ struct ServeCommand: AsyncParsableCommand {
                 + "occurrence of the reply's last tokens; fast code edits), with or without a draft model "
                 + "(env SARVAM_PROMPT_LOOKUP; default on)."))
     var promptLookup: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "huge-pages or mapped: read the weights into memory in 2 MB pages (faster decode; each process its own copy) "
+                + "or map the file (pages shared with other processes) (env SARVAM_WEIGHTS; default huge-pages)."))
+    var weights: String?
     @Option(
         name: .long,
         help: "Write one JSON line per engine step to this file, a profile for `bench steps` (env SARVAM_STEP_TRACE; default off).")
@@ -382,9 +389,15 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError(
                 "--step-trace / SARVAM_STEP_TRACE: cannot write \(trace.debugDescription); check the folder exists and is writable")
         }
-        return TransformerEngineSettings(
+        var engine = TransformerEngineSettings(
             contextLength: contextLength, threads: threads,
             kvCacheBytes: try settings.int(kvCacheMb, "SARVAM_KV_CACHE_MB", in: 1...(1 << 24)).map { $0 << 20 },
             scheduler: scheduler, stepTracePath: trace)
+        let residency = settings.string(weights, "SARVAM_WEIGHTS") ?? FileResidency.hugePages.rawValue
+        guard let held = FileResidency(rawValue: residency.lowercased()) else {
+            throw ValidationError("--weights / SARVAM_WEIGHTS: expected huge-pages or mapped, found \(residency.debugDescription)")
+        }
+        engine.weights = held
+        return engine
     }
 }

@@ -205,6 +205,9 @@ public struct TransformerEngineSettings: Sendable {
     /// With several models: the smallest drafts for the largest (speculative decoding), when they
     /// share a vocabulary.
     public var speculative = true
+    /// How the weights are held: `serve` reads them into huge pages (faster decode); mapped by
+    /// default here (tests load and drop engines often).
+    public var weights: FileResidency = .mapped
 
     public init(
         contextLength: Int? = nil, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
@@ -254,6 +257,25 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
     return engines
 }
 
+/// A weight file held as `settings.weights` asks, its reading into huge pages logged by quarters
+/// (seconds from a cold disk) and the outcome said once.
+func openWeights(_ path: String, settings: TransformerEngineSettings) throws -> WeightFile {
+    let start = DispatchTime.now().uptimeNanoseconds
+    var quarter = 0
+    let file = try WeightFile.open(path, residency: settings.weights) { done, size in
+        guard done * 4 >= (quarter + 1) * size, done < size else { return }
+        quarter = done * 4 / size
+        settings.logger.info("reading weights", metadata: ["file": "\(path)", "percent": "\(quarter * 25)"])
+    }
+    if settings.weights == .hugePages {
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        settings.logger.info(
+            file.residency == .hugePages ? "weights read into huge pages" : "weights mapped: no memory for a resident copy",
+            metadata: ["file": "\(path)", "MB": "\(file.fileSize >> 20)", "seconds": "\(String(format: "%.2f", seconds))"])
+    }
+    return file
+}
+
 /// The largest of several weight files (by size) as the target, the smallest as its draft; nil
 /// for fewer than two files or when a size cannot be read.
 func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
@@ -278,7 +300,7 @@ func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
 public func loadTransformerEngine(
     path: String, settings: TransformerEngineSettings, draftPath: String? = nil
 ) throws -> TransformerChatEngine {
-    let file = try WeightFile.open(path)
+    let file = try openWeights(path, settings: settings)
     let pool = ThreadPool(threads: max(1, settings.threads))
     let model = try Model(file: file, pool: pool)
     let tokenizer = try Tokenizer(json: file.description.tokenizer)
@@ -286,7 +308,7 @@ public func loadTransformerEngine(
     let id = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     var draft: Model?
     if let draftPath {
-        let draftFile = try WeightFile.open(draftPath, verify: false)
+        let draftFile = try openWeights(draftPath, settings: settings)
         // Any draft of the same vocabulary size is correct (verification decides every token); one
         // of another tokenizer would only be useless, so the vocabulary size is all that is checked.
         if draftFile.description.model.vocabSize == model.configuration.vocabSize {

@@ -100,6 +100,8 @@ public final class WeightFile: @unchecked Sendable {
     /// Directory in file order.
     public let tensors: [WeightFileTensorInfo]
     public var fileSize: Int { mapping.size }
+    /// How the weights are held (a request for huge pages may have fallen back to a mapping).
+    public var residency: FileResidency { mapping.residency }
     let mapping: MappedFile
     let tokenizerSection: WeightFileSection
     private let index: [String: Int]
@@ -122,11 +124,16 @@ public final class WeightFile: @unchecked Sendable {
 
     /// Maps the file and validates everything a reader relies on: magic, version, header JSON, the model
     /// configuration, every section inside the file and aligned, byte lengths matching shapes and formats.
-    /// `verify` also checks every checksum (reads the whole file).
-    public static func open(_ path: String, verify: Bool = false) throws -> WeightFile {
+    /// `verify` also checks every checksum (reads the whole file). `residency`: mapped, or read into
+    /// huge pages (for serving: faster decode; `progress(bytes read, size)` meanwhile).
+    public static func open(
+        _ path: String, verify: Bool = false, residency: FileResidency = .mapped, progress: ((Int, Int) -> Void)? = nil
+    ) throws -> WeightFile {
         func fail(_ message: String) -> WeightFileError { WeightFileError(path: path, message: message) }
         let mapping: MappedFile
-        do { mapping = try MappedFile(path: path) } catch let error as MappedFileError { throw fail(error.message) }
+        do { mapping = try MappedFile.open(path: path, residency: residency, progress: progress) } catch let error as MappedFileError {
+            throw fail(error.message)
+        }
         let size = mapping.size
         let base = mapping.base
         guard size >= prefixSize else {

@@ -116,7 +116,9 @@ extension MappedFile {
     /// `MappedFile(path:residency:progress:)`, except that with `.hugePages` a file this process
     /// already holds in huge pages, unchanged since, is shared rather than read again.
     public static func open(path: String, residency: FileResidency, progress: ((Int, Int) -> Void)? = nil) throws -> MappedFile {
-        guard residency == .hugePages, let id = identity(path) else { return try MappedFile(path: path, residency: residency) }
+        guard residency == .hugePages, let id = identity(path) else {
+            return try MappedFile(path: path, residency: residency, progress: progress)
+        }
         if let held = resident.withLock({ $0[path] }), held.identity == id, let file = held.file { return file }
         let file = try MappedFile(path: path, residency: residency, progress: progress)
         if file.residency == .hugePages { resident.withLock { $0[path] = WeakFile(file: file, identity: id) } }

@@ -21,16 +21,15 @@ func prefetchForRead(_ address: UnsafeRawPointer) {
 }
 
 extension QuantKernels {
-    /// How far ahead (bytes) of the weights being multiplied the kernels prefetch (decode kernels,
-    /// small-M tiles, the GEMM's unpacking and its first pass over int8 rows); 0 turns prefetching
-    /// off. A setting only so that `bench kernels --prefetch-sweep` can compare
-    /// distances in one run on a noisy shared machine; set it before any matmul runs, not during.
+    /// How far ahead (bytes) of the weights being multiplied the small-M tiles and the GEMM (its
+    /// unpacking, its first pass over int8 rows) prefetch; 0 turns prefetching off. Set it before
+    /// any matmul runs, not during.
     nonisolated(unsafe) public static var prefetchDistance = 1024
 
-    /// The distance for decode (M = 1), where the kernels do least work per byte and the stream's
-    /// lead matters most. On the Zen 4 box (the AVX-512 VNNI builds) 4 KB decoded 1.04-1.2x faster
-    /// than 1 KB (1.5B and 0.5B, interleaved runs) while batched steps gained nothing; the AVX2
-    /// box was measured at 1 KB only.
+    /// The same for decode (M = 1), where the kernels do least work per byte and the stream's lead
+    /// matters most: 4 KB measured faster than 1 KB on the Zen 4 box (AVX-512 VNNI builds), 1 KB
+    /// elsewhere (docs/kernels.md). A setting so that `bench kernels --prefetch-sweep` can compare
+    /// distances in one run on a noisy shared machine.
     #if AVX512VNNI
     nonisolated(unsafe) public static var decodePrefetchDistance = 4096
     #else

@@ -45,7 +45,7 @@ final class TierDegradeServerTests: XCTestCase {
         try await server.waitUntilReady()
         let client = Client(port: server.port, key: key)
         // `serve` reads each model's weights into huge pages by default (`--weights`).
-        XCTAssertEqual(server.log.components(separatedBy: "weights read into huge pages").count - 1, 2, server.log)
+        XCTAssertEqual(server.log.components(separatedBy: "weights in huge pages").count - 1, 2, server.log)
 
         // Calm: code goes heavy.
         let calm = try await client.auto(Self.code)

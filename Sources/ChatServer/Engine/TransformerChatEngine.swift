@@ -258,7 +258,8 @@ public func makeTransformerEngines(modelPaths: [String], settings: TransformerEn
 }
 
 /// A weight file held as `settings.weights` asks, its reading into huge pages logged by quarters
-/// (seconds from a cold disk) and the outcome said once.
+/// (seconds from a cold disk) and the outcome said once (a second model of one file shares the
+/// first's copy: `MappedFile.open`).
 func openWeights(_ path: String, settings: TransformerEngineSettings) throws -> WeightFile {
     let start = DispatchTime.now().uptimeNanoseconds
     var quarter = 0
@@ -270,7 +271,7 @@ func openWeights(_ path: String, settings: TransformerEngineSettings) throws -> 
     if settings.weights == .hugePages {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         settings.logger.info(
-            file.residency == .hugePages ? "weights read into huge pages" : "weights mapped: no memory for a resident copy",
+            file.residency == .hugePages ? "weights in huge pages" : "weights mapped: no memory for a copy in huge pages",
             metadata: ["file": "\(path)", "MB": "\(file.fileSize >> 20)", "seconds": "\(String(format: "%.2f", seconds))"])
     }
     return file

@@ -12,7 +12,7 @@ public enum FileResidency: String, Sendable, CaseIterable {
     case mapped
     /// The file read once into anonymous memory aligned to and advised for 2 MB transparent huge
     /// pages: decoding streams every weight per token, and with 4 KB pages each page's first line
-    /// also waits on a page walk (docs/kernels.md: ~1.06x decode on the Zen 4 box). Falls back to
+    /// also waits on a page walk (measured in docs/kernels.md). Falls back to
     /// `mapped` when the memory cannot be had; without transparent huge pages (`never`) it is a
     /// plain copy in 4 KB pages.
     case hugePages = "huge-pages"

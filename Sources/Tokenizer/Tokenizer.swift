@@ -376,6 +376,14 @@ public final class Tokenizer: @unchecked Sendable {
             || t == UInt8(TokenizerDescription.TokenType.userDefined.rawValue)
     }
 
+    /// Every special id: the control and user-defined tokens, BOS, EOS and the end-of-turn tokens,
+    /// ascending (a pass over the vocabulary: for set-up, not per token).
+    public var specialTokenIds: [Int] {
+        var ids = Set((0..<vocabularySize).filter(isSpecial))
+        ids.formUnion([bosTokenId, eosTokenId].compactMap { $0 } + endOfTurnTokenIds)
+        return ids.sorted()
+    }
+
     /// The ids the generator stops on for a conversation rendered with `template`: the description's
     /// end-of-turn tokens, EOS, and the template family's end-of-turn token strings found in the vocabulary.
     public func stopTokenIds(for template: ChatTemplate) -> [Int] {

@@ -38,6 +38,12 @@ enum GenerateBench {
                 "Speculative decoding with prompt lookup drafts (alone, and with --draft both): adds lookup_decode_tps and "
                     + "the edit_* figures on code-edit prompts."))
         var lookup = false
+        @Option(
+            help: ArgumentHelp(
+                "The draft model's logits: 'standard' (its first \(DraftVocabulary.defaultHead) ids and the special ones, "
+                    + "as `sarvam serve` drafts) or 'all'.",
+                valueName: "standard|all"))
+        var draftVocabulary: SpeculativeBench.DraftVocabularyChoice = .standard
         @Flag(name: .customLong("no-4096"), help: "Skip the 4,096-token chunked prefill (about half a minute per model).")
         var skip4096 = false
         @Option(help: "huge-pages or mapped: how the weights are held (as `sarvam serve --weights`).")
@@ -73,7 +79,8 @@ enum GenerateBench {
             let speculative =
                 options.draft != nil || options.lookup
                 ? try SpeculativeBench.measure(
-                    target: path, draft: options.draft, lookup: options.lookup, residency: options.weights, pool: pool) : nil
+                    target: path, draft: options.draft, lookup: options.lookup, draftVocabulary: options.draftVocabulary,
+                    residency: options.weights, pool: pool) : nil
             if json {
                 var object: [String: Any] = [
                     "quant": r.quant, "model": path, "threads": threads,

@@ -6,6 +6,7 @@
 // the draft). Decode speed counts the tokens after the first over the time after the first (as
 // GenerationStats). Before reporting, the greedy tokens of each are compared with plain decoding's
 // (they must be the same).
+import ArgumentParser
 import Foundation
 import Tensor
 import Tokenizer
@@ -106,6 +107,11 @@ enum SpeculativeBench {
     ]
     static let tokens = 128
 
+    /// `--draft-vocabulary`: which logits the draft model computes.
+    enum DraftVocabularyChoice: String, ExpressibleByArgument {
+        case standard, all
+    }
+
     /// One configuration over one prompt set.
     struct Run {
         var tokensPerSecond = 0.0
@@ -124,13 +130,19 @@ enum SpeculativeBench {
     }
 
     static func measure(
-        target targetPath: String, draft draftPath: String?, lookup: Bool, residency: FileResidency, pool: ThreadPool
+        target targetPath: String, draft draftPath: String?, lookup: Bool, draftVocabulary: DraftVocabularyChoice,
+        residency: FileResidency, pool: ThreadPool
     ) throws -> Result {
         let targetFile = try WeightFile.open(targetPath, verify: false, residency: residency)
         let draftFile = try draftPath.map { try WeightFile.open($0, verify: false, residency: residency) }
         let target = try Model(file: targetFile, pool: pool)
         let draft = try draftFile.map { try Model(file: $0, pool: pool) }
         let tokenizer = try Tokenizer(json: targetFile.description.tokenizer)
+        if let draft, draftVocabulary == .standard {
+            draft.draftVocabulary = DraftVocabulary.standard(
+                vocabularySize: draft.configuration.vocabSize, tokenCount: tokenizer.vocabularySize,
+                specialIds: tokenizer.specialTokenIds)
+        }
         let targetCache = try target.makeCache(memoryBudget: 64 << 20, contextLength: 1024)
         let draftCache = try draft.map { try $0.makeCache(memoryBudget: 64 << 20, contextLength: 1024) }
         let plain = Generator(model: target, cache: targetCache)

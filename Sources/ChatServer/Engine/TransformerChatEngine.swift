@@ -297,7 +297,8 @@ func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
 /// Loads one weight file into a ready engine (blocking; tens of milliseconds to seconds). With
 /// `draftPath`, a second model of that file (its own instance: a model is not reentrant; the
 /// weights are memory-mapped, so it shares the other engine's pages) drafts for this one when
-/// both have the same vocabulary size; otherwise the engine runs without and says so in the log.
+/// both have the same vocabulary size, with the logits of its `DraftVocabulary.standard` ids only;
+/// otherwise the engine runs without and says so in the log.
 public func loadTransformerEngine(
     path: String, settings: TransformerEngineSettings, draftPath: String? = nil
 ) throws -> TransformerChatEngine {
@@ -313,7 +314,11 @@ public func loadTransformerEngine(
         // Any draft of the same vocabulary size is correct (verification decides every token); one
         // of another tokenizer would only be useless, so the vocabulary size is all that is checked.
         if draftFile.description.model.vocabSize == model.configuration.vocabSize {
-            draft = try Model(file: draftFile, pool: pool)
+            let model = try Model(file: draftFile, pool: pool)
+            model.draftVocabulary = DraftVocabulary.standard(
+                vocabularySize: model.configuration.vocabSize, tokenCount: tokenizer.vocabularySize,
+                specialIds: tokenizer.specialTokenIds)
+            draft = model
         } else {
             settings.logger.warning(
                 "no speculative decoding: the models have different vocabularies", metadata: ["model": "\(id)", "draft": "\(draftPath)"])

@@ -69,6 +69,11 @@ public final class Model: @unchecked Sendable {
     /// Keeps the weight file (its mapping) alive when the model was loaded from one.
     private let source: AnyObject?
     private let workspace: Workspace
+    /// Restricts the logits `forward` computes (a draft model's, DraftVocabulary.swift); nil: every
+    /// id. Set it before the model runs, not during a step.
+    public var draftVocabulary: DraftVocabulary? {
+        willSet { precondition(newValue.map { $0.tail.upperBound <= configuration.vocabSize } ?? true, "draft vocabulary past the model's") }
+    }
 
     public init(configuration: ModelConfiguration, weights: ModelWeights, pool: ThreadPool, source: AnyObject? = nil) throws {
         let c = configuration
@@ -232,7 +237,11 @@ public final class Model: @unchecked Sendable {
             }
         }
         if logitRows > 0 {
-            quantizedMatmul(weights.output, w.h, m: logitRows, w.logits, pool: pool)
+            if let draftVocabulary {
+                restrictedLogits(draftVocabulary, input: w.h, rows: logitRows, logits: w.logits)
+            } else {
+                quantizedMatmul(weights.output, w.h, m: logitRows, w.logits, pool: pool)
+            }
         }
 
         for entry in batch { entry.sequence.tokens.append(contentsOf: entry.tokens) }

@@ -116,6 +116,13 @@ final class SpeculativeDistributionTests: XCTestCase {
         checkSamplerDistribution { sampler, previous, _ in Self.draftTable[previous].withUnsafeBufferPointer { sampler.propose($0) } }
     }
 
+    /// A draft with logits for some ids only (a `DraftVocabulary`'s: the others −∞, so q is 0 there)
+    /// still gives the target's distribution, also where the target's mass lies outside the draft's.
+    func testRestrictedDraftKeepsTheTargetDistribution() {
+        let restricted = Self.draftTable.map { row in row.indices.map { $0 < 2 || $0 == 4 ? row[$0] : -Float.infinity } }
+        checkSamplerDistribution { sampler, previous, _ in restricted[previous].withUnsafeBufferPointer { sampler.propose($0) } }
+    }
+
     /// Drafts given outright (a prompt lookup's: q one-hot), here a fixed guess that the top-k
     /// sometimes excludes (then p(d) = 0), alone and alternating with the draft model's.
     func testGivenDraftsKeepTheTargetDistribution() {

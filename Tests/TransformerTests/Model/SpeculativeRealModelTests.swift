@@ -54,6 +54,11 @@ final class SpeculativeRealModelTests: XCTestCase {
         let target = try Model(file: targetFile, pool: pool)
         let draft = try Model(file: draftFile, pool: pool)
         let tokenizer = try Tokenizer(json: targetFile.description.tokenizer)
+        // As `sarvam serve` drafts: the logits of the leading and special ids only.
+        draft.draftVocabulary = try XCTUnwrap(
+            DraftVocabulary.standard(
+                vocabularySize: draft.configuration.vocabSize, tokenCount: tokenizer.vocabularySize,
+                specialIds: tokenizer.specialTokenIds))
         let targetCache = try target.makeCache(memoryBudget: 64 << 20, contextLength: 1024)
         let draftCache = try draft.makeCache(memoryBudget: 32 << 20, contextLength: 1024)
         let plain = Generator(model: target, cache: targetCache)

@@ -14,17 +14,23 @@ let cpuFlags: Set<Substring> = {
     return Set(line.split(separator: " "))
 }()
 
+// SARVAM_AVX2_ONLY=1 builds for the other machine kind on an AVX-512 one (AVX2, FMA and F16C,
+// `-march=x86-64-v3`), so that its kernels can be tested there: use it with its own
+// `--scratch-path` (docs/kernels.md).
+let avx2Only = ProcessInfo.processInfo.environment["SARVAM_AVX2_ONLY"] == "1"
+
 var kernelDefines: [SwiftSetting] = []
 if cpuFlags.contains("avx2") && cpuFlags.contains("fma") && cpuFlags.contains("f16c") {
     kernelDefines.append(.define("AVX2"))
 }
-if cpuFlags.contains("avx512_vnni") && cpuFlags.contains("avx512bw") {
+if cpuFlags.contains("avx512_vnni") && cpuFlags.contains("avx512bw") && !avx2Only {
     kernelDefines.append(.define("AVX512VNNI"))
 }
 
 // `-enable-testing` on our own modules only: the test command builds once, in release (the kernels
 // need the optimizer), and `@testable import` needs it; the dependencies stay as they are.
-let nativeFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=native", "-enable-testing"])] + kernelDefines
+let march = avx2Only ? ["-march=x86-64-v3", "-mtune=native"] : ["-march=native"]
+let nativeFlags: [SwiftSetting] = [.unsafeFlags(march.flatMap { ["-Xcc", $0] } + ["-enable-testing"])] + kernelDefines
 
 let package = Package(
     name: "Sarvam",

@@ -314,11 +314,7 @@ public func loadTransformerEngine(
         // Any draft of the same vocabulary size is correct (verification decides every token); one
         // of another tokenizer would only be useless, so the vocabulary size is all that is checked.
         if draftFile.description.model.vocabSize == model.configuration.vocabSize {
-            let model = try Model(file: draftFile, pool: pool)
-            model.draftVocabulary = DraftVocabulary.standard(
-                vocabularySize: model.configuration.vocabSize, tokenCount: tokenizer.vocabularySize,
-                specialIds: tokenizer.specialTokenIds)
-            draft = model
+            draft = try makeDraftModel(file: draftFile, pool: pool, tokenizer: tokenizer)
         } else {
             settings.logger.warning(
                 "no speculative decoding: the models have different vocabularies", metadata: ["model": "\(id)", "draft": "\(draftPath)"])
@@ -326,6 +322,15 @@ public func loadTransformerEngine(
     }
     return try makeTransformerEngine(
         id: id, model: model, tokenizer: tokenizer, template: template, settings: settings, modelChecksum: file.checksum, draft: draft)
+}
+
+/// The served draft of a weight file: a model of its own (not reentrant) that computes the logits
+/// of the `DraftVocabulary.standard` ids of `tokenizer` (the target's) only.
+func makeDraftModel(file: WeightFile, pool: ThreadPool, tokenizer: Tokenizer) throws -> Model {
+    let model = try Model(file: file, pool: pool)
+    model.draftVocabulary = DraftVocabulary.standard(
+        vocabularySize: model.configuration.vocabSize, tokenCount: tokenizer.vocabularySize, specialIds: tokenizer.specialTokenIds)
+    return model
 }
 
 /// An engine over an already built model (the tests' synthetic ones too): cache, scheduler, warm-up, thread.

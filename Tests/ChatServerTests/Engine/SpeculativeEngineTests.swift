@@ -244,7 +244,12 @@ final class SpeculativeRealModelEngineTests: XCTestCase {
             return (prompts.indices.map { log["q\($0)"] }, drafted)
         }
         let plain = try await replies(draft: nil)
-        let speculative = try await replies(draft: try Model(file: draftFile, pool: pool))
+        // The draft as `sarvam serve` makes it: the logits of its leading and special ids only.
+        let draft = try makeDraftModel(file: draftFile, pool: pool, tokenizer: tokenizer)
+        XCTAssertEqual(draft.draftVocabulary?.head, DraftVocabulary.defaultHead)
+        // Qwen2.5's special ids start at <|endoftext|>, 151,643; the tokenizer lists 151,936 ids.
+        XCTAssertEqual(draft.draftVocabulary?.tail, 151_643..<tokenizer.vocabularySize)
+        let speculative = try await replies(draft: draft)
         XCTAssertGreaterThan(speculative.drafted, 0, "the draft proposed tokens")
         let cache = try target.makeCache(memoryBudget: 64 << 20, contextLength: 1024)
         for i in questions.indices {

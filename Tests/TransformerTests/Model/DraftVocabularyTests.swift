@@ -42,7 +42,7 @@ final class DraftVocabularyTests: XCTestCase {
     }
 
     func testStandardVocabularyKeepsTheLeadingAndSpecialIds() throws {
-        // Qwen2.5's shape: 151,936 ids, 151,665 tokens, specials from 151,643 (and one low id).
+        // A vocabulary padded past its tokens (151,936 ids, 151,665 tokens), specials from 151,643 and one low id.
         let v = try XCTUnwrap(DraftVocabulary.standard(vocabularySize: 151_936, tokenCount: 151_665, specialIds: [3, 151_643, 151_645]))
         XCTAssertEqual(v.head, DraftVocabulary.defaultHead)
         XCTAssertEqual(v.tail, 151_643..<151_665)

@@ -295,8 +295,8 @@ func speculativePair(_ paths: [String]) -> (target: String, draft: String)? {
 }
 
 /// Loads one weight file into a ready engine (blocking; tens of milliseconds to seconds). With
-/// `draftPath`, a second model of that file (its own instance: a model is not reentrant; the
-/// weights are memory-mapped, so it shares the other engine's pages) drafts for this one when
+/// `draftPath`, a second model of that file (its own instance: a model is not reentrant; its
+/// weights are those the other engine holds, `MappedFile.open`) drafts for this one when
 /// both have the same vocabulary size, with the logits of its `DraftVocabulary.standard` ids only;
 /// otherwise the engine runs without and says so in the log.
 public func loadTransformerEngine(

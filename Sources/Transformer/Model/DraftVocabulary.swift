@@ -43,9 +43,6 @@ public struct DraftVocabulary: Sendable, Equatable {
         let start = specialIds.filter { $0 >= head }.min() ?? end
         return try? DraftVocabulary(head: head, tail: start..<max(start, end), vocabularySize: vocabularySize)
     }
-
-    /// Ids whose logits are computed.
-    public var count: Int { head + tail.count }
 }
 
 extension Model {
@@ -59,20 +56,20 @@ extension Model {
         let output = weights.output
         let headRows = QuantizedMatrix(format: output.format, rows: head, cols: output.cols, data: output.data, owner: output.owner)
         quantizedMatmul(headRows, input, m: R, logits, pool: pool)
-        var tailLogits: [Float] = []
-        if !tail.isEmpty {
-            let tailRows = QuantizedMatrix(
-                format: output.format, rows: tail.count, cols: output.cols, data: output.rowPointer(tail.lowerBound),
-                owner: output.owner)
-            tailLogits = [Float](repeating: 0, count: R * tail.count)
-            tailLogits.withUnsafeMutableBufferPointer { quantizedMatmul(tailRows, input, m: R, $0.baseAddress!, pool: pool) }
-        }
-        for r in stride(from: R - 1, through: 0, by: -1) {
-            let row = logits + r * V
-            if r > 0 { UnsafeMutableRawPointer(row).copyMemory(from: logits + r * head, byteCount: head * MemoryLayout<Float>.size) }
-            (row + head).update(repeating: -.infinity, count: V - head)
+        // The special ids' logits [R, tail] beside, on the stack for the usual few rows.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, R * tail.count)) { buffer in
+            let tailLogits = buffer.baseAddress!
             if !tail.isEmpty {
-                tailLogits.withUnsafeBufferPointer { (row + tail.lowerBound).update(from: $0.baseAddress! + r * tail.count, count: tail.count) }
+                let tailRows = QuantizedMatrix(
+                    format: output.format, rows: tail.count, cols: output.cols, data: output.rowPointer(tail.lowerBound),
+                    owner: output.owner)
+                quantizedMatmul(tailRows, input, m: R, tailLogits, pool: pool)
+            }
+            for r in stride(from: R - 1, through: 0, by: -1) {
+                let row = logits + r * V
+                if r > 0 { UnsafeMutableRawPointer(row).copyMemory(from: logits + r * head, byteCount: head * MemoryLayout<Float>.size) }
+                (row + head).update(repeating: -.infinity, count: V - head)
+                (row + tail.lowerBound).update(from: tailLogits + r * tail.count, count: tail.count)
             }
         }
     }

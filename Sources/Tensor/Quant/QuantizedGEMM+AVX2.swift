@@ -42,7 +42,9 @@
 // With AVX-512 VNNI (`#if AVX512VNNI`) each broadcast × piece is one `vpdpbusd` into Int32 lanes
 // (int8 codes made unsigned by a sign-bit flip, the 128·Σx offset taken off in float), and unpacked
 // rows go two at a time (`unsignedCodesPair`, `int6VNNITile`: each piece loaded once for both
-// rows); elsewhere vpmaddubsw + vpmaddwd, one row at a time. docs/kernels.md has the inner loop
+// rows), each kernel with 8 vpdpbusd chains (`VNNIChains`), and the last pair of tiles of an M
+// block (batched decode's 9-16 rows) in 512-bit vectors (`SixteenRows`); elsewhere vpmaddubsw +
+// vpmaddwd, one row at a time. docs/kernels.md has the inner loop
 // as compiled (objdump) and the measurements against the small-M tiles (which is why
 // `gemmMinimumRows` is 9; re-measured with the pairs: at M = 8 the GEMM runs 0.54-0.77x the int4
 // and int5 tiles); docs/decisions.md what was tried and dropped.
@@ -58,6 +60,24 @@ import _Builtin_intrinsics.intel
 /// acc + Σ of 4 products u8(u) × s8(s) per Int32 lane (`vpdpbusd`; its unmasked intrinsic is a macro Swift cannot import).
 @inline(__always) private func dpbusd(_ acc: __m256i, _ u: __m256i, _ s: __m256i) -> __m256i {
     _mm256_mask_dpbusd_epi32(acc, 0xFF, u, s)
+}
+
+/// `vpdpbusd` adds into its accumulator with a latency of 4 cycles and issues 2 per cycle (Zen 4),
+/// so a kernel needs 8 independent accumulator chains to keep it busy: with fewer tiles than 4 the
+/// kernels give each tile several chains (k alternating) and merge them here. Integer sums, so the
+/// order does not change any result. (2 rows × 2 tiles with one chain each ran at 1 per cycle.)
+private enum VNNIChains {
+    /// Slots 0 ..< tiles hold the tiles' sums after this: at 2 tiles slot j + 2 is added into j, at
+    /// 1 tile all four into slot 0.
+    @inline(__always)
+    static func merge(_ s0: inout __m256i, _ s1: inout __m256i, _ s2: inout __m256i, _ s3: inout __m256i, tiles: Int) {
+        if tiles == 2 {
+            s0 = _mm256_add_epi32(s0, s2)
+            s1 = _mm256_add_epi32(s1, s3)
+        } else if tiles == 1 {
+            s0 = _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3))
+        }
+    }
 }
 #endif
 
@@ -278,6 +298,22 @@ private struct TileAccumulators {
         if tiles > 3 { finish(f3, 3) }
     }
 
+    #if AVX512VNNI
+    /// Tiles 0 and 1 in one 512-bit vector (their partial sums lie side by side).
+    @inline(__always)
+    func start16() -> __m512 { first ? _mm512_setzero_ps() : UnsafeRawPointer(partial).loadUnaligned(as: __m512.self) }
+
+    @inline(__always)
+    func finish16(_ f: __m512) {
+        if last {
+            let lanes = unsafeBitCast(f, to: SIMD16<Float>.self)
+            for j in 0..<16 { out[j * stride] = lanes[j] }
+        } else {
+            UnsafeMutableRawPointer(partial).storeBytes(of: f, as: __m512.self)
+        }
+    }
+    #endif
+
     @inline(__always)
     func finish(_ f: __m256, _ i: Int) {
         if last {
@@ -326,20 +362,36 @@ private func unsignedCodesTile(
     for g in g0..<g1 {
         let cg = code + g &* 32
         #if AVX512VNNI
-        // vpdpbusd adds each lane's 4 byte products straight into Int32: no Int16 stage. Two
-        // accumulators per tile (the group's halves) keep the dependency chains short.
+        // vpdpbusd adds each lane's 4 byte products straight into Int32: no Int16 stage. The
+        // group's halves go to d and e, and the tiles into `VNNIChains` slots: 8 chains.
         var d0 = _mm256_setzero_si256(), d1 = d0, d2 = d0, d3 = d0
         var e0 = d0, e1 = d0, e2 = d0, e3 = d0
         for k in 0..<4 {
             let wa = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 4 * k, as: Int32.self))
             let wb = _mm256_set1_epi32(cg.loadUnaligned(fromByteOffset: 16 + 4 * k, as: Int32.self))
             let pa = g &* 256 &+ 32 * k, pb = pa &+ 128
-            d0 = dpbusd(d0, wa, load256(inputs.x.0 + pa))
-            e0 = dpbusd(e0, wb, load256(inputs.x.0 + pb))
-            if tiles > 1 { d1 = dpbusd(d1, wa, load256(inputs.x.1 + pa)); e1 = dpbusd(e1, wb, load256(inputs.x.1 + pb)) }
-            if tiles > 2 { d2 = dpbusd(d2, wa, load256(inputs.x.2 + pa)); e2 = dpbusd(e2, wb, load256(inputs.x.2 + pb)) }
-            if tiles > 3 { d3 = dpbusd(d3, wa, load256(inputs.x.3 + pa)); e3 = dpbusd(e3, wb, load256(inputs.x.3 + pb)) }
+            @inline(__always) func products(_ d: inout __m256i, _ e: inout __m256i, _ x: UnsafeRawPointer) {
+                d = dpbusd(d, wa, load256(x + pa))
+                e = dpbusd(e, wb, load256(x + pb))
+            }
+            // The slots of `unsignedCodesPair` (`VNNIChains`): 8 accumulators at any tile count.
+            if tiles > 2 {
+                products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1)
+                products(&d2, &e2, inputs.x.2); products(&d3, &e3, inputs.x.3)
+            } else if tiles == 2 {
+                if k & 1 == 0 { products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1) }
+                else { products(&d2, &e2, inputs.x.0); products(&d3, &e3, inputs.x.1) }
+            } else {
+                switch k {
+                case 0: products(&d0, &e0, inputs.x.0)
+                case 1: products(&d1, &e1, inputs.x.0)
+                case 2: products(&d2, &e2, inputs.x.0)
+                default: products(&d3, &e3, inputs.x.0)
+                }
+            }
         }
+        VNNIChains.merge(&d0, &d1, &d2, &d3, tiles: tiles)
+        VNNIChains.merge(&e0, &e1, &e2, &e3, tiles: tiles)
         d0 = _mm256_add_epi32(d0, e0)
         if tiles > 1 { d1 = _mm256_add_epi32(d1, e1) }
         if tiles > 2 { d2 = _mm256_add_epi32(d2, e2) }
@@ -409,11 +461,25 @@ private func unsignedCodesPair(
                 d = dpbusd(d, w0, p)
                 e = dpbusd(e, w1, p)
             }
-            products(&d0, &e0, inputs.x.0)
-            if tiles > 1 { products(&d1, &e1, inputs.x.1) }
-            if tiles > 2 { products(&d2, &e2, inputs.x.2) }
-            if tiles > 3 { products(&d3, &e3, inputs.x.3) }
+            // Eight accumulators whatever `tiles` is (`VNNIChains`): slot j takes tile j at 4
+            // tiles, tile j mod 2 at 2 (k alternating), tile 0 at 1 (k mod 4).
+            if tiles > 2 {
+                products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1)
+                products(&d2, &e2, inputs.x.2); products(&d3, &e3, inputs.x.3)
+            } else if tiles == 2 {
+                if k & 1 == 0 { products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1) }
+                else { products(&d2, &e2, inputs.x.0); products(&d3, &e3, inputs.x.1) }
+            } else {
+                switch k & 3 {
+                case 0: products(&d0, &e0, inputs.x.0)
+                case 1: products(&d1, &e1, inputs.x.0)
+                case 2: products(&d2, &e2, inputs.x.0)
+                default: products(&d3, &e3, inputs.x.0)
+                }
+            }
         }
+        VNNIChains.merge(&d0, &d1, &d2, &d3, tiles: tiles)
+        VNNIChains.merge(&e0, &e1, &e2, &e3, tiles: tiles)
         let s0 = _mm256_set1_ps(s[g]), o0 = _mm256_set1_ps(o[g])
         let s1 = _mm256_set1_ps(s[groups &+ g]), o1 = _mm256_set1_ps(o[groups &+ g])
         @inline(__always) func add(_ f: inout __m256, _ h: inout __m256, _ d: __m256i, _ e: __m256i, _ i: Int) {
@@ -428,6 +494,89 @@ private func unsignedCodesPair(
     }
     acc.finish(f0, f1, f2, f3, tiles: tiles)
     acc1.finish(h0, h1, h2, h3, tiles: tiles)
+}
+
+/// Two activation tiles (16 rows) laid out for 512-bit vectors: per group g and k, 64 bytes =
+/// [tile t's piece k | tile t + 1's piece k], so one load holds four codes of each of the 16 rows;
+/// their scales and sums by group as 16 floats per group. Made once per GEMM call (`avx2GEMM`) for
+/// the pair of tiles at the end of an M block whose tile count is 2 or 3 mod 4 (batched decode of
+/// 9 to 16 rows is exactly that pair).
+private struct SixteenRows {
+    let codes: UnsafeMutableRawPointer
+    let scales: UnsafeMutablePointer<Float>
+    let sums: UnsafeMutablePointer<Float>
+
+    static func byteCount(cols: Int) -> Int { 16 * cols + 2 * 16 * 4 * (cols / 32) }
+
+    init(_ buffer: UnsafeMutableRawPointer, cols: Int) {
+        codes = buffer
+        scales = (buffer + 16 * cols).assumingMemoryBound(to: Float.self)
+        sums = scales + 16 * (cols / 32)
+    }
+
+    /// Copies tiles t and t + 1 of `a`; with `flip`, the codes made unsigned (x + 128, as the int6
+    /// kernels take them).
+    func fill(from a: QuantizedActivations, t: Int, flip: Bool) {
+        let cols = a.cols, groups = cols / 32
+        let x0 = UnsafeRawPointer(a.codes + t * 8 * cols), x1 = x0 + 8 * cols
+        let bits = _mm256_set1_epi8(flip ? -128 : 0)
+        for g in 0..<groups {
+            for k in 0..<8 {
+                let piece = g * 256 + 32 * k, to = codes + (g * 512 + 64 * k)
+                to.storeBytes(of: _mm256_xor_si256(load256(x0 + piece), bits), as: __m256i.self)
+                to.storeBytes(of: _mm256_xor_si256(load256(x1 + piece), bits), toByteOffset: 32, as: __m256i.self)
+            }
+        }
+        for (from, to) in [(a.scalesByGroup, scales), (a.sumsByGroup, sums)] {
+            let f0 = from + t * groups * 8, f1 = f0 + groups * 8
+            for g in 0..<groups {
+                UnsafeMutableRawPointer(to + 16 * g).storeBytes(of: loadFloats(f0 + 8 * g), as: __m256.self)
+                UnsafeMutableRawPointer(to + 16 * g + 8).storeBytes(of: loadFloats(f1 + 8 * g), as: __m256.self)
+            }
+        }
+    }
+}
+
+/// `unsignedCodesPair` at 2 tiles with 512-bit vectors over `SixteenRows`: per k, two broadcasts,
+/// one load and two `vpdpbusd` (each 16 lanes = the 16 activation rows) instead of two
+/// broadcasts, two loads and four 256-bit ones. The loads and broadcasts, not the products, bound
+/// the 256-bit form at M = 16 (`docs/kernels.md`). Zen 4 issues one 512-bit vpdpbusd per cycle at
+/// a latency of 4, so each row's sums alternate between two accumulators (4 chains). The integer
+/// sums are exact and the float work per lane is the 256-bit kernel's, so every result is bitwise
+/// what `unsignedCodesPair` gives.
+@inline(never)
+private func unsignedCodesPairSixteen(
+    _ c: UnsafePointer<UInt8>, _ s: UnsafePointer<Float>, _ o: UnsafePointer<Float>, cols: Int, groups: Int,
+    _ x: SixteenRows, g0: Int, g1: Int, acc: TileAccumulators
+) {
+    let code0 = UnsafeRawPointer(c), code1 = UnsafeRawPointer(c + cols)
+    let xs = UnsafeRawPointer(x.codes)
+    let acc1 = acc.row(1)
+    var f = acc.start16(), h = acc1.start16()
+    for g in g0..<g1 {
+        var d0 = _mm512_setzero_si512(), d1 = d0, e0 = d0, e1 = d0
+        for k in 0..<8 {
+            let w0 = _mm512_set1_epi32(code0.loadUnaligned(fromByteOffset: g &* 32 &+ 4 * k, as: Int32.self))
+            let w1 = _mm512_set1_epi32(code1.loadUnaligned(fromByteOffset: g &* 32 &+ 4 * k, as: Int32.self))
+            let p = xs.loadUnaligned(fromByteOffset: g &* 512 &+ 64 * k, as: __m512i.self)
+            if k & 1 == 0 {
+                d0 = _mm512_mask_dpbusd_epi32(d0, 0xFFFF, w0, p)
+                e0 = _mm512_mask_dpbusd_epi32(e0, 0xFFFF, w1, p)
+            } else {
+                d1 = _mm512_mask_dpbusd_epi32(d1, 0xFFFF, w0, p)
+                e1 = _mm512_mask_dpbusd_epi32(e1, 0xFFFF, w1, p)
+            }
+        }
+        let dx = UnsafeRawPointer(x.scales + g &* 16).loadUnaligned(as: __m512.self)
+        let sx = UnsafeRawPointer(x.sums + g &* 16).loadUnaligned(as: __m512.self)
+        let s0 = _mm512_set1_ps(s[g]), o0 = _mm512_set1_ps(o[g])
+        let s1 = _mm512_set1_ps(s[groups &+ g]), o1 = _mm512_set1_ps(o[groups &+ g])
+        let d = _mm512_add_epi32(d0, d1), e = _mm512_add_epi32(e0, e1)
+        f = _mm512_fmadd_ps(s0, _mm512_mul_ps(_mm512_cvtepi32_ps(d), dx), _mm512_fnmadd_ps(o0, sx, f))
+        h = _mm512_fmadd_ps(s1, _mm512_mul_ps(_mm512_cvtepi32_ps(e), dx), _mm512_fnmadd_ps(o1, sx, h))
+    }
+    acc.finish16(f)
+    acc1.finish16(h)
 }
 #endif
 
@@ -455,12 +604,28 @@ private func int8GEMMTile(
             let wb = _mm256_xor_si256(
                 _mm256_set1_epi32(block.loadUnaligned(fromByteOffset: Int8Block.quantsOffset + 16 + 4 * k, as: Int32.self)), flip)
             let pa = g &* 256 &+ 32 * k, pb = pa &+ 128
-            i0 = dpbusd(i0, wa, load256(inputs.x.0 + pa))
-            j0 = dpbusd(j0, wb, load256(inputs.x.0 + pb))
-            if tiles > 1 { i1 = dpbusd(i1, wa, load256(inputs.x.1 + pa)); j1 = dpbusd(j1, wb, load256(inputs.x.1 + pb)) }
-            if tiles > 2 { i2 = dpbusd(i2, wa, load256(inputs.x.2 + pa)); j2 = dpbusd(j2, wb, load256(inputs.x.2 + pb)) }
-            if tiles > 3 { i3 = dpbusd(i3, wa, load256(inputs.x.3 + pa)); j3 = dpbusd(j3, wb, load256(inputs.x.3 + pb)) }
+            @inline(__always) func products(_ i: inout __m256i, _ j: inout __m256i, _ x: UnsafeRawPointer) {
+                i = dpbusd(i, wa, load256(x + pa))
+                j = dpbusd(j, wb, load256(x + pb))
+            }
+            // The slots of `unsignedCodesPair` (`VNNIChains`): 8 accumulators at any tile count.
+            if tiles > 2 {
+                products(&i0, &j0, inputs.x.0); products(&i1, &j1, inputs.x.1)
+                products(&i2, &j2, inputs.x.2); products(&i3, &j3, inputs.x.3)
+            } else if tiles == 2 {
+                if k & 1 == 0 { products(&i0, &j0, inputs.x.0); products(&i1, &j1, inputs.x.1) }
+                else { products(&i2, &j2, inputs.x.0); products(&i3, &j3, inputs.x.1) }
+            } else {
+                switch k {
+                case 0: products(&i0, &j0, inputs.x.0)
+                case 1: products(&i1, &j1, inputs.x.0)
+                case 2: products(&i2, &j2, inputs.x.0)
+                default: products(&i3, &j3, inputs.x.0)
+                }
+            }
         }
+        VNNIChains.merge(&i0, &i1, &i2, &i3, tiles: tiles)
+        VNNIChains.merge(&j0, &j1, &j2, &j3, tiles: tiles)
         i0 = _mm256_add_epi32(i0, j0)
         if tiles > 1 { i1 = _mm256_add_epi32(i1, j1) }
         if tiles > 2 { i2 = _mm256_add_epi32(i2, j2) }
@@ -591,11 +756,24 @@ private func int6VNNITile(
                     p = dpbusd(p, u, w0)
                     if R > 1 { q = dpbusd(q, u, w1) }
                 }
-                products(&p0, &q0, inputs.x.0)
-                if tiles > 1 { products(&p1, &q1, inputs.x.1) }
-                if tiles > 2 { products(&p2, &q2, inputs.x.2) }
-                if tiles > 3 { products(&p3, &q3, inputs.x.3) }
+                // The slots of `unsignedCodesPair` (`VNNIChains`).
+                if tiles > 2 {
+                    products(&p0, &q0, inputs.x.0); products(&p1, &q1, inputs.x.1)
+                    products(&p2, &q2, inputs.x.2); products(&p3, &q3, inputs.x.3)
+                } else if tiles == 2 {
+                    if k & 1 == 0 { products(&p0, &q0, inputs.x.0); products(&p1, &q1, inputs.x.1) }
+                    else { products(&p2, &q2, inputs.x.0); products(&p3, &q3, inputs.x.1) }
+                } else {
+                    switch k {
+                    case 0: products(&p0, &q0, inputs.x.0)
+                    case 1: products(&p1, &q1, inputs.x.0)
+                    case 2: products(&p2, &q2, inputs.x.0)
+                    default: products(&p3, &q3, inputs.x.0)
+                    }
+                }
             }
+            VNNIChains.merge(&p0, &p1, &p2, &p3, tiles: tiles)
+            if R > 1 { VNNIChains.merge(&q0, &q1, &q2, &q3, tiles: tiles) }
             let sc0 = _mm256_set1_epi32(scales[16 &* b &+ s])
             i0 = _mm256_add_epi32(i0, _mm256_mullo_epi32(p0, sc0))
             if tiles > 1 { i1 = _mm256_add_epi32(i1, _mm256_mullo_epi32(p1, sc0)) }
@@ -623,6 +801,55 @@ private func int6VNNITile(
     }
     acc.finish(f0, f1, f2, f3, tiles: tiles)
     if R > 1 { acc1.finish(h0, h1, h2, h3, tiles: tiles) }
+}
+
+/// `int6VNNITile` for 2 rows at 2 tiles with 512-bit vectors over `SixteenRows` (its codes already
+/// flipped to x + 128): per k two broadcasts, one load and two `vpdpbusd` of 16 lanes (the rows).
+/// Each sub-block's sums alternate between two accumulators per row (4 chains of 2), then one
+/// vpmulld by its scale per row. Exact integers and the same float work per lane: bitwise
+/// `int6VNNITile`'s results.
+@inline(never)
+private func int6PairSixteen(
+    _ c: UnsafePointer<UInt8>, _ scales: UnsafePointer<Int32>, _ factors: UnsafePointer<Float>, cols: Int, groups: Int,
+    _ x: SixteenRows, g0: Int, g1: Int, acc: TileAccumulators
+) {
+    let code0 = UnsafeRawPointer(c), code1 = UnsafeRawPointer(c + cols)
+    let scales1 = scales + 2 &* groups, factors1 = factors + 2 &* groups
+    let bias0 = UnsafeRawPointer(factors + groups).assumingMemoryBound(to: Int32.self)
+    let bias1 = UnsafeRawPointer(factors1 + groups).assumingMemoryBound(to: Int32.self)
+    let xs = UnsafeRawPointer(x.codes)
+    let acc1 = acc.row(1)
+    var f = acc.start16(), h = acc1.start16()
+    var g = g0
+    while g < g1 {
+        let b = g >> 3
+        var i = _mm512_set1_epi32(0 &- bias0[b]), j = _mm512_set1_epi32(0 &- bias1[b])
+        for s in 0..<16 {
+            let gs = g &+ (s >> 1)
+            var p0 = _mm512_setzero_si512(), p1 = p0, q0 = p0, q1 = p0
+            for k in 0..<4 {
+                let offset = gs &* 32 &+ (16 * (s & 1) + 4 * k)
+                let w0 = _mm512_set1_epi32(code0.loadUnaligned(fromByteOffset: offset, as: Int32.self))
+                let w1 = _mm512_set1_epi32(code1.loadUnaligned(fromByteOffset: offset, as: Int32.self))
+                let u = xs.loadUnaligned(fromByteOffset: gs &* 512 &+ 64 * (4 * (s & 1) + k), as: __m512i.self)
+                if k & 1 == 0 {
+                    p0 = _mm512_mask_dpbusd_epi32(p0, 0xFFFF, u, w0)
+                    q0 = _mm512_mask_dpbusd_epi32(q0, 0xFFFF, u, w1)
+                } else {
+                    p1 = _mm512_mask_dpbusd_epi32(p1, 0xFFFF, u, w0)
+                    q1 = _mm512_mask_dpbusd_epi32(q1, 0xFFFF, u, w1)
+                }
+            }
+            i = _mm512_add_epi32(i, _mm512_mullo_epi32(_mm512_add_epi32(p0, p1), _mm512_set1_epi32(scales[16 &* b &+ s])))
+            j = _mm512_add_epi32(j, _mm512_mullo_epi32(_mm512_add_epi32(q0, q1), _mm512_set1_epi32(scales1[16 &* b &+ s])))
+        }
+        let dx = UnsafeRawPointer(x.scales + g &* 16).loadUnaligned(as: __m512.self)
+        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(_mm512_set1_ps(factors[b]), dx), f)
+        h = _mm512_fmadd_ps(_mm512_cvtepi32_ps(j), _mm512_mul_ps(_mm512_set1_ps(factors1[b]), dx), h)
+        g &+= 8
+    }
+    acc.finish16(f)
+    acc1.finish16(h)
 }
 
 @inline(never)
@@ -838,18 +1065,36 @@ func avx2GEMM(_ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutabl
     // Scratch: unpacked codes [block, K], s and o [block, G] (int6: its Int16 sub-block scales in
     // s, its superblocks' d in o), partial sums [block, 32], the block's finished sums transposed
     // [32, block].
-    let bytes = (w.format != .int8 ? block * (cols + 8 * factorStride(w)) : 0) + 2 * block * 32 * 4
+    let unpacked = w.format != .int8 ? block * (cols + 8 * factorStride(w)) : 0
+    // The 512-bit copy of a last pair of tiles (`SixteenRows`), for the unpacked formats' pairs.
+    var sixteen = 0
+    #if AVX512VNNI
+    if w.format != .int8, sixteenRowsTile(ms) != nil { sixteen = SixteenRows.byteCount(cols: cols) }
+    #endif
+    let bytes = unpacked + sixteen + 2 * block * 32 * 4
     withUnsafeTemporaryAllocation(byteCount: bytes, alignment: 64) { buffer in
-        gemmBlocks(w, a, y, rows: rows, ms: ms, scratch: buffer.baseAddress!, bytes: bytes)
+        gemmBlocks(w, a, y, rows: rows, ms: ms, scratch: buffer.baseAddress!, bytes: bytes, sixteen: sixteen > 0 ? unpacked : nil)
     }
+}
+
+/// The first tile of the pair of tiles `gemmBlocks` multiplies as 2 (the M block's tiles go 4 at
+/// a time, then 2, then 1), if there is one.
+private func sixteenRowsTile(_ ms: Range<Int>) -> Int? {
+    let first = ms.lowerBound / 8, count = (ms.upperBound + 7) / 8 - first
+    return count % 4 >= 2 ? first + count / 4 * 4 : nil
 }
 
 /// The loop nest of `avx2GEMM` over its scratch.
 private func gemmBlocks(
     _ w: QuantizedMatrix, _ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>, rows: Range<Int>, ms: Range<Int>,
-    scratch base: UnsafeMutableRawPointer, bytes: Int
+    scratch base: UnsafeMutableRawPointer, bytes: Int, sixteen sixteenOffset: Int?
 ) {
     let distance = QuantKernels.prefetchDistance
+    #if AVX512VNNI
+    let sixteenTile = sixteenOffset != nil ? sixteenRowsTile(ms) : nil
+    let sixteen = SixteenRows(base + (sixteenOffset ?? 0), cols: w.cols)
+    if let t = sixteenTile { sixteen.fill(from: a, t: t, flip: w.format == .int6) }
+    #endif
     let cols = w.cols, groups = cols / 32, block = gemmRowsPerBlock
     let firstTile = ms.lowerBound / 8, tileEnd = (ms.upperBound + 7) / 8
     let unpacks = w.format != .int8
@@ -940,9 +1185,30 @@ private func gemmBlocks(
                             cols, groups, a, t, g0, g1, accumulators(i))
                         n += rows
                     }
-                    if w.format == .int6 {
+                    if w.format == .int6 && t == sixteenTile {
+                        while n + 2 <= r1 {
+                            let i = n - r0
+                            prefetchNextBlock(rows: 2)
+                            int6PairSixteen(
+                                UnsafePointer(codes + i * cols),
+                                UnsafeRawPointer(scale + i * stride).assumingMemoryBound(to: Int32.self),
+                                UnsafePointer(offset + i * stride), cols: cols, groups: groups, sixteen, g0: g0, g1: g1,
+                                acc: accumulators(i))
+                            n += 2
+                        }
+                        if n < r1 { run(int6Single, rows: 1) }
+                    } else if w.format == .int6 {
                         while n + 2 <= r1 { run(int6Pair, rows: 2) }
                         if n < r1 { run(int6Single, rows: 1) }
+                    } else if t == sixteenTile {
+                        while n + 2 <= r1 {
+                            let i = n - r0
+                            prefetchNextBlock(rows: 2)
+                            unsignedCodesPairSixteen(
+                                UnsafePointer(codes + i * cols), UnsafePointer(scale + i * stride), UnsafePointer(offset + i * stride),
+                                cols: cols, groups: groups, sixteen, g0: g0, g1: g1, acc: accumulators(i))
+                            n += 2
+                        }
                     } else {
                         while n + 2 <= r1 { run(pair, rows: 2) }
                     }

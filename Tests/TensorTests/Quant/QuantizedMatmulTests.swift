@@ -48,11 +48,11 @@ final class QuantizedMatmulTests: XCTestCase {
 
     /// Larger M: several 8-row tiles plus remainders, and more than one activation block per call
     /// (the portable kernels' blocks of 48 rows at K = 4864; the GEMM's at M · K past 8 MB: 1040 ×
-    /// 8960 is two blocks, 528 and 512 rows).
+    /// 8960 is two blocks, 528 and 512 rows; 48 rows are 4 tiles and then a pair, 528 too).
     func testLargerM() {
         var rng = SeededGenerator(seed: 25)
         for format in [WeightFormat.int8, .int5, .int4] {
-            for (rows, cols, ms) in [(33, 4864, [31, 64]), (7, 896, [64]), (5, 96, [512]), (3, 8960, [1040])] {
+            for (rows, cols, ms) in [(33, 4864, [31, 48, 64]), (7, 896, [64]), (5, 96, [512]), (3, 8960, [1040])] {
                 let w = makeWeights(&rng, rows: rows, cols: cols, format: format)
                 for m in ms {
                     check(w, m: m, pool: pools[1], rng: &rng, label: "\(format) \(rows)x\(cols) M=\(m) threads=2")
@@ -335,10 +335,14 @@ final class QuantKernelsTests: XCTestCase {
         try assertKernels(
             ["23unsignedCodesPairTiles1", "23unsignedCodesPairTiles2", "23unsignedCodesPairTiles4"],
             contain: [["vpdpbusd"], ["vpbroadcastd"]], lack: int8Lacks)
+        // ... and the last pair of tiles of an M block (batched decode's 9-16 rows) as one 512-bit vector.
+        try assertKernels(["24unsignedCodesPairSixteen"], contain: [["vpdpbusd"], ["vpbroadcastd"], ["zmm"]], lack: int8Lacks)
         // int6 on VNNI builds: vpdpbusd on flipped activations, sub-block scales by vpmulld.
         try assertKernels(
             ["int6VNNIRows1Tiles", "int6VNNIRows2Tiles"], contain: [["vpdpbusd"], ["vpbroadcastd"], ["vpmulld"]],
             lack: int8Lacks + ["vpsignb"])
+        try assertKernels(
+            ["15int6PairSixteen"], contain: [["vpdpbusd"], ["vpbroadcastd"], ["vpmulld"], ["zmm"]], lack: int8Lacks + ["vpsignb"])
         #endif
         // The int8 GEMM tiles broadcast each Float16 scale with vpbroadcastw + vcvtph2ps: a scalar
         // half converted and broadcast compiled to vpinsrw merging into a live accumulator register

@@ -64,7 +64,8 @@ import _Builtin_intrinsics.intel
 
 /// `vpdpbusd` adds into its accumulator with a latency of 4 cycles and issues 2 per cycle (Zen 4),
 /// so a kernel needs 8 independent accumulator chains to keep it busy: with fewer tiles than 4 the
-/// kernels give each tile several chains (k alternating) and merge them here. Integer sums, so the
+/// kernels give each tile several chains (by k: alternating at 2 tiles, k mod 4 at 1) and merge
+/// them here. Integer sums, so the
 /// order does not change any result. (2 rows × 2 tiles with one chain each ran at 1 per cycle.)
 private enum VNNIChains {
     /// Slots 0 ..< tiles hold the tiles' sums after this: at 2 tiles slot j + 2 is added into j, at
@@ -527,13 +528,15 @@ private struct SixteenRows {
                 to.storeBytes(of: _mm256_xor_si256(load256(x1 + piece), bits), toByteOffset: 32, as: __m256i.self)
             }
         }
-        for (from, to) in [(a.scalesByGroup, scales), (a.sumsByGroup, sums)] {
+        func sideBySide(_ from: UnsafeMutablePointer<Float>, _ to: UnsafeMutablePointer<Float>) {
             let f0 = from + t * groups * 8, f1 = f0 + groups * 8
             for g in 0..<groups {
                 UnsafeMutableRawPointer(to + 16 * g).storeBytes(of: loadFloats(f0 + 8 * g), as: __m256.self)
                 UnsafeMutableRawPointer(to + 16 * g + 8).storeBytes(of: loadFloats(f1 + 8 * g), as: __m256.self)
             }
         }
+        sideBySide(a.scalesByGroup, scales)
+        sideBySide(a.sumsByGroup, sums)
     }
 }
 

@@ -68,6 +68,30 @@ import _Builtin_intrinsics.intel
 /// them here. Integer sums, so the
 /// order does not change any result. (2 rows × 2 tiles with one chain each ran at 1 per cycle.)
 private enum VNNIChains {
+    /// Step k of a kernel: `products(&a, &b, tile)` for each tile, into the slots it uses at this
+    /// tile count — slot j takes tile j at 4 tiles, tile j mod 2 at 2 (k alternating), tile 0 at 1
+    /// (k mod 4). (a, b: a kernel's two sums per slot, e.g. the group's halves or two weight rows.)
+    @inline(__always)
+    static func accumulate(
+        k: Int, tiles: Int,
+        _ a0: inout __m256i, _ a1: inout __m256i, _ a2: inout __m256i, _ a3: inout __m256i,
+        _ b0: inout __m256i, _ b1: inout __m256i, _ b2: inout __m256i, _ b3: inout __m256i,
+        _ products: (inout __m256i, inout __m256i, Int) -> Void
+    ) {
+        if tiles > 2 {
+            products(&a0, &b0, 0); products(&a1, &b1, 1); products(&a2, &b2, 2); products(&a3, &b3, 3)
+        } else if tiles == 2 {
+            if k & 1 == 0 { products(&a0, &b0, 0); products(&a1, &b1, 1) } else { products(&a2, &b2, 0); products(&a3, &b3, 1) }
+        } else {
+            switch k & 3 {
+            case 0: products(&a0, &b0, 0)
+            case 1: products(&a1, &b1, 0)
+            case 2: products(&a2, &b2, 0)
+            default: products(&a3, &b3, 0)
+            }
+        }
+    }
+
     /// Slots 0 ..< tiles hold the tiles' sums after this: at 2 tiles slot j + 2 is added into j, at
     /// 1 tile all four into slot 0.
     @inline(__always)
@@ -364,7 +388,7 @@ private func unsignedCodesTile(
         let cg = code + g &* 32
         #if AVX512VNNI
         // vpdpbusd adds each lane's 4 byte products straight into Int32: no Int16 stage. The
-        // group's halves go to d and e, and the tiles into `VNNIChains` slots: 8 chains.
+        // group's halves go to d and e, each in the 4 slots of `VNNIChains`: 8 chains.
         var d0 = _mm256_setzero_si256(), d1 = d0, d2 = d0, d3 = d0
         var e0 = d0, e1 = d0, e2 = d0, e3 = d0
         for k in 0..<4 {
@@ -375,21 +399,7 @@ private func unsignedCodesTile(
                 d = dpbusd(d, wa, load256(x + pa))
                 e = dpbusd(e, wb, load256(x + pb))
             }
-            // The slots of `unsignedCodesPair` (`VNNIChains`): 8 accumulators at any tile count.
-            if tiles > 2 {
-                products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1)
-                products(&d2, &e2, inputs.x.2); products(&d3, &e3, inputs.x.3)
-            } else if tiles == 2 {
-                if k & 1 == 0 { products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1) }
-                else { products(&d2, &e2, inputs.x.0); products(&d3, &e3, inputs.x.1) }
-            } else {
-                switch k {
-                case 0: products(&d0, &e0, inputs.x.0)
-                case 1: products(&d1, &e1, inputs.x.0)
-                case 2: products(&d2, &e2, inputs.x.0)
-                default: products(&d3, &e3, inputs.x.0)
-                }
-            }
+            VNNIChains.accumulate(k: k, tiles: tiles, &d0, &d1, &d2, &d3, &e0, &e1, &e2, &e3) { products(&$0, &$1, inputs.x($2)) }
         }
         VNNIChains.merge(&d0, &d1, &d2, &d3, tiles: tiles)
         VNNIChains.merge(&e0, &e1, &e2, &e3, tiles: tiles)
@@ -462,22 +472,7 @@ private func unsignedCodesPair(
                 d = dpbusd(d, w0, p)
                 e = dpbusd(e, w1, p)
             }
-            // Eight accumulators whatever `tiles` is (`VNNIChains`): slot j takes tile j at 4
-            // tiles, tile j mod 2 at 2 (k alternating), tile 0 at 1 (k mod 4).
-            if tiles > 2 {
-                products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1)
-                products(&d2, &e2, inputs.x.2); products(&d3, &e3, inputs.x.3)
-            } else if tiles == 2 {
-                if k & 1 == 0 { products(&d0, &e0, inputs.x.0); products(&d1, &e1, inputs.x.1) }
-                else { products(&d2, &e2, inputs.x.0); products(&d3, &e3, inputs.x.1) }
-            } else {
-                switch k & 3 {
-                case 0: products(&d0, &e0, inputs.x.0)
-                case 1: products(&d1, &e1, inputs.x.0)
-                case 2: products(&d2, &e2, inputs.x.0)
-                default: products(&d3, &e3, inputs.x.0)
-                }
-            }
+            VNNIChains.accumulate(k: k, tiles: tiles, &d0, &d1, &d2, &d3, &e0, &e1, &e2, &e3) { products(&$0, &$1, inputs.x($2)) }
         }
         VNNIChains.merge(&d0, &d1, &d2, &d3, tiles: tiles)
         VNNIChains.merge(&e0, &e1, &e2, &e3, tiles: tiles)
@@ -611,21 +606,7 @@ private func int8GEMMTile(
                 i = dpbusd(i, wa, load256(x + pa))
                 j = dpbusd(j, wb, load256(x + pb))
             }
-            // The slots of `unsignedCodesPair` (`VNNIChains`): 8 accumulators at any tile count.
-            if tiles > 2 {
-                products(&i0, &j0, inputs.x.0); products(&i1, &j1, inputs.x.1)
-                products(&i2, &j2, inputs.x.2); products(&i3, &j3, inputs.x.3)
-            } else if tiles == 2 {
-                if k & 1 == 0 { products(&i0, &j0, inputs.x.0); products(&i1, &j1, inputs.x.1) }
-                else { products(&i2, &j2, inputs.x.0); products(&i3, &j3, inputs.x.1) }
-            } else {
-                switch k {
-                case 0: products(&i0, &j0, inputs.x.0)
-                case 1: products(&i1, &j1, inputs.x.0)
-                case 2: products(&i2, &j2, inputs.x.0)
-                default: products(&i3, &j3, inputs.x.0)
-                }
-            }
+            VNNIChains.accumulate(k: k, tiles: tiles, &i0, &i1, &i2, &i3, &j0, &j1, &j2, &j3) { products(&$0, &$1, inputs.x($2)) }
         }
         VNNIChains.merge(&i0, &i1, &i2, &i3, tiles: tiles)
         VNNIChains.merge(&j0, &j1, &j2, &j3, tiles: tiles)
@@ -759,21 +740,7 @@ private func int6VNNITile(
                     p = dpbusd(p, u, w0)
                     if R > 1 { q = dpbusd(q, u, w1) }
                 }
-                // The slots of `unsignedCodesPair` (`VNNIChains`).
-                if tiles > 2 {
-                    products(&p0, &q0, inputs.x.0); products(&p1, &q1, inputs.x.1)
-                    products(&p2, &q2, inputs.x.2); products(&p3, &q3, inputs.x.3)
-                } else if tiles == 2 {
-                    if k & 1 == 0 { products(&p0, &q0, inputs.x.0); products(&p1, &q1, inputs.x.1) }
-                    else { products(&p2, &q2, inputs.x.0); products(&p3, &q3, inputs.x.1) }
-                } else {
-                    switch k {
-                    case 0: products(&p0, &q0, inputs.x.0)
-                    case 1: products(&p1, &q1, inputs.x.0)
-                    case 2: products(&p2, &q2, inputs.x.0)
-                    default: products(&p3, &q3, inputs.x.0)
-                    }
-                }
+                VNNIChains.accumulate(k: k, tiles: tiles, &p0, &p1, &p2, &p3, &q0, &q1, &q2, &q3) { products(&$0, &$1, inputs.x($2)) }
             }
             VNNIChains.merge(&p0, &p1, &p2, &p3, tiles: tiles)
             if R > 1 { VNNIChains.merge(&q0, &q1, &q2, &q3, tiles: tiles) }
